@@ -1,0 +1,1 @@
+"""Command-line interface: one entry point (`multimae`), one module per sub-command."""

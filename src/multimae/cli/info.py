@@ -1,0 +1,23 @@
+"""`multimae info`: what this installation provides (modalities, model presets)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("info", help="list the built-in modalities and model presets")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from multimae.modalities.registry import BUILTIN_MODALITIES
+
+    print("modalities:")
+    for spec in BUILTIN_MODALITIES.values():
+        roles = "/".join(r for r, on in (("input", spec.is_input), ("output", spec.is_output)) if on)
+        print(
+            f"  {spec.name:<10} {spec.kind:<12} channels={spec.num_channels:<4} stride={spec.stride} "
+            f"norm={spec.normalization:<18} loss={spec.loss:<13} {roles}"
+        )
+    return 0

@@ -1,0 +1,43 @@
+"""The `multimae` entry point.
+
+Each sub-command lives in its own module under `multimae.cli` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` (a callable taking the parsed
+namespace and returning an exit code). ``main(argv)`` is callable from tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from multimae import __version__
+
+# Sub-command modules, in the order they are listed by `multimae --help`.
+SUBCOMMANDS: tuple[str, ...] = ("info",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multimae",
+        description="Multi-modal, multi-task masked autoencoders for vision.",
+    )
+    parser.add_argument("--version", action="version", version=f"multimae {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"multimae.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The built-in modalities and how a set of names becomes a set of specs.
+
+The built-ins are an immutable table; user modalities are passed explicitly (as specs, or as
+dicts of spec fields in a config) rather than by mutating a global.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from multimae.modalities.spec import ModalitySpec
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_BUILTINS = (
+    ModalitySpec(
+        name="rgb", kind="dense", num_channels=3, normalization="imagenet", loss="mse",
+        mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    ),
+    ModalitySpec(name="depth", kind="dense", num_channels=1, normalization="robust_standardize", loss="l1"),
+    ModalitySpec(
+        name="semseg", kind="categorical", num_channels=133, loss="cross_entropy", stride=4,
+        class_emb_dim=64,
+    ),
+    ModalitySpec(name="normals", kind="dense", num_channels=3, normalization="none", loss="l1"),
+    ModalitySpec(
+        name="norm_rgb", kind="dense", num_channels=3, normalization="imagenet", loss="norm_pix_mse",
+        is_input=False, source="rgb", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    ),
+)
+
+BUILTIN_MODALITIES: Mapping[str, ModalitySpec] = MappingProxyType({s.name: s for s in _BUILTINS})
+
+
+def get_modality(name: str, custom: Mapping[str, ModalitySpec] | None = None) -> ModalitySpec:
+    """The spec named ``name``, looked up in ``custom`` first and then in the built-ins."""
+    if custom and name in custom:
+        return custom[name]
+    try:
+        return BUILTIN_MODALITIES[name]
+    except KeyError:
+        known = sorted(set(BUILTIN_MODALITIES) | set(custom or {}))
+        raise ValueError(f"unknown modality {name!r}; known modalities: {known}") from None
+
+
+def spec_from_dict(fields: Mapping[str, Any]) -> ModalitySpec:
+    """Build a spec from plain data (a YAML/JSON mapping), turning lists into tuples."""
+    clean = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    try:
+        return ModalitySpec(**clean)
+    except TypeError as err:
+        raise ValueError(f"invalid modality spec {dict(fields)!r}: {err}") from None
+
+
+def resolve_modalities(
+    names: Iterable[str],
+    custom: Mapping[str, ModalitySpec] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, ModalitySpec]:
+    """Specs for ``names`` (in order), with per-modality field ``overrides`` applied.
+
+    Example: ``resolve_modalities(["rgb", "semseg"], overrides={"semseg": {"num_channels": 40}})``.
+    """
+    specs: dict[str, ModalitySpec] = {}
+    for name in names:
+        spec = get_modality(name, custom)
+        if overrides and name in overrides:
+            spec = spec.replace(**overrides[name])
+        specs[name] = spec
+    unused = set(overrides or {}) - set(specs)
+    if unused:
+        raise ValueError(f"overrides given for modalities that are not used: {sorted(unused)}")
+    return specs

@@ -1,0 +1,135 @@
+"""`ModalitySpec`: the one place where a modality is described.
+
+A *modality* is a kind of data (rgb, depth, semseg, ...). Everything the library does with a
+modality (how its raw values are normalised, how it is cut into tokens, how a decoder predicts it,
+which loss compares the prediction with the target) is read from its spec, so a user adds a new
+modality by writing a spec, never by changing library code.
+
+Raw data conventions (what readers and the procedural world produce, before `prepare`):
+
+* ``dense``: float tensor ``(B, C, H, W)``; non-finite values (NaN) mark invalid pixels.
+* ``categorical``: integer tensor ``(B, H, W)`` of class ids in ``[0, num_channels)``;
+  ``ignore_index`` (if set) marks unlabelled pixels.
+
+Later kinds (``sequence`` for text tokens, ``discrete`` for tokenizer codes) reuse the same spec
+and the same encoder interface: an input adapter turns a prepared tensor into ``(B, N, D)``
+tokens, and masking only needs each modality's token count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["dense", "categorical"]
+Loss = Literal["mse", "l1", "cross_entropy", "norm_pix_mse"]
+Normalization = Literal["none", "imagenet", "robust_standardize", "unit_range"]
+
+KINDS: tuple[str, ...] = ("dense", "categorical")
+LOSSES: tuple[str, ...] = ("mse", "l1", "cross_entropy", "norm_pix_mse")
+NORMALIZATIONS: tuple[str, ...] = ("none", "imagenet", "robust_standardize", "unit_range")
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """Description of one modality.
+
+    Attributes:
+        name: unique name, used as the key of inputs, predictions, masks and state-dict entries.
+        kind: ``"dense"`` (real-valued maps) or ``"categorical"`` (class-id maps).
+        num_channels: channels of a dense map, or number of classes of a categorical map (the
+            decoder then predicts that many logits per pixel).
+        normalization: how raw values become model values (see `multimae.modalities.normalize`):
+            ``imagenet`` (rgb in [0, 1] -> ImageNet mean/std), ``robust_standardize`` (per sample,
+            drop the top and bottom ``robust_trim`` of valid values, then standardise; invalid
+            pixels -> 0 as input, excluded from the loss), ``unit_range`` ([0, 1] -> [-1, 1]),
+            ``none``.
+        loss: ``mse``, ``l1``, ``cross_entropy`` or ``norm_pix_mse`` (MSE against per-patch
+            standardised targets, MAE's norm-pix loss).
+        is_input: the modality can be given to the encoder.
+        is_output: the modality can be predicted by a decoder.
+        stride: the modality is consumed at ``image_size / stride`` resolution; its patches are
+            ``patch_size / stride`` pixels, so every modality shares one token grid.
+        source: for output-only derived targets (``norm_rgb``), the modality whose data is the
+            target and whose tokens are this decoder's queries; defaults to ``name``.
+        class_emb_dim: width of the learned class embedding (categorical inputs).
+        ignore_index: class id that marks unlabelled pixels (categorical), excluded from the loss.
+        robust_trim: fraction of the lowest and of the highest valid values dropped by
+            ``robust_standardize``.
+        mean, std: per-channel statistics for ``imagenet``-style normalisation.
+    """
+
+    name: str
+    kind: Kind = "dense"
+    num_channels: int = 3
+    normalization: Normalization = "none"
+    loss: Loss = "mse"
+    is_input: bool = True
+    is_output: bool = True
+    stride: int = 1
+    source: str | None = None
+    class_emb_dim: int = 64
+    ignore_index: int | None = None
+    robust_trim: float = 0.1
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").isalnum():
+            raise ValueError(f"modality name must be a non-empty identifier, got {self.name!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"modality {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"modality {self.name!r}: loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"modality {self.name!r}: normalization must be one of {NORMALIZATIONS}, "
+                f"got {self.normalization!r}"
+            )
+        if self.num_channels < 1:
+            raise ValueError(f"modality {self.name!r}: num_channels must be >= 1, got {self.num_channels}")
+        if self.stride < 1:
+            raise ValueError(f"modality {self.name!r}: stride must be >= 1, got {self.stride}")
+        if not (self.is_input or self.is_output):
+            raise ValueError(f"modality {self.name!r} is neither an input nor an output")
+        if (self.kind == "categorical") != (self.loss == "cross_entropy"):
+            raise ValueError(
+                f"modality {self.name!r}: categorical modalities use the cross_entropy loss and "
+                f"only they do (kind={self.kind!r}, loss={self.loss!r})"
+            )
+        if not 0.0 <= self.robust_trim < 0.5:
+            raise ValueError(f"modality {self.name!r}: robust_trim must be in [0, 0.5), got {self.robust_trim}")
+        if self.normalization == "imagenet":
+            if self.mean is None or self.std is None:
+                raise ValueError(f"modality {self.name!r}: imagenet normalisation needs mean and std")
+            if len(self.mean) != self.num_channels or len(self.std) != self.num_channels:
+                raise ValueError(
+                    f"modality {self.name!r}: mean/std need {self.num_channels} values, "
+                    f"got {len(self.mean)}/{len(self.std)}"
+                )
+
+    @property
+    def source_name(self) -> str:
+        """Name of the modality that provides this modality's data and decoder queries."""
+        return self.source or self.name
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.kind == "categorical"
+
+    def patch_size(self, model_patch_size: int) -> int:
+        """Patch side in pixels on this modality's own map, for a model patch size ``P``."""
+        if model_patch_size % self.stride:
+            raise ValueError(
+                f"modality {self.name!r}: patch size {model_patch_size} is not divisible by its "
+                f"stride {self.stride}"
+            )
+        return model_patch_size // self.stride
+
+    def replace(self, **changes: object) -> ModalitySpec:
+        """A copy with some fields changed (validated again)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"modality {self.name!r}: unknown spec field(s) {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
