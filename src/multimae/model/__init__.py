@@ -1,1 +1,10 @@
-"""model"""
+"""Adapters, encoder, decoders and the composed MultiMAE."""
+
+from multimae.model.config import MODEL_SIZES, DecoderConfig, EncoderConfig, MultiMAEConfig, model_config
+from multimae.model.encoder import EncoderOutput, MultiModalViT, TokenLayout
+from multimae.model.multimae import MultiMAE, MultiMAEOutput
+
+__all__ = [
+    "MODEL_SIZES", "DecoderConfig", "EncoderConfig", "EncoderOutput", "MultiMAE", "MultiMAEConfig",
+    "MultiMAEOutput", "MultiModalViT", "TokenLayout", "model_config",
+]

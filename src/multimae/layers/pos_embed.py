@@ -1,0 +1,41 @@
+"""Fixed 2-D sine-cosine positional embeddings.
+
+Shapes: D width, h w token grid.
+
+Channel layout (for a token at grid row ``r`` and column ``c``, with ``Q = D / 4`` and
+``omega_k = temperature ** (-k / Q)``): ``[sin(r * omega), cos(r * omega), sin(c * omega),
+cos(c * omega)]``: rows first, columns second. For square grids this is exactly the table of the
+official MultiMAE checkpoints; for non-square grids it is the correct table (the official code
+scrambles rows and columns there).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def build_2d_sincos_pos_embed(dim: int, grid_h: int, grid_w: int, temperature: float = 10000.0) -> Tensor:
+    """The ``(1, D, h, w)`` sin-cos table (rows in the first half of the channels)."""
+    if dim % 4:
+        raise ValueError(f"the sin-cos positional embedding needs a width divisible by 4, got {dim}")
+    quarter = dim // 4
+    omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # (Q,)
+    rows = torch.arange(grid_h, dtype=torch.float64)[:, None] * omega  # (h, Q)
+    cols = torch.arange(grid_w, dtype=torch.float64)[:, None] * omega  # (w, Q)
+    row_part = torch.cat([rows.sin(), rows.cos()], dim=1)[:, None, :].expand(grid_h, grid_w, 2 * quarter)
+    col_part = torch.cat([cols.sin(), cols.cos()], dim=1)[None, :, :].expand(grid_h, grid_w, 2 * quarter)
+    table = torch.cat([row_part, col_part], dim=2)  # (h, w, D)
+    return table.permute(2, 0, 1).unsqueeze(0).float().contiguous()
+
+
+def resize_pos_embed(pos_embed: Tensor, grid_h: int, grid_w: int, mode: str = "bicubic") -> Tensor:
+    """Resize a ``(1, D, h0, w0)`` table to ``(1, D, h, w)`` (align_corners=False).
+
+    Returns the table itself when the grid already matches, so the stored embedding is used
+    bit-exactly at the training resolution.
+    """
+    if pos_embed.shape[-2:] == (grid_h, grid_w):
+        return pos_embed
+    return F.interpolate(pos_embed, size=(grid_h, grid_w), mode=mode, align_corners=False)

@@ -1,0 +1,123 @@
+"""Typed model configuration and the named sizes (tiny, small, base, large)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from multimae.modalities.registry import resolve_modalities
+from multimae.modalities.spec import ModalitySpec
+
+
+@dataclass
+class EncoderConfig:
+    dim: int = 768  # token width D
+    depth: int = 12  # number of Transformer blocks
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    num_global_tokens: int = 1  # learned tokens appended after the patch tokens
+    drop_path_rate: float = 0.0  # stochastic depth, linearly increasing over blocks
+    patch_size: int = 16  # patch side in pixels at full image resolution
+    image_size: int = 224  # resolution the positional tables are stored for
+
+
+@dataclass
+class DecoderConfig:
+    dim: int = 256  # decoder width
+    depth: int = 2  # Transformer blocks after the cross-attention + MLP
+    num_heads: int = 8
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+
+
+@dataclass
+class MultiMAEConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    inputs: tuple[str, ...] = ("rgb", "depth", "semseg")  # modalities the encoder accepts
+    outputs: tuple[str, ...] = ("rgb", "depth", "semseg", "norm_rgb")  # one decoder each
+    # Per-modality spec field overrides, e.g. {"semseg": {"num_channels": 40}}.
+    modality_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # User-defined modalities by name (a spec, or a dict of spec fields from a config file).
+    custom_modalities: dict[str, ModalitySpec] = field(default_factory=dict)
+
+    def modality_specs(self) -> dict[str, ModalitySpec]:
+        """Specs of every input and output modality, in first-use order."""
+        names = list(dict.fromkeys([*self.inputs, *self.outputs]))
+        specs = resolve_modalities(names, self.custom_modalities, self.modality_overrides)
+        for name in self.inputs:
+            if not specs[name].is_input:
+                raise ValueError(f"modality {name!r} cannot be an input (it is output-only)")
+        for name in self.outputs:
+            if not specs[name].is_output:
+                raise ValueError(f"modality {name!r} cannot be an output")
+        if not self.inputs:
+            raise ValueError("a MultiMAE needs at least one input modality")
+        return specs
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MultiMAEConfig:
+        from multimae.modalities.registry import spec_from_dict
+
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config key(s) {sorted(unknown)}; known: {sorted(known)}")
+        kwargs = dict(data)
+        if "encoder" in kwargs:
+            kwargs["encoder"] = _sub(EncoderConfig, kwargs["encoder"], "encoder")
+        if "decoder" in kwargs:
+            kwargs["decoder"] = _sub(DecoderConfig, kwargs["decoder"], "decoder")
+        for key in ("inputs", "outputs"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        if "custom_modalities" in kwargs:
+            kwargs["custom_modalities"] = {
+                name: spec if isinstance(spec, ModalitySpec) else spec_from_dict({"name": name, **spec})
+                for name, spec in kwargs["custom_modalities"].items()
+            }
+        return cls(**kwargs)
+
+
+def _sub(cls: type, data: Any, where: str) -> Any:
+    if isinstance(data, cls):
+        return data
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {where} config key(s) {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**data)
+
+
+# Named sizes: encoder (width, depth, heads) and decoder (width, heads). Base is the paper's ViT-B/16.
+_SIZES: dict[str, tuple[EncoderConfig, DecoderConfig]] = {
+    "tiny": (EncoderConfig(dim=192, depth=12, num_heads=3), DecoderConfig(dim=128, num_heads=4)),
+    "small": (EncoderConfig(dim=384, depth=12, num_heads=6), DecoderConfig(dim=256, num_heads=8)),
+    "base": (EncoderConfig(dim=768, depth=12, num_heads=12), DecoderConfig(dim=256, num_heads=8)),
+    "large": (EncoderConfig(dim=1024, depth=24, num_heads=16), DecoderConfig(dim=256, num_heads=8)),
+}
+
+MODEL_SIZES: tuple[str, ...] = tuple(_SIZES)
+
+
+def model_config(size: str = "base", **overrides: Any) -> MultiMAEConfig:
+    """The named configuration ``size`` with top-level or nested overrides.
+
+    ``model_config("tiny", encoder={"image_size": 64, "patch_size": 8}, inputs=("rgb", "depth"))``
+    """
+    if size not in _SIZES:
+        raise ValueError(f"unknown model size {size!r}; choose one of {MODEL_SIZES}")
+    enc, dec = _SIZES[size]
+    data: dict[str, Any] = {"encoder": dataclasses.asdict(enc), "decoder": dataclasses.asdict(dec)}
+    for key, value in overrides.items():
+        if key in ("encoder", "decoder"):
+            data[key] = {**data[key], **(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)}
+        else:
+            data[key] = value
+    return MultiMAEConfig.from_dict(data)

@@ -1,0 +1,251 @@
+"""The multi-modal ViT encoder: per-modality adapters, one shared pre-norm Transformer.
+
+Shapes: B batch, M modalities, N = sum of N_m tokens over the given modalities, V visible tokens
+per sample (the longest row when samples differ), G global tokens, D width, h w token grid.
+
+State-dict layout (identical to the official MultiMAE, so official checkpoints load by name):
+``input_adapters.<modality>.*``, ``encoder.<i>.*`` (timm ``Block``s), ``global_tokens``.
+There is no final norm after the last block (official architecture): consumers normalise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+from multimae.masking.dirichlet import sample_masks
+from multimae.model.adapters import build_input_adapter
+from multimae.model.config import EncoderConfig
+from multimae.modalities.spec import ModalitySpec
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where each modality's tokens sit in the concatenated sequence (before masking)."""
+
+    names: tuple[str, ...]  # modalities present, in the model's input order
+    counts: tuple[int, ...]  # N_m for each
+    grid: tuple[int, int]  # (h, w) token grid shared by the modalities
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.counts)
+
+    def span(self, name: str) -> tuple[int, int]:
+        """[start, end) of ``name``'s tokens in the concatenation."""
+        start = 0
+        for n, c in zip(self.names, self.counts):
+            if n == name:
+                return start, start + c
+            start += c
+        raise KeyError(name)
+
+
+@dataclass
+class EncoderOutput:
+    """What the encoder hands to decoders and heads.
+
+    Attributes:
+        tokens: (B, V + G, D) float. Encoded visible tokens in ascending order of their index in
+            the concatenation (padding slots, if any, at the end of a row), then the G global tokens.
+        visible_ids: (B, V) int64. Index in the concatenation of each of the V token slots.
+        padding: (B, V) bool, True at padding slots (samples with fewer visible tokens than the
+            longest row); None when every sample has V visible tokens.
+        layout: which modalities were given, their token counts and the token grid.
+        num_global_tokens: G.
+        intermediates: outputs of the blocks listed in ``return_layers`` (same layout as tokens).
+    """
+
+    tokens: Tensor
+    visible_ids: Tensor
+    padding: Tensor | None
+    layout: TokenLayout
+    num_global_tokens: int
+    intermediates: list[Tensor] = field(default_factory=list)
+
+    @property
+    def patch_tokens(self) -> Tensor:
+        """(B, V, D) the encoded visible patch tokens."""
+        return self.tokens[:, : self.tokens.shape[1] - self.num_global_tokens]
+
+    @property
+    def global_tokens(self) -> Tensor:
+        """(B, G, D)."""
+        return self.tokens[:, self.tokens.shape[1] - self.num_global_tokens :]
+
+    @property
+    def is_complete(self) -> bool:
+        """True when every token of every given modality was encoded (no masking)."""
+        return self.padding is None and self.visible_ids.shape[1] == self.layout.num_tokens
+
+    def modality_tokens(self, tokens: Tensor | None = None) -> dict[str, Tensor]:
+        """Unmasked encodings split per modality: ``{name: (B, N_m, D)}``.
+
+        ``tokens`` defaults to the final output; pass an entry of ``intermediates`` for another layer.
+        """
+        if not self.is_complete:
+            raise ValueError("modality_tokens() needs an unmasked encoding (call the encoder without masks)")
+        x = self.tokens if tokens is None else tokens
+        out, start = {}, 0
+        for name, count in zip(self.layout.names, self.layout.counts):
+            out[name] = x[:, start : start + count]
+            start += count
+        return out
+
+
+class MultiModalViT(nn.Module):
+    """Encoder for any non-empty subset of its input modalities, with or without masking."""
+
+    def __init__(self, config: EncoderConfig, input_specs: Mapping[str, ModalitySpec]) -> None:
+        super().__init__()
+        if not input_specs:
+            raise ValueError("the encoder needs at least one input modality")
+        if config.image_size % config.patch_size:
+            raise ValueError(
+                f"image_size {config.image_size} is not divisible by patch_size {config.patch_size}"
+            )
+        self.config = config
+        self.input_specs = dict(input_specs)
+        self.input_adapters = nn.ModuleDict(
+            {
+                name: build_input_adapter(spec, config.dim, config.patch_size, config.image_size)
+                for name, spec in input_specs.items()
+            }
+        )
+        self.global_tokens = nn.Parameter(torch.zeros(1, config.num_global_tokens, config.dim))
+        trunc_normal_(self.global_tokens, std=0.02, a=-2.0, b=2.0)
+        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        self.encoder = nn.Sequential(
+            *[
+                Block(
+                    dim=config.dim,
+                    num_heads=config.num_heads,
+                    mlp_ratio=config.mlp_ratio,
+                    qkv_bias=config.qkv_bias,
+                    drop_path=rate,
+                )
+                for rate in rates
+            ]
+        )
+
+    # ------------------------------------------------------------------ inputs
+    def _present(self, inputs: Mapping[str, Tensor]) -> list[str]:
+        if not inputs:
+            raise ValueError(f"no input modality given; this model accepts {list(self.input_adapters)}")
+        unknown = [n for n in inputs if n not in self.input_adapters]
+        if unknown:
+            raise ValueError(
+                f"unknown input modality {unknown}; this model accepts {list(self.input_adapters)}"
+            )
+        return [n for n in self.input_adapters if n in inputs]  # model order, not dict order
+
+    def _grid(self, name: str, x: Tensor) -> tuple[int, int]:
+        adapter = self.input_adapters[name]
+        return adapter.grid(*x.shape[-2:])  # type: ignore[operator]
+
+    def layout(self, inputs: Mapping[str, Tensor]) -> TokenLayout:
+        """Token layout of ``inputs`` (checks that all modalities share one token grid)."""
+        names = self._present(inputs)
+        grids = {n: self._grid(n, inputs[n]) for n in names}
+        if len(set(grids.values())) > 1:
+            detail = ", ".join(f"{n}: {tuple(inputs[n].shape)} -> grid {g}" for n, g in grids.items())
+            raise ValueError(f"input modalities do not share one token grid ({detail})")
+        batch = {inputs[n].shape[0] for n in names}
+        if len(batch) > 1:
+            raise ValueError(f"input modalities have different batch sizes: { {n: inputs[n].shape[0] for n in names} }")
+        grid = grids[names[0]]
+        return TokenLayout(tuple(names), tuple(grid[0] * grid[1] for _ in names), grid)
+
+    def num_tokens(self, inputs: Mapping[str, Tensor]) -> dict[str, int]:
+        """``{name: N_m}`` for the given inputs (what `sample_masks` needs)."""
+        lay = self.layout(inputs)
+        return dict(zip(lay.names, lay.counts))
+
+    def sample_masks(
+        self,
+        inputs: Mapping[str, Tensor],
+        num_visible: int,
+        alpha: float | Sequence[float] = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Random Dirichlet masks for ``inputs`` (see `multimae.masking.sample_masks`)."""
+        counts = self.num_tokens(inputs)
+        B = next(iter(inputs.values())).shape[0]
+        device = next(iter(inputs.values())).device
+        if generator is not None and generator.device != device:
+            masks = sample_masks(counts, B, num_visible, alpha, generator, generator.device)
+            return {k: v.to(device) for k, v in masks.items()}
+        return sample_masks(counts, B, num_visible, alpha, generator, device)
+
+    def _concat_mask(self, layout: TokenLayout, masks: Mapping[str, Tensor], batch: int) -> Tensor:
+        unknown = [n for n in masks if n not in layout.names]
+        if unknown:
+            raise ValueError(f"masks given for modalities that are not inputs: {unknown}")
+        parts = []
+        for name, count in zip(layout.names, layout.counts):
+            if name not in masks:
+                raise ValueError(f"masks given for {list(masks)} but not for input {name!r}")
+            m = masks[name]
+            if tuple(m.shape) != (batch, count):
+                raise ValueError(f"mask of {name!r} must have shape {(batch, count)}, got {tuple(m.shape)}")
+            parts.append(m.bool())
+        return torch.cat(parts, dim=1)
+
+    # ----------------------------------------------------------------- forward
+    def forward_encoder(
+        self,
+        inputs: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor] | None = None,
+        return_layers: Sequence[int] = (),
+    ) -> EncoderOutput:
+        """Encode the visible tokens of ``inputs``.
+
+        Args:
+            inputs: ``{modality: prepared tensor}``; dense (B, C, H, W), categorical (B, H/s, W/s).
+            masks: ``{modality: (B, N_m) bool}``, True = masked (not encoded). None encodes every
+                token (the fine-tuning / inference encoder). Samples may keep different numbers of
+                tokens: shorter rows are padded and the padding is excluded from attention.
+            return_layers: indices of blocks whose outputs are kept in ``intermediates``.
+        """
+        layout = self.layout(inputs)
+        tokens = torch.cat([self.input_adapters[n](inputs[n]) for n in layout.names], dim=1)  # (B, N, D)
+        B, N, D = tokens.shape
+        padding = None
+        if masks is None:
+            ids = torch.arange(N, device=tokens.device).expand(B, N)
+            x = tokens
+        else:
+            mask = self._concat_mask(layout, masks, B).to(tokens.device)
+            num_vis = (~mask).sum(dim=1)  # (B,)
+            V = int(num_vis.max())
+            if V == 0:
+                raise ValueError("every token is masked: the encoder needs at least one visible token")
+            ids = mask.to(torch.uint8).argsort(dim=1, stable=True)[:, :V]  # visible first, in order
+            if bool((num_vis != V).any()):
+                padding = torch.arange(V, device=tokens.device).unsqueeze(0) >= num_vis.unsqueeze(1)
+            x = tokens.gather(1, ids.unsqueeze(-1).expand(B, V, D))
+        G = self.global_tokens.shape[1]
+        x = torch.cat([x, self.global_tokens.expand(B, G, D).to(x.dtype)], dim=1)
+        attn_mask = None
+        if padding is not None:
+            keep = torch.cat([~padding, padding.new_ones(B, G)], dim=1)
+            attn_mask = keep[:, None, None, :]  # (B, 1, 1, V + G), True = attend
+        wanted = {i % len(self.encoder) for i in return_layers}
+        intermediates = []
+        for i, block in enumerate(self.encoder):
+            x = block(x, attn_mask=attn_mask)
+            if i in wanted:
+                intermediates.append(x)
+        return EncoderOutput(x, ids, padding, layout, G, intermediates)
+
+    def forward(self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None) -> EncoderOutput:
+        return self.forward_encoder(inputs, masks)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names excluded from weight decay (tokens, positional tables)."""
+        return {n for n, _ in self.named_parameters() if n.endswith(("pos_emb", "global_tokens"))}

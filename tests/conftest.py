@@ -1,0 +1,48 @@
+"""Shared tiny configurations and inputs for the test suite (CPU, seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from multimae.model import MultiMAE, model_config
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+GOLDEN = SHARED / "reference" / "golden"
+
+NUM_CLASSES = 5
+
+
+def tiny_config(**overrides):
+    """A 32 px, patch 8 (4x4 grid), 2-block MultiMAE with every built-in modality."""
+    args = dict(
+        encoder=dict(dim=32, depth=2, num_heads=2, image_size=32, patch_size=8),
+        decoder=dict(dim=16, depth=1, num_heads=2),
+        inputs=("rgb", "depth", "semseg"),
+        outputs=("rgb", "depth", "semseg", "norm_rgb"),
+        modality_overrides={"semseg": {"num_channels": NUM_CLASSES}},
+    )
+    args.update(overrides)
+    return model_config("tiny", **args)
+
+
+@pytest.fixture
+def tiny_model() -> MultiMAE:
+    torch.manual_seed(0)
+    return MultiMAE(tiny_config()).eval()
+
+
+def make_inputs(batch: int = 2, size: int = 32, seed: int = 0, num_classes: int = NUM_CLASSES) -> dict:
+    """Prepared model inputs: rgb (B,3,S,S), depth (B,1,S,S), semseg ids (B,S/4,S/4)."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "rgb": torch.randn(batch, 3, size, size, generator=g),
+        "depth": torch.randn(batch, 1, size, size, generator=g),
+        "semseg": torch.randint(0, num_classes, (batch, size // 4, size // 4), generator=g),
+    }
+
+
+def make_targets(inputs: dict) -> dict:
+    return {**inputs, "norm_rgb": inputs["rgb"]}
