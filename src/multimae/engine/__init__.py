@@ -1,1 +1,1 @@
-"""engine"""
+"""Training machinery applied from outside the model: precision (and, later, the loop, checkpoints)."""

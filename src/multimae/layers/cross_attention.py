@@ -17,6 +17,9 @@ class CrossAttention(nn.Module):
             raise ValueError(f"cross-attention width {dim} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
+        # Same switch as timm's Attention: False uses explicit matmuls (faster than the fused CPU
+        # kernels under bf16 autocast, see `multimae.engine.precision`).
+        self.fused_attn = True
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -34,6 +37,12 @@ class CrossAttention(nn.Module):
         kv = self.kv(context).reshape(B, M, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         k, v = kv.unbind(0)  # each (B, heads, M, hd)
         attn_mask = None if context_mask is None else context_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        if self.fused_attn:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        else:
+            scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # (B, heads, N, M)
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            out = scores.softmax(dim=-1) @ v
         out = out.transpose(1, 2).reshape(B, N, D)
         return self.proj_drop(self.proj(out))

@@ -1,0 +1,109 @@
+"""One pre-training step of MultiMAE (forward, losses, backward, AdamW) on the CPU.
+
+Prints, for each precision, the step time, images/s, the step's FLOPs (torch's flop counter)
+and the achieved FLOP/s as a fraction of this machine's measured matmul peak in that precision.
+
+    .venv/bin/python benchmarks/bench_pretrain_step.py                 # base, 224 px, batch 8
+    .venv/bin/python benchmarks/bench_pretrain_step.py --size tiny --image-size 64 --patch-size 8 --num-visible 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from multimae.engine.precision import autocast
+from multimae.losses import MultiMAELoss
+from multimae.model import MultiMAE, model_config
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """Best-of FLOP/s of an n x n matmul in ``dtype``."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def make_batch(batch: int, size: int, num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "rgb": torch.randn(batch, 3, size, size, generator=g),
+        "depth": torch.randn(batch, 1, size, size, generator=g),
+        "semseg": torch.randint(0, num_classes, (batch, size // 4, size // 4), generator=g),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="base")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--patch-size", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--num-visible", type=int, default=98)
+    parser.add_argument("--num-classes", type=int, default=133)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"threads={args.threads}  matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
+    torch.manual_seed(0)
+    cfg = model_config(
+        args.size,
+        encoder={"image_size": args.image_size, "patch_size": args.patch_size},
+        modality_overrides={"semseg": {"num_channels": args.num_classes}},
+    )
+    model = MultiMAE(cfg)
+    loss_fn = MultiMAELoss(model.output_specs, args.patch_size)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
+    inputs = make_batch(args.batch, args.image_size, args.num_classes)
+    targets = {**inputs, "norm_rgb": inputs["rgb"]}
+    g = torch.Generator().manual_seed(0)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model {args.size}: {n_params / 1e6:.1f} M parameters, {args.image_size} px, patch {args.patch_size}, "
+          f"batch {args.batch}, {args.num_visible} visible tokens, inputs rgb/depth/semseg, outputs {list(model.output_adapters)}")
+
+    def step(precision: str) -> None:
+        masks = model.sample_masks(inputs, args.num_visible, generator=g)
+        with autocast(model, "cpu", precision):
+            out = model(inputs, masks)
+            loss = loss_fn(out.preds, targets, out.masks).total
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for precision in args.precision:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step(precision)
+        flops = counter.get_total_flops()
+        for _ in range(args.warmup):
+            step(precision)
+        times = []
+        for _ in range(args.steps):
+            t = time.perf_counter()
+            step(precision)
+            times.append(time.perf_counter() - t)
+        med = statistics.median(times)
+        print(
+            f"{precision}: step {med:.3f} s (min {min(times):.3f}, max {max(times):.3f}), "
+            f"{args.batch / med:.2f} images/s, {flops / 1e9:.1f} GFLOP/step, "
+            f"{flops / med / 1e9:.1f} GFLOP/s = {100 * flops / med / peaks[precision]:.0f} % of the {precision} matmul peak"
+        )
+
+
+if __name__ == "__main__":
+    main()
