@@ -6,4 +6,4 @@ def test_help_and_info(capsys):
     assert "COMMAND" in capsys.readouterr().out
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "semseg" in out and "norm_pix_mse" in out
+    assert "semseg" in out and "norm_pix_mse" in out and "768/12/12" in out

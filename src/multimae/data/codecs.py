@@ -1,0 +1,167 @@
+"""How each modality is stored on disk and decoded into a sample.
+
+One encoding is shared by every reader and writer (folders, shards, the on-the-fly world), so a
+sample read back from disk equals the sample the world produced, bit for bit:
+
+==========  ===============================  ==================================================
+modality    on disk                          in a sample
+==========  ===============================  ==================================================
+rgb         8-bit RGB PNG (JPEG readable)    float32 ``(3, H, W)`` in [0, 1]
+depth       16-bit PNG, ``round(z * 1000)``  float32 ``(1, H, W)`` z-depth in scene units
+            (millimetres), 0 = invalid;      (metres for real data), NaN where invalid
+            or ``.npy`` float, 0 = invalid
+normals     8-bit RGB PNG, ``(n + 1) / 2``   float32 ``(3, H, W)`` unit vectors, camera frame
+                                             (x right, y down, z forward)
+semseg      8-bit PNG, or 16-bit PNG when    int64 ``(H, W)`` class ids
+            there are more than 256 classes
+instance    8- or 16-bit PNG, 0 = none       int64 ``(H, W)``
+caption     UTF-8 text (``.txt``)            str
+label       decimal text (``.cls``)          int
+==========  ===============================  ==================================================
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+DEPTH_SCALE = 1000.0  # stored value per scene unit: millimetres when the unit is the metre
+DEPTH_MAX = 65535 / DEPTH_SCALE  # the largest depth a 16-bit PNG can hold
+DENSE = ("rgb", "depth", "normals")
+CLASS_MAPS = ("semseg", "instance")
+TEXT = ("caption",)
+MODALITIES = DENSE + CLASS_MAPS + TEXT
+# File suffixes (shard member suffixes, and the default extension in folders).
+SUFFIX = {"rgb": "png", "depth": "png", "normals": "png", "semseg": "png", "instance": "png", "caption": "txt"}
+READABLE = {
+    "rgb": (".png", ".jpg", ".jpeg"),
+    "depth": (".png", ".npy"),
+    "normals": (".png",),
+    "semseg": (".png",),
+    "instance": (".png",),
+    "caption": (".txt",),
+}
+
+
+# --------------------------------------------------------------------------- arrays <-> storage
+
+def quantize_depth(depth: np.ndarray, scale: float = DEPTH_SCALE) -> np.ndarray:
+    """float z-depth ``(H, W)`` (NaN = invalid) -> uint16 ``(H, W)``, 0 = invalid."""
+    valid = np.isfinite(depth)
+    if (depth[valid] < 0).any() or (depth[valid] * scale > 65535).any():
+        raise ValueError(f"depth must lie in [0, {65535 / scale:.3f}] to fit 16 bits at scale {scale}")
+    return np.where(valid, np.round(np.where(valid, depth, 0) * scale), 0).astype(np.uint16)
+
+
+def quantize_normals(normals: np.ndarray) -> np.ndarray:
+    """Unit vectors ``(H, W, 3)`` in [-1, 1] -> uint8 ``(H, W, 3)``."""
+    return np.round((np.clip(normals, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+
+
+def class_map_dtype(num_classes: int) -> type:
+    return np.uint8 if num_classes <= 256 else np.uint16
+
+
+# --------------------------------------------------------------------------- decoding
+
+def decode_dense(modality: str, array: np.ndarray, name: str, depth_scale: float = DEPTH_SCALE) -> torch.Tensor:
+    """A stored array -> float32 ``(C, H, W)``; ``name`` (the file) is quoted in errors."""
+    if modality == "rgb":
+        if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"{name}: rgb must be an 8-bit 3-channel image, got {array.dtype} {array.shape}")
+        return torch.from_numpy(array.transpose(2, 0, 1).astype(np.float32) / 255.0)
+    if modality == "depth":
+        if array.ndim != 2:
+            raise ValueError(f"{name}: depth must be a single-channel map, got shape {array.shape}")
+        if array.dtype.kind == "f":
+            if not np.isfinite(array).all():
+                raise ValueError(f"{name}: depth has NaN or inf values (store invalid pixels as 0)")
+            if (array < 0).any():
+                raise ValueError(f"{name}: depth has negative values")
+            depth = array.astype(np.float32)
+        else:
+            depth = array.astype(np.float32) / np.float32(depth_scale)
+        return torch.from_numpy(np.where(array == 0, np.float32(np.nan), depth)[None])
+    if modality == "normals":
+        if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"{name}: normals must be an 8-bit 3-channel image, got {array.dtype} {array.shape}")
+        n = array.transpose(2, 0, 1).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+        n /= np.maximum(np.sqrt((n * n).sum(0, keepdims=True)), np.float32(1e-6))
+        return torch.from_numpy(n)
+    raise ValueError(f"{name}: {modality!r} is not a dense modality {DENSE}")
+
+
+def decode_class_map(array: np.ndarray, name: str, num_classes: int | None = None) -> torch.Tensor:
+    """A stored 8/16-bit map -> int64 ``(H, W)``, checking ids against ``num_classes``."""
+    if array.ndim != 2 or array.dtype.kind not in "ui":
+        raise ValueError(f"{name}: class maps must be single-channel integer images, got {array.dtype} {array.shape}")
+    ids = torch.from_numpy(array.astype(np.int64))
+    if num_classes is not None and ids.numel() and int(ids.max()) >= num_classes:
+        raise ValueError(f"{name}: class id {int(ids.max())} is not below the declared {num_classes} classes")
+    return ids
+
+
+# --------------------------------------------------------------------------- files and bytes
+
+def encode_png(array: np.ndarray) -> bytes:
+    """uint8 ``(H, W)`` / ``(H, W, 3)`` or uint16 ``(H, W)`` -> PNG bytes (16-bit for uint16)."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def read_array(data: bytes, name: str) -> np.ndarray:
+    """Decode image (PNG/JPEG) or ``.npy`` bytes; ``name`` ends with the extension."""
+    try:
+        if name.endswith(".npy"):
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        with Image.open(io.BytesIO(data)) as im:
+            if im.mode in ("P", "1"):
+                im = im.convert("L")  # palette / bilevel maps: their indices are the ids
+            elif im.mode in ("RGBA", "CMYK", "YCbCr", "LA"):
+                im = im.convert("RGB")
+            array = np.asarray(im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise ValueError(f"{name}: cannot decode ({err})") from None
+    if array.dtype == np.int32:  # PIL opens some 16-bit PNGs as 32-bit signed
+        array = array.astype(np.uint16)
+    return array
+
+
+def decode_modality(modality: str, data: bytes, name: str, num_classes: int | None = None,
+                    depth_scale: float = DEPTH_SCALE) -> torch.Tensor | str:
+    """Bytes of one stored modality -> its sample value (see the table above)."""
+    if modality == "caption":
+        try:
+            return data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise ValueError(f"{name}: caption is not UTF-8 text") from None
+    array = read_array(data, name)
+    if modality in CLASS_MAPS:
+        return decode_class_map(array, name, num_classes if modality == "semseg" else None)
+    return decode_dense(modality, array, name, depth_scale)
+
+
+def check_sample(sample: Mapping[str, object], name: str) -> None:
+    """Raise a ValueError naming ``name`` if the maps of a sample differ in height and width."""
+    sizes = {k: tuple(v.shape[-2:]) for k, v in sample.items() if isinstance(v, torch.Tensor) and v.ndim >= 2}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"{name}: modalities have different sizes {sizes}")
+
+
+def read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read ({err.strerror})") from None

@@ -1,0 +1,150 @@
+"""Reader of the official MultiMAE folder layout.
+
+``root/<split>/<modality>/[<class>/]<name>.<ext>``: the class level is optional and detected
+(or forced with ``class_level``); a folder that mixes class folders and files, a modality folder
+without readable files, a sample present in one modality and missing in another, an undecodable
+file, maps of different sizes and class ids above the declared count all raise a ValueError that
+names the file (``on_error="skip"`` logs and counts bad samples instead and returns the next one).
+Encodings are those of `multimae.data.codecs`; depth scale and class count default to the
+``manifest.json`` found in ``root`` when there is one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from multimae.data.codecs import DEPTH_SCALE, MODALITIES, READABLE, check_sample, decode_modality, read_file
+from multimae.data.collate import sample_generator
+from multimae.data.manifest import read_manifest
+from multimae.data.transforms import Transform
+
+log = logging.getLogger(__name__)
+LAYOUT = "root/<split>/<modality>/[<class>/]<name>.<ext>"
+
+
+def _scan_modality(folder: Path, modality: str, class_level: bool | None) -> tuple[bool, dict[str, Path]]:
+    """(has a class level, {key: path}) for one modality folder; key is ``class/name`` or ``name``."""
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: modality folder not found (expected layout {LAYOUT})")
+    entries = [e for e in folder.iterdir() if not e.name.startswith(".")]
+    dirs = sorted(e for e in entries if e.is_dir())
+    files = [e for e in entries if e.is_file()]
+    if dirs and files:
+        raise ValueError(f"{folder}: mixes class folders ({dirs[0].name}, ...) and files ({files[0].name}, ...)")
+    has_classes = bool(dirs)
+    if class_level is True and not has_classes:
+        raise ValueError(f"{folder}: class_level=True but it holds files, not class folders")
+    if class_level is False and has_classes:
+        raise ValueError(
+            f"{folder}: holds class folders ({', '.join(d.name for d in dirs[:3])}, ...) but class_level=False; "
+            "pass class_level=True or None (detect)"
+        )
+    candidates = [f for d in dirs for f in d.iterdir()] if has_classes else files
+    found: dict[str, Path] = {}
+    for f in candidates:
+        if f.suffix.lower() in READABLE[modality] and not f.name.startswith("."):
+            key = f"{f.parent.name}/{f.stem}" if has_classes else f.stem
+            if key in found:
+                raise ValueError(f"{f}: two files for the same sample ({found[key].name} and {f.name})")
+            found[key] = f
+    if not found:
+        raise ValueError(
+            f"{folder}: found 0 {modality} files with extensions {READABLE[modality]} "
+            f"(expected layout {LAYOUT})"
+        )
+    return has_classes, found
+
+
+class FolderDataset(Dataset):
+    """Aligned samples from ``root/<split>/<modality>/[<class>/]<name>.<ext>``.
+
+    Items are sample dicts (see `multimae.data.codecs`) with ``key`` (``class/name`` or ``name``)
+    and, with a class level, ``label``: the class index in ``class_names`` (default: the
+    manifest's ``label_names``, else the sorted class folder names).
+    """
+
+    def __init__(self, root: str | Path, split: str = "train", modalities: Sequence[str] = ("rgb",),
+                 class_level: bool | None = None, class_names: Sequence[str] | None = None,
+                 num_classes: int | None = None, depth_scale: float | None = None,
+                 transform: Transform | None = None, on_error: str = "raise", seed: int = 0) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        unknown = set(modalities) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"unknown modalities {sorted(unknown)}; known: {MODALITIES}")
+        self.root, self.split, self.modalities = Path(root), split, tuple(modalities)
+        split_dir = self.root / split
+        if not split_dir.is_dir():
+            raise ValueError(f"{split_dir}: split folder not found (expected layout {LAYOUT})")
+        manifest = read_manifest(self.root) or {}
+        self.num_classes = num_classes if num_classes is not None else manifest.get("num_classes")
+        self.depth_scale = depth_scale or manifest.get("depth", {}).get("scale", DEPTH_SCALE)
+        self.transform, self.on_error, self.seed, self.epoch, self.num_skipped = transform, on_error, seed, 0, 0
+        self.files, self.has_classes = self._index(split_dir, class_level)
+        self.keys = sorted(next(iter(self.files.values())))
+        self.class_names: tuple[str, ...] = ()
+        if self.has_classes:
+            present = sorted({k.split("/", 1)[0] for k in self.keys})
+            self.class_names = tuple(class_names or manifest.get("label_names") or present)
+            stray = set(present) - set(self.class_names)
+            if stray:
+                raise ValueError(f"{split_dir}: class folders {sorted(stray)} are not in class_names")
+
+    def _index(self, split_dir: Path, class_level: bool | None) -> tuple[dict[str, dict[str, Path]], bool]:
+        scans = {m: _scan_modality(split_dir / m, m, class_level) for m in self.modalities}
+        levels = {m: s[0] for m, s in scans.items()}
+        if len(set(levels.values())) > 1:
+            raise ValueError(f"{split_dir}: some modalities have a class level and some do not: {levels}")
+        files = {m: s[1] for m, s in scans.items()}
+        common = set.intersection(*(set(f) for f in files.values()))
+        for m, f in files.items():
+            others = set().union(*(set(g) for g in files.values())) - set(f)
+            if others:
+                example = sorted(others)[0]
+                message = (f"{split_dir / m}: {len(others)} sample(s) found in other modalities are missing here, "
+                           f"e.g. {example} ({next(files[o][example] for o in files if example in files[o])})")
+                if self.on_error == "raise":
+                    raise ValueError(message)
+                log.warning("skipping: %s", message)
+                self.num_skipped += len(others)
+        return {m: {k: p for k, p in f.items() if k in common} for m, f in files.items()}, levels[self.modalities[0]]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def load(self, index: int) -> dict[str, object]:
+        """Sample ``index`` without augmentation; raises ValueError naming a bad file."""
+        key = self.keys[index]
+        sample: dict[str, object] = {}
+        for m in self.modalities:
+            path = self.files[m][key]
+            sample[m] = decode_modality(m, read_file(path), str(path), self.num_classes, self.depth_scale)
+        check_sample(sample, f"{self.root / self.split}/*/{key}")
+        if self.has_classes:
+            sample["label"] = self.class_names.index(key.split("/", 1)[0])
+        sample["key"] = key
+        return sample
+
+    def __getitem__(self, index: int) -> dict[str, object]:
+        for attempt in range(len(self)):
+            i = (index + attempt) % len(self)
+            try:
+                sample = self.load(i)
+                break
+            except ValueError as err:
+                if self.on_error == "raise":
+                    raise
+                self.num_skipped += 1
+                log.warning("skipped sample %s (%d so far): %s", self.keys[i], self.num_skipped, err)
+        else:
+            raise ValueError(f"{self.root / self.split}: no readable sample")
+        if self.transform is not None:
+            sample = self.transform(sample, sample_generator(self.seed, self.epoch, index))
+        return sample

@@ -1,0 +1,99 @@
+"""The world as data: storage arrays, encoded files and the on-the-fly `WorldDataset`."""
+
+from __future__ import annotations
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from multimae.data.codecs import (
+    SUFFIX,
+    class_map_dtype,
+    decode_class_map,
+    decode_dense,
+    encode_png,
+    quantize_depth,
+    quantize_normals,
+)
+from multimae.data.collate import sample_generator
+from multimae.data.transforms import Transform
+from multimae.data.world import NUM_CLASSES, WorldSample, scene_rng, world_sample
+
+WORLD_MODALITIES = ("rgb", "depth", "normals", "semseg", "instance")
+
+
+def storage_arrays(ws: WorldSample) -> dict[str, np.ndarray]:
+    """The stored form of each map (see `multimae.data.codecs`)."""
+    r = ws.rendering
+    return {
+        "rgb": r.rgb,
+        "depth": quantize_depth(r.depth),
+        "normals": quantize_normals(r.normals),
+        "semseg": r.semseg.astype(class_map_dtype(NUM_CLASSES)),
+        "instance": r.instance.astype(np.uint8),
+    }
+
+
+def encode_world_sample(ws: WorldSample) -> dict[str, bytes]:
+    """Files of one sample, keyed by suffix (``rgb.png``, ..., ``txt``, ``cls``)."""
+    files = {f"{m}.{SUFFIX[m]}": encode_png(a) for m, a in storage_arrays(ws).items()}
+    files["txt"] = ws.caption.encode("utf-8")
+    files["cls"] = str(ws.label).encode("ascii")
+    return files
+
+
+def decode_world_sample(ws: WorldSample, key: str, modalities: tuple[str, ...] = WORLD_MODALITIES
+                        ) -> dict[str, object]:
+    """The sample a reader returns for ``ws`` after a write/read round trip, without the disk."""
+    arrays = storage_arrays(ws)
+    sample: dict[str, object] = {}
+    for m in modalities:
+        if m in ("semseg", "instance"):
+            sample[m] = decode_class_map(arrays[m], key, NUM_CLASSES if m == "semseg" else None)
+        else:
+            sample[m] = decode_dense(m, arrays[m], key)
+    sample["label"] = ws.label
+    sample["caption"] = ws.caption
+    sample["key"] = key
+    return sample
+
+
+class WorldDataset(Dataset):
+    """Scenes of the built-in world rendered on the fly; item ``i`` is scene ``i`` of ``split``.
+
+    Each item is a sample dict: ``rgb`` (3, H, W) float in [0, 1], ``depth`` (1, H, W) z-depth
+    (NaN = invalid), ``normals`` (3, H, W), ``semseg`` / ``instance`` (H, W) int64, ``label`` int,
+    ``caption`` str, ``key`` str; values are quantised exactly as on disk, so they equal what the
+    folder and shard readers return for the same scene. ``transform(sample, generator)`` receives a
+    generator seeded by (seed, epoch, index): deterministic whatever the worker; call
+    `set_epoch` to draw new augmentations each epoch.
+    """
+
+    def __init__(self, split: str = "train", size: int = 64, length: int = 100_000, difficulty: float = 1.0,
+                 transform: Transform | None = None, modalities: tuple[str, ...] = WORLD_MODALITIES,
+                 seed: int = 0) -> None:
+        unknown = set(modalities) - set(WORLD_MODALITIES)
+        if unknown:
+            raise ValueError(f"the world has no modality {sorted(unknown)}; it has {WORLD_MODALITIES}")
+        if length < 1:
+            raise ValueError(f"length must be >= 1, got {length}")
+        scene_rng(split, 0)  # validates the split
+        if not 0.0 <= difficulty <= 1.0:
+            raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
+        self.split, self.size, self.length, self.difficulty = split, size, length, difficulty
+        self.transform, self.modalities, self.seed, self.epoch = transform, tuple(modalities), seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, object]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for a WorldDataset of length {self.length}")
+        ws = world_sample(self.split, index, self.size, self.difficulty)
+        sample = decode_world_sample(ws, f"{index:08d}", self.modalities)
+        if self.transform is not None:
+            sample = self.transform(sample, sample_generator(self.seed, self.epoch, index))
+        return sample
+

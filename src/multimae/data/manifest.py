@@ -1,0 +1,50 @@
+"""The manifest written next to generated data: what is there and how to decode it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from multimae.data.codecs import DEPTH_SCALE
+from multimae.data.world import CLASS_NAMES, GENERATOR_VERSION, LABEL_NAMES, PALETTE
+
+MANIFEST = "manifest.json"
+
+
+def world_manifest(fmt: str, size: int, difficulty: float) -> dict[str, Any]:
+    """The manifest of a fresh output directory (splits are added as they are written)."""
+    return {
+        "generator": "multimae.data.world",
+        "generator_version": GENERATOR_VERSION,
+        "format": fmt,
+        "size": size,
+        "difficulty": difficulty,
+        "classes": list(CLASS_NAMES),
+        "num_classes": len(CLASS_NAMES),
+        "palette": [list(c) for c in PALETTE],
+        "label_names": list(LABEL_NAMES),
+        "depth": {"encoding": "png16", "scale": DEPTH_SCALE, "units": "millimetres (value = depth * scale)",
+                  "invalid": 0},
+        "normals": {"encoding": "png8", "decode": "value / 127.5 - 1, renormalised",
+                    "frame": "camera: x right, y down, z forward"},
+        "semseg": {"encoding": "png8 (png16 above 256 classes)"},
+        "splits": {},
+    }
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    """The manifest of ``root`` (or of its parent, for a split folder), or None."""
+    for path in (Path(root) / MANIFEST, Path(root).parent / MANIFEST):
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: not valid JSON ({err})") from None
+    return None
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    tmp = Path(root) / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(Path(root) / MANIFEST)

@@ -1,0 +1,126 @@
+"""Joint augmentation: one set of random parameters applied to every modality of a sample.
+
+A transform is a callable ``(sample, generator) -> sample``: every reader passes a
+`torch.Generator` seeded per sample, so augmentations are reproducible whatever the worker.
+
+Per-modality rules, chosen from the values: integer maps ``(H, W)`` (semseg, instance) are resized
+with nearest neighbour; float maps ``(C, H, W)`` bilinearly with anti-aliasing, NaN-aware when
+they hold NaN (invalid depth stays invalid and never bleeds into valid pixels); vector maps
+(``normals``) are renormalised and their x component changes sign on a horizontal flip.
+Non-tensor values (label, caption, key) pass through.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+import torchvision.transforms.v2.functional as F
+
+Sample = dict[str, object]
+Transform = Callable[[Sample, torch.Generator], Sample]
+VECTOR_MODALITIES = ("normals",)  # x component flips sign under a horizontal flip
+
+
+def crop_params(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
+                generator: torch.Generator) -> tuple[int, int, int, int]:
+    """RandomResizedCrop's box (top, left, h, w): an area fraction in ``scale`` and an aspect ratio
+    (w / h) log-uniform in ``ratio``; after 10 failed draws, the central crop clamped to ``ratio``."""
+    area = height * width
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        u = torch.rand(4, generator=generator, dtype=torch.float64).tolist()
+        target = area * (scale[0] + (scale[1] - scale[0]) * u[0])
+        aspect = math.exp(log_lo + (log_hi - log_lo) * u[1])
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return int(u[2] * (height - h + 1)), int(u[3] * (width - w + 1)), h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        h, w = height, round(height * ratio[1])
+    else:
+        h, w = height, width
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _resize_float(x: torch.Tensor, box: tuple[int, int, int, int], size: list[int]) -> torch.Tensor:
+    """Crop and resize a float map (C, H, W); NaN (invalid) pixels are left out of the average."""
+    invalid = torch.isnan(x)
+    if not invalid.any():
+        return F.resized_crop(x, *box, size, antialias=True)
+    valid = (~invalid).to(x.dtype)
+    num = F.resized_crop(torch.where(invalid, 0.0, x), *box, size, antialias=True)
+    den = F.resized_crop(valid, *box, size, antialias=True)
+    return torch.where(den > 0.5, num / den.clamp_min(1e-6), torch.nan)
+
+
+def resized_crop(sample: Mapping[str, object], box: tuple[int, int, int, int], size: int | tuple[int, int]
+                 ) -> Sample:
+    """Every map of ``sample`` cropped to ``box`` = (top, left, h, w) and resized to ``size``."""
+    out_size = [size, size] if isinstance(size, int) else list(size)
+    out: Sample = {}
+    for name, value in sample.items():
+        if not isinstance(value, torch.Tensor) or value.ndim < 2:
+            out[name] = value
+        elif not value.is_floating_point():
+            out[name] = F.resized_crop(value[None], *box, out_size, interpolation=F.InterpolationMode.NEAREST)[0]
+        else:
+            resized = _resize_float(value, box, out_size)
+            if name in VECTOR_MODALITIES:
+                resized = resized / resized.norm(dim=0, keepdim=True).clamp_min(1e-6)
+            out[name] = resized
+    return out
+
+
+def hflip(sample: Mapping[str, object]) -> Sample:
+    """Mirror every map left-right; vector maps also negate their x component. Its own inverse."""
+    out: Sample = {}
+    for name, value in sample.items():
+        if isinstance(value, torch.Tensor) and value.ndim >= 2:
+            value = value.flip(-1)
+            if name in VECTOR_MODALITIES:
+                value = torch.cat([-value[:1], value[1:]])
+        out[name] = value
+    return out
+
+
+def _map_size(sample: Mapping[str, object]) -> tuple[int, int]:
+    sizes = {tuple(v.shape[-2:]) for v in sample.values() if isinstance(v, torch.Tensor) and v.ndim >= 2}
+    if len(sizes) != 1:
+        raise ValueError(f"sample maps must share one size to be transformed jointly, got {sorted(sizes)}")
+    return sizes.pop()  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class RandomResizedCropFlip:
+    """The paper's augmentation: RandomResizedCrop (``scale``, ``ratio``) to ``size`` then a
+    horizontal flip with probability ``flip_p``, with the same parameters for every modality."""
+
+    size: int | tuple[int, int]
+    scale: tuple[float, float] = (0.2, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+
+    def __call__(self, sample: Sample, generator: torch.Generator | None = None) -> Sample:
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        height, width = _map_size(sample)
+        out = resized_crop(sample, crop_params(height, width, self.scale, self.ratio, generator), self.size)
+        if torch.rand(1, generator=generator).item() < self.flip_p:
+            out = hflip(out)
+        return out
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Deterministic evaluation transform: resize every map to ``size`` (no crop, no flip)."""
+
+    size: int | tuple[int, int]
+
+    def __call__(self, sample: Sample, generator: torch.Generator | None = None) -> Sample:
+        height, width = _map_size(sample)
+        return resized_crop(sample, (0, 0, height, width), self.size)

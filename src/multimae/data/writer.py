@@ -1,0 +1,132 @@
+"""`generate`: write the world to disk as a folder tree or as tar shards, resumably.
+
+Folder layout (the official MultiMAE one, with a class level named after the scene label):
+``out/<split>/<modality>/<label name>/<key>.<ext>``, the caption as ``caption/<label>/<key>.txt``.
+Shards: ``out/<split>/shard-000000.tar``, ... (see `multimae.data.shards`). ``out/manifest.json``
+records the generator version, classes, palette and encodings (see `multimae.data.manifest`).
+
+Resuming: a sample's files are written each atomically with the caption last, and a shard is
+renamed into place when complete, so rerunning the same command writes only what is missing.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from multimae.data.generated import encode_world_sample
+from multimae.data.manifest import read_manifest, world_manifest, write_manifest
+from multimae.data.shards import write_shard
+from multimae.data.world import LABEL_NAMES, SPLITS, world_sample
+
+_FOLDER_FILES = {"rgb.png": "rgb", "depth.png": "depth", "normals.png": "normals", "semseg.png": "semseg",
+                 "instance.png": "instance"}
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    count: int  # scenes 0 .. count - 1 of the split
+    size: int = 64  # render size in pixels
+    fmt: str = "folder"  # "folder" or "shards"
+    split: str = "train"
+    difficulty: float = 1.0
+    shard_size: int = 1000  # samples per shard
+    workers: int = 1  # rendering processes
+
+    def __post_init__(self) -> None:
+        if self.fmt not in ("folder", "shards"):
+            raise ValueError(f"format must be 'folder' or 'shards', got {self.fmt!r}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.count < 1 or self.size < 8 or self.shard_size < 1 or self.workers < 1:
+            raise ValueError(f"count, shard_size, workers must be >= 1 and size >= 8: {self}")
+
+
+def _encoded(job: tuple[str, int, int, float]) -> tuple[int, int, dict[str, bytes]]:
+    split, index, size, difficulty = job
+    ws = world_sample(split, index, size, difficulty)
+    return index, ws.label, encode_world_sample(ws)
+
+
+def _render(config: GenerateConfig, indices: list[int]) -> Iterator[tuple[int, int, dict[str, bytes]]]:
+    jobs = [(config.split, i, config.size, config.difficulty) for i in indices]
+    if config.workers == 1:
+        yield from map(_encoded, jobs)
+        return
+    with multiprocessing.get_context().Pool(config.workers) as pool:
+        yield from pool.imap(_encoded, jobs, chunksize=4)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _generate_folder(root: Path, config: GenerateConfig, bar: tqdm) -> dict[str, Any]:
+    split_dir = root / config.split
+    done = {p.stem for p in split_dir.glob("caption/*/*.txt")}
+    todo = [i for i in range(config.count) if f"{i:08d}" not in done]
+    bar.update(config.count - len(todo))
+    for index, label, files in _render(config, todo):
+        key, cls = f"{index:08d}", LABEL_NAMES[label]
+        for suffix, modality in _FOLDER_FILES.items():
+            folder = split_dir / modality / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_atomic(folder / f"{key}.png", files[suffix])
+        (split_dir / "caption" / cls).mkdir(parents=True, exist_ok=True)
+        _write_atomic(split_dir / "caption" / cls / f"{key}.txt", files["txt"])  # last: marks the sample done
+        bar.update(1)
+    return {"count": config.count, "layout": "<split>/<modality>/<label name>/<key>.<ext>"}
+
+
+def _generate_shards(root: Path, config: GenerateConfig, bar: tqdm) -> dict[str, Any]:
+    split_dir = root / config.split
+    split_dir.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for first in range(0, config.count, config.shard_size):
+        indices = list(range(first, min(first + config.shard_size, config.count)))
+        path = split_dir / f"shard-{first // config.shard_size:06d}.tar"
+        shards.append({"path": path.name, "count": len(indices)})
+        if path.is_file():
+            bar.update(len(indices))
+            continue
+        samples = []
+        for index, _label, files in _render(config, indices):
+            samples.append((f"{index:08d}", files))
+            bar.update(1)
+        write_shard(path, samples)
+    return {"count": config.count, "shard_size": config.shard_size, "shards": shards}
+
+
+def generate(out: str | Path, config: GenerateConfig, progress: bool = True) -> dict[str, Any]:
+    """Write scenes ``0 .. count - 1`` of ``config.split`` under ``out``; returns the manifest."""
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(root) if (root / "manifest.json").is_file() else None
+    fresh = world_manifest(config.fmt, config.size, config.difficulty)
+    if manifest is None:
+        manifest = fresh
+    else:
+        for field in ("generator_version", "format", "size", "difficulty"):
+            if manifest.get(field) != fresh[field]:
+                raise ValueError(
+                    f"{root / 'manifest.json'}: existing data has {field}={manifest.get(field)!r}, this run "
+                    f"asks for {fresh[field]!r}; use another --out or the same settings to resume"
+                )
+        old = manifest["splits"].get(config.split, {})
+        if config.fmt == "shards" and old and old.get("shard_size") != config.shard_size:
+            raise ValueError(f"{root}: split {config.split!r} was written with shard_size {old.get('shard_size')}")
+    manifest["splits"][config.split] = {**manifest["splits"].get(config.split, {}), "complete": False}
+    write_manifest(root, manifest)
+    with tqdm(total=config.count, desc=f"{config.split} {config.fmt}", unit="scene", disable=not progress) as bar:
+        writer = _generate_folder if config.fmt == "folder" else _generate_shards
+        entry = writer(root, config, bar)
+    manifest["splits"][config.split] = {**entry, "complete": True, "config": asdict(config)}
+    write_manifest(root, manifest)
+    return manifest

@@ -1,0 +1,160 @@
+import hashlib
+import math
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from multimae.data.codecs import DEPTH_MAX
+from multimae.data.collate import collate
+from multimae.data.generated import WorldDataset
+from multimae.data.transforms import RandomResizedCropFlip
+from multimae.data.world import (
+    BACKGROUND_CLASSES,
+    CLASS_NAMES,
+    LABEL_NAMES,
+    NUM_CLASSES,
+    OBJECT_CLASSES,
+    PALETTE,
+    render,
+    sample_scene,
+    scene_rng,
+    world_sample,
+)
+from multimae.data.world.captions import visible_objects
+from multimae.data.world.classes import COLORS
+from multimae.data.world.render import camera_basis
+
+HASH_CODE = """
+import hashlib, sys
+from multimae.data.world import world_sample
+h = hashlib.sha256()
+for i in range(3):
+    r = world_sample("val", i, 24).rendering
+    for a in (r.rgb, r.depth, r.normals, r.semseg, r.instance):
+        h.update(a.tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_scenes_are_identical_in_another_process():
+    h = hashlib.sha256()
+    for i in range(3):
+        r = world_sample("val", i, 24).rendering
+        for a in (r.rgb, r.depth, r.normals, r.semseg, r.instance):
+            h.update(a.tobytes())
+    out = subprocess.run([sys.executable, "-c", HASH_CODE], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == h.hexdigest()
+
+
+def test_workers_give_the_same_batches_as_the_main_process():
+    ds = WorldDataset("train", size=24, length=4, transform=RandomResizedCropFlip(16))
+    main = list(DataLoader(ds, batch_size=2, collate_fn=collate))
+    workers = list(DataLoader(ds, batch_size=2, collate_fn=collate, num_workers=2))
+    for a, b in zip(main, workers):
+        assert a["caption"] == b["caption"]
+        for k in ("rgb", "normals", "semseg", "instance", "label"):
+            assert torch.equal(a[k], b[k])
+        assert torch.equal(a["depth"].nan_to_num(-1), b["depth"].nan_to_num(-1))
+
+
+def test_splits_are_disjoint():
+    def signature(split, i):
+        s = sample_scene(scene_rng(split, i))
+        return (s.camera.position, s.half_x, s.half_z)
+
+    seen = {split: {signature(split, i) for i in range(50)} for split in ("train", "val", "test")}
+    assert all(len(v) == 50 for v in seen.values())
+    assert not seen["train"] & seen["val"] and not seen["train"] & seen["test"] and not seen["val"] & seen["test"]
+    with pytest.raises(ValueError, match="split"):
+        scene_rng("validation", 0)
+
+
+def test_class_constants():
+    assert CLASS_NAMES == BACKGROUND_CLASSES + OBJECT_CLASSES and NUM_CLASSES == len(CLASS_NAMES)
+    assert len(PALETTE) == NUM_CLASSES and len(set(PALETTE)) == NUM_CLASSES
+    assert LABEL_NAMES == OBJECT_CLASSES and len(OBJECT_CLASSES) >= 5
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_outputs_are_aligned_and_bounded(index):
+    ws = world_sample("train", index, 32)
+    r = ws.rendering
+    assert r.rgb.shape == (32, 32, 3) and r.rgb.dtype == np.uint8
+    assert r.depth.shape == (32, 32) and np.isfinite(r.depth).all()
+    assert r.depth.min() > 0 and r.depth.max() < DEPTH_MAX
+    np.testing.assert_allclose(np.linalg.norm(r.normals, axis=-1), 1.0, atol=1e-4)
+    assert r.semseg.min() >= 0 and r.semseg.max() < NUM_CLASSES
+    objects = r.semseg >= len(BACKGROUND_CLASSES)
+    assert np.array_equal(objects, r.instance > 0)  # every object pixel has an instance, and only those
+    for inst in np.unique(r.instance[r.instance > 0]):
+        assert len(np.unique(r.semseg[r.instance == inst])) == 1  # one class per instance
+    # normals face the camera: the angle to the viewing ray is below 90 degrees
+    size = 32
+    u = ((np.arange(size) + 0.5) / size * 2 - 1) * math.tan(math.radians(ws.scene.camera.fov_deg) / 2)
+    rays = np.stack(np.broadcast_arrays(u[None, :], u[:, None], np.ones((size, size))), -1)
+    assert (np.einsum("hwc,hwc->hw", rays, r.normals) < 1e-3).all()
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_depth_agrees_with_normals_on_the_floor(index):
+    ws = world_sample("test", index, 40)
+    r, cam = ws.rendering, ws.scene.camera
+    size, tan_half = 40, math.tan(math.radians(cam.fov_deg) / 2)
+    floor = r.semseg == CLASS_NAMES.index("floor")
+    v, u = np.nonzero(floor)
+    z = r.depth[floor].astype(np.float64)
+    points = np.stack([((u + 0.5) / size * 2 - 1) * tan_half * z, ((v + 0.5) / size * 2 - 1) * tan_half * z, z], 1)
+    normals = r.normals[floor].astype(np.float64)
+    np.testing.assert_allclose(normals, normals[:1].repeat(len(normals), 0), atol=1e-5)  # a plane
+    np.testing.assert_allclose(normals[0], camera_basis(cam) @ [0.0, 1.0, 0.0], atol=1e-5)
+    # every floor point X satisfies n . X = -(camera height above the floor)
+    np.testing.assert_allclose(points @ normals[0], -cam.position[1], atol=1e-3)
+
+
+@pytest.mark.parametrize("index", range(12))
+def test_captions_and_labels_are_true(index):
+    ws = world_sample("train", index, 32)
+    visible = visible_objects(ws.scene, ws.rendering)
+    seen = {(v.obj.color_name, v.obj.shape) for v in visible}
+    pattern = rf"\b({'|'.join(COLORS)}) ({'|'.join(OBJECT_CLASSES)})\b"
+    mentioned = set(re.findall(pattern, ws.caption))
+    assert mentioned and mentioned <= seen, ws.caption
+    counts = np.bincount(ws.rendering.instance.ravel())
+    largest = ws.scene.objects[int(np.argmax(counts[1:]))]
+    assert LABEL_NAMES[ws.label] == largest.shape
+    assert ws.caption.split(" on a ")[1].split()[0] in ("plain", "checkered", "striped", "mottled")
+
+
+def test_difficulty_controls_object_count():
+    easy = [len(sample_scene(scene_rng("train", i), difficulty=0.0).objects) for i in range(20)]
+    hard = [len(sample_scene(scene_rng("train", i), difficulty=1.0).objects) for i in range(20)]
+    assert set(easy) == {1} and max(hard) > 3
+    with pytest.raises(ValueError, match="difficulty"):
+        sample_scene(scene_rng("train", 0), difficulty=2.0)
+
+
+def test_antialiasing_only_changes_rgb():
+    scene = sample_scene(scene_rng("train", 5))
+    a, b = render(scene, 24, antialias=True), render(scene, 24, antialias=False)
+    assert np.array_equal(a.depth, b.depth) and np.array_equal(a.semseg, b.semseg)
+    assert not np.array_equal(a.rgb, b.rgb)
+
+
+def test_dataset_sample_layout():
+    ds = WorldDataset("val", size=24, length=3)
+    s = ds[1]
+    assert s["rgb"].shape == (3, 24, 24) and s["rgb"].dtype == torch.float32
+    assert 0 <= s["rgb"].min() and s["rgb"].max() <= 1
+    assert s["depth"].shape == (1, 24, 24) and s["normals"].shape == (3, 24, 24)
+    assert s["semseg"].dtype == torch.int64 and s["instance"].shape == (24, 24)
+    assert isinstance(s["label"], int) and isinstance(s["caption"], str)
+    batch = collate([ds[0], ds[1]])
+    assert batch["rgb"].shape == (2, 3, 24, 24) and batch["label"].shape == (2,)
+    assert isinstance(batch["caption"], list) and len(batch["caption"]) == 2
+    with pytest.raises(IndexError):
+        ds[3]
