@@ -1,0 +1,192 @@
+"""The training loop: precision, accumulation, clipping, DDP, schedule, logging, checkpoints.
+
+The loop knows nothing about MultiMAE: a *task* maps ``(forward, raw batch, step, micro-step,
+global micro-batch, rows)`` to a `LossOutput`; a *stream* yields this process's rows of each
+global micro-batch and has a resumable position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from multimae.config.schema import OptimConfig, TrainConfig
+from multimae.engine.checkpoint import export_safetensors, load_checkpoint, save_checkpoint
+from multimae.engine.distributed import DistInfo
+from multimae.engine.logger import MetricLogger
+from multimae.engine.optim import lr_at, param_groups, set_lr
+from multimae.engine.precision import autocast
+from multimae.losses import LossOutput
+
+
+class Stream(Protocol):
+    rows: slice
+
+    def __next__(self) -> dict[str, Tensor]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+Task = Callable[..., LossOutput]
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        stream: Stream,
+        optim: OptimConfig,
+        train: TrainConfig,
+        global_batch: int,
+        run_dir: Path,
+        dist_info: DistInfo,
+        device: torch.device,
+        config: dict[str, Any] | None = None,
+        on_validate: Callable[[int], dict[str, float]] | None = None,
+        on_picture: Callable[[int], Path | None] | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.model, self.task, self.stream = model.to(device), task, stream
+        self.optim_cfg, self.train_cfg = optim, train
+        self.run_dir, self.dist, self.device = run_dir, dist_info, device
+        self.config = config or {}
+        self.on_validate, self.on_picture = on_validate, on_picture
+        self.progress = progress and dist_info.is_main
+        if global_batch % optim.accum_steps:
+            raise ValueError(f"batch size {global_batch} is not divisible by optim.accum_steps={optim.accum_steps}")
+        self.global_batch = global_batch
+        self.micro_batch = global_batch // optim.accum_steps  # global rows per micro-step
+        self.forward: Callable[..., Any] = self.model
+        if dist_info.enabled:
+            self.forward = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        skip = getattr(self.model, "no_weight_decay", lambda: set())()
+        fused = device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, optim.weight_decay, skip), lr=optim.warmup_lr, betas=optim.betas, fused=fused
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
+        self.peak_lr = optim.peak_lr(global_batch)
+        self.warmup_steps = round(optim.warmup_fraction * train.steps)
+        self.step = 0
+        self.logger = MetricLogger(run_dir, enabled=dist_info.is_main)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "stream": self.stream.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "config": self.config,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.stream.load_state_dict(state["stream"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def resume(self, path: Path) -> None:
+        self.load_state_dict(load_checkpoint(path))
+
+    def save(self) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        return save_checkpoint(self.state_dict(), self.run_dir, self.step, self.train_cfg.keep_last)
+
+    # ------------------------------------------------------------------- loop
+    def _micro_step(self, micro: int) -> LossOutput:
+        raw = {k: v.to(self.device, non_blocking=True) for k, v in next(self.stream).items()}
+        last = micro == self.optim_cfg.accum_steps - 1
+        sync = contextlib.nullcontext() if last or not self.dist.enabled else self.forward.no_sync()  # type: ignore[union-attr]
+        with sync:
+            with autocast(self.model, self.device.type, self.train_cfg.precision):
+                losses = self.task(self.forward, raw, self.step, micro, self.micro_batch, self.stream.rows)
+            self.scaler.scale(losses.total / self.optim_cfg.accum_steps).backward()
+        return losses
+
+    def _reduce(self, values: Tensor) -> Tensor:
+        if self.dist.enabled:
+            torch.distributed.all_reduce(values)
+            values = values / self.dist.world_size
+        return values
+
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step (all micro-steps); returns the step's mean losses over processes."""
+        lr = lr_at(self.step, self.train_cfg.steps, self.peak_lr, self.warmup_steps,
+                   self.optim_cfg.warmup_lr, self.optim_cfg.min_lr)
+        set_lr(self.optimizer, lr)
+        sums: dict[str, Tensor] = {}
+        for micro in range(self.optim_cfg.accum_steps):
+            losses = self._micro_step(micro)
+            for k, v in {"loss": losses.total, **losses.per_task}.items():
+                sums[k] = sums.get(k, 0) + v.detach().float() / self.optim_cfg.accum_steps
+        keys = list(sums)
+        values = self._reduce(torch.stack([sums[k] for k in keys]))
+        logged = dict(zip(keys, values.tolist()))
+        if not all(math.isfinite(v) for v in logged.values()):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise DivergenceError(
+                f"non-finite loss at step {self.step}: {logged}; stopping (the last checkpoint in "
+                f"{self.run_dir} is intact). Try a lower optim.lr, optim.clip_grad or train.precision=fp32."
+            )
+        if self.optim_cfg.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            logged["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.clip_grad))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        logged["lr"] = lr
+        return logged
+
+    def fit(self) -> dict[str, float]:
+        cfg = self.train_cfg
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="pretrain", unit="step", disable=not self.progress,
+                   dynamic_ncols=True)
+        start, start_step, last = time.perf_counter(), self.step, {}
+        try:
+            while self.step < cfg.steps:
+                last = self.train_step()
+                bar.update(1)
+                done = self.step
+                if done % cfg.log_every == 0 or done == cfg.steps:
+                    elapsed = time.perf_counter() - start
+                    last["img_per_s"] = (done - start_step) * self.global_batch / max(elapsed, 1e-9)
+                    last["elapsed_s"] = elapsed
+                    self.logger.log(done, last)
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}", img_s=f"{last['img_per_s']:.0f}")
+                if self.on_validate is not None and cfg.val_every and done % cfg.val_every == 0 and done < cfg.steps:
+                    self.logger.log(done, self.on_validate(done), kind="val")
+                if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.steps:
+                    self.save()
+                if self.on_picture is not None and cfg.vis_every and done % cfg.vis_every == 0 and done < cfg.steps:
+                    self.on_picture(done)
+        finally:
+            bar.close()
+        self.save()
+        if self.dist.is_main:
+            export_safetensors(self.model, self.run_dir / "model.safetensors", {"step": str(self.step)})
+        return last
+
+    def close(self) -> None:
+        self.logger.close()

@@ -1,0 +1,141 @@
+"""The pre-training task: (model, raw batch) -> masked multi-task reconstruction losses.
+
+Masks for a step are drawn for the whole *global* batch from a generator seeded by
+(seed, step, micro-step), and each process takes its rows, so results do not depend on the
+number of processes and a resumed run draws the masks it would have drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from multimae.config.schema import LossConfig, MaskingConfig
+from multimae.data.stream import derive_seed
+from multimae.losses import LossOutput, MultiMAELoss, patch_standardize
+from multimae.masking import sample_masks
+from multimae.modalities import prepare_batch
+from multimae.model import MultiMAE, MultiMAEOutput
+from multimae.tasks.metrics import ConfusionMatrix, masked_l1
+
+
+@dataclass
+class PretrainTask:
+    model: MultiMAE  # the unwrapped model (specs, token counts)
+    masking: MaskingConfig
+    loss: LossConfig
+    seed: int = 0
+    loss_fn: MultiMAELoss = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.loss_fn = MultiMAELoss(self.model.output_specs, self.model.config.patch_size,
+                                    self.loss.all_patches, self.loss.weights)
+
+    def masks(self, inputs: Mapping[str, Tensor], global_batch: int, rows: slice, *seed_parts: int) -> dict[str, Tensor]:
+        """This process's rows of the global batch's masks, drawn from (seed, *seed_parts)."""
+        g = torch.Generator().manual_seed(derive_seed(self.seed, *seed_parts))
+        counts = self.model.num_tokens(inputs)
+        masks = sample_masks(counts, global_batch, self.masking.num_visible, self.masking.alpha, g)
+        device = next(iter(inputs.values())).device
+        return {k: v[rows].to(device) for k, v in masks.items()}
+
+    def __call__(self, forward: Callable[..., MultiMAEOutput], raw: Mapping[str, Tensor], step: int,
+                 micro: int, global_batch: int, rows: slice) -> LossOutput:
+        batch = prepare_batch(raw, self.model.input_specs, self.model.output_specs)
+        masks = self.masks(batch.inputs, global_batch, rows, step, micro, 2)
+        out = forward(batch.inputs, masks)
+        return self.loss_fn(out.preds, batch.targets, out.masks)
+
+    @torch.no_grad()
+    def validate(self, raw_batches: Iterable[Mapping[str, Tensor]],
+                 baseline: Mapping[str, Tensor] | None = None) -> dict[str, float]:
+        """Mean masked-reconstruction losses on held-out batches, with fixed masks.
+
+        With ``baseline`` (per-pixel predictions (1, C, H, W), see `mean_baseline`), the same
+        losses for those constant predictions instead of the model's.
+        """
+        totals: dict[str, float] = {}
+        n = 0
+        for i, raw in enumerate(raw_batches):
+            batch = prepare_batch(raw, self.model.input_specs, self.model.output_specs)
+            B = next(iter(batch.inputs.values())).shape[0]
+            masks = self.masks(batch.inputs, B, slice(0, B), 10**6, i, 3)  # the same every evaluation
+            out = self.model(batch.inputs, masks)
+            preds = out.preds if baseline is None else {k: baseline[k].expand_as(v) for k, v in out.preds.items()}
+            losses = self.loss_fn(preds, batch.targets, out.masks)
+            for k, v in losses.per_task.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+            totals["total"] = totals.get("total", 0.0) + float(losses.total)
+            n += 1
+        return {k: v / max(n, 1) for k, v in totals.items()}
+
+
+@torch.no_grad()
+def transfer_metrics(
+    predict: Callable[[dict[str, Tensor]], Mapping[str, Tensor]],
+    model: MultiMAE,
+    raw_batches: Iterable[Mapping[str, Tensor]],
+    sources: Sequence[str] = ("rgb",),
+    object_classes: Sequence[int] | None = None,
+) -> dict[str, float]:
+    """Dense predictions from the full ``sources`` only: semseg mIoU / object IoU / accuracy, depth L1.
+
+    ``predict(inputs)`` returns ``{output: prediction}`` (the model, or a baseline).
+    """
+    specs = model.output_specs
+    seg = next((n for n, s in specs.items() if s.is_categorical), None)
+    confusion = ConfusionMatrix(specs[seg].num_channels, specs[seg].ignore_index) if seg else None
+    l1_sum, l1_n = 0.0, 0
+    for raw in raw_batches:
+        batch = prepare_batch(raw, model.input_specs, model.output_specs)
+        preds = predict({k: v for k, v in batch.inputs.items() if k in sources})
+        if confusion is not None and seg in preds and seg in batch.targets:
+            confusion.update(preds[seg].argmax(dim=1).expand_as(batch.targets[seg]), batch.targets[seg])
+        if "depth" in preds and "depth" in batch.targets:
+            s, n = masked_l1(preds["depth"].expand_as(batch.targets["depth"]), batch.targets["depth"])
+            l1_sum, l1_n = l1_sum + s, l1_n + n
+    out: dict[str, float] = {}
+    if confusion is not None:
+        out["semseg_miou"] = confusion.mean_iou()
+        out["semseg_acc"] = confusion.accuracy()
+        if object_classes:
+            out["semseg_object_iou"] = confusion.mean_iou(object_classes)
+            out["semseg_object_acc"] = confusion.accuracy(object_classes)
+    if l1_n:
+        out["depth_l1"] = l1_sum / l1_n
+    return out
+
+
+@torch.no_grad()
+def mean_baseline(model: MultiMAE, raw_batches: Iterable[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+    """Per-pixel training means (dense outputs) and per-pixel class frequencies (categorical
+    outputs, as log-probability logits: their argmax is the per-pixel majority class), as
+    predictions of shape (1, C, H, W)."""
+    sums: dict[str, Tensor] = {}
+    counts: dict[str, Tensor] = {}
+    for raw in raw_batches:
+        batch = prepare_batch(raw, model.input_specs, model.output_specs)
+        for name, spec in model.output_specs.items():
+            if name not in batch.targets:
+                continue
+            t = batch.targets[name]
+            if spec.is_categorical:
+                onehot = torch.nn.functional.one_hot(t.clamp(0, spec.num_channels - 1), spec.num_channels)
+                sums[name] = sums.get(name, 0) + onehot.permute(0, 3, 1, 2).sum(0, keepdim=True).double()
+                continue
+            if spec.loss == "norm_pix_mse":
+                t = patch_standardize(t.float(), spec.patch_size(model.config.patch_size))
+            valid = torch.isfinite(t)
+            sums[name] = sums.get(name, 0) + torch.nan_to_num(t).sum(0, keepdim=True).double()
+            counts[name] = counts.get(name, 0) + valid.sum(0, keepdim=True).double()
+    preds = {}
+    for name, s in sums.items():
+        spec = model.output_specs[name]
+        if spec.is_categorical:
+            preds[name] = torch.log((s + 1e-3) / (s + 1e-3).sum(1, keepdim=True)).float()
+        else:
+            preds[name] = (s / counts[name].clamp_min(1)).float()
+    return preds

@@ -1,0 +1,202 @@
+"""Wiring of a pre-training run: config -> model, data streams, task, trainer; final evaluation
+and pictures. The loop itself is `multimae.engine.trainer`."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from multimae.config.loader import to_plain, to_yaml
+from multimae.config.schema import RunConfig
+from multimae.data.batch_augment import BatchRandomResizedCropFlip
+from multimae.data.pool import load_or_render_pool, pool_to_raw
+from multimae.data.stream import LoaderStream, PoolStream, shard_rows
+from multimae.data.transforms import RandomResizedCropFlip, Resize
+from multimae.engine.checkpoint import latest_checkpoint
+from multimae.engine.distributed import DistInfo, init_distributed, resolve_device
+from multimae.engine.trainer import Trainer
+from multimae.model import MultiMAE
+from multimae.tasks.pretrain import PretrainTask, mean_baseline, transfer_metrics
+
+
+def needed_modalities(model: MultiMAE) -> tuple[str, ...]:
+    names = [*model.input_specs, *(s.source_name for s in model.output_specs.values())]
+    return tuple(dict.fromkeys(names))
+
+
+def _world_pool(cfg: RunConfig, split: str, count: int, modalities: Sequence[str], progress: bool) -> dict[str, Tensor]:
+    d = cfg.data
+    return load_or_render_pool(split, count, d.world_render_size or d.image_size, d.world_difficulty,
+                               modalities, d.num_workers, d.cache_dir, progress)
+
+
+def _val_batches(pool: dict[str, Tensor], size: int, batch: int) -> list[dict[str, Tensor]]:
+    """The whole validation pool as raw batches, resized (not cropped) to ``size``."""
+    resize = BatchRandomResizedCropFlip(size)
+    n = len(pool["label"])
+    out = []
+    for start in range(0, n, batch):
+        raw = pool_to_raw({k: v for k, v in pool.items() if k != "label"}, torch.arange(start, min(n, start + batch)))
+        first = next(iter(raw.values()))
+        H, W = first.shape[-2:]
+        if (H, W) != (size, size):
+            B = first.shape[0]
+            raw = resize.apply(raw, torch.tensor([[0.0, 0.0, H, W]]).expand(B, 4), torch.zeros(B, dtype=torch.bool))
+        out.append(raw)
+    return out
+
+
+def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: int, progress: bool
+                  ) -> tuple[Any, list[dict[str, Tensor]], list[dict[str, Tensor]]]:
+    """(training stream, validation raw batches, a few training batches for baselines)."""
+    d, seed = cfg.data, cfg.train.seed
+    mods = needed_modalities(model)
+    if d.source == "world":
+        pool = _world_pool(cfg, "train", d.world_train_scenes, mods, progress and info.is_main)
+        augment = BatchRandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else None
+        if augment is None and (d.world_render_size or d.image_size) != d.image_size:
+            raise ValueError("data.world_render_size differs from data.image_size but data.augment is off")
+        stream = PoolStream({k: v for k, v in pool.items() if k != "label"}, micro_batch, seed, info.rank,
+                            info.world_size, augment)
+        val_pool = _world_pool(cfg, "val", d.world_val_scenes, mods, progress and info.is_main)
+        val = _val_batches(val_pool, d.image_size, 64)
+        train_sample = _val_batches({k: v[:1024] for k, v in pool.items()}, d.image_size, 64)
+        return stream, val, train_sample
+    transform = RandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else Resize(d.image_size)
+    if d.source == "folder":
+        from multimae.data.folder import FolderDataset
+
+        dataset: Any = FolderDataset(d.root, "train", mods, transform=transform, seed=seed)  # type: ignore[arg-type]
+    else:
+        from multimae.data.shards import ShardDataset
+
+        dataset = ShardDataset(d.root, mods, transform=transform, shuffle=True, seed=seed,  # type: ignore[arg-type]
+                               rank=info.rank, world_size=info.world_size)
+    stream = LoaderStream(dataset, micro_batch, seed, info.rank, info.world_size, d.num_workers)
+    val: list[dict[str, Tensor]] = []
+    if d.val_root:
+        from multimae.data.folder import FolderDataset
+
+        vset = FolderDataset(d.val_root, "val", mods, transform=Resize(d.image_size))
+        rows = shard_rows(min(64, len(vset)), 0, 1)
+        vstream = LoaderStream(vset, rows.stop, seed, 0, 1, 0)
+        val = [next(vstream) for _ in range(min(cfg.train.num_val_batches, len(vset) // rows.stop))]
+    return stream, val, []
+
+
+def make_run_dir(cfg: RunConfig, resume: str | Path | None) -> tuple[Path, Path | None]:
+    """(run folder, checkpoint to resume from or None)."""
+    if resume is not None:
+        path = Path(resume)
+        ckpt = latest_checkpoint(path) if path.is_dir() else path
+        if ckpt is None or not ckpt.exists():
+            raise ValueError(f"--resume {resume}: no checkpoint found")
+        return ckpt.parent, ckpt
+    name = cfg.train.name or time.strftime("pretrain-%Y%m%d-%H%M%S")
+    run_dir = Path(cfg.train.out_dir) / name
+    if latest_checkpoint(run_dir) is not None:
+        raise ValueError(f"{run_dir} already holds checkpoints: pass --resume {run_dir} or choose another train.name")
+    return run_dir, None
+
+
+def write_pictures(model: MultiMAE, cfg: RunConfig, val: list[dict[str, Tensor]], run_dir: Path, tag: str) -> list[Path]:
+    from multimae.viz.reconstruction import cross_modal_figure, masked_reconstruction_figure
+
+    from multimae.data.world import CLASS_NAMES, PALETTE
+
+    if not val:
+        return []
+    raw = {k: v[:4].cpu() for k, v in val[0].items()}
+    g = torch.Generator().manual_seed(cfg.train.seed)
+    model_cpu = model
+    paths = []
+    fig = masked_reconstruction_figure(model_cpu, raw, num_masks=3, num_visible=cfg.masking.num_visible,
+                                       alpha=cfg.masking.alpha, generator=g, class_names=CLASS_NAMES, palette=PALETTE)
+    paths.append(run_dir / f"reconstructions{tag}.png")
+    fig.save(paths[-1])
+    fig = cross_modal_figure(model_cpu, raw, class_names=CLASS_NAMES, palette=PALETTE)
+    paths.append(run_dir / f"cross_modal{tag}.png")
+    fig.save(paths[-1])
+    return paths
+
+
+def object_classes(cfg: RunConfig) -> list[int] | None:
+    if cfg.data.source != "world":
+        return None
+    from multimae.data.world import BACKGROUND_CLASSES, CLASS_NAMES
+
+    return [i for i, n in enumerate(CLASS_NAMES) if n not in BACKGROUND_CLASSES]
+
+
+def final_report(task: PretrainTask, model: MultiMAE, cfg: RunConfig, val: list[dict[str, Tensor]],
+                 train_sample: list[dict[str, Tensor]]) -> dict[str, Any]:
+    """Validation losses and from-RGB transfer metrics of the model and of the mean baseline."""
+    report: dict[str, Any] = {"val": task.validate(val)}
+    if "rgb" in model.input_specs:
+        report["from_rgb"] = transfer_metrics(lambda x: model(x).preds, model, val, ("rgb",), object_classes(cfg))
+    if train_sample:
+        base = mean_baseline(model, train_sample)
+        report["baseline_val"] = task.validate(val, baseline=base)
+        report["baseline_from_rgb"] = transfer_metrics(lambda x: base, model, val, ("rgb",), object_classes(cfg))
+    return report
+
+
+def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: bool = True) -> Path:
+    """Run (or resume, from a run folder or checkpoint) a pre-training run; returns its folder.
+
+    When resuming, pass the run's own config (its ``config.yaml``), possibly with more steps.
+    """
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    info = init_distributed(device)
+    run_dir, ckpt = make_run_dir(cfg, resume)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    torch.manual_seed(cfg.train.seed)
+    model = MultiMAE(cfg.model.build())
+    accum, world = cfg.optim.accum_steps, info.world_size
+    if cfg.data.batch_size % (accum * world):
+        raise ValueError(f"data.batch_size {cfg.data.batch_size} is not divisible by accum_steps x processes = {accum * world}")
+    micro = cfg.data.batch_size // accum
+    stream, val, train_sample = build_streams(cfg, model, info, micro, progress)
+    task = PretrainTask(model, cfg.masking, cfg.loss, cfg.train.seed)
+
+    def validate(step: int) -> dict[str, float]:
+        model.eval()
+        try:
+            return task.validate(val)
+        finally:
+            model.train()
+
+    def picture(step: int) -> Path | None:
+        return write_pictures(model, cfg, val, run_dir, f"-{step:08d}")[0] if info.is_main else None
+
+    trainer = Trainer(model, task, stream, cfg.optim, cfg.train, cfg.data.batch_size, run_dir, info, device,
+                      config=to_plain(cfg), on_validate=validate if val else None, on_picture=picture, progress=progress)
+    if ckpt is not None:
+        trainer.resume(ckpt)
+        if info.is_main:
+            print(f"resumed from {ckpt} at step {trainer.step}")
+    model.train()
+    start = time.perf_counter()
+    trainer.fit()
+    wall = time.perf_counter() - start
+    if info.is_main:
+        model.eval()
+        report = {"steps": trainer.step, "train_wall_s": round(wall, 1), **final_report(task, model, cfg, val, train_sample)}
+        (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+        trainer.logger.log(trainer.step, {f"{k}": v for k, v in report.get("val", {}).items()}, kind="val")
+        write_pictures(model, cfg, val, run_dir, "")
+        print(json.dumps(report, indent=2))
+        print(f"run folder: {run_dir}")
+    trainer.close()
+    return run_dir
+
