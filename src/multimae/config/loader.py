@@ -53,7 +53,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and args:
             if len(args) != len(value):
                 raise ValueError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         inner = args[0] if args else Any
         seq = [_convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(seq) if origin is tuple or tp is tuple else seq

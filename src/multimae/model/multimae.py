@@ -60,6 +60,12 @@ class MultiMAE(MultiModalViT):
         )
         init_weights(self)
 
+    def no_weight_decay(self) -> set[str]:
+        """Encoder tokens and tables plus the decoders' mask tokens and modality embeddings."""
+        return super().no_weight_decay() | {
+            n for n, _ in self.named_parameters() if n.endswith("mask_token") or ".task_embeddings." in n
+        }
+
     def output_masks(self, enc: EncoderOutput, masks: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
         """Per-output masks (True = predicted), derived from the input masks."""
         B = enc.tokens.shape[0]

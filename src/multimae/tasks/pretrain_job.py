@@ -105,24 +105,46 @@ def make_run_dir(cfg: RunConfig, resume: str | Path | None) -> tuple[Path, Path 
     return run_dir, None
 
 
-def write_pictures(model: MultiMAE, cfg: RunConfig, val: list[dict[str, Tensor]], run_dir: Path, tag: str) -> list[Path]:
+def class_labels(cfg: RunConfig) -> tuple[Sequence[str] | None, Sequence[Sequence[int]] | None]:
+    """(class names, palette) of the run's semseg classes, when known."""
+    if cfg.data.source == "world":
+        from multimae.data.world import CLASS_NAMES, PALETTE
+
+        return CLASS_NAMES, PALETTE
+    return None, None
+
+
+def held_out_batch(cfg: RunConfig, model: MultiMAE, count: int) -> dict[str, Tensor]:
+    """``count`` held-out samples of the run's data as one raw batch."""
+    if cfg.data.source == "world":
+        pool = _world_pool(cfg, "val", max(count, cfg.data.world_val_scenes), needed_modalities(model), progress=False)
+        return _val_batches({k: v[:count] for k, v in pool.items()}, cfg.data.image_size, count)[0]
+    if not cfg.data.val_root:
+        raise ValueError("the run has no validation data (data.val_root) to draw pictures from")
+    from multimae.data.folder import FolderDataset
+
+    vset = FolderDataset(cfg.data.val_root, "val", needed_modalities(model), transform=Resize(cfg.data.image_size))
+    return next(LoaderStream(vset, min(count, len(vset)), cfg.train.seed, num_workers=0))
+
+
+def save_pictures(model: MultiMAE, cfg: RunConfig, raw: dict[str, Tensor], out_dir: Path, tag: str = "",
+                  num_masks: int = 3, num_visible: int | None = None, seed: int = 0) -> list[Path]:
+    """``reconstructions<tag>.png`` (random masks) and ``cross_modal<tag>.png`` (one modality in)."""
     from multimae.viz.reconstruction import cross_modal_figure, masked_reconstruction_figure
 
-    from multimae.data.world import CLASS_NAMES, PALETTE
-
-    if not val:
-        return []
-    raw = {k: v[:4].cpu() for k, v in val[0].items()}
-    g = torch.Generator().manual_seed(cfg.train.seed)
-    model_cpu = model
+    names, palette = class_labels(cfg)
+    g = torch.Generator().manual_seed(seed)
+    n = next(iter(raw.values())).shape[0]
+    figures = {
+        f"reconstructions{tag}.png": masked_reconstruction_figure(
+            model, raw, num_masks=num_masks, num_visible=num_visible or cfg.masking.num_visible,
+            alpha=cfg.masking.alpha, generator=g, class_names=names, palette=palette, max_samples=n),
+        f"cross_modal{tag}.png": cross_modal_figure(model, raw, class_names=names, palette=palette, max_samples=n),
+    }
     paths = []
-    fig = masked_reconstruction_figure(model_cpu, raw, num_masks=3, num_visible=cfg.masking.num_visible,
-                                       alpha=cfg.masking.alpha, generator=g, class_names=CLASS_NAMES, palette=PALETTE)
-    paths.append(run_dir / f"reconstructions{tag}.png")
-    fig.save(paths[-1])
-    fig = cross_modal_figure(model_cpu, raw, class_names=CLASS_NAMES, palette=PALETTE)
-    paths.append(run_dir / f"cross_modal{tag}.png")
-    fig.save(paths[-1])
+    for name, fig in figures.items():
+        fig.save(out_dir / name)
+        paths.append(out_dir / name)
     return paths
 
 
@@ -176,8 +198,12 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
         finally:
             model.train()
 
+    pictured = {k: v[:4] for k, v in val[0].items()} if val else None
+
     def picture(step: int) -> Path | None:
-        return write_pictures(model, cfg, val, run_dir, f"-{step:08d}")[0] if info.is_main else None
+        if not info.is_main or pictured is None:
+            return None
+        return save_pictures(model, cfg, pictured, run_dir, f"-{step:08d}", seed=cfg.train.seed)[0]
 
     trainer = Trainer(model, task, stream, cfg.optim, cfg.train, cfg.data.batch_size, run_dir, info, device,
                       config=to_plain(cfg), on_validate=validate if val else None, on_picture=picture, progress=progress)
@@ -194,7 +220,9 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
         report = {"steps": trainer.step, "train_wall_s": round(wall, 1), **final_report(task, model, cfg, val, train_sample)}
         (run_dir / "report.json").write_text(json.dumps(report, indent=2))
         trainer.logger.log(trainer.step, {f"{k}": v for k, v in report.get("val", {}).items()}, kind="val")
-        write_pictures(model, cfg, val, run_dir, "")
+        if pictured is not None:
+            for path in save_pictures(model, cfg, pictured, run_dir, seed=cfg.train.seed):
+                print(f"picture: {path}")
         print(json.dumps(report, indent=2))
         print(f"run folder: {run_dir}")
     trainer.close()

@@ -1,0 +1,39 @@
+"""`multimae visualize`: pictures of what a pre-trained model predicts on held-out scenes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "visualize",
+        help="masked-reconstruction and single-modality-to-all pictures of a trained model",
+        description="Writes reconstructions.png (several random masks per sample: masked input, "
+        "prediction, ground truth) and cross_modal.png (one full modality in, every output predicted) "
+        "for held-out samples of the run's data.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="run folder, checkpoint-*.pt or model.safetensors")
+    parser.add_argument("--out", default=".", help="output folder [current directory]")
+    parser.add_argument("--samples", type=int, default=4, help="number of held-out samples [4]")
+    parser.add_argument("--masks", type=int, default=3, help="random masks per sample [3]")
+    parser.add_argument("--num-visible", type=int, help="visible tokens (default: the run's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from multimae.tasks.loading import load_pretrained
+    from multimae.tasks.pretrain_job import held_out_batch, save_pictures
+
+    try:
+        model, cfg = load_pretrained(args.checkpoint)
+        raw = held_out_batch(cfg, model, args.samples)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in save_pictures(model, cfg, raw, out, num_masks=args.masks, num_visible=args.num_visible, seed=args.seed):
+        print(path)
+    return 0

@@ -1,0 +1,56 @@
+"""End-to-end: the `multimae pretrain` and `visualize` commands on a tiny world run (CPU, seconds)."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from multimae.cli.main import main
+from multimae.engine.checkpoint import list_checkpoints
+from multimae.engine.logger import read_metrics
+
+TINY = [
+    "model.encoder={dim: 32, depth: 1, num_heads: 2, image_size: 32, patch_size: 8}",
+    "model.decoder={dim: 16, depth: 1, num_heads: 2}",
+    "data.image_size=32", "data.batch_size=8", "data.num_workers=0",
+    "data.world_train_scenes=32", "data.world_val_scenes=8",
+    "masking.num_visible=8", "train.log_every=1", "train.val_every=2", "train.ckpt_every=2",
+    "train.precision=fp32",
+]
+
+
+@pytest.fixture
+def tiny_args(tmp_path):
+    return [*TINY, f"train.out_dir={tmp_path}", "train.name=run", f"data.cache_dir={tmp_path / 'cache'}"]
+
+
+def test_pretrain_writes_checkpoints_pictures_and_a_report_then_resumes(tmp_path, tiny_args, capsys):
+    assert main(["pretrain", "--quiet", *tiny_args, "train.steps=3"]) == 0
+    run = tmp_path / "run"
+    assert "run folder" in capsys.readouterr().out
+    assert [p.name for p in list_checkpoints(run)] == ["checkpoint-00000002.pt", "checkpoint-00000003.pt"]
+    assert (run / "model.safetensors").exists() and (run / "config.yaml").exists()
+    report = json.loads((run / "report.json").read_text())
+    assert set(report["val"]) == {"rgb", "depth", "semseg", "norm_rgb", "total"}
+    assert {"semseg_miou", "semseg_object_iou", "depth_l1"} <= set(report["from_rgb"]) <= set(report["baseline_from_rgb"])
+    assert Image.open(run / "reconstructions.png").size[0] > 300 and (run / "cross_modal.png").exists()
+    assert [r["step"] for r in read_metrics(run, "train")] == [1, 2, 3]
+    # Continue the same run to 5 steps: it picks up at step 3.
+    assert main(["pretrain", "--quiet", "--resume", str(run), "train.steps=5"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert [r["step"] for r in read_metrics(run, "train")] == [1, 2, 3, 4, 5]
+    out = tmp_path / "pictures"
+    assert main(["visualize", "--checkpoint", str(run), "--out", str(out), "--samples", "2"]) == 0
+    assert (out / "reconstructions.png").exists() and (out / "cross_modal.png").exists()
+
+
+def test_a_wrong_key_fails_before_training(tmp_path, tiny_args, capsys):
+    with pytest.raises(SystemExit, match="unknown config key"):
+        main(["pretrain", *tiny_args, "optim.learning_rate=1"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path, tiny_args):
+    assert main(["pretrain", "--quiet", *tiny_args, "train.steps=2"]) == 0
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        main(["pretrain", "--quiet", *tiny_args, "train.steps=2"])
