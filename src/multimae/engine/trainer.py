@@ -1,8 +1,8 @@
 """The training loop: precision, accumulation, clipping, DDP, schedule, logging, checkpoints.
 
-The loop knows nothing about MultiMAE: a *task* maps ``(forward, raw batch, step, micro-step,
-global micro-batch, rows)`` to a `LossOutput`; a *stream* yields this process's rows of each
-global micro-batch and has a resumable position.
+The loop knows nothing about MultiMAE: a *task* maps ``(forward, raw batch, step, global batch,
+rows)`` to a `LossOutput`, where ``rows`` are this micro-batch's rows of the step's global batch; a
+*stream* yields this process's rows of each global micro-batch and has a resumable position.
 """
 
 from __future__ import annotations
@@ -119,8 +119,12 @@ class Trainer:
         last = micro == self.optim_cfg.accum_steps - 1
         sync = contextlib.nullcontext() if last or not self.dist.enabled else self.forward.no_sync()  # type: ignore[union-attr]
         with sync:
+            # This process's rows of the step's global batch: masks drawn for the whole step and
+            # sliced, so neither accumulation nor the number of processes changes them.
+            offset = micro * self.micro_batch
+            rows = slice(offset + self.stream.rows.start, offset + self.stream.rows.stop)
             with autocast(self.model, self.device.type, self.train_cfg.precision):
-                losses = self.task(self.forward, raw, self.step, micro, self.micro_batch, self.stream.rows)
+                losses = self.task(self.forward, raw, self.step, self.global_batch, rows)
             self.scaler.scale(losses.total / self.optim_cfg.accum_steps).backward()
         return losses
 

@@ -1,8 +1,8 @@
 """The pre-training task: (model, raw batch) -> masked multi-task reconstruction losses.
 
-Masks for a step are drawn for the whole *global* batch from a generator seeded by
-(seed, step, micro-step), and each process takes its rows, so results do not depend on the
-number of processes and a resumed run draws the masks it would have drawn.
+Masks for a step are drawn for the whole *global* batch from a generator seeded by (seed, step),
+and each micro-batch of each process takes its rows, so results depend neither on the number of
+processes nor on gradient accumulation, and a resumed run draws the masks it would have drawn.
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ class PretrainTask:
         return {k: v[rows].to(device) for k, v in masks.items()}
 
     def __call__(self, forward: Callable[..., MultiMAEOutput], raw: Mapping[str, Tensor], step: int,
-                 micro: int, global_batch: int, rows: slice) -> LossOutput:
+                 global_batch: int, rows: slice) -> LossOutput:
+        """Losses of ``raw``: the rows ``rows`` of the global batch of ``step``."""
         batch = prepare_batch(raw, self.model.input_specs, self.model.output_specs)
-        masks = self.masks(batch.inputs, global_batch, rows, step, micro, 2)
+        masks = self.masks(batch.inputs, global_batch, rows, step, 2)
         out = forward(batch.inputs, masks)
         return self.loss_fn(out.preds, batch.targets, out.masks)
 
