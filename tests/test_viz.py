@@ -101,20 +101,22 @@ def test_model_with_only_rgb_input():
     panels = masked_panels(model, num_visible=4)
     assert panels.titles == ["rgb masked", "rgb pred", "rgb GT", "depth pred", "depth GT", "semseg pred", "semseg GT"]
     fig = cross_modal_figure(model, raw_batch(), class_names=NAMES, palette=PALETTE, max_samples=2)
-    assert fig.width == 6 + 7 * (TILE + 6)
+    assert fig.width == 6 + 5 * (TILE + 6)  # input, then depth and semseg pred / GT
 
 
 def test_cross_modal_blocks_show_the_source_and_every_output(model):
     blocks = cross_modal_panels(model, raw_batch(), class_names=NAMES, palette=PALETTE, max_samples=2)
     assert list(blocks) == ["rgb", "depth", "semseg"]
     for src, panels in blocks.items():
+        others = [m for m in ("rgb", "depth", "semseg") if m != src]  # the source is given, not predicted
         assert panels.titles[0] == f"input: {src}" and len(panels.rows) == 2
-        assert panels.titles[1:] == [f"{m} {c}" for m in ("rgb", "depth", "semseg") for c in ("pred", "GT")]
-        for row in panels.rows:  # the input is the source's ground truth, fully visible
-            assert np.array_equal(row[0], row[panels.titles.index(f"{src} GT")])
+        assert panels.titles[1:] == [f"{m} {c}" for m in others for c in ("pred", "GT")]
+        other = blocks[others[0]]
+        for row, other_row in zip(panels.rows, other.rows):  # the input is the source's ground truth
+            assert np.array_equal(row[0], other_row[other.titles.index(f"{src} GT")])
     fig = cross_modal_figure(model, raw_batch(), class_names=NAMES, palette=PALETTE, max_samples=2)
     single = blocks["rgb"].render()
-    assert fig.width == single.width == 6 + 7 * (TILE + 6)
+    assert fig.width == single.width == 6 + 5 * (TILE + 6)
     assert fig.height > 3 * 2 * TILE
 
 

@@ -314,20 +314,23 @@ def cross_modal_panels(
     max_samples: int = 4,
 ) -> dict[str, Panels]:
     """Tiles of `cross_modal_figure`: ``{source modality: Panels}``, one row per sample with
-    ``[source input, pred and GT of each output]``."""
+    ``[source input, pred and GT of each other output]``. The source itself is not predicted: it
+    is fully visible, and visible patches are never trained to be reconstructed (the loss counts
+    masked patches only)."""
     with _EvalMode(model):
         p = _Painter(model, raw, max_samples, class_names, palette)
         blocks = {}
         for src in p.inputs:
+            targets = [n for n in p.outputs if model.output_specs[n].source_name != src]
             titles = [f"input: {src}"]
-            for n in p.outputs:
+            for n in targets:
                 titles += [f"{n} pred"] + ([f"{n} GT"] if n in p.truth else [])
             panels = Panels(titles)
-            out = model({src: p.batch.inputs[src]}, None, outputs=p.outputs)
-            preds = {n: p.prediction(n, out.preds[n]) for n in p.outputs}
+            out = model({src: p.batch.inputs[src]}, None, outputs=targets)
+            preds = {n: p.prediction(n, out.preds[n]) for n in targets}
             for b in range(p.num_samples):
                 row = [p.picture(src, p.truth[src][b], b)]
-                for n in p.outputs:
+                for n in targets:
                     row.append(p.picture(n, preds[n][b], b))
                     if n in p.truth:
                         row.append(p.picture(n, p.truth[n][b], b))
