@@ -4,8 +4,9 @@ augmentation), at 64 and 224 px. Prints samples/s; asserts nothing about time.
     python benchmarks/bench_data.py [--sizes 64 224] [--count 200] [--workers 2]
 
 Single-process numbers use one thread (`torch.set_num_threads(1)`), i.e. per core. The last
-section runs the on-the-fly world through a DataLoader with ``--workers`` processes, the
-pre-training default, to compare with a training step's consumption.
+section runs the on-the-fly world through a DataLoader with ``--workers`` processes. (The
+pre-training default does not render on the fly: it renders a pool once and augments whole
+batches, see `benchmarks/bench_training.py` for its share of a step.)
 """
 
 from __future__ import annotations
