@@ -33,7 +33,7 @@ from PIL import Image
 from torch import Tensor
 
 from multimae.losses.masked import token_mask_to_pixels
-from multimae.modalities import ModalitySpec, denormalize, prepare_batch
+from multimae.modalities import denormalize, prepare_batch
 from multimae.viz.colormaps import classes_to_rgb, depth_to_rgb, distinct_colors, normals_to_rgb, rgb_to_uint8
 from multimae.viz.grid import BACKGROUND, image_grid
 
