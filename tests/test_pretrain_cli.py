@@ -54,3 +54,16 @@ def test_an_existing_run_is_not_overwritten(tmp_path, tiny_args):
     assert main(["pretrain", "--quiet", *tiny_args, "train.steps=2"]) == 0
     with pytest.raises(ValueError, match="already holds checkpoints"):
         main(["pretrain", "--quiet", *tiny_args, "train.steps=2"])
+
+
+def test_pretrain_reads_the_official_folder_layout(tmp_path):
+    root = tmp_path / "data"
+    assert main(["data", "generate", "--out", str(root), "--count", "16", "--size", "32", "--quiet"]) == 0
+    assert main(["data", "generate", "--out", str(root), "--count", "8", "--size", "32", "--split", "val", "--quiet"]) == 0
+    args = [a for a in TINY if not a.startswith(("data.world", "train.val_every", "train.ckpt_every"))]
+    assert main(["pretrain", "--quiet", *args, "data.source=folder", f"data.root={root}", f"data.val_root={root}",
+                 f"train.out_dir={tmp_path}", "train.name=folder", "train.steps=2"]) == 0
+    run = tmp_path / "folder"
+    report = json.loads((run / "report.json").read_text())
+    assert set(report["val"]) == {"rgb", "depth", "semseg", "norm_rgb", "total"}
+    assert (run / "reconstructions.png").exists() and (run / "checkpoint-00000002.pt").exists()

@@ -16,7 +16,8 @@ from multimae.config.loader import to_plain, to_yaml
 from multimae.config.schema import RunConfig
 from multimae.data.batch_augment import BatchRandomResizedCropFlip
 from multimae.data.pool import load_or_render_pool, pool_to_raw
-from multimae.data.stream import LoaderStream, PoolStream, shard_rows
+from multimae.data.folder import FolderDataset
+from multimae.data.stream import LoaderStream, PoolStream
 from multimae.data.transforms import RandomResizedCropFlip, Resize
 from multimae.engine.checkpoint import latest_checkpoint
 from multimae.engine.distributed import DistInfo, init_distributed, resolve_device
@@ -70,8 +71,6 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
         return stream, val, train_sample
     transform = RandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else Resize(d.image_size)
     if d.source == "folder":
-        from multimae.data.folder import FolderDataset
-
         dataset: Any = FolderDataset(d.root, "train", mods, transform=transform, seed=seed)  # type: ignore[arg-type]
     else:
         from multimae.data.shards import ShardDataset
@@ -81,13 +80,17 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
     stream = LoaderStream(dataset, micro_batch, seed, info.rank, info.world_size, d.num_workers)
     val: list[dict[str, Tensor]] = []
     if d.val_root:
-        from multimae.data.folder import FolderDataset
-
-        vset = FolderDataset(d.val_root, "val", mods, transform=Resize(d.image_size))
-        rows = shard_rows(min(64, len(vset)), 0, 1)
-        vstream = LoaderStream(vset, rows.stop, seed, 0, 1, 0)
-        val = [next(vstream) for _ in range(min(cfg.train.num_val_batches, len(vset) // rows.stop))]
+        vset = _folder_val_set(cfg, model)
+        batch = min(64, len(vset))
+        vstream = LoaderStream(vset, batch, seed, num_workers=0)
+        val = [next(vstream) for _ in range(min(cfg.train.num_val_batches, len(vset) // batch))]
     return stream, val, []
+
+
+def _folder_val_set(cfg: RunConfig, model: MultiMAE) -> FolderDataset:
+    """The ``val`` split under ``data.val_root``, resized (not cropped) to the training size."""
+    return FolderDataset(cfg.data.val_root, "val", needed_modalities(model),  # type: ignore[arg-type]
+                         transform=Resize(cfg.data.image_size))
 
 
 def make_run_dir(cfg: RunConfig, resume: str | Path | None) -> tuple[Path, Path | None]:
@@ -121,9 +124,7 @@ def held_out_batch(cfg: RunConfig, model: MultiMAE, count: int) -> dict[str, Ten
         return _val_batches({k: v[:count] for k, v in pool.items()}, cfg.data.image_size, count)[0]
     if not cfg.data.val_root:
         raise ValueError("the run has no validation data (data.val_root) to draw pictures from")
-    from multimae.data.folder import FolderDataset
-
-    vset = FolderDataset(cfg.data.val_root, "val", needed_modalities(model), transform=Resize(cfg.data.image_size))
+    vset = _folder_val_set(cfg, model)
     return next(LoaderStream(vset, min(count, len(vset)), cfg.train.seed, num_workers=0))
 
 
