@@ -11,16 +11,9 @@ from torch import Tensor
 from multimae.modalities.spec import ModalitySpec
 
 
-def robust_standardize(depth: Tensor, trim: float = 0.1, eps: float = 1e-6) -> Tensor:
-    """Per-sample robust standardisation of ``(B, C, H, W)`` maps (paper Sec. 3.4).
-
-    For each sample, the finite values are sorted and the lowest and highest ``trim`` fraction
-    dropped (the kept slice is ``[int(trim * n), int((1 - trim) * n))`` of the ``n`` valid values);
-    the mean and unbiased variance of what is left standardise the whole map:
-    ``(x - mean) / sqrt(var + eps)``. Non-finite (invalid) pixels stay NaN, so a caller can tell
-    them apart; `prepare_input` turns them into 0. A sample with fewer than two valid values is
-    only centred (its variance is taken as 1).
-    """
+def robust_stats(depth: Tensor, trim: float = 0.1, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """Per-sample (mean, scale) of `robust_standardize` for ``(B, C, H, W)`` maps: ``(B,)`` each,
+    ``scale = sqrt(var + eps)``, so that ``x = standardized * scale + mean`` undoes it."""
     if depth.dim() != 4:
         raise ValueError(f"robust_standardize expects (B, C, H, W), got shape {tuple(depth.shape)}")
     B = depth.shape[0]
@@ -38,7 +31,23 @@ def robust_standardize(depth: Tensor, trim: float = 0.1, eps: float = 1e-6) -> T
     mean = kept.sum(dim=1) / k
     sq = torch.where(keep, (ordered - mean.unsqueeze(1)) ** 2, torch.zeros_like(ordered)).sum(dim=1)
     var = torch.where(k > 1, sq / (k - 1).clamp_min(1), torch.ones_like(sq))
-    out = (flat - mean.unsqueeze(1)) / torch.sqrt(var + eps).unsqueeze(1)
+    return mean, torch.sqrt(var + eps)
+
+
+def robust_standardize(depth: Tensor, trim: float = 0.1, eps: float = 1e-6) -> Tensor:
+    """Per-sample robust standardisation of ``(B, C, H, W)`` maps (paper Sec. 3.4).
+
+    For each sample, the finite values are sorted and the lowest and highest ``trim`` fraction
+    dropped (the kept slice is ``[int(trim * n), int((1 - trim) * n))`` of the ``n`` valid values);
+    the mean and unbiased variance of what is left standardise the whole map:
+    ``(x - mean) / sqrt(var + eps)``. Non-finite (invalid) pixels stay NaN, so a caller can tell
+    them apart; `prepare_input` turns them into 0. A sample with fewer than two valid values is
+    only centred (its variance is taken as 1). `robust_stats` gives the statistics.
+    """
+    mean, scale = robust_stats(depth, trim, eps)
+    B = depth.shape[0]
+    flat = depth.reshape(B, -1).float()
+    out = (flat - mean.unsqueeze(1)) / scale.unsqueeze(1)
     return out.reshape(depth.shape).to(depth.dtype)
 
 

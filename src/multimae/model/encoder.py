@@ -119,7 +119,7 @@ class MultiModalViT(nn.Module):
         )
         self.global_tokens = nn.Parameter(torch.zeros(1, config.num_global_tokens, config.dim))
         trunc_normal_(self.global_tokens, std=0.02, a=-2.0, b=2.0)
-        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        rates = torch.linspace(0, config.drop_path_rate, config.depth, device="cpu").tolist()
         self.encoder = nn.Sequential(
             *[
                 Block(

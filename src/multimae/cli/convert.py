@@ -1,0 +1,48 @@
+"""`multimae convert`: official MultiMAE / timm / MAE checkpoints to ours, ours to timm."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert official MultiMAE, timm or MAE checkpoints to ours, or ours to timm",
+        description="Reads IN (official MultiMAE/MultiViT .pth, timm or MAE ViT weights, or our run folder / "
+        "weights), infers the architecture from the tensors and writes OUT: our self-contained .safetensors "
+        "(--to multimae) or timm VisionTransformer weights of the RGB encoder (--to timm). Prints what was "
+        "mapped, dropped and missing.",
+    )
+    parser.add_argument("src", metavar="IN", type=Path)
+    parser.add_argument("dst", metavar="OUT", type=Path, help="a .safetensors file (or .pth for --to timm)")
+    parser.add_argument("--from", dest="src_format", default="auto",
+                        choices=("auto", "multimae", "official", "timm"),
+                        help="format of IN [auto: recognised from the key names]")
+    parser.add_argument("--to", dest="dst_format", default="multimae", choices=("multimae", "timm"),
+                        help="format of OUT [multimae]")
+    parser.add_argument("--num-heads", type=int, help="encoder attention heads (not stored in weights; "
+                        "default: the checkpoint's training arguments, else width / 64)")
+    parser.add_argument("--decoder-num-heads", type=int, help="decoder attention heads (default: the checkpoint's "
+                        "training arguments, else 8)")
+    parser.add_argument("--trust", action="store_true",
+                        help="allow arbitrary pickled objects in IN (trusted files only)")
+    parser.add_argument("--report", type=Path, help="also write the full report (every key) as JSON here")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from multimae.convert import convert_file
+
+    try:
+        report = convert_file(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
+                              num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads, trusted=args.trust)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    print(report.summary())
+    if args.report:
+        args.report.write_text(json.dumps(report.to_dict(), indent=1))
+    print(f"wrote {args.dst}")
+    return 0

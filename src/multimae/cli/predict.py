@@ -1,0 +1,105 @@
+"""`multimae predict`: run a model (ours, official or converted) on your own images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+BUILTIN_INPUTS = ("rgb", "depth", "semseg", "normals")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict every output modality from your own images (any inputs, any mask)",
+        description="Loads CKPT (our run folder or weights, an official MultiMAE .pth, or a converted file), reads "
+        "the given inputs (image files or .npy arrays), masks them (--visible N random tokens, or --mask), and "
+        "writes every output as .npy and .png, the masked inputs, mask.npz, figure.png (side by side) and "
+        "summary.json into --out. It prints how each input was read and normalised.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="run folder, .safetensors, official .pth, ...")
+    for name in BUILTIN_INPUTS:
+        parser.add_argument(f"--{name}", type=Path, help=f"{name} input (image file or .npy)")
+    parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                        help="another input modality of the model (repeatable)")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--visible", type=int, help="number of visible tokens over all inputs, drawn at random "
+                     "[default: all visible]")
+    how.add_argument("--mask", type=Path, help=".npz with one (h, w) array per input, or .npy (M, h, w) for the "
+                     "M given inputs in the model's input order; 1 = masked. mask.npz of an earlier run works.")
+    parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration of the random split [1.0]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random mask [0]")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--native-size", action="store_true", help="keep the inputs' own size (a multiple of the "
+                      "patch size) and interpolate the positional tables, instead of resizing")
+    size.add_argument("--crop", action="store_true", help="centre-crop to a square before resizing (no stretching)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--num-heads", type=int, help="encoder heads, for foreign checkpoints (see multimae convert)")
+    parser.add_argument("--decoder-num-heads", type=int, help="decoder heads, for foreign checkpoints")
+    parser.add_argument("--trust", action="store_true", help="allow arbitrary pickled objects in the checkpoint")
+    parser.set_defaults(func=run)
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, Path]:
+    inputs = {n: getattr(args, n) for n in BUILTIN_INPUTS if getattr(args, n) is not None}
+    for item in args.input:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--input expects NAME=PATH, got {item!r}")
+        inputs[name] = Path(path)
+    if not inputs:
+        raise ValueError("give at least one input (--rgb, --depth, --semseg, --normals or --input NAME=PATH)")
+    return inputs
+
+
+def _mask(path: Path, names: list[str]) -> dict[str, Any]:
+    import numpy as np
+
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    if path.suffix == ".npy":
+        array = np.load(path, allow_pickle=False)
+        if array.shape[0] != len(names):
+            raise ValueError(f"{path}: first axis has {array.shape[0]} entries, expected one per input {names}")
+        return dict(zip(names, array))
+    raise ValueError(f"{path}: expected a .npz or .npy mask")
+
+
+def _palette(num_classes: int) -> tuple[Any, Any, str | None]:
+    """The built-in world's palette and class names when the class count is the world's."""
+    from multimae.data.world import CLASS_NAMES, NUM_CLASSES, PALETTE
+
+    if num_classes == NUM_CLASSES:
+        return PALETTE, CLASS_NAMES, "class colours and names of the built-in world (same class count)"
+    return None, None, None
+
+
+def run(args: argparse.Namespace) -> int:
+    from multimae.inference import load_model, predict, save_prediction
+
+    try:
+        inputs = _inputs(args)
+        model = load_model(args.checkpoint, device=args.device, num_heads=args.num_heads,
+                           decoder_num_heads=args.decoder_num_heads, trusted=args.trust)
+        names = [n for n in model.input_specs if n in inputs]
+        mask = _mask(args.mask, names) if args.mask else None
+        fit = "native" if args.native_size else "crop" if args.crop else "resize"
+        pred = predict(model, inputs, num_visible=args.visible, mask=mask, alpha=args.alpha, seed=args.seed, fit=fit)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    classes = max([int(v.shape[0]) for v in pred.logits.values()], default=0)
+    palette, class_names, palette_note = _palette(classes)
+    if palette_note:
+        pred.notes.append(f"semseg pictures: {palette_note}")
+    files = save_prediction(pred, args.out, palette, class_names)
+    print(f"inputs used: {', '.join(pred.inputs)} (model inputs: {', '.join(model.input_specs)})")
+    for note in pred.notes:
+        print(f"  {note}")
+    print("outputs:")
+    for name, units in pred.units.items():
+        print(f"  {name}: {units}")
+    print(f"wrote {len(files)} files to {args.out} (figure: {args.out / 'figure.png'})")
+    return 0

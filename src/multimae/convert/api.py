@@ -1,0 +1,161 @@
+"""One entry point for every supported checkpoint: load as our model, save as ours or as timm.
+
+Formats: ``multimae`` (our run folders, training checkpoints and converted files, which carry
+their config), ``official`` (official MultiMAE / MultiViT ``.pth`` files and state dicts with its
+key layout) and ``timm`` (timm ``VisionTransformer`` and MAE weights).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import Tensor
+
+from multimae.convert.io import Checkpoint, from_state_dict, read_checkpoint
+from multimae.convert.official import build_model, load_matching, official_to_multimae
+from multimae.convert.report import ConversionReport
+from multimae.convert.timm_vit import TIMM_ARCH, multimae_to_timm, timm_to_multimae
+from multimae.model.config import MultiMAEConfig
+from multimae.model.multimae import MultiMAE
+
+SOURCES = ("auto", "multimae", "official", "timm")
+TARGETS = ("multimae", "timm")
+
+
+def _is_run_output(path: Path) -> bool:
+    """A run folder, or weights exported by a run (config.yaml beside them)."""
+    if path.is_dir():
+        return True
+    return path.suffix == ".safetensors" and (path.parent / "config.yaml").exists() and _no_config_metadata(path)
+
+
+def _no_config_metadata(path: Path) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return "model_config" not in (f.metadata() or {})
+
+
+def load_any(
+    source: str | Path | Mapping[str, Tensor] | Checkpoint,
+    *,
+    fmt: str = "auto",
+    num_heads: int | None = None,
+    decoder_num_heads: int | None = None,
+    trusted: bool = False,
+) -> tuple[MultiMAE, ConversionReport]:
+    """Our `MultiMAE` (eval mode) from any supported checkpoint, and what the conversion did.
+
+    Args:
+        source: a path (run folder, ``.pth``/``.pt``/``.safetensors``), a state dict or a `Checkpoint`.
+        fmt: ``auto`` (recognise from the keys) or the format the source must be.
+        num_heads, decoder_num_heads: head counts for foreign formats (not stored in weights).
+        trusted: allow arbitrary pickled objects in ``.pth`` files (only for files you trust).
+    """
+    if fmt not in SOURCES:
+        raise ValueError(f"unknown source format {fmt!r}; choose one of {SOURCES}")
+    if isinstance(source, (str, Path)) and _is_run_output(Path(source)):
+        from multimae.tasks.loading import load_pretrained
+
+        model, _ = load_pretrained(source)
+        return _check_fmt(model, ConversionReport("multimae run", "multimae"), "multimae", fmt, source)
+    if isinstance(source, Checkpoint):
+        ckpt = source
+    elif isinstance(source, (str, Path)):
+        ckpt = read_checkpoint(source, trusted)
+    else:
+        ckpt = from_state_dict(source)
+    where = ckpt.path or "state dict"
+    if fmt not in ("auto", ckpt.format):
+        raise ValueError(f"{where}: looks like a {ckpt.format!r} checkpoint, not {fmt!r}")
+    if ckpt.format == "multimae":
+        assert ckpt.config is not None
+        model = build_model(MultiMAEConfig.from_dict(ckpt.config), ckpt.state)
+        report = ConversionReport("multimae", "multimae")
+        load_matching(model, ckpt.state, report, "not in the model its config describes")
+        if report.dropped or report.missing:
+            raise ValueError(f"{where}: weights do not match the config they carry "
+                             f"(extra {list(report.dropped)[:5]}, missing {report.missing[:5]})")
+        return model.eval(), report
+    if ckpt.format == "official":
+        return official_to_multimae(ckpt.state, num_heads=num_heads, decoder_num_heads=decoder_num_heads,
+                                    args=ckpt.args)
+    return timm_to_multimae(ckpt.state, num_heads=num_heads, metadata=ckpt.metadata)
+
+
+def _check_fmt(model: MultiMAE, report: ConversionReport, found: str, wanted: str, where: object
+               ) -> tuple[MultiMAE, ConversionReport]:
+    if wanted not in ("auto", found):
+        raise ValueError(f"{where}: looks like a {found!r} checkpoint, not {wanted!r}")
+    return model, report
+
+
+def save_multimae(model: MultiMAE, path: str | Path) -> Path:
+    """Our weights with their config in the metadata: a self-contained ``.safetensors`` file that
+    `load_any` (and ``multimae predict --checkpoint``) reads back exactly."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: multimae weights are written as .safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "multimae", "model_config": json.dumps(model.model_config.to_dict())}
+    save_file(state, str(path), metadata=meta)
+    return path
+
+
+def save_timm(model: MultiMAE, path: str | Path) -> tuple[Path, dict[str, Any], ConversionReport]:
+    """The RGB encoder as timm ``VisionTransformer`` weights (``.safetensors``, or ``.pth``).
+
+    Load them with ``timm.create_model(TIMM_ARCH, pretrained=True,
+    pretrained_cfg_overlay=dict(file=path), **kwargs)``; the kwargs are returned and stored in the
+    file's metadata (safetensors) so that `load_any` reads the head count back.
+    """
+    path = Path(path)
+    state, kwargs, report = multimae_to_timm(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        save_file(state, str(path), metadata={"format": "timm", "timm_kwargs": json.dumps(kwargs)})
+    elif path.suffix in (".pth", ".pt", ".bin"):
+        torch.save(state, path)
+    else:
+        raise ValueError(f"{path}: timm weights are written as .safetensors or .pth")
+    return path, kwargs, report
+
+
+def timm_usage(path: Path, kwargs: Mapping[str, Any]) -> str:
+    """The Python lines that load an exported file into timm."""
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return (f"import timm\nmodel = timm.create_model({TIMM_ARCH!r}, pretrained=True, "
+            f"pretrained_cfg_overlay=dict(file={str(path)!r}), {args})")
+
+
+def convert_file(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    src_format: str = "auto",
+    dst_format: str = "multimae",
+    num_heads: int | None = None,
+    decoder_num_heads: int | None = None,
+    trusted: bool = False,
+) -> ConversionReport:
+    """Read ``src`` in any supported format and write ``dst`` as ours or as timm weights."""
+    if dst_format not in TARGETS:
+        raise ValueError(f"unknown target format {dst_format!r}; choose one of {TARGETS}")
+    model, report = load_any(src, fmt=src_format, num_heads=num_heads, decoder_num_heads=decoder_num_heads,
+                             trusted=trusted)
+    if dst_format == "multimae":
+        save_multimae(model, dst)
+        return report
+    path, kwargs, export = save_timm(model, dst)
+    # One report from the source to timm: the import's architecture and drops, then the export's.
+    export.source_format = report.source_format
+    export.inferred = {**report.inferred, **export.inferred}
+    export.dropped = {**report.dropped, **export.dropped}
+    export.notes = report.notes + export.notes + [f"load with:\n{timm_usage(path, kwargs)}"]
+    return export

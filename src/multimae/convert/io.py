@@ -1,0 +1,129 @@
+"""Reading checkpoint files of any supported format into a flat state dict, and recognising
+which format a state dict is in.
+
+Containers understood: a bare state dict; a dict holding the weights under ``model`` (official
+MultiMAE and MAE ``.pth`` files, our training checkpoints), ``state_dict`` or ``model_state``;
+``.safetensors`` files (their metadata is kept). A ``module.`` prefix (DistributedDataParallel) is
+removed. Files are read with ``torch.load(weights_only=True)``, allowing the ``argparse.Namespace``
+that official checkpoints store under ``args``; anything else needs ``trusted=True``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from torch import Tensor
+
+FORMATS = ("multimae", "official", "timm")
+# Container entries that hold the weights, in the order they are looked for.
+_WEIGHT_ENTRIES = ("model", "state_dict", "model_state")
+
+
+@dataclass
+class Checkpoint:
+    """Attributes:
+    state: the flat ``{key: tensor}`` state dict.
+    format: ``"multimae"`` (our own files, which carry their config), ``"official"`` (the official
+        MultiMAE / MultiViT key layout, which ours shares) or ``"timm"`` (timm ``VisionTransformer``
+        and MAE keys).
+    config: our model config (a dict) when the file carries one.
+    args: the official training arguments (``ckpt["args"]``) as a dict, when present.
+    metadata: safetensors metadata (str -> str).
+    path: where it was read from (None for in-memory state dicts).
+    """
+
+    state: dict[str, Tensor]
+    format: str
+    config: dict[str, Any] | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _torch_load(path: Path, trusted: bool) -> Any:
+    if trusted:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path}: holds Python objects that safe loading refuses ({str(err).splitlines()[0]}); "
+            "if you trust the file, load it with trusted=True (CLI: --trust)"
+        ) from None
+
+
+def _unwrap(obj: Any, where: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(state dict, the rest of the container)."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a dict of tensors or a checkpoint dict, got {type(obj).__name__}")
+    if obj and all(isinstance(v, Tensor) for v in obj.values()):
+        return dict(obj), {}
+    for entry in _WEIGHT_ENTRIES:
+        if isinstance(obj.get(entry), dict):
+            return _unwrap(obj[entry], where)[0], {k: v for k, v in obj.items() if k != entry}
+    raise ValueError(
+        f"{where}: no weights found: not a state dict, and none of the entries {_WEIGHT_ENTRIES} "
+        f"holds one (entries: {sorted(map(str, obj))[:10]})"
+    )
+
+
+def _strip_module_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def detect_format(state: dict[str, Tensor], where: str = "checkpoint") -> str:
+    """``"official"`` or ``"timm"`` from the key names; a ValueError naming some keys otherwise."""
+    keys = list(state)
+    if any(k.startswith(("input_adapters.", "encoder.0.")) for k in keys) and "global_tokens" in state:
+        return "official"
+    if "patch_embed.proj.weight" in state and any(k.startswith("blocks.0.") for k in keys):
+        return "timm"
+    raise ValueError(
+        f"{where}: unrecognised checkpoint: expected the official MultiMAE layout (input_adapters.*, "
+        f"encoder.*, global_tokens) or a timm / MAE VisionTransformer (patch_embed.*, blocks.*); "
+        f"found keys {keys[:6]}{' ...' if len(keys) > 6 else ''}"
+    )
+
+
+def from_state_dict(state: dict[str, Tensor], where: str = "state dict") -> Checkpoint:
+    state = _strip_module_prefix(dict(state))
+    return Checkpoint(state, detect_format(state, where))
+
+
+def read_checkpoint(path: str | Path, trusted: bool = False) -> Checkpoint:
+    """Read ``path`` (``.pth``/``.pt``/``.bin``/``.safetensors``) and recognise its format."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    metadata: dict[str, str] = {}
+    rest: dict[str, Any] = {}
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    else:
+        state, rest = _unwrap(_torch_load(path, trusted), str(path))
+    state = _strip_module_prefix(state)
+    config = None
+    if "model_config" in metadata:
+        config = json.loads(metadata["model_config"])
+    elif isinstance(rest.get("model_config"), dict):
+        config = rest["model_config"]
+    elif isinstance(rest.get("config"), dict) and "model" in rest["config"]:  # a training checkpoint of ours
+        from multimae.config import RunConfig, build_dataclass
+
+        config = build_dataclass(RunConfig, rest["config"]).model.build().to_dict()
+    args = rest.get("args")
+    args = vars(args) if isinstance(args, argparse.Namespace) else dict(args) if isinstance(args, dict) else {}
+    fmt = "multimae" if config is not None else detect_format(state, str(path))
+    return Checkpoint(state, fmt, config, args, metadata, path)

@@ -1,0 +1,189 @@
+"""Your own files -> raw model inputs of the right size.
+
+Shapes: C channels, H W pixels, P the model's patch size.
+
+What each modality accepts (file, numpy array or tensor) and how it is read; the result follows
+the raw conventions of `multimae.modalities.spec`:
+
+=========  ===============================================  ====================================
+modality   accepted                                         raw value
+=========  ===============================================  ====================================
+rgb        any picture PIL opens (grey, palette, alpha      float (3, H, W) in [0, 1]
+           are converted); uint8 (H, W, 3) / (3, H, W)
+           arrays, or float ones in [0, 1]
+depth      16- or 8-bit PNG (value / 1000, 0 = invalid);    float (1, H, W), NaN = invalid
+           float array (H, W) / (1, H, W), <= 0 or
+           non-finite = invalid
+semseg     single-channel PNG of class ids (palette PNGs:   int64 (H, W) class ids
+           their indices); integer array (H, W)
+normals    8-bit RGB PNG ((n + 1) / 2); float array         float (3, H, W), unit vectors
+           (3, H, W) in [-1, 1]
+other      array (C, H, W) or (H, W) in the model's units   float (C, H, W)
+=========  ===============================================  ====================================
+
+Depth scale does not matter to the model (it standardises each map); the predicted depth is
+given back in the units of the input depth when there is one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+from multimae.data.codecs import DEPTH_SCALE, read_array
+from multimae.data.transforms import resized_crop
+from multimae.modalities.spec import ModalitySpec
+
+Fit = Literal["resize", "crop", "native"]
+FITS: tuple[str, ...] = ("resize", "crop", "native")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+@dataclass
+class RawInput:
+    """One input as read: ``value`` in raw conventions, ``source`` (a file name or ``"array"``) and
+    ``how`` (a sentence on how it was decoded)."""
+
+    value: Tensor
+    source: str
+    how: str
+
+
+def _array(data: Any, name: str) -> tuple[np.ndarray, str, str]:
+    """(array, source, file kind) from a path, PIL image, numpy array or tensor."""
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        if not path.is_file():
+            raise ValueError(f"{name}: {path}: no such file")
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False), path.name, "npy"
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ValueError(f"{name}: {path}: expected an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy array")
+        if name == "rgb":  # photos: honour the EXIF orientation, any colour mode becomes RGB
+            try:
+                with Image.open(path) as im:
+                    return np.asarray(ImageOps.exif_transpose(im).convert("RGB")), path.name, "image"
+            except OSError as err:
+                raise ValueError(f"{name}: {path}: cannot decode ({err})") from None
+        return read_array(path.read_bytes(), path.name), path.name, "image"
+    if isinstance(data, Image.Image):
+        return np.asarray(data.convert("RGB") if name == "rgb" else data), "PIL image", "image"
+    if isinstance(data, Tensor):
+        return data.detach().cpu().numpy(), "tensor", "array"
+    if isinstance(data, np.ndarray):
+        return data, "array", "array"
+    raise ValueError(f"{name}: expected a file path, a PIL image, a numpy array or a tensor, "
+                     f"got {type(data).__name__}")
+
+
+def _channels_first(a: np.ndarray, channels: int, name: str, source: str) -> np.ndarray:
+    if a.ndim == 2 and channels == 1:
+        return a[None]
+    if a.ndim == 3 and a.shape[0] == channels:
+        return a
+    if a.ndim == 3 and a.shape[2] == channels:
+        return a.transpose(2, 0, 1)
+    raise ValueError(f"{name}: {source}: expected ({channels}, H, W) or (H, W, {channels}), got shape {a.shape}")
+
+
+def _rgb(a: np.ndarray, source: str) -> RawInput:
+    a = _channels_first(a, 3, "rgb", source)
+    if a.dtype == np.uint8:
+        return RawInput(torch.from_numpy(a.astype(np.float32) / 255.0), source, "8-bit RGB / 255 -> [0, 1]")
+    if a.dtype.kind != "f":
+        raise ValueError(f"rgb: {source}: expected uint8 or float values, got {a.dtype}")
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"rgb: {source}: float images must lie in [0, 1], found values in [{lo:.3g}, {hi:.3g}]")
+    return RawInput(torch.from_numpy(a.astype(np.float32)), source, "float RGB in [0, 1]")
+
+
+def _depth(a: np.ndarray, source: str, kind: str) -> RawInput:
+    a = _channels_first(a, 1, "depth", source)
+    if a.dtype.kind in "ui":
+        d = a.astype(np.float32) / np.float32(DEPTH_SCALE)
+        d[a == 0] = np.nan
+        how = f"{a.dtype.itemsize * 8}-bit values / {DEPTH_SCALE:g} (millimetres -> metres), 0 = invalid"
+    elif a.dtype.kind == "f":
+        d = a.astype(np.float32)
+        d[~np.isfinite(d) | (d <= 0)] = np.nan
+        how = "float depth, values <= 0 or non-finite = invalid"
+    else:
+        raise ValueError(f"depth: {source}: expected integer or float values, got {a.dtype}")
+    if not np.isfinite(d).any():
+        raise ValueError(f"depth: {source}: no valid pixel (all zero or invalid)")
+    if kind == "image" and a.dtype == np.uint8:
+        how += " (an 8-bit picture: only its relative values matter)"
+    return RawInput(torch.from_numpy(d), source, how)
+
+
+def _class_map(a: np.ndarray, spec: ModalitySpec, source: str) -> RawInput:
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 2 or a.dtype.kind not in "ui":
+        raise ValueError(f"{spec.name}: {source}: expected a single-channel map of integer class ids, got "
+                         f"{a.dtype} {a.shape} (a colour-coded picture cannot be read back into ids)")
+    return RawInput(torch.from_numpy(a.astype(np.int64)), source, f"class ids ({spec.num_channels} classes)")
+
+
+def read_input(spec: ModalitySpec, data: Any) -> RawInput:
+    """Read one input (a path, PIL image, array or tensor) for the modality ``spec``."""
+    a, source, kind = _array(data, spec.name)
+    if spec.is_categorical:
+        return _class_map(a, spec, source)
+    if spec.name == "rgb" or spec.normalization == "imagenet":
+        return _rgb(a, source)
+    if spec.name == "depth":
+        return _depth(a, source, kind)
+    if spec.name == "normals" and a.dtype == np.uint8:
+        n = _channels_first(a, 3, "normals", source).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+        n /= np.maximum(np.linalg.norm(n, axis=0, keepdims=True), np.float32(1e-6))
+        return RawInput(torch.from_numpy(n), source, "8-bit (n + 1) / 2 -> unit vectors")
+    if a.dtype.kind not in "uif":
+        raise ValueError(f"{spec.name}: {source}: expected numeric values, got {a.dtype}")
+    value = torch.from_numpy(_channels_first(a, spec.num_channels, spec.name, source).astype(np.float32))
+    return RawInput(value, source, f"{spec.num_channels}-channel array as given")
+
+
+def fit_size(raw: Mapping[str, Tensor], size: int, patch: int, fit: Fit) -> tuple[dict[str, Tensor], str]:
+    """Bring aligned raw maps to the model: ``resize`` (stretch to size x size), ``crop`` (central
+    square, then resize) or ``native`` (keep their size; it must be a multiple of ``patch``).
+
+    Float maps are resized with anti-aliasing, invalid (NaN) pixels left out; class maps nearest.
+    Returns the maps and a sentence saying what was done.
+    """
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}; choose one of {FITS}")
+    sizes = {n: tuple(v.shape[-2:]) for n, v in raw.items()}
+    if len(set(sizes.values())) > 1 and fit == "native":
+        raise ValueError(f"inputs have different sizes {sizes}; they must be aligned (same size) at native size")
+    H, W = next(iter(sizes.values()))
+    if fit == "native":
+        if H % patch or W % patch:
+            raise ValueError(
+                f"at native size the image sides must be multiples of the patch size {patch}: the inputs are "
+                f"{H}x{W} (e.g. crop them to {H // patch * patch}x{W // patch * patch}), or let them be resized"
+            )
+        grid = f"{H // patch}x{W // patch}"
+        return dict(raw), f"kept at their own size {H}x{W} (positional tables interpolated to a {grid} grid)"
+    out: dict[str, Tensor] = {}
+    for name, value in raw.items():
+        h, w = value.shape[-2:]
+        if (h, w) == (size, size):
+            out[name] = value
+            continue
+        box = (0, 0, h, w)
+        if fit == "crop":
+            s = min(h, w)
+            box = ((h - s) // 2, (w - s) // 2, s, s)
+        out.update(resized_crop({name: value}, box, size))
+    how = "resized" if fit == "resize" else "centre-cropped to a square and resized"
+    sizes_text = ", ".join(sorted({f"{h}x{w}" for h, w in sizes.values()}))
+    return out, f"{how} from {sizes_text} to {size}x{size}"

@@ -1,0 +1,156 @@
+"""`multimae predict` and `multimae.inference`: files of the built-in world, an arbitrary photo,
+random and explicit masks, un-normalised outputs equal to the model's own, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from multimae.cli.main import main
+from multimae.convert import multimae_to_timm, save_multimae, timm_to_multimae
+from multimae.data.codecs import decode_modality
+from multimae.data.world import NUM_CLASSES
+from multimae.inference import load_model, predict, prediction_figure
+from multimae.inference.predict import _patch_stats
+from multimae.losses.masked import patch_standardize
+from multimae.model import MultiMAE
+from multimae.modalities import denormalize, prepare_batch, robust_stats
+
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny model (32 px, patch 8) with the world's 9 classes, saved as our self-contained file."""
+    torch.manual_seed(0)
+    model = MultiMAE(tiny_config(modality_overrides={"semseg": {"num_channels": NUM_CLASSES}}))
+    return save_multimae(model, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """One scene of the built-in world written by `multimae data generate`: {modality: file}."""
+    root = tmp_path_factory.mktemp("world")
+    assert main(["data", "generate", "--out", str(root), "--count", "1", "--size", "32", "--quiet"]) == 0
+    return {m: next((root / "train" / m).rglob("*.png")) for m in ("rgb", "depth", "semseg")}
+
+
+def _load(path):
+    return torch.from_numpy(np.load(path))
+
+
+def test_predict_on_world_files_matches_the_model_and_un_normalises(checkpoint, world, tmp_path, capsys):
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--rgb", str(world["rgb"]), "--depth", str(world["depth"]),
+                 "--semseg", str(world["semseg"]), "--visible", "20", "--seed", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ImageNet mean" in printed and "standardised per image" in printed and "20 of 48 tokens visible" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert sum(summary["visible_tokens"].values()) == 20
+    for name in ("rgb", "depth", "semseg", "norm_rgb"):
+        assert (out / f"{name}.npy").exists() and Image.open(out / f"{name}.png").size == (32, 32)
+    assert Image.open(out / "figure.png").width > 3 * 32
+
+    # The same computation done by hand: read, prepare, mask, run, un-normalise.
+    model = load_model(checkpoint)
+    raw = {m: decode_modality(m, world[m].read_bytes(), world[m].name, NUM_CLASSES) for m in world}
+    batch = prepare_batch({k: v[None] for k, v in raw.items()}, model.input_specs, model.output_specs)
+    with np.load(out / "mask.npz") as m:
+        masks = {k: torch.from_numpy(m[k]).reshape(1, -1).bool() for k in m.files}
+    with torch.no_grad():
+        preds = model(batch.inputs, masks).preds
+    torch.testing.assert_close(_load(out / "rgb.npy"), denormalize(model.output_specs["rgb"], preds["rgb"])[0])
+    mean, scale = robust_stats(raw["depth"][None])
+    torch.testing.assert_close(_load(out / "depth.npy"), preds["depth"][0] * scale + mean)
+    torch.testing.assert_close(_load(out / "semseg_logits.npy"), preds["semseg"][0])
+    ids = _load(out / "semseg.npy")
+    assert ids.shape == (32, 32) and torch.equal(ids[::4, ::4], preds["semseg"][0].argmax(0))
+    torch.testing.assert_close(_load(out / "norm_rgb.npy"), preds["norm_rgb"][0])
+
+
+def test_predict_on_an_arbitrary_photo_resized_cropped_or_native(checkpoint, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 256, (45, 70, 4), dtype=np.uint8), "RGBA").save(photo)
+    for flag in ([], ["--crop"]):
+        assert main(["predict", "--checkpoint", str(checkpoint), "--rgb", str(photo), "--out", str(tmp_path / "a"),
+                     *flag]) == 0
+        assert np.load(tmp_path / "a" / "rgb.npy").shape == (3, 32, 32)
+    assert "resized from 45x70 to 32x32" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="multiples of the patch size 8"):
+        main(["predict", "--checkpoint", str(checkpoint), "--rgb", str(photo), "--native-size", "--out", str(tmp_path)])
+    native = tmp_path / "native.jpg"
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(native)
+    assert main(["predict", "--checkpoint", str(checkpoint), "--rgb", str(native), "--native-size", "--visible", "30",
+                 "--out", str(tmp_path / "n")]) == 0
+    assert np.load(tmp_path / "n" / "depth.npy").shape == (1, 48, 64)
+    assert np.load(tmp_path / "n" / "semseg.npy").shape == (48, 64)
+    assert np.load(tmp_path / "n" / "semseg_logits.npy").shape == (NUM_CLASSES, 12, 16)
+    assert "standardised depth (relative" in json.loads((tmp_path / "n" / "summary.json").read_text())["units"]["depth"]
+
+
+def test_an_explicit_mask_reproduces_a_random_mask_run(checkpoint, world, tmp_path):
+    common = ["predict", "--checkpoint", str(checkpoint), "--rgb", str(world["rgb"]), "--depth", str(world["depth"])]
+    assert main([*common, "--visible", "12", "--seed", "5", "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--mask", str(tmp_path / "a" / "mask.npz"), "--out", str(tmp_path / "b")]) == 0
+    with np.load(tmp_path / "a" / "mask.npz") as m:
+        np.save(tmp_path / "mask.npy", np.stack([m["rgb"], m["depth"]]))
+    assert main([*common, "--mask", str(tmp_path / "mask.npy"), "--out", str(tmp_path / "c")]) == 0
+    for name in ("rgb", "depth", "semseg_logits"):
+        a = np.load(tmp_path / "a" / f"{name}.npy")
+        assert np.array_equal(a, np.load(tmp_path / "b" / f"{name}.npy"))
+        assert np.array_equal(a, np.load(tmp_path / "c" / f"{name}.npy"))
+
+
+def test_python_api_seeds_masks_and_figure(checkpoint):
+    model = load_model(checkpoint)
+    rgb = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    a = predict(model, {"rgb": rgb}, num_visible=6, seed=0)
+    b = predict(model, {"rgb": rgb}, num_visible=6, seed=0)
+    c = predict(model, {"rgb": rgb}, num_visible=6, seed=1)
+    assert a.visible_counts() == {"rgb": 6}
+    assert torch.equal(a.masks["rgb"], b.masks["rgb"]) and not torch.equal(a.masks["rgb"], c.masks["rgb"])
+    assert torch.equal(a.outputs["depth"], b.outputs["depth"])
+    mask = {"rgb": np.ones((4, 4), dtype=np.uint8)}
+    mask["rgb"][0, :2] = 0
+    d = predict(model, {"rgb": torch.from_numpy(rgb).permute(2, 0, 1)}, mask=mask)
+    assert d.visible_counts() == {"rgb": 2}
+    full = predict(model, {"rgb": rgb})
+    assert not full.masks["rgb"].any() and "all 16 tokens visible" in " ".join(full.notes)
+    assert a.norm_rgb_view is not None and 0 <= float(a.norm_rgb_view.min()) and float(a.norm_rgb_view.max()) <= 1
+    figure = prediction_figure(a)
+    assert figure.width >= 4 * 32 and figure.height > 2 * 32
+
+
+def test_norm_rgb_patch_statistics_put_back_invert_the_target():
+    """The view's arithmetic: per-patch statistics of an image undo its norm-pix standardisation."""
+    x = torch.randn(3, 32, 48)
+    z = patch_standardize(x[None], 8)[0]
+    mean, std = _patch_stats(x, 8)
+    torch.testing.assert_close(z * std + mean, x, atol=1e-5, rtol=1e-5)
+
+
+def test_predict_errors_name_the_problem(checkpoint, tmp_path):
+    model = load_model(checkpoint)
+    rgb = np.zeros((32, 32, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="does not take"):
+        predict(model, {"thermal": rgb})
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        predict(model, {"rgb": rgb.astype(np.float32) + 2})
+    with pytest.raises(ValueError, match="colour-coded"):
+        predict(model, {"semseg": rgb})
+    with pytest.raises(ValueError, match="num_visible must be in"):
+        predict(model, {"rgb": rgb}, num_visible=17)
+    with pytest.raises(ValueError, match="missing"):
+        predict(model, {"rgb": rgb, "depth": np.ones((32, 32), np.float32)}, mask={"rgb": np.zeros(16)})
+    with pytest.raises(ValueError, match="no such file"):
+        predict(model, {"rgb": tmp_path / "absent.png"})
+    encoder_only, _ = timm_to_multimae(multimae_to_timm(model)[0], num_heads=2)
+    with pytest.raises(ValueError, match="no decoders"):
+        predict(encoder_only, {"rgb": rgb})
+    with pytest.raises(SystemExit, match="at least one input"):
+        main(["predict", "--checkpoint", str(checkpoint), "--out", str(tmp_path)])
