@@ -70,6 +70,7 @@ class OptimConfig:
     warmup_fraction: float = 0.025  # 40 of 1600 epochs
     clip_grad: float | None = None  # max gradient norm (none by default)
     accum_steps: int = 1  # gradient accumulation: micro-batches per optimiser step
+    layer_decay: float = 1.0  # layer-wise lr decay (lr x decay ** (L + 1 - layer)); 1 = off (fine-tuning: 0.65-0.75)
 
     def peak_lr(self, batch_size: int) -> float:
         return self.lr if self.lr is not None else self.base_lr * batch_size / 256

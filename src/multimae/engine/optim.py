@@ -9,23 +9,65 @@ import torch
 from torch import nn
 
 
-def param_groups(model: nn.Module, weight_decay: float, skip: Iterable[str] = ()) -> list[dict]:
-    """Two AdamW groups: decayed weight matrices, and undecayed norms, biases, tokens and embeddings.
+def layer_id(name: str, num_layers: int) -> int:
+    """Depth of parameter ``name`` for layer-wise lr decay, in a model with ``num_layers`` blocks.
+
+    0: input adapters (patch embeddings, positional tables) and global tokens; ``i + 1``: encoder
+    block ``i`` (``encoder.<i>.*``); ``num_layers + 1``: everything else (heads, decoders).
+    """
+    if name.startswith(("input_adapters.", "global_tokens")):
+        return 0
+    if name.startswith("encoder."):
+        return int(name.split(".")[1]) + 1
+    return num_layers + 1
+
+
+def layer_scale(layer: int, num_layers: int, decay: float) -> float:
+    """Learning-rate multiplier ``decay ** (num_layers + 1 - layer)`` (BEiT / MAE): 1 for the head,
+    ``decay`` for the last block, ``decay ** num_layers`` for the first, ``decay ** (num_layers + 1)``
+    for the input adapters and global tokens."""
+    return decay ** (num_layers + 1 - layer)
+
+
+def param_groups(model: nn.Module, weight_decay: float, skip: Iterable[str] = (), layer_decay: float = 1.0,
+                 num_layers: int | None = None) -> list[dict]:
+    """AdamW groups: decayed weight matrices, and undecayed norms, biases, tokens and embeddings.
 
     A parameter is not decayed when it has at most one dimension (norm weights, biases) or is
     named in ``skip`` (tokens, positional and modality embeddings: `no_weight_decay()`).
-    Frozen parameters are left out.
+    Frozen parameters are left out. With ``layer_decay`` < 1 the groups are further split by
+    `layer_id` and each carries ``lr_scale`` = `layer_scale` (`set_lr` multiplies by it);
+    ``num_layers`` defaults to the number of blocks in ``model.encoder``.
     """
     skip = set(skip)
-    decay, no_decay = [], []
+    if layer_decay == 1.0:
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+    if not 0.0 < layer_decay < 1.0:
+        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+    if num_layers is None:
+        encoder = getattr(model, "encoder", None)
+        if encoder is None:
+            raise ValueError("layer-wise lr decay needs num_layers (the model has no `encoder` blocks)")
+        num_layers = len(encoder)
+    groups: dict[tuple[int, bool], dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        layer, decayed = layer_id(name, num_layers), not (p.ndim <= 1 or name in skip)
+        group = groups.setdefault((layer, decayed), {
+            "params": [], "weight_decay": weight_decay if decayed else 0.0,
+            "lr_scale": layer_scale(layer, num_layers, layer_decay), "layer": layer,
+        })
+        group["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
 
 
 def lr_at(step: int, total_steps: int, peak: float, warmup_steps: int, warmup_lr: float = 1e-6,
@@ -38,5 +80,6 @@ def lr_at(step: int, total_steps: int, peak: float, warmup_steps: int, warmup_lr
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate to ``lr`` times its ``lr_scale`` (1 when absent)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

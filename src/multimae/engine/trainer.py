@@ -58,6 +58,7 @@ class Trainer:
         on_validate: Callable[[int], dict[str, float]] | None = None,
         on_picture: Callable[[int], Path | None] | None = None,
         progress: bool = True,
+        desc: str = "pretrain",
     ) -> None:
         self.model, self.task, self.stream = model.to(device), task, stream
         self.optim_cfg, self.train_cfg = optim, train
@@ -65,6 +66,7 @@ class Trainer:
         self.config = config or {}
         self.on_validate, self.on_picture = on_validate, on_picture
         self.progress = progress and dist_info.is_main
+        self.desc = desc
         if global_batch % optim.accum_steps:
             raise ValueError(f"batch size {global_batch} is not divisible by optim.accum_steps={optim.accum_steps}")
         self.global_batch = global_batch
@@ -77,7 +79,7 @@ class Trainer:
         skip = getattr(self.model, "no_weight_decay", lambda: set())()
         fused = device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.AdamW(
-            param_groups(self.model, optim.weight_decay, skip), lr=optim.warmup_lr, betas=optim.betas, fused=fused
+            param_groups(self.model, optim.weight_decay, skip, optim.layer_decay), lr=optim.warmup_lr, betas=optim.betas, fused=fused
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
         self.peak_lr = optim.peak_lr(global_batch)
@@ -165,7 +167,7 @@ class Trainer:
 
     def fit(self) -> dict[str, float]:
         cfg = self.train_cfg
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="pretrain", unit="step", disable=not self.progress,
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.desc, unit="step", disable=not self.progress,
                    dynamic_ncols=True)
         start, start_step, last = time.perf_counter(), self.step, {}
         try:

@@ -2,9 +2,10 @@
 
 from multimae.model.config import MODEL_SIZES, DecoderConfig, EncoderConfig, MultiMAEConfig, model_config
 from multimae.model.encoder import EncoderOutput, MultiModalViT, TokenLayout
+from multimae.model.finetune import FineTuneModel
 from multimae.model.multimae import MultiMAE, MultiMAEOutput
 
 __all__ = [
-    "MODEL_SIZES", "DecoderConfig", "EncoderConfig", "EncoderOutput", "MultiMAE", "MultiMAEConfig",
+    "MODEL_SIZES", "DecoderConfig", "EncoderConfig", "EncoderOutput", "FineTuneModel", "MultiMAE", "MultiMAEConfig",
     "MultiMAEOutput", "MultiModalViT", "TokenLayout", "model_config",
 ]

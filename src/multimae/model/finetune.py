@@ -1,0 +1,58 @@
+"""An encoder with one fine-tuning head (the official ``MultiViT`` layout).
+
+Shapes: B batch, K classes or output channels, H W image pixels.
+
+State-dict keys: the encoder's (``input_adapters.*``, ``encoder.*``, ``global_tokens``) and the
+head's under ``output_adapters.<head name>.*`` (official names: ``cls``, ``semseg``, ``depth``),
+so official fine-tuned checkpoints load by name.
+
+Usage::
+
+    head = ConvNeXtHeadConfig(dim=192, num_classes=9, modalities=("rgb",), embed_dim=384, preds_per_patch=4)
+    model = FineTuneModel(cfg.encoder, specs, head, "semseg")
+    logits = model({"rgb": rgb, "depth": depth})     # (B, 9, H, W); any subset containing rgb
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import Tensor, nn
+
+from multimae.model.config import EncoderConfig
+from multimae.model.encoder import MultiModalViT
+from multimae.model.heads import DPTHeadConfig, HeadConfig, build_head
+from multimae.model.init import init_weights
+from multimae.modalities.spec import ModalitySpec
+
+
+class FineTuneModel(MultiModalViT):
+    """Encodes every token of the given inputs (no masking) and applies the head."""
+
+    def __init__(self, encoder: EncoderConfig, input_specs: Mapping[str, ModalitySpec], head: HeadConfig,
+                 head_name: str) -> None:
+        super().__init__(encoder, input_specs)
+        if head.dim != encoder.dim:
+            raise ValueError(f"the head expects {head.dim}-wide tokens but the encoder is {encoder.dim} wide")
+        read = getattr(head, "modalities", ())
+        unknown = [m for m in read if m not in input_specs]
+        if unknown:
+            raise ValueError(f"the head reads {unknown} tokens, which are not inputs of the model {list(input_specs)}")
+        if isinstance(head, DPTHeadConfig) and max(head.hooks) >= encoder.depth:
+            raise ValueError(f"DPT hooks {head.hooks} reach past the encoder's {encoder.depth} blocks")
+        self.head_name = head_name
+        self.head_config = head
+        self.output_adapters = nn.ModuleDict({head_name: build_head(head)})
+        init_weights(self)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.output_adapters[self.head_name]
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:  # type: ignore[override]
+        """``inputs``: ``{modality: prepared tensor}``, any subset of the inputs that holds the
+        modalities the head reads. Returns logits (B, K) or dense predictions (B, K, H, W)."""
+        enc = self.forward_encoder(inputs, return_layers=getattr(self.head, "return_layers", ()))
+        h, w = enc.layout.grid
+        P = self.config.patch_size
+        return self.head(enc, (h * P, w * P))
