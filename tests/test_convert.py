@@ -18,7 +18,8 @@ from multimae.convert import (
     timm_to_multimae,
 )
 from multimae.losses import MultiMAELoss
-from multimae.model import MultiMAE
+from multimae.model import FineTuneModel, MultiMAE
+from multimae.model.heads import DPT_KEY_ALIASES, ConvNeXtHeadConfig, DPTHeadConfig, LinearHeadConfig
 
 from conftest import GOLDEN, SHARED, tiny_config
 
@@ -80,19 +81,54 @@ def test_official_mae_and_encoder_only_checkpoints(pretrain_state):
         assert model.forward_encoder({"rgb": x}).tokens.shape == (1, 197, 768)
 
 
+def finetune_state(table: str) -> dict[str, torch.Tensor]:
+    """Random weights under every key of an official fine-tuning table; the DPT alias keys hold
+    the same tensors as their canonical names (one module registered twice, officially)."""
+    state = random_state(official_shapes(table))
+    for alias, canonical in DPT_KEY_ALIASES.items():
+        for key in [k for k in state if k.startswith(f"output_adapters.depth.{alias}")]:
+            state[key] = state[key.replace(alias, canonical, 1)]
+    return state
+
+
 @needs_keys
-@pytest.mark.parametrize("table", ["finetune_cls_linear_rgb_in1k", "finetune_depth_dpt_rgb_nyu",
-                                   "finetune_semseg_convnext_rgb-depth_nyu"])
-def test_official_finetune_checkpoints_load_their_encoder(table):
-    shapes = official_shapes(table)
-    state = {k: torch.zeros(s) for k, s in shapes.items()}  # shapes and names are what is tested here
+@pytest.mark.parametrize("table, head", [
+    ("finetune_cls_linear_rgb_in1k", LinearHeadConfig(dim=768, num_classes=1000, pooling="mean")),
+    ("finetune_depth_dpt_rgb_nyu", DPTHeadConfig(dim=768, num_channels=1, modalities=("rgb",), hooks=(2, 5, 8, 11),
+                                                 layer_dims=(96, 192, 384, 768), feature_dim=256)),
+    ("finetune_semseg_convnext_rgb-depth_nyu", ConvNeXtHeadConfig(dim=768, num_classes=40, modalities=("rgb",),
+                                                                  embed_dim=6144, preds_per_patch=16, depth=4)),
+])
+def test_official_finetune_checkpoints_map_every_key_to_encoder_and_head(table, head):
+    state = finetune_state(table)
     model, report = load_any(state)
-    encoder_keys = {k for k in shapes if not k.startswith("output_adapters.")}
-    assert set(report.mapped) == encoder_keys and not report.missing
-    assert set(report.dropped) == set(shapes) - encoder_keys
-    grid = shapes["input_adapters.rgb.pos_emb"][-1]
-    assert model.config.image_size == grid * 16
-    assert model.model_config.inputs == tuple(n for n in ("rgb", "depth") if f"input_adapters.{n}.proj.weight" in shapes)
+    assert isinstance(model, FineTuneModel) and model.head_config == head
+    assert set(report.mapped) == set(state) and not report.dropped and not report.missing
+    ours = model.state_dict()
+    assert all(torch.equal(ours[report.mapped[k]], v) for k, v in state.items())  # aliases onto one tensor
+    grid = state["input_adapters.rgb.pos_emb"].shape[-1]
+    assert model.config.image_size == grid * 16 and model.config.num_heads == 12
+    assert tuple(model.input_specs) == tuple(n for n in ("rgb", "depth") if f"input_adapters.{n}.proj.weight" in state)
+    assert "not stored in the weights" in " ".join(report.inferred.values())
+
+
+def test_fine_tuned_models_round_trip_through_our_files(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config(encoder=dict(dim=32, depth=4, num_heads=2, image_size=32, patch_size=8), outputs=())
+    specs = cfg.modality_specs()
+    head = DPTHeadConfig(dim=32, num_channels=1, modalities=("rgb", "depth"), hooks=(0, 1, 2, 3),
+                         layer_dims=(8, 8, 16, 16), feature_dim=8)
+    model = FineTuneModel(cfg.encoder, {n: specs[n] for n in cfg.inputs}, head, "depth").eval()
+    loaded, _ = load_any(save_multimae(model, tmp_path / "ft.safetensors"))
+    assert isinstance(loaded, FineTuneModel) and loaded.head_config == head and loaded.head_name == "depth"
+    x = {"rgb": torch.randn(1, 3, 32, 32), "depth": torch.randn(1, 1, 32, 32)}
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    # The same head read back from an official-layout state dict, told what the weights do not store.
+    official, report = load_any(model.state_dict(), num_heads=2, head_modalities=("rgb", "depth"), hooks=(0, 1, 2, 3))
+    assert official.head_config == head and report.inferred["depth head hooks"].endswith("(given)")
+    with pytest.raises(ValueError, match="reads 2 modalities"):
+        load_any(model.state_dict(), num_heads=2, head_modalities=("rgb",))
 
 
 def _tolerances() -> dict[str, dict[str, float]]:

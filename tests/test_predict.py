@@ -17,7 +17,8 @@ from multimae.data.world import NUM_CLASSES
 from multimae.inference import load_model, predict, prediction_figure
 from multimae.inference.predict import _patch_stats
 from multimae.losses.masked import patch_standardize
-from multimae.model import MultiMAE
+from multimae.model import FineTuneModel, MultiMAE
+from multimae.model.heads import ConvNeXtHeadConfig, DPTHeadConfig, LinearHeadConfig
 from multimae.modalities import denormalize, prepare_batch, robust_stats
 
 from conftest import tiny_config
@@ -154,3 +155,35 @@ def test_predict_errors_name_the_problem(checkpoint, tmp_path):
         predict(encoder_only, {"rgb": rgb})
     with pytest.raises(SystemExit, match="at least one input"):
         main(["predict", "--checkpoint", str(checkpoint), "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("head_name, head", [
+    ("cls", LinearHeadConfig(dim=32, num_classes=10)),
+    ("depth", DPTHeadConfig(dim=32, hooks=(0, 1, 2, 3), layer_dims=(8, 8, 16, 16), feature_dim=8)),
+    ("semseg", ConvNeXtHeadConfig(dim=32, num_classes=5, embed_dim=64, preds_per_patch=16, depth=1)),
+])
+def test_predict_with_fine_tuned_models(head_name, head, tmp_path, capsys):
+    torch.manual_seed(0)
+    cfg = tiny_config(encoder=dict(dim=32, depth=4, num_heads=2, image_size=32, patch_size=8), outputs=())
+    specs = cfg.modality_specs()
+    model = FineTuneModel(cfg.encoder, {n: specs[n] for n in cfg.inputs}, head, head_name).eval()
+    ckpt = save_multimae(model, tmp_path / "ft.safetensors")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photo)
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(ckpt), "--rgb", str(photo), "--native-size", "--out", str(out)]) == 0
+    rgb = predict(model, {"rgb": photo}, fit="native").inputs["rgb"]
+    with torch.no_grad():
+        expected = model({"rgb": prepare_batch({"rgb": rgb[None]}, model.input_specs, {}).inputs["rgb"]})[0]
+    saved = _load(out / f"{head_name}.npy")
+    if head_name == "cls":
+        torch.testing.assert_close(saved, expected.softmax(0))
+        assert "top classes" in capsys.readouterr().out
+    elif head_name == "semseg":
+        assert saved.shape == (40, 48) and torch.equal(saved, expected.argmax(0))
+    else:
+        assert saved.shape == (1, 40, 48) and (out / "depth.png").exists()
+        torch.testing.assert_close(saved, expected)
+    assert rgb.shape == (3, 40, 48)
+    with pytest.raises(ValueError, match="masks apply to MultiMAE"):
+        predict(model, {"rgb": photo}, num_visible=4)

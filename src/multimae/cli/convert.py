@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "default: the checkpoint's training arguments, else width / 64)")
     parser.add_argument("--decoder-num-heads", type=int, help="decoder attention heads (default: the checkpoint's "
                         "training arguments, else 8)")
+    parser.add_argument("--head-reads", help="fine-tuned dense heads: comma-separated modalities whose tokens the "
+                        "head reads (not stored in weights; default: the checkpoint's arguments, else rgb)")
+    parser.add_argument("--dpt-hooks", help="fine-tuned DPT heads: the four encoder blocks read, e.g. 2,5,8,11 "
+                        "(default: evenly spaced, the official 2,5,8,11 for 12 blocks)")
     parser.add_argument("--trust", action="store_true",
                         help="allow arbitrary pickled objects in IN (trusted files only)")
     parser.add_argument("--report", type=Path, help="also write the full report (every key) as JSON here")
@@ -37,8 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from multimae.convert import convert_file
 
     try:
+        reads = tuple(m for m in args.head_reads.split(",") if m) if args.head_reads else None
+        hooks = tuple(int(h) for h in args.dpt_hooks.split(",")) if args.dpt_hooks else None
         report = convert_file(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
-                              num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads, trusted=args.trust)
+                              num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads,
+                              head_modalities=reads, hooks=hooks, trusted=args.trust)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     print(report.summary())

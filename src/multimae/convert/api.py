@@ -8,7 +8,7 @@ key layout) and ``timm`` (timm ``VisionTransformer`` and MAE weights).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,16 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from multimae.convert.finetune import (
+    build_finetune, encoder_config, finetune_to_model, head_from_dict, head_names, head_to_dict,
+)
 from multimae.convert.io import Checkpoint, from_state_dict, read_checkpoint
-from multimae.convert.official import build_model, load_matching, official_to_multimae
+from multimae.convert.official import SPATIAL_DECODER_KEYS, build_model, load_matching, official_to_multimae
 from multimae.convert.report import ConversionReport
 from multimae.convert.timm_vit import TIMM_ARCH, multimae_to_timm, timm_to_multimae
 from multimae.model.config import MultiMAEConfig
+from multimae.model.encoder import MultiModalViT
+from multimae.model.finetune import FineTuneModel
 from multimae.model.multimae import MultiMAE
 
 SOURCES = ("auto", "multimae", "official", "timm")
@@ -47,14 +52,21 @@ def load_any(
     fmt: str = "auto",
     num_heads: int | None = None,
     decoder_num_heads: int | None = None,
+    head_modalities: Sequence[str] | None = None,
+    hooks: Sequence[int] | None = None,
     trusted: bool = False,
-) -> tuple[MultiMAE, ConversionReport]:
-    """Our `MultiMAE` (eval mode) from any supported checkpoint, and what the conversion did.
+) -> tuple[MultiModalViT, ConversionReport]:
+    """Our model (eval mode) from any supported checkpoint, and what the conversion did: a
+    `MultiMAE` (pre-training checkpoints; encoder-only ones have no decoders) or a `FineTuneModel`
+    (fine-tuned checkpoints: encoder + one head).
 
     Args:
         source: a path (run folder, ``.pth``/``.pt``/``.safetensors``), a state dict or a `Checkpoint`.
         fmt: ``auto`` (recognise from the keys) or the format the source must be.
-        num_heads, decoder_num_heads: head counts for foreign formats (not stored in weights).
+        num_heads, decoder_num_heads: attention head counts for foreign formats (not stored in weights).
+        head_modalities, hooks: for official fine-tuned dense heads, the modalities whose tokens the
+            head reads and the encoder blocks a DPT head reads (not stored in weights; see
+            `multimae.convert.finetune` for the defaults).
         trusted: allow arbitrary pickled objects in ``.pth`` files (only for files you trust).
     """
     if fmt not in SOURCES:
@@ -75,7 +87,13 @@ def load_any(
         raise ValueError(f"{where}: looks like a {ckpt.format!r} checkpoint, not {fmt!r}")
     if ckpt.format == "multimae":
         assert ckpt.config is not None
-        model = build_model(MultiMAEConfig.from_dict(ckpt.config), ckpt.state)
+        config = MultiMAEConfig.from_dict(ckpt.config)
+        model: MultiModalViT
+        if ckpt.head is not None:
+            name, head = head_from_dict(ckpt.head)
+            model = build_finetune(config, head, name, ckpt.state)
+        else:
+            model = build_model(lambda: MultiMAE(config), ckpt.state)
         report = ConversionReport("multimae", "multimae")
         load_matching(model, ckpt.state, report, "not in the model its config describes")
         if report.dropped or report.missing:
@@ -83,32 +101,44 @@ def load_any(
                              f"(extra {list(report.dropped)[:5]}, missing {report.missing[:5]})")
         return model.eval(), report
     if ckpt.format == "official":
+        heads = head_names(ckpt.state)
+        decoders = [k for k in ckpt.state if k.startswith("output_adapters.") and k.endswith(SPATIAL_DECODER_KEYS[0])]
+        if heads and not decoders:
+            return finetune_to_model(ckpt.state, num_heads=num_heads, args=ckpt.args, head_modalities=head_modalities,
+                                     hooks=hooks)
         return official_to_multimae(ckpt.state, num_heads=num_heads, decoder_num_heads=decoder_num_heads,
                                     args=ckpt.args)
     return timm_to_multimae(ckpt.state, num_heads=num_heads, metadata=ckpt.metadata)
 
 
-def _check_fmt(model: MultiMAE, report: ConversionReport, found: str, wanted: str, where: object
-               ) -> tuple[MultiMAE, ConversionReport]:
+def _check_fmt(model: MultiModalViT, report: ConversionReport, found: str, wanted: str, where: object
+               ) -> tuple[MultiModalViT, ConversionReport]:
     if wanted not in ("auto", found):
         raise ValueError(f"{where}: looks like a {found!r} checkpoint, not {wanted!r}")
     return model, report
 
 
-def save_multimae(model: MultiMAE, path: str | Path) -> Path:
+def save_multimae(model: MultiModalViT, path: str | Path) -> Path:
     """Our weights with their config in the metadata: a self-contained ``.safetensors`` file that
-    `load_any` (and ``multimae predict --checkpoint``) reads back exactly."""
+    `load_any` (and ``multimae predict --checkpoint``) reads back exactly. ``model`` is a
+    `MultiMAE` or a `FineTuneModel` (whose head config is stored too)."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: multimae weights are written as .safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": "multimae", "model_config": json.dumps(model.model_config.to_dict())}
+    if isinstance(model, FineTuneModel):
+        meta = {"format": "multimae", "model_config": json.dumps(encoder_config(model).to_dict()),
+                "head": json.dumps(head_to_dict(model))}
+    elif isinstance(model, MultiMAE):
+        meta = {"format": "multimae", "model_config": json.dumps(model.model_config.to_dict())}
+    else:
+        raise ValueError(f"cannot save a {type(model).__name__}: expected a MultiMAE or a FineTuneModel")
     save_file(state, str(path), metadata=meta)
     return path
 
 
-def save_timm(model: MultiMAE, path: str | Path) -> tuple[Path, dict[str, Any], ConversionReport]:
+def save_timm(model: MultiModalViT, path: str | Path) -> tuple[Path, dict[str, Any], ConversionReport]:
     """The RGB encoder as timm ``VisionTransformer`` weights (``.safetensors``, or ``.pth``).
 
     Load them with ``timm.create_model(TIMM_ARCH, pretrained=True,
@@ -142,13 +172,15 @@ def convert_file(
     dst_format: str = "multimae",
     num_heads: int | None = None,
     decoder_num_heads: int | None = None,
+    head_modalities: Sequence[str] | None = None,
+    hooks: Sequence[int] | None = None,
     trusted: bool = False,
 ) -> ConversionReport:
     """Read ``src`` in any supported format and write ``dst`` as ours or as timm weights."""
     if dst_format not in TARGETS:
         raise ValueError(f"unknown target format {dst_format!r}; choose one of {TARGETS}")
     model, report = load_any(src, fmt=src_format, num_heads=num_heads, decoder_num_heads=decoder_num_heads,
-                             trusted=trusted)
+                             head_modalities=head_modalities, hooks=hooks, trusted=trusted)
     if dst_format == "multimae":
         save_multimae(model, dst)
         return report

@@ -33,7 +33,9 @@ class Checkpoint:
     format: ``"multimae"`` (our own files, which carry their config), ``"official"`` (the official
         MultiMAE / MultiViT key layout, which ours shares) or ``"timm"`` (timm ``VisionTransformer``
         and MAE keys).
-    config: our model config (a dict) when the file carries one.
+    config: our model config (a dict) when the file carries one (for a fine-tuned model: its
+        encoder, as a config without outputs).
+    head: our fine-tuning head (name, kind, config) when the file carries one.
     args: the official training arguments (``ckpt["args"]``) as a dict, when present.
     metadata: safetensors metadata (str -> str).
     path: where it was read from (None for in-memory state dicts).
@@ -42,6 +44,7 @@ class Checkpoint:
     state: dict[str, Tensor]
     format: str
     config: dict[str, Any] | None = None
+    head: dict[str, Any] | None = None
     args: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
@@ -123,7 +126,8 @@ def read_checkpoint(path: str | Path, trusted: bool = False) -> Checkpoint:
         from multimae.config import RunConfig, build_dataclass
 
         config = build_dataclass(RunConfig, rest["config"]).model.build().to_dict()
+    head = json.loads(metadata["head"]) if "head" in metadata else rest.get("head")
     args = rest.get("args")
     args = vars(args) if isinstance(args, argparse.Namespace) else dict(args) if isinstance(args, dict) else {}
     fmt = "multimae" if config is not None else detect_format(state, str(path))
-    return Checkpoint(state, fmt, config, args, metadata, path)
+    return Checkpoint(state, fmt, config, head if isinstance(head, dict) else None, args, metadata, path)

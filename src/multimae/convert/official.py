@@ -26,8 +26,8 @@ official pre-training default); the report says which.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -39,6 +39,7 @@ from multimae.model.multimae import MultiMAE
 from multimae.modalities.registry import BUILTIN_MODALITIES
 from multimae.modalities.spec import ModalitySpec
 
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 SOURCE_FORMAT = "official MultiMAE (MultiViT key layout)"
 ENCODER_HEAD_DIM = 64  # every official encoder size (tiny 192/3 ... large 1024/16)
 DECODER_HEADS = 8  # official pre-training default (decoder_num_heads)
@@ -299,15 +300,15 @@ def _decoder_config(spatial: Mapping[str, Mapping[str, Tensor]], inputs: list[st
 # ------------------------------------------------------------------------------ loading
 
 
-def build_model(config: MultiMAEConfig, state: Mapping[str, Tensor]) -> MultiMAE:
-    """``MultiMAE(config)``; when ``state`` holds every one of its tensors, the model is built
+def build_model(make: Callable[[], ModelT], state: Mapping[str, Tensor]) -> ModelT:
+    """``make()``; when ``state`` holds every one of the model's tensors, the model is built
     without initialising its weights (they are all about to be overwritten: seconds saved for a
     ViT-B)."""
     with torch.device("meta"):
-        model = MultiMAE(config)
+        model = make()
     if set(model.state_dict()) <= set(state):
         return model.to_empty(device="cpu")
-    return MultiMAE(config)
+    return make()
 
 
 def load_matching(model: torch.nn.Module, state: Mapping[str, Tensor], report: ConversionReport,
@@ -329,7 +330,7 @@ def load_matching(model: torch.nn.Module, state: Mapping[str, Tensor], report: C
     report.missing.extend(k for k in target if k not in usable and k not in report.missing)
 
 
-def note_positional_tables(model: MultiMAE, report: ConversionReport) -> None:
+def note_positional_tables(model: torch.nn.Module, report: ConversionReport) -> None:
     """Say whether the loaded positional tables are the fixed sin-cos ones or learned values."""
     learned = []
     for name, param in model.named_parameters():
@@ -338,7 +339,8 @@ def note_positional_tables(model: MultiMAE, report: ConversionReport) -> None:
             if not torch.allclose(param.detach().float(), build_2d_sincos_pos_embed(D, h, w), atol=1e-4):
                 learned.append(name)
     if learned:
-        report.notes.append(f"positional tables that are not the sin-cos table (learned): {learned}")
+        report.notes.append(f"positional tables that are not the sin-cos table of their grid (learned, or resized "
+                            f"from another grid as the official fine-tuning does): {learned}")
 
 
 def official_to_multimae(
@@ -358,7 +360,7 @@ def official_to_multimae(
     report = ConversionReport(SOURCE_FORMAT, "multimae")
     cfg = infer_config(state, num_heads=num_heads, decoder_num_heads=decoder_num_heads,
                        hints=hints_from_args(args or {}), report=report)
-    model = build_model(cfg, state)
+    model = build_model(lambda: MultiMAE(cfg), state)
     load_matching(model, state, report, "not part of a pre-training MultiMAE (fine-tuning head)")
     note_positional_tables(model, report)
     report.notes.append(

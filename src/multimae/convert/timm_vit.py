@@ -37,6 +37,7 @@ from torch import Tensor
 from multimae.convert.official import ENCODER_HEAD_DIM, num_blocks
 from multimae.convert.report import ConversionReport
 from multimae.model.config import EncoderConfig, MultiMAEConfig
+from multimae.model.encoder import MultiModalViT
 from multimae.model.multimae import MultiMAE
 
 SOURCE_FORMAT = "timm VisionTransformer"
@@ -80,7 +81,7 @@ def timm_kwargs(config: EncoderConfig) -> dict[str, Any]:
     }
 
 
-def multimae_to_timm(model: MultiMAE, modality: str = "rgb"
+def multimae_to_timm(model: MultiModalViT, modality: str = "rgb"
                      ) -> tuple[dict[str, Tensor], dict[str, Any], ConversionReport]:
     """(timm state dict, ``timm.create_model`` kwargs, report) for the encoder with one dense input.
 

@@ -18,6 +18,9 @@ What comes in and what goes out:
   and no brightness per patch: drawn as is it looks like noise with a checkerboard of patches.
   `Prediction.norm_rgb_view` puts the patch statistics back (from the input rgb at visible
   patches, from the rgb decoder's prediction at masked ones).
+
+A fine-tuned model (`FineTuneModel`) sees every token of its inputs and predicts its head's
+output: class probabilities (classifier), a class map (segmentation) or a dense map (DPT).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from torch import Tensor
 
 from multimae.inference.inputs import Fit, fit_size, read_input
 from multimae.losses.masked import token_mask_to_pixels
+from multimae.model.encoder import MultiModalViT
+from multimae.model.finetune import FineTuneModel
+from multimae.model.heads import ConvNeXtHeadConfig, LinearHeadConfig
 from multimae.model.multimae import MultiMAE
 from multimae.modalities import denormalize, prepare_batch, robust_stats
 from multimae.modalities.spec import ModalitySpec
@@ -136,7 +142,7 @@ def _masks(model: MultiMAE, inputs: Mapping[str, Tensor], num_visible: int | Non
 
 
 def predict(
-    model: MultiMAE,
+    model: MultiModalViT,
     inputs: Mapping[str, Any],
     *,
     num_visible: int | None = None,
@@ -148,7 +154,8 @@ def predict(
     """Predict every output of ``model`` from ``inputs``.
 
     Args:
-        model: a `MultiMAE` with decoders (see `multimae.inference.load_model`).
+        model: a `MultiMAE` with decoders, or a `FineTuneModel` (its head's output is predicted
+            from every token; no masking). See `multimae.inference.load_model`.
         inputs: ``{modality: file path, PIL image, numpy array or tensor}``, any non-empty subset
             of the model's inputs, aligned (see `multimae.inference.inputs` for what each accepts).
         num_visible: visible tokens over all given inputs, drawn at random (Dirichlet split over
@@ -157,7 +164,10 @@ def predict(
         fit: ``resize`` to the model's image size, ``crop`` (central square, then resize) or
             ``native`` (own size, a multiple of the patch size; positional tables are interpolated).
     """
-    if len(model.output_adapters) == 0:
+    if isinstance(model, FineTuneModel):
+        if num_visible is not None or mask is not None:
+            raise ValueError("a fine-tuned model encodes every token of its inputs: masks apply to MultiMAE models")
+    elif not isinstance(model, MultiMAE) or len(model.output_adapters) == 0:
         raise ValueError("this model has no decoders (an encoder only, e.g. converted timm weights): nothing to "
                          "predict; use model.forward_encoder for features")
     if not inputs:
@@ -170,16 +180,20 @@ def predict(
     cfg = model.config
     raw, how_sized = fit_size({n: r.value for n, r in read.items()}, cfg.image_size, cfg.patch_size, fit)
     device = next(model.parameters()).device
-    batch = prepare_batch({n: v[None].to(device) for n, v in raw.items()}, model.input_specs, model.output_specs)
+    output_specs = model.output_specs if isinstance(model, MultiMAE) else {}
+    batch = prepare_batch({n: v[None].to(device) for n, v in raw.items()}, model.input_specs, output_specs)
     notes = [f"{n}: {read[n].source}, {read[n].how}; "
              f"{_normalisation_note(model.input_specs[n], raw[n], batch.inputs[n][0])}" for n in names]
     notes.append(f"size: {how_sized}")
-    masks, how_masked = _masks(model, batch.inputs, num_visible, mask, alpha, seed)
+    if isinstance(model, FineTuneModel):
+        masks, how_masked = None, "masks: none (a fine-tuned model sees every token)"
+    else:
+        masks, how_masked = _masks(model, batch.inputs, num_visible, mask, alpha, seed)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = model(batch.inputs, masks)
+            out = model(batch.inputs) if isinstance(model, FineTuneModel) else model(batch.inputs, masks)
     finally:
         model.train(was_training)
     grid = model.layout(batch.inputs).grid
@@ -188,11 +202,39 @@ def predict(
     counts = ", ".join(f"{n} {int((~m).sum())}" for n, m in token_masks.items())
     notes.append(f"{how_masked} (visible per input: {counts} of {grid[0] * grid[1]} each)")
     result = Prediction({n: v for n, v in raw.items()}, token_masks, notes=notes, patch_size=cfg.patch_size)
+    if isinstance(model, FineTuneModel):
+        _head_output(model, out[0].float().cpu(), result)
+        return result
     for name, pred in out.preds.items():
         _un_normalise(model.output_specs[name], pred[0].float().cpu(), raw, result)
     if "norm_rgb" in result.outputs:
         result.norm_rgb_view = _norm_rgb_view(model, result, out.preds, batch.inputs)
     return result
+
+
+def top_classes(probabilities: Tensor, top: int = 5) -> str:
+    """``"top classes 3 (0.412), 7 (0.201), ..."`` for a (K,) probability vector."""
+    p, ids = probabilities.topk(min(top, probabilities.numel()))
+    return "top classes " + ", ".join(f"{int(i)} ({float(v):.3f})" for v, i in zip(p, ids))
+
+
+def _head_output(model: FineTuneModel, pred: Tensor, result: Prediction, top: int = 5) -> None:
+    """A fine-tuning head's output into ``result``: class probabilities (+ the top classes in the
+    notes), a class map, or a dense regression as predicted."""
+    name, config = model.head_name, model.head_config
+    if isinstance(config, LinearHeadConfig):
+        result.logits[name] = pred
+        result.outputs[name] = pred.softmax(0)
+        result.units[name] = f"probabilities of {config.num_classes} classes (softmax of the logits)"
+        result.notes.append(f"{name}: {top_classes(result.outputs[name], top)}")
+    elif isinstance(config, ConvNeXtHeadConfig):
+        result.logits[name] = pred
+        result.outputs[name] = pred.argmax(0)
+        result.units[name] = f"class ids (argmax of {config.num_classes} logits)"
+    else:
+        result.outputs[name] = pred
+        result.units[name] = (f"{name} as the head predicts it ({pred.shape[0]} channel(s), in the units of its "
+                              "fine-tuning targets)")
 
 
 def _un_normalise(spec: ModalitySpec, pred: Tensor, raw: Mapping[str, Tensor], result: Prediction) -> None:

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from multimae.inference.predict import Prediction
+from multimae.inference.predict import Prediction, top_classes
 from multimae.losses.masked import token_mask_to_pixels
 from multimae.viz.colormaps import classes_to_rgb, depth_to_rgb, distinct_colors, normals_to_rgb, rgb_to_uint8
 from multimae.viz.grid import image_grid
@@ -32,7 +32,7 @@ class _Painter:
 
     def __init__(self, pred: Prediction, palette: Sequence[Sequence[int]] | None) -> None:
         self.pred = pred
-        classes = max([int(v.shape[0]) for v in pred.logits.values()]
+        classes = max([int(v.shape[0]) for v in pred.logits.values() if v.dim() == 3]
                       + [int(v.max()) + 1 for v in pred.inputs.values() if not v.is_floating_point()], default=0)
         self.palette = np.asarray(palette if palette is not None else distinct_colors(max(classes, 1)), dtype=np.uint8)
         self.classes_drawn: set[int] = set()
@@ -78,11 +78,16 @@ class _Painter:
         return self.picture(name, mixed)
 
 
+def _is_map(value: Tensor) -> bool:
+    """A picture-like output: (H, W) ids or (C, H, W) values (not a vector of class scores)."""
+    return value.dim() >= 2
+
+
 def _columns(pred: Prediction) -> list[str]:
     """Inputs in model order with their outputs; derived outputs (norm_rgb) right after their source."""
     names = list(pred.inputs)
     for name in pred.outputs:
-        if name in names:
+        if name in names or not _is_map(pred.outputs[name]):
             continue
         if name == "norm_rgb" and "rgb" in names:
             names.insert(names.index("rgb") + 1, name)
@@ -101,15 +106,17 @@ def prediction_figure(pred: Prediction, palette: Sequence[Sequence[int]] | None 
     blank = np.full((H, W, 3), BLANK, dtype=np.uint8)
     masked_any = any(bool(m.any()) for m in pred.masks.values())
     rows = [[p.masked_input(n) if n in pred.inputs else blank for n in names],
-            [p.output_picture(n) if n in pred.outputs else blank for n in names]]
+            [p.output_picture(n) if n in pred.outputs and _is_map(pred.outputs[n]) else blank for n in names]]
     notes = ["inputs (grey: masked patches); visible tokens: "
              + ", ".join(f"{n} {c}" for n, c in pred.visible_counts().items()),
-             "predictions" + (" (norm_rgb with patch statistics put back)" if "norm_rgb" in pred.outputs else "")]
+             "predictions" + (" (norm_rgb with patch statistics put back)" if "norm_rgb" in pred.outputs else "")
+             + "".join(f"; {n}: {top_classes(v)}" for n, v in pred.outputs.items() if not _is_map(v))]
     if masked_any:
-        rows.append([p.pasted(n) if n in pred.inputs and n in pred.outputs else blank for n in names])
+        rows.append([p.pasted(n) if n in pred.inputs and n in pred.outputs and _is_map(pred.outputs[n]) else blank
+                     for n in names])
         notes.append("predictions at masked patches, the input at visible ones")
-    names_known = list(class_names) if class_names is not None else None
-    legend = [((names_known[i] if names_known and i < len(names_known) else str(i)), tuple(int(c) for c in p.palette[i]))
+    known = list(class_names) if class_names is not None else []
+    legend = [(known[i] if i < len(known) else str(i), tuple(int(c) for c in p.palette[i]))
               for i in sorted(p.classes_drawn) if 0 <= i < len(p.palette)]
     width = tile or W * max(1, -(-MIN_TILE // W))
     return image_grid(rows, names, notes, legend[:40] or None, tile=width)
@@ -135,7 +142,8 @@ def save_prediction(pred: Prediction, out_dir: str | Path, palette: Sequence[Seq
 
     for name in pred.outputs:
         npy(name, pred.outputs[name])
-        png(name, p.output_picture(name))
+        if _is_map(pred.outputs[name]):
+            png(name, p.output_picture(name))
         if name in pred.logits:
             npy(f"{name}_logits", pred.logits[name])
         if name == "norm_rgb":
