@@ -187,3 +187,24 @@ def test_predict_with_fine_tuned_models(head_name, head, tmp_path, capsys):
     assert rgb.shape == (3, 40, 48)
     with pytest.raises(ValueError, match="masks apply to MultiMAE"):
         predict(model, {"rgb": photo}, num_visible=4)
+
+
+def test_run_folders_predict_and_convert_with_their_own_config(tmp_path):
+    """A training run's folder (config.yaml + model.safetensors): its config is used, not inferred."""
+    from multimae.config import RunConfig, to_yaml
+    from multimae.config.schema import ModelSection
+    from multimae.engine.checkpoint import export_safetensors
+
+    run = tmp_path / "run"
+    run.mkdir()
+    section = ModelSection(size="tiny", encoder=dict(dim=32, depth=2, num_heads=2, image_size=32, patch_size=8),
+                           decoder=dict(dim=16, depth=1, num_heads=4))  # 4 decoder heads: not the convention (8)
+    (run / "config.yaml").write_text(to_yaml(RunConfig(model=section)))
+    torch.manual_seed(0)
+    export_safetensors(MultiMAE(section.build()), run / "model.safetensors")
+    assert load_model(run).model_config.decoder.num_heads == 4
+    rgb = tmp_path / "rgb.npy"
+    np.save(rgb, np.random.default_rng(0).random((32, 32, 3), dtype=np.float32))
+    assert main(["predict", "--checkpoint", str(run), "--rgb", str(rgb), "--visible", "8", "--out", str(tmp_path / "p")]) == 0
+    assert np.load(tmp_path / "p" / "rgb.npy").shape == (3, 32, 32)
+    assert main(["convert", str(run), str(tmp_path / "vit.safetensors"), "--to", "timm"]) == 0

@@ -170,7 +170,6 @@ def infer_config(
         raise ValueError(f"global_tokens: expected shape (1, G, D), got {tuple(tokens.shape)}")
     D, G = int(tokens.shape[2]), int(tokens.shape[1])
     depth = num_blocks(state, "encoder.")
-    mlp_ratio = state["encoder.0.mlp.fc1.weight"].shape[0] / D
     rep.infer("encoder width", D, "global_tokens")
     rep.infer("encoder depth", depth, "encoder.<i> blocks")
     rep.infer("global tokens", G, "global_tokens")
@@ -181,10 +180,29 @@ def infer_config(
     if not inputs:
         raise ValueError("no input_adapters.* tensors: not an official MultiMAE / MultiViT checkpoint")
     adapters = {n: sub_state(state, f"input_adapters.{n}.") for n in inputs}
-    for name, a in adapters.items():
-        if "proj.1.weight" in a:
-            raise ValueError(f"input adapter {name!r} uses interpolate_class_emb=True, which is not supported")
-        _require(a, ("proj.weight", "pos_emb"), f"input_adapters.{name}")
+    P, grid = _patch_and_grid(adapters, rep)
+
+    decoders = {n: sub_state(state, f"output_adapters.{n}.")
+                for n in _ordered(child_names(state, "output_adapters."), keys_sorted)}
+    spatial = {n: a for n, a in decoders.items() if all(k in a for k in SPATIAL_DECODER_KEYS)}
+    dec_cfg = _decoder_config(spatial, inputs, D, decoder_num_heads, hints, rep) if spatial else DecoderConfig()
+    out_channels = _output_channels(spatial, adapters, P, grid)
+    overrides, custom = _modality_specs(adapters, out_channels, P, rep)
+    order = ("built-in order: the file stores its keys sorted, so the original order is unknown"
+             if keys_sorted else "checkpoint order")
+    rep.infer("inputs", ", ".join(inputs), f"input_adapters, {order}")
+    rep.infer("outputs", ", ".join(spatial) or "none", "output_adapters with a MultiMAE decoder")
+
+    encoder = EncoderConfig(dim=D, depth=depth, num_heads=heads,
+                            mlp_ratio=state["encoder.0.mlp.fc1.weight"].shape[0] / D,
+                            qkv_bias="encoder.0.attn.qkv.bias" in state, num_global_tokens=G,
+                            patch_size=P, image_size=grid * P)
+    return MultiMAEConfig(encoder=encoder, decoder=dec_cfg, inputs=tuple(inputs), outputs=tuple(spatial),
+                          modality_overrides=overrides, custom_modalities=custom)
+
+
+def _patch_and_grid(adapters: Mapping[str, Mapping[str, Tensor]], rep: ConversionReport) -> tuple[int, int]:
+    """(patch size P, side of the square token grid) from the input adapters."""
     dense_kernels = {n: int(a["proj.weight"].shape[-1]) for n, a in adapters.items() if "class_emb.weight" not in a}
     if len(set(dense_kernels.values())) > 1:
         raise ValueError(f"dense inputs with different patch sizes are not supported: {dense_kernels}")
@@ -192,7 +210,7 @@ def infer_config(
         P = next(iter(dense_kernels.values()))
         rep.infer("patch size", P, f"input_adapters.{next(iter(dense_kernels))}.proj kernel")
     else:
-        name = inputs[0]
+        name = next(iter(adapters))
         stride = BUILTIN_MODALITIES[name].stride if name in BUILTIN_MODALITIES else 1
         P = int(adapters[name]["proj.weight"].shape[-1]) * stride
         rep.infer("patch size", P, f"{name} projection kernel x its assumed stride {stride} (no dense input)")
@@ -201,7 +219,35 @@ def infer_config(
         raise ValueError(f"input positional tables have different grids: {grids}")
     grid = next(iter(grids.values()))
     rep.infer("image size", grid * P, f"{grid}x{grid} positional grid x patch {P}")
+    for name, a in adapters.items():
+        kernel = int(a["proj.weight"].shape[-1])
+        if P % kernel:
+            raise ValueError(f"input_adapters.{name}.proj kernel {kernel} does not divide the patch size {P}")
+    return P, grid
 
+
+def _output_channels(spatial: Mapping[str, Mapping[str, Tensor]], adapters: Mapping[str, Mapping[str, Tensor]],
+                     P: int, grid: int) -> dict[str, tuple[int, int]]:
+    """``{output: (channels, stride)}`` from each decoder's ``out_proj`` (C * (P / stride)^2 outputs)."""
+    out = {}
+    for name, a in spatial.items():
+        stride = BUILTIN_MODALITIES[name].stride if name in BUILTIN_MODALITIES else 1
+        if "class_emb.weight" in adapters.get(name, {}):  # a categorical input: its stride is known
+            stride = P // int(adapters[name]["proj.weight"].shape[-1])
+        per_token = int(a["out_proj.weight"].shape[0])
+        Pm = P // stride
+        if P % stride or per_token % (Pm * Pm):
+            raise ValueError(f"output_adapters.{name}.out_proj: {per_token} outputs per token do not fit "
+                             f"patch {P} at stride {stride}")
+        out[name] = (per_token // (Pm * Pm), stride)
+        if _pos_grid(a["pos_emb"], f"output_adapters.{name}") != grid:
+            raise ValueError(f"output_adapters.{name}.pos_emb grid differs from the inputs' {grid}x{grid}")
+    return out
+
+
+def _modality_specs(adapters: Mapping[str, Mapping[str, Tensor]], out_channels: Mapping[str, tuple[int, int]],
+                    P: int, rep: ConversionReport) -> tuple[dict[str, dict[str, Any]], dict[str, ModalitySpec]]:
+    """(overrides of built-in specs, custom specs) for every input and output modality."""
     overrides: dict[str, dict[str, Any]] = {}
     custom: dict[str, ModalitySpec] = {}
 
@@ -211,30 +257,8 @@ def infer_config(
         if result[1] is not None:
             custom[name] = result[1]
 
-    decoders = {n: sub_state(state, f"output_adapters.{n}.")
-                for n in _ordered(child_names(state, "output_adapters."), keys_sorted)}
-    spatial = {n: a for n, a in decoders.items() if all(k in a for k in SPATIAL_DECODER_KEYS)}
-    dec_cfg = _decoder_config(spatial, inputs, D, decoder_num_heads, hints, rep) if spatial else DecoderConfig()
-
-    out_channels = {}
-    for name, a in spatial.items():
-        stride = BUILTIN_MODALITIES[name].stride if name in BUILTIN_MODALITIES else 1
-        if name in adapters and name not in dense_kernels:  # categorical input: its stride is known
-            stride = P // int(adapters[name]["proj.weight"].shape[-1])
-        per_token = int(a["out_proj.weight"].shape[0])
-        Pm = P // stride
-        if P % stride or per_token % (Pm * Pm):
-            raise ValueError(f"output_adapters.{name}.out_proj: {per_token} outputs per token do not fit "
-                             f"patch {P} at stride {stride}")
-        out_channels[name] = (per_token // (Pm * Pm), stride)
-        if _pos_grid(a["pos_emb"], f"output_adapters.{name}") != grid:
-            raise ValueError(f"output_adapters.{name}.pos_emb grid differs from the inputs' {grid}x{grid}")
-
     for name, a in adapters.items():
-        kernel = int(a["proj.weight"].shape[-1])
-        if P % kernel:
-            raise ValueError(f"input_adapters.{name}.proj kernel {kernel} does not divide the patch size {P}")
-        stride = P // kernel
+        stride = P // int(a["proj.weight"].shape[-1])
         if "class_emb.weight" in a:
             rows, E = a["class_emb.weight"].shape
             classes, ignore = int(rows), None
@@ -258,16 +282,7 @@ def infer_config(
             builtin = BUILTIN_MODALITIES.get(name)
             kind = "categorical" if builtin is not None and builtin.is_categorical else "dense"
             add(name, _modality(name, kind, channels, stride, rep))
-    order = ("built-in order: the file stores its keys sorted, so the original order is unknown"
-             if keys_sorted else "checkpoint order")
-    rep.infer("inputs", ", ".join(inputs), f"input_adapters, {order}")
-    rep.infer("outputs", ", ".join(spatial) or "none", "output_adapters with a MultiMAE decoder")
-
-    encoder = EncoderConfig(dim=D, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio,
-                            qkv_bias="encoder.0.attn.qkv.bias" in state, num_global_tokens=G,
-                            patch_size=P, image_size=grid * P)
-    return MultiMAEConfig(encoder=encoder, decoder=dec_cfg, inputs=tuple(inputs), outputs=tuple(spatial),
-                          modality_overrides=overrides, custom_modalities=custom)
+    return overrides, custom
 
 
 def _decoder_config(spatial: Mapping[str, Mapping[str, Tensor]], inputs: list[str], enc_dim: int,
