@@ -337,3 +337,19 @@ def test_convert_cli_official_to_ours_to_timm(tmp_path, capsys):
     assert set(load_file(vit)) >= {"cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.1.mlp.fc2.bias"}
     with pytest.raises(SystemExit, match="not 'timm'"):
         main(["convert", str(official), str(tmp_path / "x.safetensors"), "--from", "timm"])
+
+
+@needs_golden
+def test_a_pretraining_checkpoint_without_some_decoders_keeps_the_others_exact():
+    """The released pre-training checkpoint has no norm_rgb decoder: the others are unaffected."""
+    spec = json.loads((GOLDEN / "SPEC.json").read_text())["config"]
+    weights = {k: v for k, v in load_file(GOLDEN / "weights.safetensors").items()
+               if not k.startswith("output_adapters.norm_rgb.")}
+    model, report = load_any(weights, num_heads=spec["num_heads"], decoder_num_heads=spec["decoder_num_heads"])
+    assert model.model_config.outputs == ("rgb", "depth", "semseg") and not report.missing
+    data = load_file(GOLDEN / "inputs.safetensors")
+    ref = load_file(GOLDEN / "fixture_masked.safetensors")
+    with torch.no_grad():
+        preds = model({k: data[k] for k in MODALITIES}, {k: data[f"mask_main_{k}"] for k in MODALITIES}).preds
+    for k, pred in preds.items():
+        torch.testing.assert_close(pred, ref[f"pred_{k}"], **_tolerances()["outputs/tokens"])
