@@ -129,6 +129,13 @@ def test_fine_tuned_models_round_trip_through_our_files(tmp_path):
     assert official.head_config == head and report.inferred["depth head hooks"].endswith("(given)")
     with pytest.raises(ValueError, match="reads 2 modalities"):
         load_any(model.state_dict(), num_heads=2, head_modalities=("rgb",))
+    # The command line says the same with --head-reads and --dpt-hooks.
+    torch.save({"model": model.state_dict()}, tmp_path / "official-ft.pth")
+    assert main(["convert", str(tmp_path / "official-ft.pth"), str(tmp_path / "ours-ft.safetensors"), "--num-heads", "2",
+                 "--head-reads", "rgb,depth", "--dpt-hooks", "0,1,2,3"]) == 0
+    assert load_any(tmp_path / "ours-ft.safetensors")[0].head_config == head
+    with pytest.raises(SystemExit, match="dpt-hooks expects"):
+        main(["convert", str(tmp_path / "official-ft.pth"), str(tmp_path / "x.safetensors"), "--dpt-hooks", "a,b"])
 
 
 def _tolerances() -> dict[str, dict[str, float]]:

@@ -37,15 +37,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def head_list(text: str | None) -> tuple[str, ...] | None:
+    """``--head-reads rgb,depth`` -> ("rgb", "depth")."""
+    return tuple(m for m in text.split(",") if m) if text else None
+
+
+def hooks_list(text: str | None) -> tuple[int, ...] | None:
+    """``--dpt-hooks 2,5,8,11`` -> (2, 5, 8, 11)."""
+    if not text:
+        return None
+    try:
+        return tuple(int(h) for h in text.split(","))
+    except ValueError:
+        raise ValueError(f"--dpt-hooks expects comma-separated block indices, got {text!r}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from multimae.convert import convert_file
 
     try:
-        reads = tuple(m for m in args.head_reads.split(",") if m) if args.head_reads else None
-        hooks = tuple(int(h) for h in args.dpt_hooks.split(",")) if args.dpt_hooks else None
         report = convert_file(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
                               num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads,
-                              head_modalities=reads, hooks=hooks, trusted=args.trust)
+                              head_modalities=head_list(args.head_reads), hooks=hooks_list(args.dpt_hooks),
+                              trusted=args.trust)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     print(report.summary())

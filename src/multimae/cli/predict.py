@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-heads", type=int, help="encoder heads, for foreign checkpoints (see multimae convert)")
     parser.add_argument("--decoder-num-heads", type=int, help="decoder heads, for foreign checkpoints")
+    parser.add_argument("--head-reads", help="fine-tuned dense heads: modalities whose tokens the head reads, "
+                        "comma-separated (see multimae convert)")
+    parser.add_argument("--dpt-hooks", help="fine-tuned DPT heads: the four encoder blocks read, e.g. 2,5,8,11")
     parser.add_argument("--trust", action="store_true", help="allow arbitrary pickled objects in the checkpoint")
     parser.set_defaults(func=run)
 
@@ -78,12 +81,14 @@ def _palette(num_classes: int) -> tuple[Any, Any, str | None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from multimae.cli.convert import head_list, hooks_list
     from multimae.inference import load_model, predict, save_prediction
 
     try:
         inputs = _inputs(args)
         model = load_model(args.checkpoint, device=args.device, num_heads=args.num_heads,
-                           decoder_num_heads=args.decoder_num_heads, trusted=args.trust)
+                           decoder_num_heads=args.decoder_num_heads, head_modalities=head_list(args.head_reads),
+                           hooks=hooks_list(args.dpt_hooks), trusted=args.trust)
         names = [n for n in model.input_specs if n in inputs]
         mask = _mask(args.mask, names) if args.mask else None
         fit = "native" if args.native_size else "crop" if args.crop else "resize"
