@@ -185,3 +185,13 @@ def test_bad_head_configs_are_rejected():
         tiny_model(DPTHeadConfig(dim=32, hooks=(1, 2, 3, 4), layer_dims=(8, 8, 8, 8), feature_dim=8))
     with pytest.raises(ValueError, match="wide"):
         tiny_model(LinearHeadConfig(dim=16, num_classes=2))
+
+
+@pytest.mark.parametrize("patch,size", [(16, 64), (8, 40), (4, 16)])
+def test_dpt_output_is_at_image_size_for_any_patch_size(patch, size):
+    torch.manual_seed(0)
+    cfg = tiny_config(encoder=dict(dim=32, depth=4, num_heads=2, image_size=size, patch_size=patch), inputs=("rgb",),
+                      outputs=(), modality_overrides={})
+    head = DPTHeadConfig(dim=32, num_channels=1, hooks=(0, 1, 2, 3), layer_dims=(8, 8, 8, 8), feature_dim=8)
+    model = FineTuneModel(cfg.encoder, cfg.modality_specs(), head, "depth")
+    assert model({"rgb": torch.randn(1, 3, size, size)}).shape == (1, 1, size, size)

@@ -208,3 +208,27 @@ def test_run_folders_predict_and_convert_with_their_own_config(tmp_path):
     assert main(["predict", "--checkpoint", str(run), "--rgb", str(rgb), "--visible", "8", "--out", str(tmp_path / "p")]) == 0
     assert np.load(tmp_path / "p" / "rgb.npy").shape == (3, 32, 32)
     assert main(["convert", str(run), str(tmp_path / "vit.safetensors"), "--to", "timm"]) == 0
+
+
+def test_fine_tuning_run_folders_predict_with_their_head(tmp_path):
+    """A fine-tuning run's folder is told apart from a pre-training one by its config.yaml."""
+    from multimae.config import load_config, to_yaml
+    from multimae.config.finetune import FinetuneConfig
+    from multimae.engine.checkpoint import export_safetensors
+    from multimae.tasks.finetune_model import build_model
+
+    cfg = load_config(FinetuneConfig, None, ["model.encoder={dim: 32, depth: 4, num_heads: 2, patch_size: 8}",
+                                             "data.image_size=32", "task.kind=segmentation", "head.embed_dim=32"])
+    run = tmp_path / "ft-run"
+    run.mkdir()
+    (run / "config.yaml").write_text(to_yaml(cfg))
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    export_safetensors(model, run / "model.safetensors")
+    rgb = np.random.default_rng(0).random((32, 32, 3), dtype=np.float32)
+    np.save(tmp_path / "rgb.npy", rgb)
+    assert main(["predict", "--checkpoint", str(run), "--rgb", str(tmp_path / "rgb.npy"), "--out", str(tmp_path / "p")]) == 0
+    x = prepare_batch({"rgb": torch.from_numpy(rgb).permute(2, 0, 1)[None]}, model.input_specs, {}).inputs
+    with torch.no_grad():
+        expected = model(x)[0]
+    torch.testing.assert_close(_load(tmp_path / "p" / "semseg_logits.npy"), expected)

@@ -1,11 +1,12 @@
 """Run configuration: typed sections, YAML presets and dotted command-line overrides."""
 
+from multimae.config.finetune import FinetuneConfig
 from multimae.config.loader import apply_overrides, build_dataclass, load_config, to_yaml
 from multimae.config.schema import (
     DataConfig, LossConfig, MaskingConfig, OptimConfig, RunConfig, TrainConfig,
 )
 
 __all__ = [
-    "DataConfig", "LossConfig", "MaskingConfig", "OptimConfig", "RunConfig", "TrainConfig",
+    "DataConfig", "FinetuneConfig", "LossConfig", "MaskingConfig", "OptimConfig", "RunConfig", "TrainConfig",
     "apply_overrides", "build_dataclass", "load_config", "to_yaml",
 ]

@@ -8,11 +8,13 @@ key layout) and ``timm`` (timm ``VisionTransformer`` and MAE weights).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -29,14 +31,25 @@ from multimae.model.finetune import FineTuneModel
 from multimae.model.multimae import MultiMAE
 
 SOURCES = ("auto", "multimae", "official", "timm")
+_CHECKPOINT_NAME = re.compile(r"^checkpoint-\d+\.pt$")  # a training run's checkpoints
 TARGETS = ("multimae", "timm")
 
 
 def _is_run_output(path: Path) -> bool:
-    """A run folder, or weights exported by a run (config.yaml beside them)."""
-    if path.is_dir():
+    """A run folder, a training checkpoint, or weights exported by a run (config.yaml beside them)."""
+    if path.is_dir() or _CHECKPOINT_NAME.match(path.name):
         return True
     return path.suffix == ".safetensors" and (path.parent / "config.yaml").exists() and _no_config_metadata(path)
+
+
+def _load_run(path: Path) -> MultiModalViT:
+    """A pre-training or fine-tuning run's model (told apart by the run's config.yaml)."""
+    from multimae.tasks.loading import load_finetuned, load_pretrained
+
+    config_file = (path if path.is_dir() else path.parent) / "config.yaml"
+    if config_file.exists() and "task" in (yaml.safe_load(config_file.read_text()) or {}):
+        return load_finetuned(path)[0]
+    return load_pretrained(path)[0]
 
 
 def _no_config_metadata(path: Path) -> bool:
@@ -72,9 +85,7 @@ def load_any(
     if fmt not in SOURCES:
         raise ValueError(f"unknown source format {fmt!r}; choose one of {SOURCES}")
     if isinstance(source, (str, Path)) and _is_run_output(Path(source)):
-        from multimae.tasks.loading import load_pretrained
-
-        model, _ = load_pretrained(source)
+        model = _load_run(Path(source))
         return _check_fmt(model, ConversionReport("multimae run", "multimae"), "multimae", fmt, source)
     if isinstance(source, Checkpoint):
         ckpt = source

@@ -9,6 +9,7 @@ from multimae.viz.colormaps import (
     rgb_to_uint8,
 )
 from multimae.viz.grid import image_grid
+from multimae.viz.predictions import prediction_figure
 from multimae.viz.reconstruction import (
     Panels,
     cross_modal_figure,
@@ -20,5 +21,5 @@ from multimae.viz.reconstruction import (
 __all__ = [
     "Panels", "classes_to_rgb", "cross_modal_figure", "cross_modal_panels", "depth_to_rgb", "distinct_colors",
     "image_grid", "instances_to_rgb", "masked_reconstruction_figure", "masked_reconstruction_panels",
-    "normals_to_rgb", "rgb_to_uint8",
+    "normals_to_rgb", "prediction_figure", "rgb_to_uint8",
 ]

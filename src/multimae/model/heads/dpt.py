@@ -11,9 +11,10 @@ Shapes: B batch, h w token grid, D encoder width, M modalities read, L_k reassem
 4. Fusion from the coarsest level (``scratch.refinenet4`` .. ``refinenet1``): add the previous path to
    a residual conv unit of the level (``resConfUnit1``), another unit (``resConfUnit2``), x2
    bilinear upsampling (align_corners=True), 1x1 ``out_conv``.
-5. ``head``: 3x3 conv F -> F/2, x2 bilinear (align_corners=True), 3x3 conv F/2 -> 32, ReLU, 1x1
-   conv 32 -> K. No final activation. With patch 16 the output is exactly H x W; for other patch
-   sizes it is resized (bilinear, align_corners=False) to H x W.
+5. ``head``: 3x3 conv F -> F/2, bilinear resampling (align_corners=True) to H x W, 3x3 conv
+   F/2 -> 32, ReLU, 1x1 conv 32 -> K. No final activation. The fused path is at 8 h = H / 2 for
+   the paper's patch 16, where this resampling is the official x2 upsampling; for patch 8 it is
+   already at H (no resampling), so smaller patches cost no extra resolution.
 
 State-dict keys are the official ones. Official checkpoints also hold every reassemble and
 ``layer<k>_rn`` tensor a second time, under ``act_postprocess.<k-1>.*`` and
@@ -165,7 +166,7 @@ class DPTHead(nn.Module):
         self.scratch = _Scratch(config.layer_dims, F_)
         self.head = nn.Sequential(
             nn.Conv2d(F_, F_ // 2, kernel_size=3, padding=1),
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
+            nn.Identity(),  # resampling to the image size, done in forward (it depends on the patch size)
             nn.Conv2d(F_ // 2, 32, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.Conv2d(32, config.num_channels, kernel_size=1),
@@ -207,7 +208,7 @@ class DPTHead(nn.Module):
         path = s.refinenet3(path, levels[2])
         path = s.refinenet2(path, levels[1])
         path = s.refinenet1(path, levels[0])
-        out = self.head(path)
-        if tuple(out.shape[-2:]) != tuple(image_size):
-            out = F.interpolate(out, size=tuple(image_size), mode="bilinear", align_corners=False)
-        return out
+        x = self.head[0](path)
+        if tuple(x.shape[-2:]) != tuple(image_size):
+            x = F.interpolate(x, size=tuple(image_size), mode="bilinear", align_corners=True)
+        return self.head[4](self.head[3](self.head[2](x)))

@@ -1,0 +1,128 @@
+"""The fine-tuning run configuration: which task, which inputs, which initial weights, the head,
+data, optimiser and training loop. Presets are ``multimae/configs/finetune-*.yaml``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from multimae.config.schema import DataConfig, OptimConfig, TrainConfig
+from multimae.model.config import EncoderConfig, model_config
+from multimae.modalities.registry import resolve_modalities, spec_from_dict
+from multimae.modalities.spec import ModalitySpec
+
+TaskKind = Literal["classification", "segmentation", "depth", "regression"]
+TASK_KINDS: tuple[str, ...] = ("classification", "segmentation", "depth", "regression")
+DEFAULT_TARGETS = {"segmentation": "semseg", "depth": "depth", "regression": "normals"}
+DEFAULT_LOSSES = {"classification": "cross_entropy", "segmentation": "cross_entropy", "depth": "berhu",
+                  "regression": "l1"}
+
+
+@dataclass
+class TaskSection:
+    kind: TaskKind = "classification"
+    inputs: tuple[str, ...] = ("rgb",)  # modalities given to the encoder
+    target: str | None = None  # dense tasks: the predicted modality (default semseg / depth / normals)
+    num_classes: int | None = None  # classification: default from the data; segmentation: the target's classes
+    loss: Literal["auto", "cross_entropy", "l1", "mse", "berhu"] = "auto"  # auto: CE, CE, berHu, L1 by kind
+    ignore_index: int | None = None  # segmentation: class id left out of the loss and mIoU (default: the spec's)
+    label_smoothing: float = 0.0  # classification
+    mixup: float = 0.0  # classification: timm Mixup alpha (0 = off)
+    cutmix: float = 0.0  # classification: timm CutMix alpha (0 = off)
+
+    @property
+    def target_name(self) -> str | None:
+        return None if self.kind == "classification" else (self.target or DEFAULT_TARGETS[self.kind])
+
+    @property
+    def loss_name(self) -> str:
+        return DEFAULT_LOSSES[self.kind] if self.loss == "auto" else self.loss
+
+    def validate(self) -> None:
+        if not self.inputs:
+            raise ValueError("task.inputs: give at least one input modality")
+        if len(set(self.inputs)) != len(self.inputs):
+            raise ValueError(f"task.inputs lists a modality twice: {self.inputs}")
+        if self.target_name is not None and self.target_name in self.inputs:
+            raise ValueError(f"task.target {self.target_name!r} cannot also be an input")
+        if self.kind in ("classification", "segmentation") and self.loss_name != "cross_entropy":
+            raise ValueError(f"task.loss={self.loss!r} does not fit a {self.kind} task (cross_entropy)")
+        if self.kind in ("depth", "regression") and self.loss_name == "cross_entropy":
+            raise ValueError(f"task.loss=cross_entropy does not fit a {self.kind} task (l1, mse, berhu)")
+        if (self.mixup > 0 or self.cutmix > 0) and self.kind != "classification":
+            raise ValueError("task.mixup / task.cutmix apply to classification only")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"task.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass
+class HeadSection:
+    modalities: tuple[str, ...] = ()  # dense heads: tokens read (several: concatenated); () = rgb if given, else the first input
+    pooling: Literal["mean", "global"] = "mean"  # classification: mean of all tokens, or the global token
+    embed_dim: int | None = None  # ConvNeXt: width after the up-projection (default preds_per_patch * D / 2)
+    preds_per_patch: int | None = None  # ConvNeXt: sub-positions per token (default (patch / 4)^2: an H/4 map)
+    depth: int = 4  # ConvNeXt blocks
+    hooks: tuple[int, ...] = ()  # DPT: the four encoder blocks read (default evenly spaced, last block included)
+    layer_dims: tuple[int, ...] = ()  # DPT: reassembled widths (default D/8, D/4, D/2, D)
+    feature_dim: int | None = None  # DPT: fusion width (default D / 3: 256 for ViT-B)
+
+
+@dataclass
+class InitSection:
+    # Initial encoder weights: a multimae pre-training run folder, checkpoint-*.pt or .safetensors; a timm
+    # ViT weights file (.safetensors / .pth with timm key names); or `timm:<model name>` (downloaded by
+    # timm). None = from scratch. Adapters of inputs the checkpoint lacks start from scratch.
+    checkpoint: str | None = None
+
+
+@dataclass
+class FinetuneModelSection:
+    size: str = "tiny"  # tiny | small | base | large (from scratch)
+    encoder: dict[str, Any] = field(default_factory=dict)  # EncoderConfig overrides; with init.checkpoint the
+    # checkpoint's architecture is used and only drop_path_rate may be set here
+    modality_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {semseg: {num_channels: 9}}
+    custom_modalities: dict[str, dict[str, Any]] = field(default_factory=dict)  # spec fields by name
+
+    def encoder_config(self, image_size: int) -> EncoderConfig:
+        """The encoder, with positional tables stored for ``image_size``."""
+        enc = model_config(self.size, encoder=self.encoder, inputs=("rgb",), outputs=(), modality_overrides={}).encoder
+        return dataclasses.replace(enc, image_size=image_size)
+
+    def specs(self, names: tuple[str, ...]) -> dict[str, ModalitySpec]:
+        """Specs of ``names`` with this section's overrides (those of unused modalities ignored)."""
+        custom = {n: spec_from_dict({"name": n, **f}) for n, f in self.custom_modalities.items()}
+        overrides = {n: o for n, o in self.modality_overrides.items() if n in names}
+        return resolve_modalities(names, custom, overrides)
+
+
+@dataclass
+class FinetuneConfig:
+    task: TaskSection = field(default_factory=TaskSection)
+    head: HeadSection = field(default_factory=HeadSection)
+    init: InitSection = field(default_factory=InitSection)
+    model: FinetuneModelSection = field(default_factory=FinetuneModelSection)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        names = tuple(dict.fromkeys([*self.task.inputs, *([self.task.target_name] if self.task.target_name else [])]))
+        specs = self.model.specs(names)
+        for name in self.task.inputs:
+            if not specs[name].is_input:
+                raise ValueError(f"task.inputs: {name!r} cannot be an input")
+        target = self.task.target_name
+        if self.task.kind == "segmentation" and not specs[target].is_categorical:  # type: ignore[index]
+            raise ValueError(f"segmentation needs a categorical target; {target!r} is {specs[target].kind}")  # type: ignore[index]
+        if self.task.kind in ("depth", "regression") and specs[target].is_categorical:  # type: ignore[index]
+            raise ValueError(f"{self.task.kind} needs a dense target; {target!r} is categorical")
+        unknown = [m for m in self.head.modalities if m not in self.task.inputs]
+        if unknown:
+            raise ValueError(f"head.modalities {unknown} are not among task.inputs {self.task.inputs}")
+
+    @property
+    def head_modalities(self) -> tuple[str, ...]:
+        if self.head.modalities:
+            return self.head.modalities
+        return ("rgb",) if "rgb" in self.task.inputs else self.task.inputs[:1]

@@ -1,0 +1,128 @@
+"""Data of a fine-tuning run: a resumable training stream and evaluation batches, with the
+modalities (and scene labels) the task needs.
+
+Sources (``data.source``): ``world`` (rendered pools, cached; the scene ``label`` is the shape of
+the largest visible object), ``folder`` (``root/<split>/<modality>/[<class>/]<name>.<ext>``: class
+folders give classification labels) and ``shards`` (training only; validation from a folder).
+Evaluation batches are resized, never cropped or flipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from multimae.config.finetune import FinetuneConfig
+from multimae.data.batch_augment import BatchRandomResizedCropFlip
+from multimae.data.collate import collate
+from multimae.data.folder import FolderDataset
+from multimae.data.pool import load_or_render_pool, pool_to_raw
+from multimae.data.stream import LoaderStream, PoolStream
+from multimae.data.transforms import RandomResizedCropFlip, Resize
+from multimae.engine.distributed import DistInfo
+
+EVAL_BATCH = 64
+_WORLD_SHARED = ("rgb", "depth", "semseg")  # rendered together, so that every task shares one cached pool
+
+
+def needed_modalities(cfg: FinetuneConfig) -> tuple[str, ...]:
+    target = cfg.task.target_name
+    return tuple(dict.fromkeys([*cfg.task.inputs, *([target] if target else [])]))
+
+
+def _world_pool(cfg: FinetuneConfig, split: str, count: int, progress: bool) -> dict[str, Tensor]:
+    d = cfg.data
+    mods = tuple(sorted(set(needed_modalities(cfg)) | set(_WORLD_SHARED)))
+    return load_or_render_pool(split, count, d.world_render_size or d.image_size, d.world_difficulty, mods,
+                               d.num_workers, d.cache_dir, progress)
+
+
+def resized_batches(pool: dict[str, Tensor], size: int, batch: int = EVAL_BATCH) -> list[dict[str, Tensor]]:
+    """A whole pool (labels included) as raw batches, resized (not cropped) to ``size``."""
+    resize = BatchRandomResizedCropFlip(size)
+    n = len(pool["label"])
+    out = []
+    for start in range(0, n, batch):
+        raw = pool_to_raw(pool, torch.arange(start, min(n, start + batch)))
+        H, W = raw["rgb"].shape[-2:] if "rgb" in raw else next(v for v in raw.values() if v.dim() >= 3).shape[-2:]
+        if (H, W) != (size, size):
+            B = len(raw["label"])
+            raw = resize.apply(raw, torch.tensor([[0.0, 0.0, H, W]]).expand(B, 4), torch.zeros(B, dtype=torch.bool))
+        out.append(raw)
+    return out
+
+
+def _folder(cfg: FinetuneConfig, split: str, transform: Any) -> FolderDataset:
+    d = cfg.data
+    root = d.root if split == "train" or not d.val_root else d.val_root
+    return FolderDataset(root, split, needed_modalities(cfg), transform=transform, seed=cfg.train.seed)  # type: ignore[arg-type]
+
+
+def train_stream(cfg: FinetuneConfig, info: DistInfo, micro_batch: int, progress: bool) -> Any:
+    """This process's rows of every global training batch (augmented as ``data`` says)."""
+    d, seed = cfg.data, cfg.train.seed
+    if d.source == "world":
+        pool = _world_pool(cfg, "train", d.world_train_scenes, progress and info.is_main)
+        augment = BatchRandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else None
+        if augment is None and (d.world_render_size or d.image_size) != d.image_size:
+            raise ValueError("data.world_render_size differs from data.image_size but data.augment is off")
+        return PoolStream(pool, micro_batch, seed, info.rank, info.world_size, augment)
+    transform = RandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else Resize(d.image_size)
+    if d.source == "folder":
+        dataset: Any = _folder(cfg, "train", transform)
+    else:
+        from multimae.data.shards import ShardDataset
+
+        dataset = ShardDataset(d.root, needed_modalities(cfg), transform=transform, shuffle=True, seed=seed,  # type: ignore[arg-type]
+                               rank=info.rank, world_size=info.world_size)
+    return LoaderStream(dataset, micro_batch, seed, info.rank, info.world_size, d.num_workers)
+
+
+def eval_batches(cfg: FinetuneConfig, split: str = "val", progress: bool = False,
+                 max_samples: int | None = None) -> list[dict[str, Tensor]]:
+    """Every sample of ``split`` (at most ``max_samples``) as raw batches at the training size.
+
+    World: ``data.world_val_scenes`` scenes of the split. Folder / shards: the split's folder under
+    ``data.val_root`` (or ``data.root``).
+    """
+    d = cfg.data
+    if d.source == "world":
+        pool = _world_pool(cfg, split, d.world_val_scenes, progress)
+        if max_samples is not None:
+            pool = {k: v[:max_samples] for k, v in pool.items()}
+        return resized_batches(pool, d.image_size)
+    if d.source == "shards" and not d.val_root:
+        raise ValueError("data.source=shards evaluates on a folder: set data.val_root")
+    dataset = _folder(cfg, split, Resize(d.image_size))
+    if max_samples is not None:
+        dataset = torch.utils.data.Subset(dataset, range(min(max_samples, len(dataset))))  # type: ignore[assignment]
+    loader = DataLoader(dataset, batch_size=EVAL_BATCH, shuffle=False, collate_fn=collate, num_workers=0)
+    return [{k: v for k, v in b.items() if isinstance(v, Tensor)} for b in loader]
+
+
+def data_num_labels(cfg: FinetuneConfig) -> tuple[int | None, Sequence[str] | None]:
+    """(number of scene classes, their names) the data defines, when it does."""
+    if cfg.data.source == "world":
+        from multimae.data.world import LABEL_NAMES
+
+        return len(LABEL_NAMES), LABEL_NAMES
+    if cfg.data.source == "folder":
+        names = _folder(cfg, "train", None).class_names
+        return (len(names), names) if names else (None, None)
+    return None, None
+
+
+def class_palette(cfg: FinetuneConfig, num_classes: int) -> tuple[Sequence[str], Sequence[Sequence[int]]]:
+    """(names, colours) of the segmentation classes."""
+    if cfg.data.source == "world":
+        from multimae.data.world import CLASS_NAMES, PALETTE
+
+        if num_classes == len(CLASS_NAMES):
+            return CLASS_NAMES, PALETTE
+    from multimae.viz.colormaps import distinct_colors
+
+    return [str(i) for i in range(num_classes)], distinct_colors(num_classes).tolist()

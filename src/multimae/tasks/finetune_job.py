@@ -1,0 +1,122 @@
+"""Wiring of a fine-tuning run: config -> resolved architecture and initial weights, data, task,
+trainer; final evaluation, report and prediction picture. The loop is `multimae.engine.trainer`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from multimae.config.finetune import FinetuneConfig
+from multimae.config.loader import to_plain, to_yaml
+from multimae.engine.distributed import init_distributed, resolve_device
+from multimae.engine.trainer import Trainer
+from multimae.model import FineTuneModel
+from multimae.tasks.finetune import FinetuneTask
+from multimae.tasks.finetune_data import class_palette, eval_batches, train_stream
+from multimae.tasks.finetune_model import build_model, load_encoder_weights, resolve
+from multimae.tasks.pretrain_job import make_run_dir
+
+
+def make_task(cfg: FinetuneConfig, model: FineTuneModel) -> FinetuneTask:
+    """The task of a resolved config (segmentation ignores the target spec's ignore index by default)."""
+    ignore = -100
+    if cfg.task.kind == "segmentation":
+        spec = cfg.model.specs((cfg.task.target_name,))[cfg.task.target_name]  # type: ignore[index]
+        ignore = cfg.task.ignore_index if cfg.task.ignore_index is not None else (
+            spec.ignore_index if spec.ignore_index is not None else -100)
+    return FinetuneTask(model, cfg.task, cfg.train.seed, ignore_index=ignore)
+
+
+def save_prediction_picture(task: FinetuneTask, cfg: FinetuneConfig, raw: Mapping[str, Tensor], path: Path) -> Path | None:
+    """``path``: inputs, prediction and truth of a few held-out samples (dense tasks only)."""
+    if cfg.task.kind == "classification":
+        return None
+    from multimae.viz.predictions import prediction_figure
+
+    pred = task.predict(raw)
+    names, palette = class_palette(cfg, task.model.head_config.num_classes) if cfg.task.kind == "segmentation" \
+        else (None, [(0, 0, 0)])  # type: ignore[union-attr]
+    prediction_figure(raw, cfg.task.inputs, cfg.task.target_name, pred, palette, names).save(path)  # type: ignore[arg-type]
+    return path
+
+
+def _default_name(cfg: FinetuneConfig) -> FinetuneConfig:
+    if cfg.train.name:
+        return cfg
+    name = time.strftime(f"finetune-{cfg.task.kind}-%Y%m%d-%H%M%S")
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, name=name))
+
+
+def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progress: bool = True) -> Path:
+    """Run (or resume, from a run folder or checkpoint) a fine-tuning run; returns its folder.
+
+    When resuming, pass the run's own (resolved) config, its ``config.yaml``.
+    """
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    info = init_distributed(device)
+    if resume is None:
+        cfg = _default_name(cfg)
+    run_dir, ckpt = make_run_dir(cfg, resume)
+    state, notes = None, []
+    if ckpt is None:
+        cfg, state, notes = resolve(cfg)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg)
+    if state is not None:
+        fresh = load_encoder_weights(model, state)
+        if fresh:
+            notes.append(f"input adapters without pre-trained weights (trained from scratch): {fresh}")
+    if info.is_main:
+        for note in notes:
+            print(note)
+    accum, world = cfg.optim.accum_steps, info.world_size
+    if cfg.data.batch_size % (accum * world):
+        raise ValueError(f"data.batch_size {cfg.data.batch_size} is not divisible by accum_steps x processes = {accum * world}")
+    stream = train_stream(cfg, info, cfg.data.batch_size // accum, progress)
+    val = eval_batches(cfg, "val", progress and info.is_main)
+    task = make_task(cfg, model)
+
+    def validate(step: int) -> dict[str, float]:
+        model.eval()
+        try:
+            return task.evaluate(val)
+        finally:
+            model.train()
+
+    trainer = Trainer(model, task, stream, cfg.optim, cfg.train, cfg.data.batch_size, run_dir, info, device,
+                      config=to_plain(cfg), on_validate=validate if val else None, progress=progress, desc="finetune")
+    if ckpt is not None:
+        trainer.resume(ckpt)
+        if info.is_main:
+            print(f"resumed from {ckpt} at step {trainer.step}")
+    model.train()
+    start = time.perf_counter()
+    trainer.fit()
+    wall = time.perf_counter() - start
+    if info.is_main:
+        model.eval()
+        report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1), "task": cfg.task.kind,
+                                  "inputs": list(cfg.task.inputs), "init": cfg.init.checkpoint,
+                                  "val": task.evaluate(val) if val else {}}
+        (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+        trainer.logger.log(trainer.step, report["val"], kind="val")
+        if val:
+            picture = save_prediction_picture(task, cfg, {k: v[:4] for k, v in val[0].items()}, run_dir / "predictions.png")
+            if picture is not None:
+                print(f"picture: {picture}")
+        print(json.dumps(report, indent=2))
+        print(f"run folder: {run_dir}")
+    trainer.close()
+    return run_dir

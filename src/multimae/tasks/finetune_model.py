@@ -1,0 +1,139 @@
+"""A fine-tuning run's model: its architecture resolved from the initial weights, the head, and
+the loading of pre-trained encoder weights (any subset of the checkpoint's input adapters).
+
+A run's ``config.yaml`` holds the *resolved* model section (the checkpoint's encoder, the
+fine-tuning image size, the class count), so `build_model` rebuilds the network from the config
+alone, for resuming and evaluation, without the initial checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from multimae.config.finetune import FinetuneConfig, FinetuneModelSection
+from multimae.layers.pos_embed import resize_pos_embed
+from multimae.model import FineTuneModel
+from multimae.model.config import EncoderConfig
+from multimae.model.heads import ConvNeXtHeadConfig, DPTHeadConfig, HeadConfig, LinearHeadConfig, default_hooks
+from multimae.tasks.finetune_data import data_num_labels
+from multimae.tasks.timm_vit import (
+    TIMM_PREFIX, encoder_config_from_timm_state, is_timm_vit_state, load_timm_vit, timm_vit_to_multimae,
+)
+
+_ARCH_KEYS = ("dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "num_global_tokens", "patch_size")
+
+
+def head_name(cfg: FinetuneConfig) -> str:
+    """``output_adapters.<name>``: ``cls`` for classification, else the target modality (official names)."""
+    return "cls" if cfg.task.kind == "classification" else cfg.task.target_name  # type: ignore[return-value]
+
+
+def head_config(cfg: FinetuneConfig, enc: EncoderConfig) -> HeadConfig:
+    """The head of ``cfg``'s task for encoder ``enc`` (the head section's defaults resolved)."""
+    h, D, task = cfg.head, enc.dim, cfg.task
+    if task.kind == "classification":
+        if task.num_classes is None:
+            raise ValueError("task.num_classes is not set and the data does not define classes")
+        return LinearHeadConfig(dim=D, num_classes=task.num_classes, pooling=h.pooling)
+    if task.kind == "segmentation":
+        ppp = h.preds_per_patch or max(1, enc.patch_size // 4) ** 2
+        num_classes = task.num_classes or cfg.model.specs((task.target_name,))[task.target_name].num_channels  # type: ignore[index]
+        return ConvNeXtHeadConfig(dim=D, num_classes=num_classes, modalities=cfg.head_modalities,
+                                  embed_dim=h.embed_dim or ppp * max(1, D // 2), preds_per_patch=ppp, depth=h.depth)
+    target = cfg.model.specs((task.target_name,))[task.target_name]  # type: ignore[index]
+    return DPTHeadConfig(dim=D, num_channels=target.num_channels, modalities=cfg.head_modalities,
+                         hooks=tuple(h.hooks) or default_hooks(enc.depth),
+                         layer_dims=tuple(h.layer_dims) or (max(1, D // 8), max(1, D // 4), max(1, D // 2), D),
+                         feature_dim=h.feature_dim or max(2, D // 3))
+
+
+def build_model(cfg: FinetuneConfig) -> FineTuneModel:
+    """The (randomly initialised) network a resolved config describes."""
+    enc = cfg.model.encoder_config(cfg.data.image_size)
+    specs = cfg.model.specs(tuple(cfg.task.inputs))
+    return FineTuneModel(enc, specs, head_config(cfg, enc), head_name(cfg))
+
+
+def _read_initial(source: str, cfg: FinetuneConfig) -> tuple[dict[str, Tensor], FinetuneModelSection, str]:
+    """(encoder weights in multimae names, the checkpoint's model section, a description)."""
+    timm_file = False
+    if not source.startswith(TIMM_PREFIX):
+        path = Path(source)
+        if path.is_file() and path.suffix in (".safetensors", ".pth", ".bin"):
+            from multimae.tasks.loading import read_state_dict
+
+            timm_file = is_timm_vit_state(read_state_dict(path))
+    if source.startswith(TIMM_PREFIX) or timm_file:
+        state, heads = load_timm_vit(source)
+        enc = encoder_config_from_timm_state(state, heads or cfg.model.encoder.get("num_heads"))
+        section = FinetuneModelSection(size="base", encoder=dataclasses.asdict(enc))
+        return timm_vit_to_multimae(state, "rgb"), section, f"timm ViT {source}"
+    from multimae.tasks.loading import load_pretrained
+
+    model, run = load_pretrained(source)
+    section = FinetuneModelSection(size=run.model.size, encoder=dataclasses.asdict(run.model.build().encoder),
+                                   modality_overrides=run.model.modality_overrides,
+                                   custom_modalities=run.model.custom_modalities)
+    return model.state_dict(), section, f"multimae {source} (inputs {list(model.input_specs)})"
+
+
+def resolve(cfg: FinetuneConfig) -> tuple[FinetuneConfig, dict[str, Tensor] | None, list[str]]:
+    """(config with the architecture and class count filled in, initial encoder weights or None, notes)."""
+    notes: list[str] = []
+    task = cfg.task
+    if task.kind == "classification" and task.num_classes is None:
+        task = dataclasses.replace(task, num_classes=data_num_labels(cfg)[0])
+    elif task.kind == "segmentation" and task.num_classes is None:
+        task = dataclasses.replace(task, num_classes=cfg.model.specs((task.target_name,))[task.target_name].num_channels)  # type: ignore[index]
+    cfg = dataclasses.replace(cfg, task=task)
+    if cfg.init.checkpoint is None:
+        return cfg, None, notes
+    state, ckpt, what = _read_initial(cfg.init.checkpoint, cfg)
+    ignored = {k: v for k, v in cfg.model.encoder.items() if k in _ARCH_KEYS and ckpt.encoder.get(k) != v}
+    if ignored:
+        notes.append(f"model.encoder {ignored} ignored: the checkpoint's encoder is used")
+    encoder = {**ckpt.encoder, "drop_path_rate": cfg.model.encoder.get("drop_path_rate", 0.0),
+               "image_size": cfg.data.image_size}
+    overrides = {n: {**ckpt.modality_overrides.get(n, {}), **cfg.model.modality_overrides.get(n, {})}
+                 for n in {*ckpt.modality_overrides, *cfg.model.modality_overrides}}
+    model = FinetuneModelSection(size=ckpt.size, encoder=encoder, modality_overrides=overrides,
+                                 custom_modalities={**ckpt.custom_modalities, **cfg.model.custom_modalities})
+    notes.append(f"initial weights: {what}")
+    return dataclasses.replace(cfg, model=model), state, notes
+
+
+def load_encoder_weights(model: FineTuneModel, state: Mapping[str, Tensor]) -> list[str]:
+    """Copy the encoder part of ``state`` into ``model``; returns the input adapters that the
+    checkpoint lacks (they keep their fresh initialisation).
+
+    Positional tables of another grid are resized (bicubic); a semseg class embedding one row
+    short (the padding row of an ``ignore_index``) gets a zero row, as officially.
+    """
+    own = model.state_dict()
+    keep: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if not (key.startswith(("encoder.", "global_tokens")) or
+                (key.startswith("input_adapters.") and key.split(".")[1] in model.input_adapters)):
+            continue
+        if key not in own:
+            raise ValueError(f"checkpoint tensor {key} has no place in the model (different adapter type?)")
+        target = own[key]
+        if key.endswith("pos_emb") and value.shape != target.shape:
+            value = resize_pos_embed(value.float(), *target.shape[-2:], mode="bicubic")
+        if key.endswith("class_emb.weight") and value.shape[0] + 1 == target.shape[0]:
+            value = torch.cat([value, value.new_zeros(1, value.shape[1])])
+        if value.shape != target.shape:
+            raise ValueError(f"checkpoint tensor {key} has shape {tuple(value.shape)}, the model {tuple(target.shape)}")
+        keep[key] = value
+    result = model.load_state_dict(keep, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("output_adapters.")]
+    fresh = sorted({k.split(".")[1] for k in missing if k.startswith("input_adapters.")})
+    others = [k for k in missing if not k.startswith("input_adapters.")]
+    if others:
+        raise ValueError(f"the checkpoint lacks encoder weights: {others[:5]}")
+    return fresh

@@ -1,0 +1,73 @@
+"""Initial weights for fine-tuning: a timm ViT's encoder reproduced exactly, positional tables
+resized, the tasks' losses."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from multimae.config import FinetuneConfig, load_config
+from multimae.model import FineTuneModel
+from multimae.model.heads import LinearHeadConfig
+from multimae.modalities import get_modality
+from multimae.tasks.finetune import dense_loss
+from multimae.tasks.finetune_model import build_model, load_encoder_weights, resolve
+from multimae.tasks.timm_vit import encoder_config_from_timm_state, timm_vit_to_multimae
+
+
+def tiny_timm():
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32,
+                             depth=2, num_heads=2, num_classes=0).eval()
+
+
+def test_timm_vit_weights_reproduce_the_timm_encoder():
+    vit = tiny_timm()
+    state = vit.state_dict()
+    enc = encoder_config_from_timm_state(state, num_heads=2)
+    assert (enc.dim, enc.depth, enc.patch_size, enc.image_size, enc.num_global_tokens) == (32, 2, 8, 32, 1)
+    model = FineTuneModel(enc, {"rgb": get_modality("rgb")}, LinearHeadConfig(dim=32, num_classes=3), "cls").eval()
+    assert load_encoder_weights(model, timm_vit_to_multimae(state)) == []
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ours = model.forward_encoder({"rgb": x}).tokens  # patch tokens, then the global token
+        t = vit.patch_embed(x)
+        t = vit._pos_embed(t)  # class token first
+        t = vit.blocks(t)
+    torch.testing.assert_close(ours[:, :-1], t[:, 1:], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ours[:, -1], t[:, 0], atol=1e-5, rtol=1e-4)
+
+
+def test_finetuning_config_resolves_a_timm_weights_file(tmp_path):
+    vit = tiny_timm()
+    path = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
+    cfg = load_config(FinetuneConfig, None, [f"init.checkpoint={path}", "data.image_size=48", "model.encoder={num_heads: 2}",
+                                             "task.num_classes=4"])
+    resolved, state, notes = resolve(cfg)
+    assert resolved.model.encoder["dim"] == 32 and resolved.model.encoder["image_size"] == 48
+    model = build_model(resolved)
+    load_encoder_weights(model, state)  # 4x4 timm grid resized to 6x6
+    assert model.input_adapters.rgb.pos_emb.shape == (1, 32, 6, 6)
+    assert any("timm ViT" in n for n in notes)
+
+
+def test_dense_losses_skip_invalid_pixels():
+    pred = torch.tensor([1.0, 2.0, 5.0, 0.0]).view(1, 1, 2, 2)
+    target = torch.tensor([1.0, 0.0, 1.0, float("nan")]).view(1, 1, 2, 2)
+    assert float(dense_loss(pred, target, "l1")) == pytest.approx((0 + 2 + 4) / 3)
+    assert float(dense_loss(pred, target, "mse")) == pytest.approx((0 + 4 + 16) / 3)
+    # berHu: c = 0.2 * 4 = 0.8; |d| = 0, 2, 4 -> 0, (4 + 0.64) / 1.6, (16 + 0.64) / 1.6
+    assert float(dense_loss(pred, target, "berhu")) == pytest.approx((0 + 4.64 / 1.6 + 16.64 / 1.6) / 3)
+
+
+def test_resolving_without_a_checkpoint_fills_in_the_class_count():
+    cfg = load_config(FinetuneConfig, None, ["task.kind=segmentation", "model.modality_overrides={semseg: {num_channels: 9}}"])
+    resolved, state, _ = resolve(cfg)
+    assert state is None and resolved.task.num_classes == 9
+    cls = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, kind="classification"))
+    assert resolve(cls)[0].task.num_classes == 6  # the world's scene labels
