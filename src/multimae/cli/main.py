@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from multimae import __version__
 
 # Sub-command modules, in the order they are listed by `multimae --help`.
-SUBCOMMANDS: tuple[str, ...] = ("info", "data", "pretrain", "visualize", "finetune", "evaluate", "convert", "predict")
+SUBCOMMANDS: tuple[str, ...] = (
+    "info", "data", "pseudolabel", "pretrain", "visualize", "finetune", "evaluate", "convert", "predict",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
 
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    tmp = Path(root) / (MANIFEST + ".tmp")
+    """Replace ``root/manifest.json`` atomically (a per-process temporary file, so that several
+    processes writing at once never interleave)."""
+    tmp = Path(root) / f"{MANIFEST}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp.replace(Path(root) / MANIFEST)
