@@ -71,3 +71,17 @@ def test_resolving_without_a_checkpoint_fills_in_the_class_count():
     assert state is None and resolved.task.num_classes == 9
     cls = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, kind="classification"))
     assert resolve(cls)[0].task.num_classes == 6  # the world's scene labels
+
+
+def test_dense_regression_heads_start_at_the_mean_training_target():
+    from multimae.tasks.finetune import FinetuneTask
+
+    cfg = load_config(FinetuneConfig, None, [
+        "task.kind=depth", "model.encoder={dim: 32, depth: 4, num_heads: 2, patch_size: 8}", "data.image_size=32",
+        "head.feature_dim=8", "head.layer_dims=[4,4,8,8]"])
+    model = build_model(resolve(cfg)[0])
+    task = FinetuneTask(model, cfg.task)
+    depth = torch.tensor([2.0, 4.0, float("nan"), 6.0]).repeat_interleave(256).view(1, 1, 32, 32)
+    batches = [{"rgb": torch.rand(1, 3, 32, 32), "depth": depth}, {"rgb": torch.rand(1, 3, 32, 32), "depth": depth * 2}]
+    assert float(task.init_output_bias(batches)) == pytest.approx(6.0)  # mean of 2, 4, 6, 4, 8, 12
+    assert float(model.head.head[4].bias.detach()) == pytest.approx(6.0)
