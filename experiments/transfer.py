@@ -142,7 +142,10 @@ def pretrain_unit(arm: str, seed: int, plan: Plan) -> dict[str, Any]:
     cfg = pretrain_config(arm, seed, plan)
     run_dir = Path(cfg.train.out_dir) / str(cfg.train.name)
     if not (run_dir / "report.json").exists():
-        run_pretraining(cfg, _resume_or_restart(run_dir), progress=True)
+        resume = _resume_or_restart(run_dir)
+        if resume is not None:  # continue with the run's own config
+            cfg = load_config(RunConfig, run_dir / "config.yaml")
+        run_pretraining(cfg, resume, progress=True)
     report = json.loads((run_dir / "report.json").read_text())
     return {"arm": arm, "seed": seed, "run": str(run_dir), "steps": report["steps"],
             "train_wall_s": report["train_wall_s"], "step_s": step_seconds(run_dir), "val": report["val"],
@@ -153,7 +156,10 @@ def finetune_unit(task: str, init: str, seed: int, plan: Plan) -> dict[str, Any]
     cfg = finetune_config(task, init, seed, plan)
     run_dir = Path(cfg.train.out_dir) / str(cfg.train.name)
     if not (run_dir / "report.json").exists():
-        run_finetuning(cfg, _resume_or_restart(run_dir), progress=True)
+        resume = _resume_or_restart(run_dir)
+        if resume is not None:  # continue with the run's own (resolved) config
+            cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
+        run_finetuning(cfg, resume, progress=True)
     report = json.loads((run_dir / "report.json").read_text())
     model, run_cfg = load_finetuned(run_dir)
     test = make_task(run_cfg, model).evaluate(eval_batches(run_cfg, "test", progress=True))
@@ -237,7 +243,8 @@ def write_report(pre: list[dict[str, Any]], fine: list[dict[str, Any]], plan: Pl
                     verdicts.append("–")
             arrow = "↑" if higher else "↓"
             lines.append(f"| {title} | {label} {arrow} | {' | '.join(cells)} | {' | '.join(verdicts)} |")
-            panels.append(Panel(f"{title}: {label}", [INIT_LABELS[i] for i in INITS], [runs[i] for i in INITS], higher))
+            panels.append(Panel(f"{title}: {label.replace('δ', 'delta ')}", [INIT_LABELS[i] for i in INITS],
+                                [runs[i] for i in INITS], higher))
     lines += ["", "![transfer results](transfer.png)", "", "## The paper's claims at this scale", ""]
     lines += claim_lines(fine)
     lines += ["", "A difference counts as *within spread* when it is no larger than the sum of the two seed "

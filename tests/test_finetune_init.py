@@ -46,10 +46,12 @@ def test_finetuning_config_resolves_a_timm_weights_file(tmp_path):
     vit = tiny_timm()
     path = tmp_path / "vit.safetensors"
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
-    cfg = load_config(FinetuneConfig, None, [f"init.checkpoint={path}", "data.image_size=48", "model.encoder={num_heads: 2}",
+    cfg = load_config(FinetuneConfig, None, [f"init.checkpoint={path}", "data.image_size=48",
+                                             "model.encoder={dim: 32, num_heads: 2}",
                                              "task.num_classes=4"])
     resolved, state, notes = resolve(cfg)
     assert resolved.model.encoder["dim"] == 32 and resolved.model.encoder["image_size"] == 48
+    assert resolved.model.encoder["num_heads"] == 2 and resolved.model.encoder["depth"] == 2
     model = build_model(resolved)
     load_encoder_weights(model, state)  # 4x4 timm grid resized to 6x6
     assert model.input_adapters.rgb.pos_emb.shape == (1, 32, 6, 6)

@@ -151,8 +151,9 @@ class FinetuneTask:
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
     def predict(self, raw: Mapping[str, Tensor]) -> Tensor:
-        """Class ids (B,) / (B, H, W), or dense predictions (B, C, H, W)."""
-        out = self.model(self.inputs(raw))
+        """Class ids (B,) / (B, H, W), or dense predictions (B, C, H, W), on the CPU."""
+        device = next(self.model.parameters()).device
+        out = self.model(self.inputs({k: v.to(device) for k, v in raw.items()})).cpu()
         return out.argmax(dim=1) if self.task.kind in ("classification", "segmentation") else out.float()
 
     @torch.no_grad()

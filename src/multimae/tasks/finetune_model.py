@@ -70,7 +70,9 @@ def _read_initial(source: str, cfg: FinetuneConfig) -> tuple[dict[str, Tensor], 
             timm_file = is_timm_vit_state(read_state_dict(path))
     if source.startswith(TIMM_PREFIX) or timm_file:
         state, heads = load_timm_vit(source)
-        enc = encoder_config_from_timm_state(state, heads or cfg.model.encoder.get("num_heads"))
+        if heads is None and cfg.model.encoder.get("dim") == state["patch_embed.proj.weight"].shape[0]:
+            heads = cfg.model.encoder.get("num_heads")  # a file does not store it: the config's, for this width
+        enc = encoder_config_from_timm_state(state, heads)
         section = FinetuneModelSection(size="base", encoder=dataclasses.asdict(enc))
         return timm_vit_to_multimae(state, "rgb"), section, f"timm ViT {source}"
     from multimae.tasks.loading import load_pretrained

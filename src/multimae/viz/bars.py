@@ -13,7 +13,7 @@ from multimae.viz.grid import BACKGROUND, TEXT, _font
 
 @dataclass
 class Panel:
-    title: str  # e.g. "segmentation from depth: mIoU"
+    title: str  # e.g. "segmentation from depth: mIoU" (the default font has Latin glyphs only)
     labels: Sequence[str]  # one per bar
     runs: Sequence[Sequence[float]]  # per bar, the value of each seed
     higher_is_better: bool = True
@@ -40,8 +40,9 @@ def bar_panels(panels: Sequence[Panel], colors: Sequence[Sequence[int]], columns
         draw.text((x0 + W / 2, y0 + 10), p.title, fill=TEXT, font=font, anchor="mt")
         arrow = "higher is better" if p.higher_is_better else "lower is better"
         draw.text((x0 + W / 2, y0 + 24), arrow, fill=(110, 110, 110), font=small, anchor="mt")
-        flat = [v for r in p.runs for v in r] or [0.0]
-        lo, hi = min(0.0, min(flat)), max(flat) * 1.15 if max(flat) > 0 else 1.0
+        stats = [_mean_sd(r) for r in p.runs if r]
+        flat = [v for r in p.runs for v in r] + [m + s for m, s in stats] or [0.0]
+        lo, hi = min(0.0, min(flat)), max(flat) * 1.1 if max(flat) > 0 else 1.0
         scale = (bottom - top) / max(hi - lo, 1e-12)
 
         def y_of(v: float, _lo: float = lo, _s: float = scale, _b: int = bottom) -> float:
