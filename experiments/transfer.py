@@ -227,10 +227,10 @@ def write_report(pre: list[dict[str, Any]], fine: list[dict[str, Any]], plan: Pl
     lines = [
         "# Transfer on the built-in world: MultiMAE vs MAE vs from scratch",
         "",
-        f"Produced by `{command}` (from the repository root; {len(plan.seeds)} seeds: {seeds}). "
+        (f"Produced by `{command}` (from the repository root; {len(plan.seeds)} seeds: {seeds}). "
         f"Metrics on {finetune_config('seg-rgb', 'scratch', plan.seeds[0], plan).data.world_val_scenes} held-out "
         "**test** scenes of the world, mean ± sample standard deviation over seeds "
-        "(seed *s* fine-tunes the models pre-trained with seed *s*).",
+        "(seed *s* fine-tunes the models pre-trained with seed *s*)."),
         "",
         setup_text(plan),
         "",
@@ -255,8 +255,8 @@ def write_report(pre: list[dict[str, Any]], fine: list[dict[str, Any]], plan: Pl
                                 [runs[i] for i in INITS], higher))
     lines += ["", "![transfer results](transfer.png)", "", "## The paper's claims at this scale", ""]
     lines += claim_lines(fine)
-    lines += ["", "A difference counts as *within spread* when it is no larger than the sum of the two seed "
-              "standard deviations; with two seeds this is a rough guide, not a significance test.", ""]
+    lines += ["", ("A difference counts as *within spread* when it is no larger than the sum of the two seed "
+                   "standard deviations; with two seeds this is a rough guide, not a significance test."), ""]
     lines += ["## Pre-training runs", "", "| arm | seed | steps | train wall (s) | val masked rgb MSE | val total |",
               "|---|---|---|---|---|---|"]
     for r in pre:

@@ -51,7 +51,7 @@ def pretrained_run(tmp_path, inputs=("rgb", "depth")):
 
 
 def test_segmentation_from_a_checkpoint_writes_a_run_resumes_and_evaluates(tmp_path, cache, capsys):
-    pre, pre_model = pretrained_run(tmp_path)
+    pre, _ = pretrained_run(tmp_path)
     assert main(["finetune", "--quiet", "--task", "segmentation", "--inputs", "rgb,depth", "--checkpoint", str(pre),
                  *args(tmp_path, cache), "train.steps=3"]) == 0
     run = tmp_path / "run"

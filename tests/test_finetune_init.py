@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 from multimae.config import FinetuneConfig, load_config
+from multimae.modalities import get_modality
 from multimae.model import FineTuneModel
 from multimae.model.heads import LinearHeadConfig
-from multimae.modalities import get_modality
 from multimae.tasks.finetune import dense_loss
 from multimae.tasks.finetune_model import build_model, load_encoder_weights, resolve
 from multimae.tasks.timm_vit import encoder_config_from_timm_state, timm_vit_to_multimae

@@ -32,7 +32,12 @@ from multimae.data.stream import derive_seed
 from multimae.losses import LossOutput
 from multimae.modalities import prepare_batch
 from multimae.model import FineTuneModel
-from multimae.tasks.metrics import ConfusionMatrix, DepthMetrics, MeanAbsoluteError, TopKAccuracy
+from multimae.tasks.metrics import (
+    ConfusionMatrix,
+    DepthMetrics,
+    MeanAbsoluteError,
+    TopKAccuracy,
+)
 
 # The metric each kind of task is judged by, and whether higher is better.
 PRIMARY_METRIC = {"classification": ("top1", True), "segmentation": ("miou", True), "depth": ("delta1", True),

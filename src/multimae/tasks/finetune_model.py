@@ -19,10 +19,20 @@ from multimae.config.finetune import FinetuneConfig, FinetuneModelSection
 from multimae.layers.pos_embed import resize_pos_embed
 from multimae.model import FineTuneModel
 from multimae.model.config import EncoderConfig
-from multimae.model.heads import ConvNeXtHeadConfig, DPTHeadConfig, HeadConfig, LinearHeadConfig, default_hooks
+from multimae.model.heads import (
+    ConvNeXtHeadConfig,
+    DPTHeadConfig,
+    HeadConfig,
+    LinearHeadConfig,
+    default_hooks,
+)
 from multimae.tasks.finetune_data import data_num_labels
 from multimae.tasks.timm_vit import (
-    TIMM_PREFIX, encoder_config_from_timm_state, is_timm_vit_state, load_timm_vit, timm_vit_to_multimae,
+    TIMM_PREFIX,
+    encoder_config_from_timm_state,
+    is_timm_vit_state,
+    load_timm_vit,
+    timm_vit_to_multimae,
 )
 
 _ARCH_KEYS = ("dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "num_global_tokens", "patch_size")
