@@ -87,3 +87,20 @@ def test_dense_regression_heads_start_at_the_mean_training_target():
     batches = [{"rgb": torch.rand(1, 3, 32, 32), "depth": depth}, {"rgb": torch.rand(1, 3, 32, 32), "depth": depth * 2}]
     assert float(task.init_output_bias(batches)) == pytest.approx(6.0)  # mean of 2, 4, 6, 4, 8, 12
     assert float(model.head.head[4].bias.detach()) == pytest.approx(6.0)
+
+
+def test_timm_model_names_go_through_timm(monkeypatch):
+    created = {}
+    vit = tiny_timm()
+
+    def fake_create(name, pretrained, num_classes):  # no downloads in tests: a random tiny ViT
+        created.update(name=name, pretrained=pretrained)
+        return vit
+
+    monkeypatch.setattr(timm, "create_model", fake_create)
+    cfg = load_config(FinetuneConfig, None, ["init.checkpoint=timm:vit_tiny_patch16_224.augreg_in21k",
+                                             "data.image_size=32", "task.num_classes=3"])
+    resolved, state, _ = resolve(cfg)
+    assert created == {"name": "vit_tiny_patch16_224.augreg_in21k", "pretrained": True}
+    assert resolved.model.encoder["num_heads"] == 2  # read from the timm model
+    assert load_encoder_weights(build_model(resolved), state) == []
