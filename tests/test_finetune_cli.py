@@ -51,7 +51,7 @@ def pretrained_run(tmp_path, inputs=("rgb", "depth")):
 
 
 def test_segmentation_from_a_checkpoint_writes_a_run_resumes_and_evaluates(tmp_path, cache, capsys):
-    pre, pre_model = pretrained_run(tmp_path)
+    pre, _ = pretrained_run(tmp_path)
     assert main(["finetune", "--quiet", "--task", "segmentation", "--inputs", "rgb,depth", "--checkpoint", str(pre),
                  *args(tmp_path, cache), "train.steps=3"]) == 0
     run = tmp_path / "run"
@@ -118,3 +118,18 @@ def test_bad_settings_fail_before_training(tmp_path, cache):
     with pytest.raises(SystemExit, match="not among task.inputs"):
         main(["finetune", "--task", "segmentation", "--inputs", "rgb", "head.modalities=[depth]", *args(tmp_path, cache)])
     assert not (tmp_path / "run").exists()
+
+
+def test_segmentation_and_depth_read_the_folder_layout(tmp_path, capsys):
+    root = tmp_path / "data"
+    assert main(["data", "generate", "--out", str(root), "--count", "16", "--size", "32", "--quiet"]) == 0
+    assert main(["data", "generate", "--out", str(root), "--count", "8", "--size", "32", "--split", "val", "--quiet"]) == 0
+    folder = [a for a in TINY if not a.startswith("data.world")] + ["data.source=folder", f"data.root={root}",
+                                                                     f"train.out_dir={tmp_path}", "train.steps=2"]
+    assert main(["finetune", "--quiet", "--task", "segmentation", "--inputs", "rgb,depth", *folder, "train.name=seg"]) == 0
+    assert main(["finetune", "--quiet", "--task", "depth", "--inputs", "rgb", *folder, "train.name=depth"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "depth"), "--split", "val"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["samples"] == 8 and {"delta1", "abs_rel", "rmse"} <= set(metrics)
+    assert json.loads((tmp_path / "seg" / "report.json").read_text())["val"]["miou"] >= 0

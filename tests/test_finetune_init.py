@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 from multimae.config import FinetuneConfig, load_config
+from multimae.modalities import get_modality
 from multimae.model import FineTuneModel
 from multimae.model.heads import LinearHeadConfig
-from multimae.modalities import get_modality
 from multimae.tasks.finetune import dense_loss
 from multimae.tasks.finetune_model import build_model, load_encoder_weights, resolve
 from multimae.tasks.timm_vit import encoder_config_from_timm_state, timm_vit_to_multimae
@@ -46,10 +46,12 @@ def test_finetuning_config_resolves_a_timm_weights_file(tmp_path):
     vit = tiny_timm()
     path = tmp_path / "vit.safetensors"
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
-    cfg = load_config(FinetuneConfig, None, [f"init.checkpoint={path}", "data.image_size=48", "model.encoder={num_heads: 2}",
+    cfg = load_config(FinetuneConfig, None, [f"init.checkpoint={path}", "data.image_size=48",
+                                             "model.encoder={dim: 32, num_heads: 2}",
                                              "task.num_classes=4"])
     resolved, state, notes = resolve(cfg)
     assert resolved.model.encoder["dim"] == 32 and resolved.model.encoder["image_size"] == 48
+    assert resolved.model.encoder["num_heads"] == 2 and resolved.model.encoder["depth"] == 2
     model = build_model(resolved)
     load_encoder_weights(model, state)  # 4x4 timm grid resized to 6x6
     assert model.input_adapters.rgb.pos_emb.shape == (1, 32, 6, 6)
@@ -71,3 +73,34 @@ def test_resolving_without_a_checkpoint_fills_in_the_class_count():
     assert state is None and resolved.task.num_classes == 9
     cls = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, kind="classification"))
     assert resolve(cls)[0].task.num_classes == 6  # the world's scene labels
+
+
+def test_dense_regression_heads_start_at_the_mean_training_target():
+    from multimae.tasks.finetune import FinetuneTask
+
+    cfg = load_config(FinetuneConfig, None, [
+        "task.kind=depth", "model.encoder={dim: 32, depth: 4, num_heads: 2, patch_size: 8}", "data.image_size=32",
+        "head.feature_dim=8", "head.layer_dims=[4,4,8,8]"])
+    model = build_model(resolve(cfg)[0])
+    task = FinetuneTask(model, cfg.task)
+    depth = torch.tensor([2.0, 4.0, float("nan"), 6.0]).repeat_interleave(256).view(1, 1, 32, 32)
+    batches = [{"rgb": torch.rand(1, 3, 32, 32), "depth": depth}, {"rgb": torch.rand(1, 3, 32, 32), "depth": depth * 2}]
+    assert float(task.init_output_bias(batches)) == pytest.approx(6.0)  # mean of 2, 4, 6, 4, 8, 12
+    assert float(model.head.head[4].bias.detach()) == pytest.approx(6.0)
+
+
+def test_timm_model_names_go_through_timm(monkeypatch):
+    created = {}
+    vit = tiny_timm()
+
+    def fake_create(name, pretrained, num_classes):  # no downloads in tests: a random tiny ViT
+        created.update(name=name, pretrained=pretrained)
+        return vit
+
+    monkeypatch.setattr(timm, "create_model", fake_create)
+    cfg = load_config(FinetuneConfig, None, ["init.checkpoint=timm:vit_tiny_patch16_224.augreg_in21k",
+                                             "data.image_size=32", "task.num_classes=3"])
+    resolved, state, _ = resolve(cfg)
+    assert created == {"name": "vit_tiny_patch16_224.augreg_in21k", "pretrained": True}
+    assert resolved.model.encoder["num_heads"] == 2  # read from the timm model
+    assert load_encoder_weights(build_model(resolved), state) == []

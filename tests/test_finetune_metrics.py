@@ -6,13 +6,17 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from multimae.engine.optim import layer_id, layer_scale, param_groups, set_lr
 from multimae.model import FineTuneModel
 from multimae.model.heads import LinearHeadConfig
-from multimae.tasks.metrics import ConfusionMatrix, DepthMetrics, MeanAbsoluteError, TopKAccuracy
-
-from conftest import tiny_config
+from multimae.tasks.metrics import (
+    ConfusionMatrix,
+    DepthMetrics,
+    MeanAbsoluteError,
+    TopKAccuracy,
+)
 
 
 def test_miou_with_an_ignore_index_matches_hand_computed_values():
@@ -83,7 +87,7 @@ def test_layer_ids_follow_the_documented_convention():
 
 
 def test_layer_decay_assigns_the_documented_rates_to_every_parameter():
-    cfg = tiny_config(encoder=dict(dim=32, depth=4, num_heads=2, image_size=32, patch_size=8), inputs=("rgb", "depth"),
+    cfg = tiny_config(encoder={"dim": 32, "depth": 4, "num_heads": 2, "image_size": 32, "patch_size": 8}, inputs=("rgb", "depth"),
                       outputs=(), modality_overrides={})
     specs = cfg.modality_specs()
     model = FineTuneModel(cfg.encoder, specs, LinearHeadConfig(dim=32, num_classes=3), "cls")

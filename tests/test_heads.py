@@ -7,14 +7,21 @@ import itertools
 
 import pytest
 import torch
+from conftest import SHARED, make_inputs, tiny_config
 
 from multimae.model import FineTuneModel
 from multimae.model.heads import (
-    DPT_KEY_ALIASES, ConvNeXtHead, ConvNeXtHeadConfig, DPTHead, DPTHeadConfig, LinearHead, LinearHeadConfig,
-    build_head, default_hooks, head_config_from_state_dict,
+    DPT_KEY_ALIASES,
+    ConvNeXtHead,
+    ConvNeXtHeadConfig,
+    DPTHead,
+    DPTHeadConfig,
+    LinearHead,
+    LinearHeadConfig,
+    build_head,
+    default_hooks,
+    head_config_from_state_dict,
 )
-
-from conftest import SHARED, make_inputs, tiny_config
 
 KEYS = SHARED / "reference" / "official_keys"
 INPUTS = ("rgb", "depth", "semseg")
@@ -77,7 +84,7 @@ def test_dpt_head_has_the_official_keys_once_and_loads_the_aliases():
 def test_full_classification_model_matches_the_official_key_table():
     lines = (KEYS / "finetune_cls_linear_rgb_in1k.tsv").read_text().splitlines()
     official = {k: tuple(int(s) for s in v.strip("()").split(",") if s.strip()) for k, v in (l.split("\t") for l in lines)}
-    cfg = tiny_config(encoder=dict(dim=768, depth=12, num_heads=12, image_size=224, patch_size=16), inputs=("rgb",),
+    cfg = tiny_config(encoder={"dim": 768, "depth": 12, "num_heads": 12, "image_size": 224, "patch_size": 16}, inputs=("rgb",),
                       outputs=(), modality_overrides={})
     model = FineTuneModel(cfg.encoder, {"rgb": cfg.modality_specs()["rgb"]},
                           LinearHeadConfig(dim=768, num_classes=1000), "cls")
@@ -94,7 +101,7 @@ def test_default_hooks():
 # --------------------------------------------------------------------- tiny models, every subset
 def tiny_model(head_cfg, name: str = "head") -> FineTuneModel:
     torch.manual_seed(0)
-    cfg = tiny_config(encoder=dict(dim=32, depth=4, num_heads=2, image_size=32, patch_size=8))
+    cfg = tiny_config(encoder={"dim": 32, "depth": 4, "num_heads": 2, "image_size": 32, "patch_size": 8})
     specs = cfg.modality_specs()
     return FineTuneModel(cfg.encoder, {n: specs[n] for n in INPUTS}, head_cfg, name)
 
@@ -190,7 +197,7 @@ def test_bad_head_configs_are_rejected():
 @pytest.mark.parametrize("patch,size", [(16, 64), (8, 40), (4, 16)])
 def test_dpt_output_is_at_image_size_for_any_patch_size(patch, size):
     torch.manual_seed(0)
-    cfg = tiny_config(encoder=dict(dim=32, depth=4, num_heads=2, image_size=size, patch_size=patch), inputs=("rgb",),
+    cfg = tiny_config(encoder={"dim": 32, "depth": 4, "num_heads": 2, "image_size": size, "patch_size": patch}, inputs=("rgb",),
                       outputs=(), modality_overrides={})
     head = DPTHeadConfig(dim=32, num_channels=1, hooks=(0, 1, 2, 3), layer_dims=(8, 8, 8, 8), feature_dim=8)
     model = FineTuneModel(cfg.encoder, cfg.modality_specs(), head, "depth")

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from multimae.config.schema import DataConfig, OptimConfig, TrainConfig
-from multimae.model.config import EncoderConfig, model_config
 from multimae.modalities.registry import resolve_modalities, spec_from_dict
 from multimae.modalities.spec import ModalitySpec
+from multimae.model.config import EncoderConfig, model_config
 
 TaskKind = Literal["classification", "segmentation", "depth", "regression"]
 TASK_KINDS: tuple[str, ...] = ("classification", "segmentation", "depth", "regression")

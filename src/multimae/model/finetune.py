@@ -19,11 +19,11 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
+from multimae.modalities.spec import ModalitySpec
 from multimae.model.config import EncoderConfig
 from multimae.model.encoder import MultiModalViT
 from multimae.model.heads import DPTHeadConfig, HeadConfig, build_head
 from multimae.model.init import init_weights
-from multimae.modalities.spec import ModalitySpec
 
 
 class FineTuneModel(MultiModalViT):

@@ -10,7 +10,10 @@ losses and metrics skip.
 Losses: cross-entropy (label smoothing; soft targets under timm Mixup / CutMix) for
 classification, cross-entropy with an ignore index for segmentation, and for dense regression L1,
 MSE or berHu (L1 below c = 0.2 * the batch's largest absolute error, (d^2 + c^2) / 2c above), each
-a mean over the valid pixels of the batch.
+a mean over the valid pixels of the batch. Dense regression heads start predicting the mean
+training target (`FinetuneTask.init_output_bias`): otherwise a short schedule spends most of its
+steps moving the output to the targets' scale (world depth averages about 8 units), as Adam moves
+a bias by about one learning rate per step.
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ from multimae.data.stream import derive_seed
 from multimae.losses import LossOutput
 from multimae.modalities import prepare_batch
 from multimae.model import FineTuneModel
-from multimae.tasks.metrics import ConfusionMatrix, DepthMetrics, MeanAbsoluteError, TopKAccuracy
+from multimae.tasks.metrics import (
+    ConfusionMatrix,
+    DepthMetrics,
+    MeanAbsoluteError,
+    TopKAccuracy,
+)
 
 # The metric each kind of task is judged by, and whether higher is better.
 PRIMARY_METRIC = {"classification": ("top1", True), "segmentation": ("miou", True), "depth": ("delta1", True),
@@ -127,11 +135,30 @@ class FinetuneTask:
         loss = self.loss(forward(inputs), target, soft)
         return LossOutput(loss, {self.task.kind: loss.detach()})
 
+    @torch.no_grad()
+    def init_output_bias(self, raw_batches: Iterable[Mapping[str, Tensor]]) -> Tensor | None:
+        """Depth / regression: set the head's last bias to the per-channel mean of the valid targets
+        of ``raw_batches`` (training data); returns that mean (None for other tasks)."""
+        if self.task.kind not in ("depth", "regression"):
+            return None
+        total, count = None, None
+        for raw in raw_batches:
+            t = self.target(raw)  # (B, C, H, W)
+            valid = torch.isfinite(t)
+            s, n = torch.nan_to_num(t).mul(valid).sum(dim=(0, 2, 3)), valid.sum(dim=(0, 2, 3))
+            total, count = (s, n) if total is None else (total + s, count + n)
+        if total is None:
+            return None
+        mean = total / count.clamp_min(1)
+        self.model.head.set_output_bias(mean)  # type: ignore[operator]
+        return mean
+
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
     def predict(self, raw: Mapping[str, Tensor]) -> Tensor:
-        """Class ids (B,) / (B, H, W), or dense predictions (B, C, H, W)."""
-        out = self.model(self.inputs(raw))
+        """Class ids (B,) / (B, H, W), or dense predictions (B, C, H, W), on the CPU."""
+        device = next(self.model.parameters()).device
+        out = self.model(self.inputs({k: v.to(device) for k, v in raw.items()})).cpu()
         return out.argmax(dim=1) if self.task.kind in ("classification", "segmentation") else out.float()
 
     @torch.no_grad()

@@ -87,6 +87,12 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
     stream = train_stream(cfg, info, cfg.data.batch_size // accum, progress)
     val = eval_batches(cfg, "val", progress and info.is_main)
     task = make_task(cfg, model)
+    if ckpt is None:  # a fresh run: dense regression starts from the mean training target
+        position = stream.state_dict()
+        mean = task.init_output_bias(next(stream) for _ in range(4))
+        stream.load_state_dict(position)
+        if mean is not None and info.is_main:
+            print(f"output bias set to the mean training target {[round(v, 4) for v in mean.tolist()]}")
 
     def validate(step: int) -> dict[str, float]:
         model.eval()

@@ -19,10 +19,20 @@ from multimae.config.finetune import FinetuneConfig, FinetuneModelSection
 from multimae.layers.pos_embed import resize_pos_embed
 from multimae.model import FineTuneModel
 from multimae.model.config import EncoderConfig
-from multimae.model.heads import ConvNeXtHeadConfig, DPTHeadConfig, HeadConfig, LinearHeadConfig, default_hooks
+from multimae.model.heads import (
+    ConvNeXtHeadConfig,
+    DPTHeadConfig,
+    HeadConfig,
+    LinearHeadConfig,
+    default_hooks,
+)
 from multimae.tasks.finetune_data import data_num_labels
 from multimae.tasks.timm_vit import (
-    TIMM_PREFIX, encoder_config_from_timm_state, is_timm_vit_state, load_timm_vit, timm_vit_to_multimae,
+    TIMM_PREFIX,
+    encoder_config_from_timm_state,
+    is_timm_vit_state,
+    load_timm_vit,
+    timm_vit_to_multimae,
 )
 
 _ARCH_KEYS = ("dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "num_global_tokens", "patch_size")
@@ -70,7 +80,9 @@ def _read_initial(source: str, cfg: FinetuneConfig) -> tuple[dict[str, Tensor], 
             timm_file = is_timm_vit_state(read_state_dict(path))
     if source.startswith(TIMM_PREFIX) or timm_file:
         state, heads = load_timm_vit(source)
-        enc = encoder_config_from_timm_state(state, heads or cfg.model.encoder.get("num_heads"))
+        if heads is None and cfg.model.encoder.get("dim") == state["patch_embed.proj.weight"].shape[0]:
+            heads = cfg.model.encoder.get("num_heads")  # a file does not store it: the config's, for this width
+        enc = encoder_config_from_timm_state(state, heads)
         section = FinetuneModelSection(size="base", encoder=dataclasses.asdict(enc))
         return timm_vit_to_multimae(state, "rgb"), section, f"timm ViT {source}"
     from multimae.tasks.loading import load_pretrained

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Union
 
 from torch import Tensor, nn
 
@@ -11,7 +10,7 @@ from multimae.model.heads.convnext import ConvNeXtHead, ConvNeXtHeadConfig
 from multimae.model.heads.dpt import DPTHead, DPTHeadConfig
 from multimae.model.heads.linear import LinearHead, LinearHeadConfig
 
-HeadConfig = Union[LinearHeadConfig, ConvNeXtHeadConfig, DPTHeadConfig]
+HeadConfig = LinearHeadConfig | ConvNeXtHeadConfig | DPTHeadConfig
 HEAD_TYPES: dict[type, type[nn.Module]] = {
     LinearHeadConfig: LinearHead,
     ConvNeXtHeadConfig: ConvNeXtHead,

@@ -184,6 +184,11 @@ class DPTHead(nn.Module):
         """Encoder blocks whose outputs the head needs in ``EncoderOutput.intermediates``."""
         return self.config.hooks
 
+    @torch.no_grad()
+    def set_output_bias(self, values: Tensor) -> None:
+        """Start the predictions at ``values`` (K,) (e.g. the mean training target) through the last bias."""
+        self.head[4].bias.copy_(values.to(self.head[4].bias))
+
     @staticmethod
     def _fold_aliases(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         folded = canonical_dpt_state(state_dict, prefix)
