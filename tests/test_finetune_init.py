@@ -16,7 +16,7 @@ from multimae.model import FineTuneModel
 from multimae.model.heads import LinearHeadConfig
 from multimae.tasks.finetune import dense_loss
 from multimae.tasks.finetune_model import build_model, load_encoder_weights, resolve
-from multimae.tasks.timm_vit import encoder_config_from_timm_state, timm_vit_to_multimae
+from multimae.convert.timm_vit import timm_to_multimae
 
 
 def tiny_timm():
@@ -28,10 +28,11 @@ def tiny_timm():
 def test_timm_vit_weights_reproduce_the_timm_encoder():
     vit = tiny_timm()
     state = vit.state_dict()
-    enc = encoder_config_from_timm_state(state, num_heads=2)
+    vit_ours, _ = timm_to_multimae(state, num_heads=2)
+    enc = vit_ours.config
     assert (enc.dim, enc.depth, enc.patch_size, enc.image_size, enc.num_global_tokens) == (32, 2, 8, 32, 1)
     model = FineTuneModel(enc, {"rgb": get_modality("rgb")}, LinearHeadConfig(dim=32, num_classes=3), "cls").eval()
-    assert load_encoder_weights(model, timm_vit_to_multimae(state)) == []
+    assert load_encoder_weights(model, vit_ours.state_dict()) == []
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ours = model.forward_encoder({"rgb": x}).tokens  # patch tokens, then the global token

@@ -237,3 +237,22 @@ def timm_to_multimae(
         report.notes.append("timm applies its final norm in forward_features; our encoder outputs the tokens "
                             "before it (norm dropped)")
     return model.eval(), report
+
+
+TIMM_PREFIX = "timm:"
+
+
+def read_timm_source(source: str) -> tuple[dict[str, Tensor], int | None]:
+    """(timm ViT state dict, number of heads when known) from ``timm:<model name>`` (timm builds the
+    model and downloads its pretrained weights) or a weights file with timm key names."""
+    if source.startswith(TIMM_PREFIX):
+        import timm
+
+        vit = timm.create_model(source[len(TIMM_PREFIX):], pretrained=True, num_classes=0)
+        return vit.state_dict(), int(vit.blocks[0].attn.num_heads)
+    from multimae.convert.io import read_checkpoint
+
+    ckpt = read_checkpoint(source)
+    if ckpt.format != "timm":
+        raise ValueError(f"{source}: not timm ViT weights (found the {ckpt.format} layout)")
+    return ckpt.state, None

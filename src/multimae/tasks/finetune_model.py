@@ -27,13 +27,6 @@ from multimae.model.heads import (
     default_hooks,
 )
 from multimae.tasks.finetune_data import data_num_labels
-from multimae.tasks.timm_vit import (
-    TIMM_PREFIX,
-    encoder_config_from_timm_state,
-    is_timm_vit_state,
-    load_timm_vit,
-    timm_vit_to_multimae,
-)
 
 _ARCH_KEYS = ("dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "num_global_tokens", "patch_size")
 
@@ -71,20 +64,22 @@ def build_model(cfg: FinetuneConfig) -> FineTuneModel:
 
 def _read_initial(source: str, cfg: FinetuneConfig) -> tuple[dict[str, Tensor], FinetuneModelSection, str]:
     """(encoder weights in multimae names, the checkpoint's model section, a description)."""
+    from multimae.convert.timm_vit import TIMM_PREFIX, read_timm_source, timm_to_multimae
+
     timm_file = False
     if not source.startswith(TIMM_PREFIX):
         path = Path(source)
         if path.is_file() and path.suffix in (".safetensors", ".pth", ".bin"):
-            from multimae.tasks.loading import read_state_dict
+            from multimae.convert.io import read_checkpoint
 
-            timm_file = is_timm_vit_state(read_state_dict(path))
+            timm_file = read_checkpoint(path).format == "timm"
     if source.startswith(TIMM_PREFIX) or timm_file:
-        state, heads = load_timm_vit(source)
+        state, heads = read_timm_source(source)
         if heads is None and cfg.model.encoder.get("dim") == state["patch_embed.proj.weight"].shape[0]:
             heads = cfg.model.encoder.get("num_heads")  # a file does not store it: the config's, for this width
-        enc = encoder_config_from_timm_state(state, heads)
-        section = FinetuneModelSection(size="base", encoder=dataclasses.asdict(enc))
-        return timm_vit_to_multimae(state, "rgb"), section, f"timm ViT {source}"
+        vit, _ = timm_to_multimae(state, num_heads=heads)
+        section = FinetuneModelSection(size="base", encoder=dataclasses.asdict(vit.config))
+        return vit.state_dict(), section, f"timm ViT {source}"
     from multimae.tasks.loading import load_pretrained
 
     model, run = load_pretrained(source)
