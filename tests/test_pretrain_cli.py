@@ -52,7 +52,7 @@ def test_a_wrong_key_fails_before_training(tmp_path, tiny_args, capsys):
 
 def test_an_existing_run_is_not_overwritten(tmp_path, tiny_args):
     assert main(["pretrain", "--quiet", *tiny_args, "train.steps=2"]) == 0
-    with pytest.raises(ValueError, match="already holds checkpoints"):
+    with pytest.raises(SystemExit, match="already holds checkpoints"):
         main(["pretrain", "--quiet", *tiny_args, "train.steps=2"])
 
 

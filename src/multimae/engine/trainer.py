@@ -194,5 +194,17 @@ class Trainer:
             export_safetensors(self.model, self.run_dir / "model.safetensors", {"step": str(self.step)})
         return last
 
+    def run(self, checkpoint: Path | None = None) -> float:
+        """Resume from ``checkpoint`` when given, then train to the end; returns the seconds spent
+        training (resuming excluded)."""
+        if checkpoint is not None:
+            self.resume(checkpoint)
+            if self.dist.is_main:
+                print(f"resumed from {checkpoint} at step {self.step}")
+        self.model.train()
+        start = time.perf_counter()
+        self.fit()
+        return time.perf_counter() - start
+
     def close(self) -> None:
         self.logger.close()

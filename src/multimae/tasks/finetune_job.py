@@ -103,14 +103,7 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
 
     trainer = Trainer(model, task, stream, cfg.optim, cfg.train, cfg.data.batch_size, run_dir, info, device,
                       config=to_plain(cfg), on_validate=validate if val else None, progress=progress, desc="finetune")
-    if ckpt is not None:
-        trainer.resume(ckpt)
-        if info.is_main:
-            print(f"resumed from {ckpt} at step {trainer.step}")
-    model.train()
-    start = time.perf_counter()
-    trainer.fit()
-    wall = time.perf_counter() - start
+    wall = trainer.run(ckpt)
     if info.is_main:
         model.eval()
         report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1), "task": cfg.task.kind,

@@ -208,14 +208,7 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
 
     trainer = Trainer(model, task, stream, cfg.optim, cfg.train, cfg.data.batch_size, run_dir, info, device,
                       config=to_plain(cfg), on_validate=validate if val else None, on_picture=picture, progress=progress)
-    if ckpt is not None:
-        trainer.resume(ckpt)
-        if info.is_main:
-            print(f"resumed from {ckpt} at step {trainer.step}")
-    model.train()
-    start = time.perf_counter()
-    trainer.fit()
-    wall = time.perf_counter() - start
+    wall = trainer.run(ckpt)
     if info.is_main:
         model.eval()
         report = {"steps": trainer.step, "train_wall_s": round(wall, 1), **final_report(task, model, cfg, val, train_sample)}
