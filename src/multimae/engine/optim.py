@@ -40,32 +40,24 @@ def param_groups(model: nn.Module, weight_decay: float, skip: Iterable[str] = ()
     ``num_layers`` defaults to the number of blocks in ``model.encoder``.
     """
     skip = set(skip)
-    if layer_decay == 1.0:
-        decay, no_decay = [], []
-        for name, p in model.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
-        return [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-    if not 0.0 < layer_decay < 1.0:
+    if not 0.0 < layer_decay <= 1.0:
         raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
-    if num_layers is None:
+    if layer_decay < 1.0 and num_layers is None:
         encoder = getattr(model, "encoder", None)
         if encoder is None:
             raise ValueError("layer-wise lr decay needs num_layers (the model has no `encoder` blocks)")
         num_layers = len(encoder)
-    groups: dict[tuple[int, bool], dict] = {}
+    groups: dict[tuple[int, bool], dict] = {}  # key (layer, not decayed): per layer, the decayed group first
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        layer, decayed = layer_id(name, num_layers), not (p.ndim <= 1 or name in skip)
-        group = groups.setdefault((layer, decayed), {
-            "params": [], "weight_decay": weight_decay if decayed else 0.0,
-            "lr_scale": layer_scale(layer, num_layers, layer_decay), "layer": layer,
-        })
+        layer = layer_id(name, num_layers) if layer_decay < 1.0 else 0  # type: ignore[arg-type]
+        decayed = not (p.ndim <= 1 or name in skip)
+        group = groups.get((layer, not decayed))
+        if group is None:
+            group = groups[(layer, not decayed)] = {"params": [], "weight_decay": weight_decay if decayed else 0.0}
+            if layer_decay < 1.0:
+                group.update(lr_scale=layer_scale(layer, num_layers, layer_decay), layer=layer)  # type: ignore[arg-type]
         group["params"].append(p)
     return [groups[k] for k in sorted(groups)]
 
