@@ -9,13 +9,13 @@ import torch.multiprocessing as mp
 from multimae.config import LossConfig, MaskingConfig, OptimConfig, TrainConfig
 from multimae.data.stream import PoolStream
 from multimae.engine.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
-from multimae.engine.distributed import DistInfo
+from multimae.engine.distributed import DistInfo, resolve_device
 from multimae.engine.optim import lr_at, param_groups
 from multimae.engine.trainer import DivergenceError, Trainer
 from multimae.model import MultiMAE
 from multimae.tasks.pretrain import PretrainTask
 
-from conftest import tiny_config
+from conftest import assert_same_training, tiny_config
 
 BATCH = 8
 
@@ -29,30 +29,15 @@ def synthetic_pool(n: int = 32, size: int = 32, seed: int = 0) -> dict[str, torc
     }
 
 
-def make_trainer(run_dir, steps=6, rank=0, world=1, precision="fp32", lr=1e-3, accum=1):
+def make_trainer(run_dir, steps=6, rank=0, world=1, precision="fp32", lr=1e-3, accum=1, compile=False):
     torch.manual_seed(0)
     model = MultiMAE(tiny_config())
     task = PretrainTask(model, MaskingConfig(num_visible=8), LossConfig(), seed=0)
     stream = PoolStream(synthetic_pool(), BATCH // accum, seed=0, rank=rank, world_size=world)
-    train = TrainConfig(steps=steps, precision=precision, ckpt_every=0, log_every=1, keep_last=2)
+    train = TrainConfig(steps=steps, precision=precision, ckpt_every=0, log_every=1, keep_last=2, compile=compile)
     optim = OptimConfig(lr=lr, warmup_fraction=0.34, accum_steps=accum)
     return Trainer(model, task, stream, optim, train, BATCH, run_dir, DistInfo(rank, world),
                    torch.device("cpu"), progress=False)
-
-
-def assert_same_training(a, b):
-    """Parameters equal up to float reordering, except key biases (see below)."""
-    for k, v in a.items():
-        w = b[k]
-        # Key biases get a zero gradient in exact arithmetic (softmax is shift-invariant): Adam
-        # turns their rounding noise into full-size steps, so only the other slices are compared.
-        if k.endswith("qkv.bias"):
-            keep = torch.ones_like(v, dtype=torch.bool)
-            keep[v.shape[0] // 3 : 2 * v.shape[0] // 3] = False
-            v, w = v[keep], w[keep]
-        elif k.endswith("kv.bias"):
-            v, w = v[v.shape[0] // 2 :], w[v.shape[0] // 2 :]
-        torch.testing.assert_close(w, v, atol=1e-6, rtol=1e-5, msg=k)
 
 
 def params(model):
@@ -152,3 +137,21 @@ def test_gradient_accumulation_equals_the_full_batch(tmp_path):
         full.train_step()
         accumulated.train_step()
     assert_same_training(params(full.model), params(accumulated.model))
+
+
+def test_a_compiled_forward_trains_like_the_eager_one(tmp_path):
+    eager = make_trainer(tmp_path / "eager", steps=2)
+    eager.fit()
+    compiled = make_trainer(tmp_path / "compiled", steps=2, compile=True)
+    assert compiled.forward is not compiled.model  # the loop calls the compiled module
+    compiled.fit()
+    assert_same_training(params(eager.model), params(compiled.model))
+
+
+def test_each_local_process_gets_its_own_gpu(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == resolve_device("cuda") == torch.device("cuda:1")
+    assert resolve_device("cuda:0") == torch.device("cuda:0") and resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")

@@ -4,10 +4,13 @@ import json
 
 import pytest
 from PIL import Image
+from safetensors.torch import load_file
 
 from multimae.cli.main import main
 from multimae.engine.checkpoint import list_checkpoints
 from multimae.engine.logger import read_metrics
+
+from conftest import assert_same_training
 
 TINY = [
     "model.encoder={dim: 32, depth: 1, num_heads: 2, image_size: 32, patch_size: 8}",
@@ -54,6 +57,19 @@ def test_an_existing_run_is_not_overwritten(tmp_path, tiny_args):
     assert main(["pretrain", "--quiet", *tiny_args, "train.steps=2"]) == 0
     with pytest.raises(SystemExit, match="already holds checkpoints"):
         main(["pretrain", "--quiet", *tiny_args, "train.steps=2"])
+
+
+def test_local_processes_train_as_one_process_with_the_same_batch(tmp_path, tiny_args, capfd):
+    assert main(["pretrain", "--quiet", *tiny_args, "train.steps=3"]) == 0
+    unnamed = [a for a in tiny_args if a != "train.name=run"]
+    assert main(["pretrain", "--quiet", *unnamed, "train.steps=3", "train.processes=2"]) == 0
+    [group] = [p for p in tmp_path.iterdir() if p.name.startswith("pretrain-")]  # one folder: rank 0's name
+    assert_same_training(load_file(tmp_path / "run" / "model.safetensors"), load_file(group / "model.safetensors"))
+    assert (group / "report.json").exists() and (group / "cross_modal.png").exists()
+    capfd.readouterr()
+    # A failure in the group ends the command with status 1 and one message.
+    assert main(["pretrain", "--quiet", *tiny_args, "train.steps=3", "train.processes=2"]) == 1
+    assert capfd.readouterr().err.count("already holds checkpoints") == 1
 
 
 def test_pretrain_reads_the_official_folder_layout(tmp_path):

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,14 +40,17 @@ def resolve_run_config(cls: type[T], args: argparse.Namespace, overrides: Sequen
 
 
 def launch(job: Callable[..., Any], cfg: Any, args: argparse.Namespace) -> int:
-    """Print the config (``--print-config``) or run ``job(cfg, resume, progress=...)``: a diverged run
-    returns 1, a configuration error ends the command with its message."""
+    """Print the config (``--print-config``) or run ``job(cfg, resume, progress=...)``, in
+    ``cfg.train.processes`` local processes when more than one: a diverged run returns 1, a
+    configuration error ends the command with its message."""
     from multimae.config import to_yaml
     from multimae.engine.trainer import DivergenceError
 
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
+    if cfg.train.processes > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_group(job, cfg, args)
     try:
         job(cfg, args.resume, progress=not args.quiet)
     except DivergenceError as err:
@@ -54,3 +59,28 @@ def launch(job: Callable[..., Any], cfg: Any, args: argparse.Namespace) -> int:
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     return 0
+
+
+def _launch_group(job: Callable[..., Any], cfg: Any, args: argparse.Namespace) -> int:
+    from torch.multiprocessing import ProcessExitedException
+
+    from multimae.engine.distributed import spawn_local
+
+    try:
+        spawn_local(cfg.train.processes, _group_member, job, cfg, args.resume, not args.quiet)
+    except ProcessExitedException as err:
+        return err.exit_code or 1
+    return 0
+
+
+def _group_member(job: Callable[..., Any], cfg: Any, resume: str | None, progress: bool) -> None:
+    """One process of `_launch_group`: as `launch`, with its failures as exit statuses (rank 0
+    says why)."""
+    from multimae.engine.trainer import DivergenceError
+
+    try:
+        job(cfg, resume, progress=progress)
+    except (DivergenceError, ValueError) as err:
+        if os.environ.get("RANK") == "0":
+            print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None

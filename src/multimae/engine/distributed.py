@@ -1,9 +1,14 @@
-"""Process-group set-up from the environment `torchrun` provides (gloo on CPU, NCCL on GPU)."""
+"""Process-group set-up from the environment `torchrun` provides (gloo on CPU, NCCL on GPU), and
+`spawn_local`, which starts such a group on this machine without torchrun."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -24,7 +29,11 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``name`` (auto | cpu | cuda | cuda:N) as a device; ``auto`` and ``cuda`` mean this process's
+    GPU, ``cuda:LOCAL_RANK`` (from torchrun's environment unless given), when there is one."""
+    if local_rank is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     if name == "cuda" and torch.cuda.is_available():
@@ -40,8 +49,70 @@ def init_distributed(device: torch.device) -> DistInfo:
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def local_threads(requested: int | None) -> int | None:
+    """Intra-op threads for this process: ``requested``, or, for one of several local processes,
+    this machine's cores shared out between them (as torchrun's one thread per process would
+    under-use a machine with more cores than processes); None leaves PyTorch's default."""
+    if requested:
+        return requested
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if local <= 1:
+        return None
+    return max(1, len(os.sched_getaffinity(0)) // local)
+
+
+def from_rank0(value: Any) -> Any:
+    """``value`` as rank 0 has it (say, a time-stamped run name), on every rank of the group;
+    ``value`` itself outside a process group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+@contextlib.contextmanager
+def main_process_first(info: DistInfo) -> Iterator[None]:
+    """Rank 0 runs the block first (say, rendering a cached pool), the other ranks after it."""
+    if info.enabled and not info.is_main:
+        dist.barrier()
+    yield
+    if info.enabled and info.is_main:
+        dist.barrier()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawned(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple[Any, ...],
+             kwargs: dict[str, Any]) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+    try:
+        fn(*args, **kwargs)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def spawn_local(processes: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Run ``fn(*args, **kwargs)`` in ``processes`` new processes on this machine that form one
+    process group, as ``torchrun --standalone --nproc-per-node processes`` would; ``fn`` (a
+    module-level function) calls `init_distributed` to join it. An exception in any process stops
+    them all and is raised here as `torch.multiprocessing.ProcessRaisedException`."""
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_spawned, args=(processes, _free_port(), fn, args, kwargs), nprocs=processes,
+                       start_method="spawn")
 
 
 def all_reduce_mean(values: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:

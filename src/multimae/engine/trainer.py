@@ -71,11 +71,14 @@ class Trainer:
             raise ValueError(f"batch size {global_batch} is not divisible by optim.accum_steps={optim.accum_steps}")
         self.global_batch = global_batch
         self.micro_batch = global_batch // optim.accum_steps  # global rows per micro-step
-        self.forward: Callable[..., Any] = self.model
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
         if dist_info.enabled:
-            self.forward = nn.parallel.DistributedDataParallel(
+            self.ddp = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None
             )
+        self.forward: Callable[..., Any] = self.ddp if self.ddp is not None else self.model
+        if train.compile:
+            self.forward = torch.compile(self.forward)
         skip = getattr(self.model, "no_weight_decay", lambda: set())()
         fused = device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.AdamW(
@@ -119,7 +122,7 @@ class Trainer:
     def _micro_step(self, micro: int) -> LossOutput:
         raw = {k: v.to(self.device, non_blocking=True) for k, v in next(self.stream).items()}
         last = micro == self.optim_cfg.accum_steps - 1
-        sync = contextlib.nullcontext() if last or not self.dist.enabled else self.forward.no_sync()  # type: ignore[union-attr]
+        sync = self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()
         with sync:
             # This process's rows of the step's global batch: masks drawn for the whole step and
             # sliced, so neither accumulation nor the number of processes changes them.

@@ -23,7 +23,7 @@ from multimae.data.folder import FolderDataset
 from multimae.data.pool import load_or_render_pool, pool_to_raw
 from multimae.data.stream import LoaderStream, PoolStream
 from multimae.data.transforms import RandomResizedCropFlip, Resize
-from multimae.engine.distributed import DistInfo
+from multimae.engine.distributed import DistInfo, main_process_first
 
 EVAL_BATCH = 64
 _WORLD_SHARED = ("rgb", "depth", "semseg")  # rendered together, so that every task shares one cached pool
@@ -34,11 +34,13 @@ def needed_modalities(cfg: FinetuneConfig) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*cfg.task.inputs, *([target] if target else [])]))
 
 
-def _world_pool(cfg: FinetuneConfig, split: str, count: int, progress: bool) -> dict[str, Tensor]:
+def _world_pool(cfg: FinetuneConfig, split: str, count: int, progress: bool,
+                info: DistInfo = DistInfo()) -> dict[str, Tensor]:
     d = cfg.data
     mods = tuple(sorted(set(needed_modalities(cfg)) | set(_WORLD_SHARED)))
-    return load_or_render_pool(split, count, d.world_render_size or d.image_size, d.world_difficulty, mods,
-                               d.num_workers, d.cache_dir, progress)
+    with main_process_first(info):  # rank 0 renders and caches the pool, the others read it
+        return load_or_render_pool(split, count, d.world_render_size or d.image_size, d.world_difficulty, mods,
+                                   d.num_workers, d.cache_dir, progress and info.is_main)
 
 
 def resized_batches(pool: dict[str, Tensor], size: int, batch: int = EVAL_BATCH) -> list[dict[str, Tensor]]:
@@ -66,7 +68,7 @@ def train_stream(cfg: FinetuneConfig, info: DistInfo, micro_batch: int, progress
     """This process's rows of every global training batch (augmented as ``data`` says)."""
     d, seed = cfg.data, cfg.train.seed
     if d.source == "world":
-        pool = _world_pool(cfg, "train", d.world_train_scenes, progress and info.is_main)
+        pool = _world_pool(cfg, "train", d.world_train_scenes, progress, info)
         augment = BatchRandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else None
         if augment is None and (d.world_render_size or d.image_size) != d.image_size:
             raise ValueError("data.world_render_size differs from data.image_size but data.augment is off")

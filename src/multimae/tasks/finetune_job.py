@@ -15,7 +15,7 @@ from torch import Tensor
 
 from multimae.config.finetune import FinetuneConfig
 from multimae.config.loader import to_plain, to_yaml
-from multimae.engine.distributed import init_distributed, resolve_device
+from multimae.engine.distributed import from_rank0, init_distributed, local_threads, resolve_device
 from multimae.engine.trainer import Trainer
 from multimae.model import FineTuneModel
 from multimae.tasks.finetune import FinetuneTask
@@ -50,7 +50,7 @@ def save_prediction_picture(task: FinetuneTask, cfg: FinetuneConfig, raw: Mappin
 def _default_name(cfg: FinetuneConfig) -> FinetuneConfig:
     if cfg.train.name:
         return cfg
-    name = time.strftime(f"finetune-{cfg.task.kind}-%Y%m%d-%H%M%S")
+    name = from_rank0(time.strftime(f"finetune-{cfg.task.kind}-%Y%m%d-%H%M%S"))
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, name=name))
 
 
@@ -59,8 +59,9 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
 
     When resuming, pass the run's own (resolved) config, its ``config.yaml``.
     """
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    threads = local_threads(cfg.train.threads)
+    if threads:
+        torch.set_num_threads(threads)
     device = resolve_device(cfg.train.device)
     info = init_distributed(device)
     if resume is None:

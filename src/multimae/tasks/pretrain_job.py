@@ -20,7 +20,14 @@ from multimae.data.folder import FolderDataset
 from multimae.data.stream import LoaderStream, PoolStream
 from multimae.data.transforms import RandomResizedCropFlip, Resize
 from multimae.engine.checkpoint import latest_checkpoint
-from multimae.engine.distributed import DistInfo, init_distributed, resolve_device
+from multimae.engine.distributed import (
+    DistInfo,
+    from_rank0,
+    init_distributed,
+    local_threads,
+    main_process_first,
+    resolve_device,
+)
 from multimae.engine.trainer import Trainer
 from multimae.model import MultiMAE
 from multimae.tasks.pretrain import PretrainTask, mean_baseline, transfer_metrics
@@ -31,10 +38,12 @@ def needed_modalities(model: MultiMAE) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _world_pool(cfg: RunConfig, split: str, count: int, modalities: Sequence[str], progress: bool) -> dict[str, Tensor]:
+def _world_pool(cfg: RunConfig, split: str, count: int, modalities: Sequence[str], progress: bool,
+                info: DistInfo = DistInfo()) -> dict[str, Tensor]:
     d = cfg.data
-    return load_or_render_pool(split, count, d.world_render_size or d.image_size, d.world_difficulty,
-                               modalities, d.num_workers, d.cache_dir, progress)
+    with main_process_first(info):  # rank 0 renders and caches the pool, the others read it
+        return load_or_render_pool(split, count, d.world_render_size or d.image_size, d.world_difficulty,
+                                   modalities, d.num_workers, d.cache_dir, progress and info.is_main)
 
 
 def _val_batches(pool: dict[str, Tensor], size: int, batch: int) -> list[dict[str, Tensor]]:
@@ -59,13 +68,13 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
     d, seed = cfg.data, cfg.train.seed
     mods = needed_modalities(model)
     if d.source == "world":
-        pool = _world_pool(cfg, "train", d.world_train_scenes, mods, progress and info.is_main)
+        pool = _world_pool(cfg, "train", d.world_train_scenes, mods, progress, info)
         augment = BatchRandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else None
         if augment is None and (d.world_render_size or d.image_size) != d.image_size:
             raise ValueError("data.world_render_size differs from data.image_size but data.augment is off")
         stream = PoolStream({k: v for k, v in pool.items() if k != "label"}, micro_batch, seed, info.rank,
                             info.world_size, augment)
-        val_pool = _world_pool(cfg, "val", d.world_val_scenes, mods, progress and info.is_main)
+        val_pool = _world_pool(cfg, "val", d.world_val_scenes, mods, progress, info)
         val = _val_batches(val_pool, d.image_size, 64)
         train_sample = _val_batches({k: v[:1024] for k, v in pool.items()}, d.image_size, 64)
         return stream, val, train_sample
@@ -101,7 +110,7 @@ def make_run_dir(cfg: RunConfig, resume: str | Path | None) -> tuple[Path, Path 
         if ckpt is None or not ckpt.exists():
             raise ValueError(f"--resume {resume}: no checkpoint found")
         return ckpt.parent, ckpt
-    name = cfg.train.name or time.strftime("pretrain-%Y%m%d-%H%M%S")
+    name = cfg.train.name or from_rank0(time.strftime("pretrain-%Y%m%d-%H%M%S"))
     run_dir = Path(cfg.train.out_dir) / name
     if latest_checkpoint(run_dir) is not None:
         raise ValueError(f"{run_dir} already holds checkpoints: pass --resume {run_dir} or choose another train.name")
@@ -175,8 +184,9 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
 
     When resuming, pass the run's own config (its ``config.yaml``), possibly with more steps.
     """
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    threads = local_threads(cfg.train.threads)
+    if threads:
+        torch.set_num_threads(threads)
     device = resolve_device(cfg.train.device)
     info = init_distributed(device)
     run_dir, ckpt = make_run_dir(cfg, resume)
