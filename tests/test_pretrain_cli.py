@@ -38,6 +38,8 @@ def test_pretrain_writes_checkpoints_pictures_and_a_report_then_resumes(tmp_path
     assert {"semseg_miou", "semseg_object_iou", "depth_l1"} <= set(report["from_rgb"]) <= set(report["baseline_from_rgb"])
     assert Image.open(run / "reconstructions.png").size[0] > 300 and (run / "cross_modal.png").exists()
     assert [r["step"] for r in read_metrics(run, "train")] == [1, 2, 3]
+    val = read_metrics(run, "val")  # every validation also scores the predictions from RGB alone
+    assert [r["step"] for r in val] == [2, 3] and all(0 <= r["from_rgb/semseg_object_iou"] <= 1 for r in val)
     # Continue the same run to 5 steps: it picks up at step 3.
     assert main(["pretrain", "--quiet", "--resume", str(run), "train.steps=5"]) == 0
     assert "resumed from" in capsys.readouterr().out

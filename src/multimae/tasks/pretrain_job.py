@@ -166,12 +166,19 @@ def object_classes(cfg: RunConfig) -> list[int] | None:
     return [i for i, n in enumerate(CLASS_NAMES) if n not in BACKGROUND_CLASSES]
 
 
+def from_rgb(model: MultiMAE, cfg: RunConfig, val: list[dict[str, Tensor]]) -> dict[str, float]:
+    """The model's predictions from the full RGB image alone, scored (empty without an rgb input)."""
+    if "rgb" not in model.input_specs:
+        return {}
+    return transfer_metrics(lambda x: model(x).preds, model, val, ("rgb",), object_classes(cfg))
+
+
 def final_report(task: PretrainTask, model: MultiMAE, cfg: RunConfig, val: list[dict[str, Tensor]],
                  train_sample: list[dict[str, Tensor]]) -> dict[str, Any]:
     """Validation losses and from-RGB transfer metrics of the model and of the mean baseline."""
     report: dict[str, Any] = {"val": task.validate(val)}
     if "rgb" in model.input_specs:
-        report["from_rgb"] = transfer_metrics(lambda x: model(x).preds, model, val, ("rgb",), object_classes(cfg))
+        report["from_rgb"] = from_rgb(model, cfg, val)
     if train_sample:
         base = mean_baseline(model, train_sample)
         report["baseline_val"] = task.validate(val, baseline=base)
@@ -205,7 +212,7 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
     def validate(step: int) -> dict[str, float]:
         model.eval()
         try:
-            return task.validate(val)
+            return {**task.validate(val), **{f"from_rgb/{k}": v for k, v in from_rgb(model, cfg, val).items()}}
         finally:
             model.train()
 
@@ -223,7 +230,8 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
         model.eval()
         report = {"steps": trainer.step, "train_wall_s": round(wall, 1), **final_report(task, model, cfg, val, train_sample)}
         (run_dir / "report.json").write_text(json.dumps(report, indent=2))
-        trainer.logger.log(trainer.step, {f"{k}": v for k, v in report.get("val", {}).items()}, kind="val")
+        trainer.logger.log(trainer.step, {**report["val"], **{f"from_rgb/{k}": v for k, v in report.get("from_rgb", {}).items()}},
+                           kind="val")
         if pictured is not None:
             for path in save_pictures(model, cfg, pictured, run_dir, seed=cfg.train.seed):
                 print(f"picture: {path}")
