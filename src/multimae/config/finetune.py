@@ -107,8 +107,7 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        names = tuple(dict.fromkeys([*self.task.inputs, *([self.task.target_name] if self.task.target_name else [])]))
-        specs = self.model.specs(names)
+        specs = self.model.specs(self.modalities)
         for name in self.task.inputs:
             if not specs[name].is_input:
                 raise ValueError(f"task.inputs: {name!r} cannot be an input")
@@ -120,6 +119,12 @@ class FinetuneConfig:
         unknown = [m for m in self.head.modalities if m not in self.task.inputs]
         if unknown:
             raise ValueError(f"head.modalities {unknown} are not among task.inputs {self.task.inputs}")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The task's inputs, then its target (when it has one)."""
+        target = self.task.target_name
+        return tuple(dict.fromkeys([*self.task.inputs, *([target] if target else [])]))
 
     @property
     def head_modalities(self) -> tuple[str, ...]:

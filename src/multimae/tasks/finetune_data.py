@@ -20,48 +20,25 @@ from multimae.config.finetune import FinetuneConfig
 from multimae.data.batch_augment import BatchRandomResizedCropFlip
 from multimae.data.collate import collate
 from multimae.data.folder import FolderDataset
-from multimae.data.pool import load_or_render_pool, pool_to_raw
 from multimae.data.stream import LoaderStream, PoolStream
 from multimae.data.transforms import RandomResizedCropFlip, Resize
-from multimae.engine.distributed import DistInfo, main_process_first
+from multimae.engine.distributed import DistInfo
+from multimae.tasks.world_data import resized_batches, world_pool
 
 EVAL_BATCH = 64
 _WORLD_SHARED = ("rgb", "depth", "semseg")  # rendered together, so that every task shares one cached pool
 
 
-def needed_modalities(cfg: FinetuneConfig) -> tuple[str, ...]:
-    target = cfg.task.target_name
-    return tuple(dict.fromkeys([*cfg.task.inputs, *([target] if target else [])]))
-
-
 def _world_pool(cfg: FinetuneConfig, split: str, count: int, progress: bool,
                 info: DistInfo = DistInfo()) -> dict[str, Tensor]:
-    d = cfg.data
-    mods = tuple(sorted(set(needed_modalities(cfg)) | set(_WORLD_SHARED)))
-    with main_process_first(info):  # rank 0 renders and caches the pool, the others read it
-        return load_or_render_pool(split, count, d.world_render_size or d.image_size, d.world_difficulty, mods,
-                                   d.num_workers, d.cache_dir, progress and info.is_main)
-
-
-def resized_batches(pool: dict[str, Tensor], size: int, batch: int = EVAL_BATCH) -> list[dict[str, Tensor]]:
-    """A whole pool (labels included) as raw batches, resized (not cropped) to ``size``."""
-    resize = BatchRandomResizedCropFlip(size)
-    n = len(pool["label"])
-    out = []
-    for start in range(0, n, batch):
-        raw = pool_to_raw(pool, torch.arange(start, min(n, start + batch)))
-        H, W = raw["rgb"].shape[-2:] if "rgb" in raw else next(v for v in raw.values() if v.dim() >= 3).shape[-2:]
-        if (H, W) != (size, size):
-            B = len(raw["label"])
-            raw = resize.apply(raw, torch.tensor([[0.0, 0.0, H, W]]).expand(B, 4), torch.zeros(B, dtype=torch.bool))
-        out.append(raw)
-    return out
+    mods = tuple(sorted(set(cfg.modalities) | set(_WORLD_SHARED)))
+    return world_pool(cfg.data, split, count, mods, progress, info)
 
 
 def _folder(cfg: FinetuneConfig, split: str, transform: Any) -> FolderDataset:
     d = cfg.data
     root = d.root if split == "train" or not d.val_root else d.val_root
-    return FolderDataset(root, split, needed_modalities(cfg), transform=transform, seed=cfg.train.seed)  # type: ignore[arg-type]
+    return FolderDataset(root, split, cfg.modalities, transform=transform, seed=cfg.train.seed)  # type: ignore[arg-type]
 
 
 def train_stream(cfg: FinetuneConfig, info: DistInfo, micro_batch: int, progress: bool) -> Any:
@@ -79,7 +56,7 @@ def train_stream(cfg: FinetuneConfig, info: DistInfo, micro_batch: int, progress
     else:
         from multimae.data.shards import ShardDataset
 
-        dataset = ShardDataset(d.root, needed_modalities(cfg), transform=transform, shuffle=True, seed=seed,  # type: ignore[arg-type]
+        dataset = ShardDataset(d.root, cfg.modalities, transform=transform, shuffle=True, seed=seed,  # type: ignore[arg-type]
                                rank=info.rank, world_size=info.world_size)
     return LoaderStream(dataset, micro_batch, seed, info.rank, info.world_size, d.num_workers)
 
@@ -96,7 +73,7 @@ def eval_batches(cfg: FinetuneConfig, split: str = "val", progress: bool = False
         pool = _world_pool(cfg, split, d.world_val_scenes, progress)
         if max_samples is not None:
             pool = {k: v[:max_samples] for k, v in pool.items()}
-        return resized_batches(pool, d.image_size)
+        return resized_batches(pool, d.image_size, EVAL_BATCH)
     if d.source == "shards" and not d.val_root:
         raise ValueError("data.source=shards evaluates on a folder: set data.val_root")
     dataset = _folder(cfg, split, Resize(d.image_size))

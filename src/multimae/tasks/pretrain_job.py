@@ -15,7 +15,6 @@ from torch import Tensor
 from multimae.config.loader import to_plain, to_yaml
 from multimae.config.schema import RunConfig
 from multimae.data.batch_augment import BatchRandomResizedCropFlip
-from multimae.data.pool import load_or_render_pool, pool_to_raw
 from multimae.data.folder import FolderDataset
 from multimae.data.stream import LoaderStream, PoolStream
 from multimae.data.transforms import RandomResizedCropFlip, Resize
@@ -25,12 +24,12 @@ from multimae.engine.distributed import (
     from_rank0,
     init_distributed,
     local_threads,
-    main_process_first,
     resolve_device,
 )
 from multimae.engine.trainer import Trainer
 from multimae.model import MultiMAE
 from multimae.tasks.pretrain import PretrainTask, mean_baseline, transfer_metrics
+from multimae.tasks.world_data import resized_batches, world_pool
 
 
 def needed_modalities(model: MultiMAE) -> tuple[str, ...]:
@@ -38,28 +37,8 @@ def needed_modalities(model: MultiMAE) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _world_pool(cfg: RunConfig, split: str, count: int, modalities: Sequence[str], progress: bool,
-                info: DistInfo = DistInfo()) -> dict[str, Tensor]:
-    d = cfg.data
-    with main_process_first(info):  # rank 0 renders and caches the pool, the others read it
-        return load_or_render_pool(split, count, d.world_render_size or d.image_size, d.world_difficulty,
-                                   modalities, d.num_workers, d.cache_dir, progress and info.is_main)
-
-
-def _val_batches(pool: dict[str, Tensor], size: int, batch: int) -> list[dict[str, Tensor]]:
-    """The whole validation pool as raw batches, resized (not cropped) to ``size``."""
-    resize = BatchRandomResizedCropFlip(size)
-    n = len(pool["label"])
-    out = []
-    for start in range(0, n, batch):
-        raw = pool_to_raw({k: v for k, v in pool.items() if k != "label"}, torch.arange(start, min(n, start + batch)))
-        first = next(iter(raw.values()))
-        H, W = first.shape[-2:]
-        if (H, W) != (size, size):
-            B = first.shape[0]
-            raw = resize.apply(raw, torch.tensor([[0.0, 0.0, H, W]]).expand(B, 4), torch.zeros(B, dtype=torch.bool))
-        out.append(raw)
-    return out
+def _without_label(pool: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v for k, v in pool.items() if k != "label"}
 
 
 def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: int, progress: bool
@@ -68,15 +47,13 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
     d, seed = cfg.data, cfg.train.seed
     mods = needed_modalities(model)
     if d.source == "world":
-        pool = _world_pool(cfg, "train", d.world_train_scenes, mods, progress, info)
+        pool = _without_label(world_pool(d, "train", d.world_train_scenes, mods, progress, info))
         augment = BatchRandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else None
         if augment is None and (d.world_render_size or d.image_size) != d.image_size:
             raise ValueError("data.world_render_size differs from data.image_size but data.augment is off")
-        stream = PoolStream({k: v for k, v in pool.items() if k != "label"}, micro_batch, seed, info.rank,
-                            info.world_size, augment)
-        val_pool = _world_pool(cfg, "val", d.world_val_scenes, mods, progress, info)
-        val = _val_batches(val_pool, d.image_size, 64)
-        train_sample = _val_batches({k: v[:1024] for k, v in pool.items()}, d.image_size, 64)
+        stream = PoolStream(pool, micro_batch, seed, info.rank, info.world_size, augment)
+        val = resized_batches(_without_label(world_pool(d, "val", d.world_val_scenes, mods, progress, info)), d.image_size)
+        train_sample = resized_batches({k: v[:1024] for k, v in pool.items()}, d.image_size)
         return stream, val, train_sample
     transform = RandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else Resize(d.image_size)
     if d.source == "folder":
@@ -129,8 +106,8 @@ def class_labels(cfg: RunConfig) -> tuple[Sequence[str] | None, Sequence[Sequenc
 def held_out_batch(cfg: RunConfig, model: MultiMAE, count: int) -> dict[str, Tensor]:
     """``count`` held-out samples of the run's data as one raw batch."""
     if cfg.data.source == "world":
-        pool = _world_pool(cfg, "val", max(count, cfg.data.world_val_scenes), needed_modalities(model), progress=False)
-        return _val_batches({k: v[:count] for k, v in pool.items()}, cfg.data.image_size, count)[0]
+        pool = world_pool(cfg.data, "val", max(count, cfg.data.world_val_scenes), needed_modalities(model))
+        return resized_batches({k: v[:count] for k, v in _without_label(pool).items()}, cfg.data.image_size, count)[0]
     if not cfg.data.val_root:
         raise ValueError("the run has no validation data (data.val_root) to draw pictures from")
     vset = _folder_val_set(cfg, model)
