@@ -150,6 +150,11 @@ def from_rgb(model: MultiMAE, cfg: RunConfig, val: list[dict[str, Tensor]]) -> d
     return transfer_metrics(lambda x: model(x).preds, model, val, ("rgb",), object_classes(cfg))
 
 
+def val_record(losses: dict[str, float], rgb_metrics: dict[str, float]) -> dict[str, float]:
+    """One validation line of the log: the masked losses and the ``from_rgb/``-prefixed metrics."""
+    return {**losses, **{f"from_rgb/{k}": v for k, v in rgb_metrics.items()}}
+
+
 def final_report(task: PretrainTask, model: MultiMAE, cfg: RunConfig, val: list[dict[str, Tensor]],
                  train_sample: list[dict[str, Tensor]]) -> dict[str, Any]:
     """Validation losses and from-RGB transfer metrics of the model and of the mean baseline."""
@@ -189,7 +194,7 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
     def validate(step: int) -> dict[str, float]:
         model.eval()
         try:
-            return {**task.validate(val), **{f"from_rgb/{k}": v for k, v in from_rgb(model, cfg, val).items()}}
+            return val_record(task.validate(val), from_rgb(model, cfg, val))
         finally:
             model.train()
 
@@ -207,8 +212,7 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
         model.eval()
         report = {"steps": trainer.step, "train_wall_s": round(wall, 1), **final_report(task, model, cfg, val, train_sample)}
         (run_dir / "report.json").write_text(json.dumps(report, indent=2))
-        trainer.logger.log(trainer.step, {**report["val"], **{f"from_rgb/{k}": v for k, v in report.get("from_rgb", {}).items()}},
-                           kind="val")
+        trainer.logger.log(trainer.step, val_record(report["val"], report.get("from_rgb", {})), kind="val")
         if pictured is not None:
             for path in save_pictures(model, cfg, pictured, run_dir, seed=cfg.train.seed):
                 print(f"picture: {path}")
