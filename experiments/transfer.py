@@ -4,7 +4,8 @@ The paper's central claims (Tables 1-4): fine-tuned from RGB alone, MultiMAE mat
 depth is available as an input, MultiMAE is much better. This script checks them at a scale two
 CPU cores can run, with at least two seeds:
 
-1. pre-train (a) MultiMAE on rgb + depth + semseg: the `cpu` pre-training preset as it is, and
+1. pre-train (a) MultiMAE on rgb + depth + semseg: the `cpu` pre-training preset on the world that
+   fine-tuning uses (object colours independent of class, ``data.world_class_colors=0``), and
    (b) an RGB-only MAE: the same preset with inputs rgb, outputs rgb + norm_rgb (MAE's norm-pix
    target, as MultiMAE's rgb part) and, as in the paper (App. A.1) and MAE, 3/4 of the tokens
    masked (16 of 64 visible; MultiMAE keeps 32 of 192); same encoder, steps, batch and scenes;
@@ -104,9 +105,11 @@ def _steps(preset: str, cls: type, scale: float, smoke_steps: int, smoke: bool) 
 
 
 def pretrain_config(arm: str, seed: int, plan: Plan) -> RunConfig:
-    """The `cpu` preset; the MAE arm changes only its modalities and the number of visible tokens."""
+    """The `cpu` preset on the fine-tuning world; the MAE arm changes only its modalities and the number of
+    visible tokens."""
     steps = _steps("cpu", RunConfig, plan.scale, SMOKE_STEPS, plan.smoke)
     overrides = [f"train.seed={seed}", f"train.steps={steps}", f"train.out_dir={plan.out / 'runs'}",
+                 f"data.world_class_colors={finetune_config('seg-rgb', 'scratch', seed, plan).data.world_class_colors}",
                  f"train.name=pretrain-{arm}-s{seed}", *plan.common(), *(SMOKE_PRETRAIN if plan.smoke else []),
                  *plan.pretrain_extra]
     if arm == "mae":

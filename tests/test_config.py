@@ -34,6 +34,7 @@ def test_overrides_are_typed():
         ("model.inputs=[thermal]", "unknown modality 'thermal'"),
         ("data.source=folder", "data.root is required"),
         ("steps", "not of the form key=value"),
+        ("data.world_class_colors=2", r"data.world_class_colors must be in \[0, 1\]"),
     ],
 )
 def test_bad_configs_fail_before_any_work(override, message):

@@ -57,6 +57,9 @@ def test_generate_resumes(tmp_path):
     assert len(list(ShardDataset(tmp_path / "train"))) == 5
     with pytest.raises(ValueError, match="size"):
         generate(tmp_path, GenerateConfig(count=5, size=SIZE * 2, fmt="shards", shard_size=2), progress=False)
+    with pytest.raises(ValueError, match="class_colors"):  # another world is not a resume
+        generate(tmp_path, GenerateConfig(count=5, size=SIZE, fmt="shards", shard_size=2, class_colors=0.8),
+                 progress=False)
 
 
 def test_folder_generate_resumes(tmp_path):

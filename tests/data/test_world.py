@@ -26,7 +26,7 @@ from multimae.data.world import (
     world_sample,
 )
 from multimae.data.world.captions import visible_objects
-from multimae.data.world.classes import COLORS
+from multimae.data.world.classes import CLASS_COLORS, COLORS
 from multimae.data.world.render import camera_basis
 
 HASH_CODE = """
@@ -128,6 +128,46 @@ def test_captions_and_labels_are_true(index):
     largest = ws.scene.objects[int(np.argmax(counts[1:]))]
     assert LABEL_NAMES[ws.label] == largest.shape
     assert ws.caption.split(" on a ")[1].split()[0] in ("plain", "checkered", "striped", "mottled")
+
+
+# The first train scenes of world-1 (objects as (shape, colour), vertical field of view): with
+# class_colors = 0 (the default) the world must stay exactly this.
+WORLD_1_TRAIN = [
+    ([("cone", "cyan"), ("cube", "white"), ("cube", "pink"), ("sphere", "pink")], 63.175074),
+    ([("cylinder", "purple"), ("cylinder", "white"), ("cone", "pink"), ("cylinder", "pink"), ("sphere", "orange"),
+      ("capsule", "purple")], 43.533141),
+    ([("cone", "purple")], 44.240821),
+    ([("cylinder", "red")], 52.921243),
+]
+
+
+def test_default_world_is_unchanged():
+    for i, (objects, fov) in enumerate(WORLD_1_TRAIN):
+        for scene in (sample_scene(scene_rng("train", i)), sample_scene(scene_rng("train", i), 1.0, 0.0)):
+            assert [(o.shape, o.color_name) for o in scene.objects] == objects
+            assert scene.camera.fov_deg == pytest.approx(fov, abs=1e-6)
+
+
+def test_class_colors_tie_colour_to_class():
+    def objects(class_colors):
+        return [o for i in range(60) for o in sample_scene(scene_rng("train", i), 1.0, class_colors).objects]
+
+    always = objects(1.0)
+    assert len(always) > 100 and all(o.color_name == CLASS_COLORS[o.shape] for o in always)
+    half = objects(0.5)
+    # drawn at random, an object still wears its class's colour 1 time in 10: 0.5 + 0.5 / 10 in all
+    share = np.mean([o.color_name == CLASS_COLORS[o.shape] for o in half])
+    assert 0.45 < share < 0.65
+    never = objects(0.0)
+    assert np.mean([o.color_name == CLASS_COLORS[o.shape] for o in never]) < 0.2
+    assert [(o.shape, o.x, o.z, o.size) for o in always] == [(o.shape, o.x, o.z, o.size) for o in never]  # layout kept
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="class_colors"):
+            sample_scene(scene_rng("train", 0), 1.0, bad)
+    for i in range(5):  # captions name the colours the objects wear
+        caption = world_sample("train", i, 32, class_colors=1.0).caption
+        pairs = re.findall(rf"\b({'|'.join(COLORS)}) ({'|'.join(OBJECT_CLASSES)})\b", caption)
+        assert pairs and all(color == CLASS_COLORS[shape] for color, shape in pairs), caption
 
 
 def test_difficulty_controls_object_count():

@@ -17,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--split", default="train", choices=("train", "val", "test"))
     show.add_argument("--start", type=int, default=0, help="index of the first scene")
     show.add_argument("--difficulty", type=float, default=1.0, help="0 (simple) to 1 (full world)")
+    show.add_argument("--class-colors", type=float, default=0.0,
+                      help="chance that an object wears its class's colour (0: only its shape tells the class)")
     show.add_argument("--tile", type=int, default=None, help="width of each picture (default: --size)")
     show.set_defaults(func=run_show)
 
@@ -27,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--format", dest="fmt", default="folder", choices=("folder", "shards"))
     gen.add_argument("--split", default="train", choices=("train", "val", "test"))
     gen.add_argument("--difficulty", type=float, default=1.0, help="0 (simple) to 1 (full world)")
+    gen.add_argument("--class-colors", type=float, default=0.0,
+                     help="chance that an object wears its class's colour (0: only its shape tells the class)")
     gen.add_argument("--shard-size", type=int, default=1000, help="samples per shard (shards format)")
     gen.add_argument("--workers", type=int, default=1, help="rendering processes")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -38,7 +42,8 @@ def run_show(args: argparse.Namespace) -> int:
     from multimae.data.world import CLASS_NAMES, PALETTE
     from multimae.viz.samples import samples_figure
 
-    dataset = WorldDataset(args.split, size=args.size, length=args.start + args.count, difficulty=args.difficulty)
+    dataset = WorldDataset(args.split, size=args.size, length=args.start + args.count, difficulty=args.difficulty,
+                           class_colors=args.class_colors)
     samples = [dataset[i] for i in range(args.start, args.start + args.count)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     samples_figure(samples, CLASS_NAMES, PALETTE, tile=args.tile or args.size).save(args.out)
@@ -51,6 +56,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     config = GenerateConfig(
         count=args.count, size=args.size, fmt=args.fmt, split=args.split, difficulty=args.difficulty,
+        class_colors=args.class_colors,
         shard_size=args.shard_size, workers=args.workers,
     )
     manifest = generate(args.out, config, progress=not args.quiet)

@@ -41,7 +41,8 @@ class DataConfig:
     crop_ratio: tuple[float, float] = (0.75, 1.3333333333333333)
     world_train_scenes: int = 20_000  # world: size of the rendered training pool (cached on disk)
     world_val_scenes: int = 256  # world: held-out scenes for validation
-    world_difficulty: float = 1.0
+    world_difficulty: float = 1.0  # world: clutter, 0 (one object, plain room) to 1 (the full world)
+    world_class_colors: float = 0.0  # world: chance that an object wears its class's colour (0: shape only)
     world_render_size: int | None = None  # world: render resolution (default: image_size)
     cache_dir: str | None = None  # where rendered pools are kept (default ~/.cache/multimae)
     val_root: str | None = None  # folder / shards: validation data (default: none)
@@ -51,6 +52,9 @@ class DataConfig:
             raise ValueError(f"data.root is required for data.source={self.source!r}")
         if self.batch_size < 1 or self.image_size < 1:
             raise ValueError("data.batch_size and data.image_size must be positive")
+        for name in ("world_difficulty", "world_class_colors"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from multimae.data.codecs import (
 )
 from multimae.data.collate import sample_generator
 from multimae.data.transforms import Transform
-from multimae.data.world import NUM_CLASSES, WorldSample, scene_rng, world_sample
+from multimae.data.world import NUM_CLASSES, WorldSample, check_world_settings, scene_rng, world_sample
 
 WORLD_MODALITIES = ("rgb", "depth", "normals", "semseg", "instance")
 
@@ -69,6 +69,7 @@ class WorldDataset(Dataset):
     """
 
     def __init__(self, split: str = "train", size: int = 64, length: int = 100_000, difficulty: float = 1.0,
+                 class_colors: float = 0.0,
                  transform: Transform | None = None, modalities: tuple[str, ...] = WORLD_MODALITIES,
                  seed: int = 0) -> None:
         unknown = set(modalities) - set(WORLD_MODALITIES)
@@ -77,9 +78,9 @@ class WorldDataset(Dataset):
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         scene_rng(split, 0)  # validates the split
-        if not 0.0 <= difficulty <= 1.0:
-            raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
-        self.split, self.size, self.length, self.difficulty = split, size, length, difficulty
+        check_world_settings(difficulty, class_colors)
+        self.split, self.size, self.length = split, size, length
+        self.difficulty, self.class_colors = difficulty, class_colors
         self.transform, self.modalities, self.seed, self.epoch = transform, tuple(modalities), seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -91,7 +92,7 @@ class WorldDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, object]:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a WorldDataset of length {self.length}")
-        ws = world_sample(self.split, index, self.size, self.difficulty)
+        ws = world_sample(self.split, index, self.size, self.difficulty, self.class_colors)
         sample = decode_world_sample(ws, f"{index:08d}", self.modalities)
         if self.transform is not None:
             sample = self.transform(sample, sample_generator(self.seed, self.epoch, index))

@@ -13,7 +13,7 @@ from multimae.data.world import CLASS_NAMES, GENERATOR_VERSION, LABEL_NAMES, PAL
 MANIFEST = "manifest.json"
 
 
-def world_manifest(fmt: str, size: int, difficulty: float) -> dict[str, Any]:
+def world_manifest(fmt: str, size: int, difficulty: float, class_colors: float = 0.0) -> dict[str, Any]:
     """The manifest of a fresh output directory (splits are added as they are written)."""
     return {
         "generator": "multimae.data.world",
@@ -21,6 +21,7 @@ def world_manifest(fmt: str, size: int, difficulty: float) -> dict[str, Any]:
         "format": fmt,
         "size": size,
         "difficulty": difficulty,
+        "class_colors": class_colors,
         "classes": list(CLASS_NAMES),
         "num_classes": len(CLASS_NAMES),
         "palette": [list(c) for c in PALETTE],

@@ -58,12 +58,14 @@ def render_pool(
     modalities: Sequence[str] = ("rgb", "depth", "semseg"),
     workers: int = 2,
     progress: bool = True,
+    class_colors: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Render scenes 0..count-1 of ``split`` into stored-form tensors (see the module docstring)."""
     unknown = set(modalities) - set(POOL_MODALITIES)
     if unknown:
         raise ValueError(f"the world pool has no modality {sorted(unknown)}; it has {POOL_MODALITIES}")
-    dataset = WorldDataset(split, size=size, length=count, difficulty=difficulty, modalities=tuple(modalities))
+    dataset = WorldDataset(split, size=size, length=count, difficulty=difficulty, class_colors=class_colors,
+                           modalities=tuple(modalities))
     loader = DataLoader(dataset, batch_size=64, num_workers=workers, collate_fn=collate)
     parts: list[dict[str, torch.Tensor]] = []
     with tqdm(total=count, desc=f"rendering {count} {split} scenes at {size} px", unit="scene",
@@ -83,9 +85,11 @@ def load_or_render_pool(
     workers: int = 2,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    class_colors: float = 0.0,
 ) -> dict[str, torch.Tensor]:
-    """`render_pool`, cached on disk by (generator version, split, count, size, difficulty, modalities)."""
-    key = f"{GENERATOR_VERSION}-{split}-{count}-{size}-{difficulty}-{'+'.join(sorted(modalities))}"
+    """`render_pool`, cached on disk by (generator version, split, count, size, world settings, modalities)."""
+    world = f"{difficulty}" + (f"-cc{class_colors}" if class_colors else "")  # keys of class_colors=0 unchanged
+    key = f"{GENERATOR_VERSION}-{split}-{count}-{size}-{world}-{'+'.join(sorted(modalities))}"
     name = f"world-{split}-{size}px-{count}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.pt"
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     file = path / name
@@ -94,7 +98,7 @@ def load_or_render_pool(
             return torch.load(file, weights_only=True)
         except Exception as err:  # a damaged cache is rebuilt, not trusted
             print(f"warning: ignoring unreadable pool cache {file}: {err}")
-    pool = render_pool(split, count, size, difficulty, modalities, workers, progress)
+    pool = render_pool(split, count, size, difficulty, modalities, workers, progress, class_colors)
     path.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(f".tmp{os.getpid()}")
     torch.save(pool, tmp)

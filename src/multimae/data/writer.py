@@ -22,7 +22,7 @@ from tqdm import tqdm
 from multimae.data.generated import encode_world_sample
 from multimae.data.manifest import read_manifest, world_manifest, write_manifest
 from multimae.data.shards import write_shard
-from multimae.data.world import LABEL_NAMES, SPLITS, world_sample
+from multimae.data.world import LABEL_NAMES, SPLITS, check_world_settings, world_sample
 
 _FOLDER_FILES = {"rgb.png": "rgb", "depth.png": "depth", "normals.png": "normals", "semseg.png": "semseg",
                  "instance.png": "instance"}
@@ -35,6 +35,7 @@ class GenerateConfig:
     fmt: str = "folder"  # "folder" or "shards"
     split: str = "train"
     difficulty: float = 1.0
+    class_colors: float = 0.0  # chance that an object wears its class's colour (see `sample_scene`)
     shard_size: int = 1000  # samples per shard
     workers: int = 1  # rendering processes
 
@@ -45,16 +46,17 @@ class GenerateConfig:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
         if self.count < 1 or self.size < 8 or self.shard_size < 1 or self.workers < 1:
             raise ValueError(f"count, shard_size, workers must be >= 1 and size >= 8: {self}")
+        check_world_settings(self.difficulty, self.class_colors)
 
 
-def _encoded(job: tuple[str, int, int, float]) -> tuple[int, int, dict[str, bytes]]:
-    split, index, size, difficulty = job
-    ws = world_sample(split, index, size, difficulty)
+def _encoded(job: tuple[str, int, int, float, float]) -> tuple[int, int, dict[str, bytes]]:
+    split, index, size, difficulty, class_colors = job
+    ws = world_sample(split, index, size, difficulty, class_colors)
     return index, ws.label, encode_world_sample(ws)
 
 
 def _render(config: GenerateConfig, indices: list[int]) -> Iterator[tuple[int, int, dict[str, bytes]]]:
-    jobs = [(config.split, i, config.size, config.difficulty) for i in indices]
+    jobs = [(config.split, i, config.size, config.difficulty, config.class_colors) for i in indices]
     if config.workers == 1:
         yield from map(_encoded, jobs)
         return
@@ -109,11 +111,11 @@ def generate(out: str | Path, config: GenerateConfig, progress: bool = True) -> 
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(root) if (root / "manifest.json").is_file() else None
-    fresh = world_manifest(config.fmt, config.size, config.difficulty)
+    fresh = world_manifest(config.fmt, config.size, config.difficulty, config.class_colors)
     if manifest is None:
         manifest = fresh
     else:
-        for field in ("generator_version", "format", "size", "difficulty"):
+        for field in ("generator_version", "format", "size", "difficulty", "class_colors"):
             if manifest.get(field) != fresh[field]:
                 raise ValueError(
                     f"{root / 'manifest.json'}: existing data has {field}={manifest.get(field)!r}, this run "

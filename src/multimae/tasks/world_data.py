@@ -16,11 +16,12 @@ from multimae.engine.distributed import DistInfo, main_process_first
 
 def world_pool(data: DataConfig, split: str, count: int, modalities: Sequence[str], progress: bool = False,
                info: DistInfo = DistInfo()) -> dict[str, Tensor]:
-    """``count`` scenes of ``split`` at ``data``'s render size and difficulty: (N, ...) tensors per
+    """``count`` scenes of ``split`` at ``data``'s render size and world settings: (N, ...) tensors per
     modality, plus the scene ``label``."""
     with main_process_first(info):
         return load_or_render_pool(split, count, data.world_render_size or data.image_size, data.world_difficulty,
-                                   modalities, data.num_workers, data.cache_dir, progress and info.is_main)
+                                   modalities, data.num_workers, data.cache_dir, progress and info.is_main,
+                                   data.world_class_colors)
 
 
 def resized_batches(pool: dict[str, Tensor], size: int, batch: int = 64) -> list[dict[str, Tensor]]:

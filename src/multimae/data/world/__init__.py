@@ -18,11 +18,12 @@ from multimae.data.world.classes import (
     PALETTE,
 )
 from multimae.data.world.render import Rendering, render
-from multimae.data.world.scenes import GENERATOR_VERSION, SPLITS, Scene, sample_scene, scene_rng
+from multimae.data.world.scenes import GENERATOR_VERSION, SPLITS, Scene, check_world_settings, sample_scene, scene_rng
 
 __all__ = [
     "BACKGROUND_CLASSES", "CLASS_NAMES", "GENERATOR_VERSION", "LABEL_NAMES", "NUM_CLASSES", "NUM_LABELS",
-    "OBJECT_CLASSES", "PALETTE", "SPLITS", "Rendering", "Scene", "WorldSample", "render", "sample_scene",
+    "OBJECT_CLASSES", "PALETTE", "SPLITS", "Rendering", "Scene", "WorldSample", "check_world_settings", "render",
+    "sample_scene",
     "scene_rng", "world_sample",
 ]
 
@@ -39,15 +40,16 @@ class WorldSample:
     caption: str
 
 
-def world_sample(split: str, index: int, size: int = 64, difficulty: float = 1.0) -> WorldSample:
+def world_sample(split: str, index: int, size: int = 64, difficulty: float = 1.0,
+                 class_colors: float = 0.0) -> WorldSample:
     """Scene ``index`` of ``split`` rendered at ``size`` px.
 
     A drawn scene in which the camera sees no object is redrawn from the same generator, so the
-    result still depends on (split, index, size, difficulty) only.
+    result still depends on (split, index, size, difficulty, class_colors) only (see `sample_scene`).
     """
     rng = scene_rng(split, index)
     for _ in range(_MAX_TRIES):
-        scene = sample_scene(rng, difficulty)
+        scene = sample_scene(rng, difficulty, class_colors)
         rendering = render(scene, size)
         visible = visible_objects(scene, rendering)
         if visible:

@@ -42,6 +42,17 @@ COLORS: dict[str, tuple[float, float, float]] = {
     "black": (0.10, 0.10, 0.11),
 }
 
+# The named colour each object class wears when the world ties colour to class (``class_colors`` > 0);
+# the same hues as the class's display colour in `PALETTE`.
+CLASS_COLORS: dict[str, str] = {
+    "sphere": "red",
+    "cube": "blue",
+    "cylinder": "green",
+    "cone": "orange",
+    "pyramid": "purple",
+    "capsule": "cyan",
+}
+
 # Background textures and the adjective a caption uses for each.
 TEXTURES: tuple[str, ...] = ("plain", "checker", "stripes", "noise")
 TEXTURE_WORDS: dict[str, str] = {

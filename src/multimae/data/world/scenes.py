@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from multimae.data.world.classes import COLORS, MATERIALS, OBJECT_CLASSES, TEXTURES
+from multimae.data.world.classes import CLASS_COLORS, COLORS, MATERIALS, OBJECT_CLASSES, TEXTURES
 
 WORLD_SEED = 0x4D4D4145  # "MMAE": changing it (or the sampling below) changes every scene
 GENERATOR_VERSION = "world-1"
@@ -107,6 +107,13 @@ class Scene:
     camera: Camera
 
 
+def check_world_settings(difficulty: float, class_colors: float) -> None:
+    """Raise ``ValueError`` unless both settings are in [0, 1]."""
+    for name, value in (("difficulty", difficulty), ("class_colors", class_colors)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
 def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
@@ -124,7 +131,9 @@ def _texture(rng: np.random.Generator, textured: bool, lo: float, hi: float) -> 
     return Texture(kind, color_a, color_b, float(rng.uniform(0.5, 1.5)), float(rng.uniform(0, math.pi)), noise)
 
 
-def _objects(rng: np.random.Generator, count: int, shiny_p: float) -> tuple[SceneObject, ...]:
+def _objects(rng: np.random.Generator, count: int, shiny_p: float, class_colors: float,
+             tint: np.random.Generator | None) -> tuple[SceneObject, ...]:
+    """``tint`` draws which objects wear their class's colour (None when ``class_colors`` is 0)."""
     placed: list[SceneObject] = []
     for _ in range(count):
         shape = _pick(rng, OBJECT_CLASSES)
@@ -135,6 +144,8 @@ def _objects(rng: np.random.Generator, count: int, shiny_p: float) -> tuple[Scen
             "capsule": 2 * size + float(rng.uniform(0.5, 1.5)) * size,
         }.get(shape, float(rng.uniform(1.2, 2.6)) * size)
         color_name = _pick(rng, list(COLORS))
+        if tint is not None and tint.uniform() < class_colors:
+            color_name = CLASS_COLORS[shape]
         material = MATERIALS[1] if rng.uniform() < shiny_p else MATERIALS[0]
         yaw = float(rng.uniform(0, 2 * math.pi))
         for _attempt in range(30):
@@ -164,12 +175,13 @@ def _camera(rng: np.random.Generator, objects: tuple[SceneObject, ...], half_x: 
     return Camera(tuple(float(v) for v in pos), target, float(rng.uniform(40, 65)))  # type: ignore[arg-type]
 
 
-def sample_scene(rng: np.random.Generator, difficulty: float = 1.0) -> Scene:
+def sample_scene(rng: np.random.Generator, difficulty: float = 1.0, class_colors: float = 0.0) -> Scene:
     """Draw one scene. ``difficulty`` in [0, 1] scales the object count (1 to 1 + 5 * difficulty),
     the chance of textured floor and walls, the chance of shiny objects and of a second light, and
-    lowers the ambient light."""
-    if not 0.0 <= difficulty <= 1.0:
-        raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
+    lowers the ambient light. ``class_colors`` in [0, 1] is the chance that an object wears its
+    class's colour (`CLASS_COLORS`) instead of one of all `COLORS` at random: at 0 (the default)
+    only its shape tells an object's class. It changes object colours only, never the layout."""
+    check_world_settings(difficulty, class_colors)
     half_x, half_z = (float(v) for v in rng.uniform(6.0, 9.0, 2))
     height = float(rng.uniform(4.0, 6.0))
     textured_p = 0.3 + 0.6 * difficulty
@@ -177,7 +189,9 @@ def sample_scene(rng: np.random.Generator, difficulty: float = 1.0) -> Scene:
     wall = _texture(rng, rng.uniform() < textured_p, 0.35, 0.9)
     ceiling = _color(rng, 0.7, 0.95)
     max_objects = 1 + round((MAX_OBJECTS - 1) * difficulty)
-    objects = _objects(rng, int(rng.integers(1, max_objects + 1)), shiny_p=0.15 + 0.5 * difficulty)
+    # a separate stream for the colour choice: every other draw, so every scene's layout, stays the same
+    tint = rng.spawn(1)[0] if class_colors > 0 else None
+    objects = _objects(rng, int(rng.integers(1, max_objects + 1)), 0.15 + 0.5 * difficulty, class_colors, tint)
     num_lights = 2 if rng.uniform() < 0.2 + 0.6 * difficulty else 1
     lights = []
     for _ in range(num_lights):
