@@ -35,6 +35,8 @@ def test_pretrain_writes_checkpoints_pictures_and_a_report_then_resumes(tmp_path
     assert (run / "model.safetensors").exists() and (run / "config.yaml").exists()
     report = json.loads((run / "report.json").read_text())
     assert set(report["val"]) == {"rgb", "depth", "semseg", "norm_rgb", "total"}
+    for part in ("train", "baseline_train", "baseline_val"):  # the same losses on training scenes / of the baseline
+        assert set(report[part]) == set(report["val"]) and report[part] != report["val"]
     assert {"semseg_miou", "semseg_object_iou", "depth_l1"} <= set(report["from_rgb"]) <= set(report["baseline_from_rgb"])
     assert Image.open(run / "reconstructions.png").size[0] > 300 and (run / "cross_modal.png").exists()
     assert [r["step"] for r in read_metrics(run, "train")] == [1, 2, 3]

@@ -157,12 +157,15 @@ def val_record(losses: dict[str, float], rgb_metrics: dict[str, float]) -> dict[
 
 def final_report(task: PretrainTask, model: MultiMAE, cfg: RunConfig, val: list[dict[str, Tensor]],
                  train_sample: list[dict[str, Tensor]]) -> dict[str, Any]:
-    """Validation losses and from-RGB transfer metrics of the model and of the mean baseline."""
+    """Masked-reconstruction losses on held-out and on training scenes (fixed masks, no
+    augmentation) and from-RGB transfer metrics, of the model and of the mean baseline."""
     report: dict[str, Any] = {"val": task.validate(val)}
     if "rgb" in model.input_specs:
         report["from_rgb"] = from_rgb(model, cfg, val)
     if train_sample:
         base = mean_baseline(model, train_sample)
+        report["train"] = task.validate(train_sample)
+        report["baseline_train"] = task.validate(train_sample, baseline=base)
         report["baseline_val"] = task.validate(val, baseline=base)
         report["baseline_from_rgb"] = transfer_metrics(lambda x: base, model, val, ("rgb",), object_classes(cfg))
     return report
