@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -60,6 +61,10 @@ def test_generate_resumes(tmp_path):
     with pytest.raises(ValueError, match="class_colors"):  # another world is not a resume
         generate(tmp_path, GenerateConfig(count=5, size=SIZE, fmt="shards", shard_size=2, class_colors=0.8),
                  progress=False)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    del manifest["class_colors"]  # as written before the setting existed: the shape-only world
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    generate(tmp_path, GenerateConfig(count=5, size=SIZE, fmt="shards", shard_size=2), progress=False)
 
 
 def test_folder_generate_resumes(tmp_path):

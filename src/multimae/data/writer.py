@@ -115,6 +115,7 @@ def generate(out: str | Path, config: GenerateConfig, progress: bool = True) -> 
     if manifest is None:
         manifest = fresh
     else:
+        manifest.setdefault("class_colors", 0.0)  # data written before the setting existed
         for field in ("generator_version", "format", "size", "difficulty", "class_colors"):
             if manifest.get(field) != fresh[field]:
                 raise ValueError(

@@ -23,8 +23,7 @@ from multimae.data.world.scenes import GENERATOR_VERSION, SPLITS, Scene, check_w
 __all__ = [
     "BACKGROUND_CLASSES", "CLASS_NAMES", "GENERATOR_VERSION", "LABEL_NAMES", "NUM_CLASSES", "NUM_LABELS",
     "OBJECT_CLASSES", "PALETTE", "SPLITS", "Rendering", "Scene", "WorldSample", "check_world_settings", "render",
-    "sample_scene",
-    "scene_rng", "world_sample",
+    "sample_scene", "scene_rng", "world_sample",
 ]
 
 _MAX_TRIES = 10
