@@ -55,10 +55,10 @@ def render_pool(
     count: int,
     size: int,
     difficulty: float = 1.0,
+    class_colors: float = 0.0,
     modalities: Sequence[str] = ("rgb", "depth", "semseg"),
     workers: int = 2,
     progress: bool = True,
-    class_colors: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Render scenes 0..count-1 of ``split`` into stored-form tensors (see the module docstring)."""
     unknown = set(modalities) - set(POOL_MODALITIES)
@@ -81,11 +81,11 @@ def load_or_render_pool(
     count: int,
     size: int,
     difficulty: float = 1.0,
+    class_colors: float = 0.0,
     modalities: Sequence[str] = ("rgb", "depth", "semseg"),
     workers: int = 2,
     cache_dir: str | Path | None = None,
     progress: bool = True,
-    class_colors: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """`render_pool`, cached on disk by (generator version, split, count, size, world settings, modalities)."""
     world = f"{difficulty}" + (f"-cc{class_colors}" if class_colors else "")  # keys of class_colors=0 unchanged
@@ -98,7 +98,7 @@ def load_or_render_pool(
             return torch.load(file, weights_only=True)
         except Exception as err:  # a damaged cache is rebuilt, not trusted
             print(f"warning: ignoring unreadable pool cache {file}: {err}")
-    pool = render_pool(split, count, size, difficulty, modalities, workers, progress, class_colors)
+    pool = render_pool(split, count, size, difficulty, class_colors, modalities, workers, progress)
     path.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(f".tmp{os.getpid()}")
     torch.save(pool, tmp)

@@ -20,8 +20,8 @@ def world_pool(data: DataConfig, split: str, count: int, modalities: Sequence[st
     modality, plus the scene ``label``."""
     with main_process_first(info):
         return load_or_render_pool(split, count, data.world_render_size or data.image_size, data.world_difficulty,
-                                   modalities, data.num_workers, data.cache_dir, progress and info.is_main,
-                                   data.world_class_colors)
+                                   data.world_class_colors, modalities, data.num_workers, data.cache_dir,
+                                   progress and info.is_main)
 
 
 def resized_batches(pool: dict[str, Tensor], size: int, batch: int = 64) -> list[dict[str, Tensor]]:
