@@ -191,7 +191,7 @@ def test_config_is_read_back_from_weights(head_cfg):
 def test_bad_head_configs_are_rejected():
     with pytest.raises(ValueError, match="square"):
         ConvNeXtHeadConfig(dim=8, num_classes=2, preds_per_patch=8, embed_dim=64)
-    with pytest.raises(ValueError, match="increasing"):
+    with pytest.raises(ValueError, match="non-decreasing"):
         DPTHeadConfig(dim=8, hooks=(3, 2, 1, 0))
     with pytest.raises(ValueError, match="reach past"):
         tiny_model(DPTHeadConfig(dim=32, hooks=(1, 2, 3, 4), layer_dims=(8, 8, 8, 8), feature_dim=8))
@@ -207,3 +207,18 @@ def test_dpt_output_is_at_image_size_for_any_patch_size(patch, size):
     head = DPTHeadConfig(dim=32, num_channels=1, hooks=(0, 1, 2, 3), layer_dims=(8, 8, 8, 8), feature_dim=8)
     model = FineTuneModel(cfg.encoder, cfg.modality_specs(), head, "depth")
     assert model({"rgb": torch.randn(1, 3, size, size)}).shape == (1, 1, size, size)
+
+
+def test_dpt_accepts_repeated_hooks_as_the_official_adapter_does():
+    """(0, 1, 2, 2) on a 3-block encoder: block 2 feeds the last two levels; each block is kept once."""
+    torch.manual_seed(0)
+    cfg = tiny_config(encoder={"dim": 32, "depth": 3, "num_heads": 2, "image_size": 32, "patch_size": 8},
+                      inputs=("rgb",), outputs=(), modality_overrides={})
+    head = DPTHeadConfig(dim=32, num_channels=1, hooks=(0, 1, 2, 2), layer_dims=(8, 8, 8, 8), feature_dim=8)
+    model = FineTuneModel(cfg.encoder, cfg.modality_specs(), head, "depth")
+    assert model.head.return_layers == (0, 1, 2)
+    x = torch.randn(2, 3, 32, 32)
+    out = model({"rgb": x})
+    assert out.shape == (2, 1, 32, 32) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert model.head.act_4_postprocess[0].weight.grad is not None

@@ -55,15 +55,17 @@ class DPTHeadConfig:
     dim: int  # encoder width D
     num_channels: int = 1  # K output channels (1 for depth, 3 for surface normals)
     modalities: tuple[str, ...] = ("rgb",)  # tokens read; several are concatenated along features
-    hooks: tuple[int, ...] = (2, 5, 8, 11)  # encoder blocks read, shallow to deep (`default_hooks`)
+    # Encoder blocks read, shallow to deep (`default_hooks`); a block may repeat (e.g. (0, 1, 2, 2)
+    # for a 3-block encoder), as the official DPTOutputAdapter allows.
+    hooks: tuple[int, ...] = (2, 5, 8, 11)
     layer_dims: tuple[int, ...] = (96, 192, 384, 768)  # L_1..L_4, widths after reassembling
     feature_dim: int = 256  # F, width of the fusion path
 
     def __post_init__(self) -> None:
         if len(self.hooks) != 4 or len(self.layer_dims) != 4:
             raise ValueError(f"DPTHeadConfig: needs 4 hooks and 4 layer_dims, got {self.hooks} and {self.layer_dims}")
-        if list(self.hooks) != sorted(set(self.hooks)) or min(self.hooks) < 0:
-            raise ValueError(f"DPTHeadConfig: hooks must be distinct, non-negative and increasing, got {self.hooks}")
+        if list(self.hooks) != sorted(self.hooks) or min(self.hooks) < 0:
+            raise ValueError(f"DPTHeadConfig: hooks must be non-negative and non-decreasing, got {self.hooks}")
         if not self.modalities:
             raise ValueError("DPTHeadConfig: the head must read the tokens of at least one modality")
         if min(self.dim, self.num_channels, self.feature_dim, *self.layer_dims) < 1 or self.feature_dim < 2:
@@ -181,8 +183,8 @@ class DPTHead(nn.Module):
 
     @property
     def return_layers(self) -> tuple[int, ...]:
-        """Encoder blocks whose outputs the head needs in ``EncoderOutput.intermediates``."""
-        return self.config.hooks
+        """Encoder blocks whose outputs the head needs in ``EncoderOutput.intermediates`` (each once)."""
+        return tuple(sorted(set(self.config.hooks)))
 
     @torch.no_grad()
     def set_output_bias(self, values: Tensor) -> None:
@@ -198,13 +200,15 @@ class DPTHead(nn.Module):
     def forward(self, enc: EncoderOutput, image_size: tuple[int, int]) -> Tensor:
         """Predictions (B, K, H, W) at ``image_size`` = (H, W); needs ``enc.intermediates`` of ``hooks``."""
         cfg = self.config
-        if len(enc.intermediates) != len(cfg.hooks):
+        blocks = self.return_layers
+        if len(enc.intermediates) != len(blocks):
             raise ValueError(
-                f"the DPT head needs the outputs of encoder blocks {cfg.hooks}; the encoding holds "
+                f"the DPT head needs the outputs of encoder blocks {blocks}; the encoding holds "
                 f"{len(enc.intermediates)} intermediate layers (pass return_layers=head.return_layers)"
             )
         levels = []
-        for k, tokens in enumerate(enc.intermediates, start=1):
+        for k, hook in enumerate(cfg.hooks, start=1):
+            tokens = enc.intermediates[blocks.index(hook)]
             x = tokens_to_map(select_tokens(enc, cfg.modalities, tokens), enc.layout.grid)  # (B, M*D, h, w)
             x = getattr(self, f"act_{k}_postprocess")(x)
             levels.append(getattr(self.scratch, f"layer{k}_rn")(x))  # (B, F, ., .)
