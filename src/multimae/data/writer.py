@@ -12,6 +12,7 @@ renamed into place when complete, so rerunning the same command writes only what
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from multimae.data.generated import encode_world_sample
 from multimae.data.manifest import read_manifest, world_manifest, write_manifest
 from multimae.data.shards import write_shard
 from multimae.data.world import LABEL_NAMES, SPLITS, check_world_settings, world_sample
+from multimae.engine.children import die_with_parent
 
 _FOLDER_FILES = {"rgb.png": "rgb", "depth.png": "depth", "normals.png": "normals", "semseg.png": "semseg",
                  "instance.png": "instance"}
@@ -60,7 +62,7 @@ def _render(config: GenerateConfig, indices: list[int]) -> Iterator[tuple[int, i
     if config.workers == 1:
         yield from map(_encoded, jobs)
         return
-    with multiprocessing.get_context().Pool(config.workers) as pool:
+    with multiprocessing.get_context().Pool(config.workers, die_with_parent, (os.getpid(),)) as pool:
         yield from pool.imap(_encoded, jobs, chunksize=4)
 
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from multimae.data.codecs import encode_png
 from multimae.data.shards import iter_shard, write_shard
+from multimae.engine.children import die_with_parent
 from multimae.pseudolabel.base import Labeler
 from multimae.pseudolabel.sources import (
     SHARD_IMAGE_SUFFIXES,
@@ -106,7 +107,8 @@ class _Decode(Dataset):
 
 def _decoded_chunks(decode: Callable[[Any], DecodedImage], items: Sequence[Any], chunk: int, workers: int
                     ) -> DataLoader:
-    return DataLoader(_Decode(decode, items), batch_size=chunk, collate_fn=list, num_workers=workers)
+    return DataLoader(_Decode(decode, items), batch_size=chunk, collate_fn=list, num_workers=workers,
+                      worker_init_fn=partial(die_with_parent, os.getpid()) if workers else None)
 
 
 # --------------------------------------------------------------------------- folders
