@@ -4,6 +4,7 @@ the data pipeline, pre-trained on; interruption and resumption; several processe
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -68,14 +69,17 @@ def test_pseudolabel_a_photo_folder_then_pretrain_on_it(photo_folder, tmp_path, 
         assert valid.numel() > 0 and valid.max() == 1.0 and valid.min() > 0  # relative depth, farthest = 1
     assert tuple(data[data.keys.index("odd")]["semseg"].shape) == (37, 50)
 
+    # The printed hint, as a user would paste it (no val split: samples are held out), at a tiny size.
+    hint = next(line for line in printed.splitlines() if line.startswith("pre-train on it: multimae pretrain "))
+    command = shlex.split(hint.removeprefix("pre-train on it: multimae "))
     tiny = ["model.encoder={dim: 32, depth: 1, num_heads: 2, image_size: 32, patch_size: 8}",
             "model.decoder={dim: 16, depth: 1, num_heads: 2}", "data.image_size=32", "data.batch_size=4",
-            "data.num_workers=0", "masking.num_visible=8", "train.log_every=1", "train.precision=fp32",
-            "model.modality_overrides={semseg: {num_channels: 133}}"]
-    assert main(["pretrain", "--quiet", *tiny, "data.source=folder", f"data.root={out}", f"train.out_dir={tmp_path}",
-                 "train.name=run", "train.steps=2"]) == 0
-    report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert report["steps"] == 2
+            "data.num_workers=0", "masking.num_visible=8", "train.log_every=1", "train.precision=fp32"]
+    assert main([command[0], "--quiet", *command[1:], *tiny, f"train.out_dir={tmp_path}", "train.name=run",
+                 "train.steps=2"]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert report["steps"] == 2 and report["val_data"].startswith("1 sample held out")
+    assert (tmp_path / "run" / "reconstructions.png").exists()
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [m for m in metrics if m.get("kind", "train") == "train" and "depth" in m]
     assert losses and all(np.isfinite(m["depth"]) and np.isfinite(m["semseg"]) for m in losses)

@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf) replaced by None, so that the JSON written
+    is valid (``json.dumps`` would write the non-standard ``NaN``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def dump_json(value: Any, **kwargs: Any) -> str:
+    """Strict JSON text of ``value`` (non-finite floats as null; see `json_safe`)."""
+    return json.dumps(json_safe(value), allow_nan=False, **kwargs)
 
 
 class MetricLogger:
@@ -26,7 +44,7 @@ class MetricLogger:
             return
         record = {"kind": kind, "step": step, **{k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()}}
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(dump_json(record) + "\n")
         if self._tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)):

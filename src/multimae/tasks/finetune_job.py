@@ -4,7 +4,6 @@ trainer; final evaluation, report and prediction picture. The loop is `multimae.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ from torch import Tensor
 from multimae.config.finetune import FinetuneConfig
 from multimae.config.loader import to_plain, to_yaml
 from multimae.engine.distributed import from_rank0, init_distributed, local_threads, resolve_device
+from multimae.engine.logger import dump_json
 from multimae.engine.trainer import Trainer
 from multimae.model import FineTuneModel
 from multimae.tasks.finetune import FinetuneTask
@@ -110,13 +110,13 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
         report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1), "task": cfg.task.kind,
                                   "inputs": list(cfg.task.inputs), "init": cfg.init.checkpoint,
                                   "val": task.evaluate(val) if val else {}}
-        (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+        (run_dir / "report.json").write_text(dump_json(report, indent=2))
         trainer.logger.log(trainer.step, report["val"], kind="val")
         if val:
             picture = save_prediction_picture(task, cfg, {k: v[:4] for k, v in val[0].items()}, run_dir / "predictions.png")
             if picture is not None:
                 print(f"picture: {picture}")
-        print(json.dumps(report, indent=2))
+        print(dump_json(report, indent=2))
         print(f"run folder: {run_dir}")
     trainer.close()
     return run_dir

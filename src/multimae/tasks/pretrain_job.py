@@ -3,7 +3,7 @@ and pictures. The loop itself is `multimae.engine.trainer`."""
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,10 +26,16 @@ from multimae.engine.distributed import (
     local_threads,
     resolve_device,
 )
+from multimae.engine.logger import dump_json
 from multimae.engine.trainer import Trainer
 from multimae.model import MultiMAE
 from multimae.tasks.pretrain import PretrainTask, mean_baseline, transfer_metrics
 from multimae.tasks.world_data import resized_batches, world_pool
+
+
+log = logging.getLogger(__name__)
+HELD_OUT_FRACTION = 0.1  # of a folder's training samples, validated on when there is no data.val_root
+HELD_OUT_MAX = 64
 
 
 def needed_modalities(model: MultiMAE) -> tuple[str, ...]:
@@ -58,25 +64,74 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
     transform = RandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else Resize(d.image_size)
     if d.source == "folder":
         dataset: Any = FolderDataset(d.root, "train", mods, transform=transform, seed=seed)  # type: ignore[arg-type]
+        warn_if_incomplete(dataset.root)
+        if not d.val_root:
+            dataset.keys = [k for k in dataset.keys if k not in set(held_out_keys(dataset.keys, seed))]
     else:
-        from multimae.data.shards import ShardDataset
+        from multimae.data.shards import ShardDataset, list_shards
 
-        dataset = ShardDataset(d.root, mods, transform=transform, shuffle=True, seed=seed,  # type: ignore[arg-type]
+        warn_if_incomplete(Path(str(d.root)))
+        shards = list_shards(d.root)  # type: ignore[arg-type]
+        train_shards = shards[:-1] if not d.val_root and len(shards) > 1 else shards
+        dataset = ShardDataset(train_shards, mods, transform=transform, shuffle=True, seed=seed,
                                rank=info.rank, world_size=info.world_size)
     stream = LoaderStream(dataset, micro_batch, seed, info.rank, info.world_size, d.num_workers)
-    val: list[dict[str, Tensor]] = []
+    vset, _ = val_set(cfg, model)
+    batch = min(64, len(vset)) if hasattr(vset, "__len__") else 64
+    vstream = LoaderStream(vset, batch, seed, num_workers=0)
+    count = min(cfg.train.num_val_batches, len(vset) // batch) if hasattr(vset, "__len__") else 1
+    return stream, [next(vstream) for _ in range(count)], []
+
+
+def held_out_keys(keys: Sequence[str], seed: int) -> list[str]:
+    """The training samples held out for validation when a folder run has no ``data.val_root``:
+    10 % (at least 1, at most 64, and never all of them), drawn with ``seed``."""
+    if len(keys) < 2:
+        raise ValueError(f"only {len(keys)} training sample(s) and no data.val_root: nothing can be held out for "
+                         "validation; add samples or set data.val_root")
+    count = min(HELD_OUT_MAX, max(1, round(len(keys) * HELD_OUT_FRACTION)), len(keys) - 1)
+    order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(keys[i] for i in order[:count])
+
+
+def warn_if_incomplete(root: Path) -> None:
+    """Warn when the data's manifest says a split is still being written (e.g. a pseudolabel run
+    that stopped early): training would see only part of it."""
+    from multimae.data.manifest import read_manifest
+
+    manifest = read_manifest(root) or {}
+    partial = sorted(n for n, s in manifest.get("splits", {}).items() if isinstance(s, dict) and s.get("complete") is False)
+    if partial:
+        message = (f"{root}: the manifest says split(s) {partial} are not complete (complete: false): an interrupted "
+                   "or still running `generate` / `pseudolabel`; training sees only the samples written so far. "
+                   "Rerun that command to finish them.")
+        log.warning(message)
+        print(f"warning: {message}")
+
+
+def val_set(cfg: RunConfig, model: MultiMAE) -> tuple[Any, str]:
+    """(validation data resized (not cropped) to the training size, where it comes from): the
+    ``val`` split under ``data.val_root``; without one, for a folder the samples `held_out_keys`
+    takes out of training, for shards the last shard (not trained on) or, with a single shard,
+    its first samples (also trained on: the report says so)."""
+    d = cfg.data
+    mods, size = needed_modalities(model), d.image_size
     if d.val_root:
-        vset = _folder_val_set(cfg, model)
-        batch = min(64, len(vset))
-        vstream = LoaderStream(vset, batch, seed, num_workers=0)
-        val = [next(vstream) for _ in range(min(cfg.train.num_val_batches, len(vset) // batch))]
-    return stream, val, []
+        return FolderDataset(d.val_root, "val", mods, transform=Resize(size)), f"the val split of {d.val_root}"
+    if d.source == "folder":
+        vset = FolderDataset(d.root, "train", mods, transform=Resize(size))  # type: ignore[arg-type]
+        vset.keys = held_out_keys(vset.keys, cfg.train.seed)
+        n = len(vset)
+        return vset, f"{n} sample{'s' if n != 1 else ''} held out of {d.root} (not trained on; no data.val_root)"
+    from multimae.data.shards import ShardDataset, list_shards
 
-
-def _folder_val_set(cfg: RunConfig, model: MultiMAE) -> FolderDataset:
-    """The ``val`` split under ``data.val_root``, resized (not cropped) to the training size."""
-    return FolderDataset(cfg.data.val_root, "val", needed_modalities(model),  # type: ignore[arg-type]
-                         transform=Resize(cfg.data.image_size))
+    shards = list_shards(d.root)  # type: ignore[arg-type]
+    if len(shards) > 1:
+        return (ShardDataset(shards[-1:], mods, transform=Resize(size)),
+                f"the last shard {shards[-1]} held out (not trained on; no data.val_root)")
+    return (ShardDataset(shards, mods, transform=Resize(size)),
+            f"the first samples of the only shard {shards[0]}, which is also trained on (no data.val_root: "
+            "these numbers are not held-out ones; set data.val_root)")
 
 
 def make_run_dir(cfg: RunConfig, resume: str | Path | None) -> tuple[Path, Path | None]:
@@ -108,10 +163,9 @@ def held_out_batch(cfg: RunConfig, model: MultiMAE, count: int) -> dict[str, Ten
     if cfg.data.source == "world":
         pool = world_pool(cfg.data, "val", max(count, cfg.data.world_val_scenes), needed_modalities(model))
         return resized_batches({k: v[:count] for k, v in _without_label(pool).items()}, cfg.data.image_size, count)[0]
-    if not cfg.data.val_root:
-        raise ValueError("the run has no validation data (data.val_root) to draw pictures from")
-    vset = _folder_val_set(cfg, model)
-    return next(LoaderStream(vset, min(count, len(vset)), cfg.train.seed, num_workers=0))
+    vset, _ = val_set(cfg, model)
+    size = min(count, len(vset)) if hasattr(vset, "__len__") else count
+    return next(LoaderStream(vset, size, cfg.train.seed, num_workers=0))
 
 
 def save_pictures(model: MultiMAE, cfg: RunConfig, raw: dict[str, Tensor], out_dir: Path, tag: str = "",
@@ -192,6 +246,9 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
         raise ValueError(f"data.batch_size {cfg.data.batch_size} is not divisible by accum_steps x processes = {accum * world}")
     micro = cfg.data.batch_size // accum
     stream, val, train_sample = build_streams(cfg, model, info, micro, progress)
+    val_data = val_set(cfg, model)[1] if cfg.data.source != "world" else "held-out scenes of the world"
+    if cfg.data.source != "world" and not cfg.data.val_root and info.is_main:
+        print(f"validation data: {val_data}")
     task = PretrainTask(model, cfg.masking, cfg.loss, cfg.train.seed)
 
     def validate(step: int) -> dict[str, float]:
@@ -214,12 +271,14 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
     if info.is_main:
         model.eval()
         report = {"steps": trainer.step, "train_wall_s": round(wall, 1), **final_report(task, model, cfg, val, train_sample)}
-        (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+        if cfg.data.source != "world":
+            report["val_data"] = val_data
+        (run_dir / "report.json").write_text(dump_json(report, indent=2))
         trainer.logger.log(trainer.step, val_record(report["val"], report.get("from_rgb", {})), kind="val")
         if pictured is not None:
             for path in save_pictures(model, cfg, pictured, run_dir, seed=cfg.train.seed):
                 print(f"picture: {path}")
-        print(json.dumps(report, indent=2))
+        print(dump_json(report, indent=2))
         print(f"run folder: {run_dir}")
     trainer.close()
     return run_dir
