@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "head reads (not stored in weights; default: the checkpoint's arguments, else rgb)")
     parser.add_argument("--dpt-hooks", help="fine-tuned DPT heads: the four encoder blocks read, e.g. 2,5,8,11 "
                         "(default: evenly spaced, the official 2,5,8,11 for 12 blocks)")
+    parser.add_argument("--inputs", help="official checkpoints: the input modalities in their original order, "
+                        "e.g. rgb,depth,semseg (needed only when the file's keys are sorted, as in safetensors; "
+                        "default: the checkpoint's order, else rgb, depth, semseg, ...)")
     parser.add_argument("--trust", action="store_true",
                         help="allow arbitrary pickled objects in IN (trusted files only)")
     parser.add_argument("--report", type=Path, help="also write the full report (every key) as JSON here")
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         report = convert_file(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
                               num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads,
                               head_modalities=head_list(args.head_reads), hooks=hooks_list(args.dpt_hooks),
-                              trusted=args.trust)
+                              input_order=head_list(args.inputs), trusted=args.trust)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     print(report.summary())

@@ -41,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--head-reads", help="fine-tuned dense heads: modalities whose tokens the head reads, "
                         "comma-separated (see multimae convert)")
     parser.add_argument("--dpt-hooks", help="fine-tuned DPT heads: the four encoder blocks read, e.g. 2,5,8,11")
+    parser.add_argument("--inputs", dest="input_order", help="official checkpoints with sorted keys: the input "
+                        "modalities in their original order, e.g. rgb,depth,semseg (see multimae convert)")
     parser.add_argument("--trust", action="store_true", help="allow arbitrary pickled objects in the checkpoint")
     parser.set_defaults(func=run)
 
@@ -82,13 +84,19 @@ def _palette(num_classes: int) -> tuple[Any, Any, str | None]:
 
 def run(args: argparse.Namespace) -> int:
     from multimae.cli.convert import head_list, hooks_list
-    from multimae.inference import load_model, predict, save_prediction
+    from multimae.convert import load_any
+    from multimae.inference import predict, save_prediction
+    from multimae.inference.inputs import peek_sizes
 
     try:
         inputs = _inputs(args)
-        model = load_model(args.checkpoint, device=args.device, num_heads=args.num_heads,
-                           decoder_num_heads=args.decoder_num_heads, head_modalities=head_list(args.head_reads),
-                           hooks=hooks_list(args.dpt_hooks), trusted=args.trust)
+        peek_sizes(inputs)  # missing files, unreadable images, misaligned inputs: before the checkpoint loads
+        model, report = load_any(args.checkpoint, num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads,
+                                 head_modalities=head_list(args.head_reads), hooks=hooks_list(args.dpt_hooks),
+                                 input_order=head_list(args.input_order), trusted=args.trust)
+        model = model.to(args.device).eval()
+        if report.source_format not in ("multimae run", "multimae"):  # a foreign file: say what was guessed
+            print(f"checkpoint: {report.summary()}")
         names = [n for n in model.input_specs if n in inputs]
         mask = _mask(args.mask, names) if args.mask else None
         fit = "native" if args.native_size else "crop" if args.crop else "resize"

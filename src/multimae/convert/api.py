@@ -67,6 +67,7 @@ def load_any(
     decoder_num_heads: int | None = None,
     head_modalities: Sequence[str] | None = None,
     hooks: Sequence[int] | None = None,
+    input_order: Sequence[str] | None = None,
     trusted: bool = False,
 ) -> tuple[MultiModalViT, ConversionReport]:
     """Our model (eval mode) from any supported checkpoint, and what the conversion did: a
@@ -80,6 +81,9 @@ def load_any(
         head_modalities, hooks: for official fine-tuned dense heads, the modalities whose tokens the
             head reads and the encoder blocks a DPT head reads (not stored in weights; see
             `multimae.convert.finetune` for the defaults).
+        input_order: for official checkpoints, the order of the input modalities (it sets the
+            token order). Needed only when the file stores its keys sorted (safetensors), where
+            the original order is lost and the built-in order (rgb, depth, semseg, ...) is assumed.
         trusted: allow arbitrary pickled objects in ``.pth`` files (only for files you trust).
     """
     if fmt not in SOURCES:
@@ -116,9 +120,9 @@ def load_any(
         decoders = [k for k in ckpt.state if k.startswith("output_adapters.") and k.endswith(SPATIAL_DECODER_KEYS[0])]
         if heads and not decoders:
             return finetune_to_model(ckpt.state, num_heads=num_heads, args=ckpt.args, head_modalities=head_modalities,
-                                     hooks=hooks)
+                                     hooks=hooks, input_order=input_order)
         return official_to_multimae(ckpt.state, num_heads=num_heads, decoder_num_heads=decoder_num_heads,
-                                    args=ckpt.args)
+                                    args=ckpt.args, input_order=input_order)
     return timm_to_multimae(ckpt.state, num_heads=num_heads, metadata=ckpt.metadata)
 
 
@@ -185,13 +189,15 @@ def convert_file(
     decoder_num_heads: int | None = None,
     head_modalities: Sequence[str] | None = None,
     hooks: Sequence[int] | None = None,
+    input_order: Sequence[str] | None = None,
     trusted: bool = False,
 ) -> ConversionReport:
     """Read ``src`` in any supported format and write ``dst`` as ours or as timm weights."""
     if dst_format not in TARGETS:
         raise ValueError(f"unknown target format {dst_format!r}; choose one of {TARGETS}")
     model, report = load_any(src, fmt=src_format, num_heads=num_heads, decoder_num_heads=decoder_num_heads,
-                             head_modalities=head_modalities, hooks=hooks, trusted=trusted)
+                             head_modalities=head_modalities, hooks=hooks, input_order=input_order,
+                             trusted=trusted)
     if dst_format == "multimae":
         save_multimae(model, dst)
         return report

@@ -117,6 +117,7 @@ def finetune_to_model(
     args: Mapping[str, Any] | None = None,
     head_modalities: Sequence[str] | None = None,
     hooks: Sequence[int] | None = None,
+    input_order: Sequence[str] | None = None,
 ) -> tuple[FineTuneModel, ConversionReport]:
     """Our `FineTuneModel` for an official fine-tuned checkpoint, loaded (every key accounted for)."""
     args = args or {}
@@ -126,7 +127,8 @@ def finetune_to_model(
     name = names[0]
     report = ConversionReport(f"{SOURCE_FORMAT} with a fine-tuning head", "multimae (FineTuneModel)")
     encoder_state = {k: v for k, v in state.items() if not k.startswith("output_adapters.")}
-    cfg = infer_config(encoder_state, num_heads=num_heads, hints=hints_from_args(args), report=report)
+    cfg = infer_config(encoder_state, num_heads=num_heads, hints=hints_from_args(args), report=report,
+                       input_order=input_order)
     head = infer_head(state, name, cfg.inputs, cfg.encoder.dim, cfg.encoder.depth, report, args=args,
                       head_modalities=head_modalities, hooks=hooks)
     model = build_finetune(cfg, head, name, state)

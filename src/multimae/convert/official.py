@@ -26,7 +26,7 @@ official pre-training default); the report says which.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -127,9 +127,14 @@ def _modality(name: str, kind: str, channels: int, stride: int, report: Conversi
     return overrides or None, None
 
 
-def _ordered(names: list[str], keys_sorted: bool) -> list[str]:
-    """``names`` as found, or, when the file sorted its keys (safetensors), built-ins first in
-    registry order (rgb, depth, semseg, ...; the official order), then the others."""
+def _ordered(names: list[str], keys_sorted: bool, given: Sequence[str] | None = None) -> list[str]:
+    """``given`` (checked to name exactly ``names``), else ``names`` as found, or, when the file
+    sorted its keys (safetensors), built-ins first in registry order (rgb, depth, semseg, ...; the
+    official order), then the others."""
+    if given is not None:
+        if sorted(given) != sorted(names):
+            raise ValueError(f"input order {list(given)} must name each of the checkpoint's inputs {sorted(names)} once")
+        return list(given)
     if not keys_sorted:
         return names
     builtin = [n for n in BUILTIN_MODALITIES if n in names]
@@ -155,8 +160,10 @@ def infer_config(
     decoder_num_heads: int | None = None,
     hints: Mapping[str, int] | None = None,
     report: ConversionReport | None = None,
+    input_order: Sequence[str] | None = None,
 ) -> MultiMAEConfig:
-    """The `MultiMAEConfig` of an official-layout state dict (see the module docstring).
+    """The `MultiMAEConfig` of an official-layout state dict (see the module docstring);
+    ``input_order`` overrides the order of the inputs (see `_ordered`).
 
     Only the spatial (pre-training) decoders among ``output_adapters`` become outputs; other
     output adapters (fine-tuning heads) are left to the caller.
@@ -176,7 +183,7 @@ def infer_config(
     heads = _heads(D, num_heads, hints.get("num_heads"), ENCODER_HEAD_DIM, "encoder", True, rep)
 
     keys_sorted = list(state) == sorted(state)
-    inputs = _ordered(child_names(state, "input_adapters."), keys_sorted)
+    inputs = _ordered(child_names(state, "input_adapters."), keys_sorted, input_order)
     if not inputs:
         raise ValueError("no input_adapters.* tensors: not an official MultiMAE / MultiViT checkpoint")
     adapters = {n: sub_state(state, f"input_adapters.{n}.") for n in inputs}
@@ -188,8 +195,9 @@ def infer_config(
     dec_cfg = _decoder_config(spatial, inputs, D, decoder_num_heads, hints, rep) if spatial else DecoderConfig()
     out_channels = _output_channels(spatial, adapters, P, grid)
     overrides, custom = _modality_specs(adapters, out_channels, P, rep)
-    order = ("built-in order: the file stores its keys sorted, so the original order is unknown"
-             if keys_sorted else "checkpoint order")
+    order = ("as given" if input_order is not None else
+             "built-in order: the file stores its keys sorted, so the original order is unknown (set it with "
+             "--inputs / input_order)" if keys_sorted else "checkpoint order")
     rep.infer("inputs", ", ".join(inputs), f"input_adapters, {order}")
     rep.infer("outputs", ", ".join(spatial) or "none", "output_adapters with a MultiMAE decoder")
 
@@ -364,6 +372,7 @@ def official_to_multimae(
     num_heads: int | None = None,
     decoder_num_heads: int | None = None,
     args: Mapping[str, Any] | None = None,
+    input_order: Sequence[str] | None = None,
 ) -> tuple[MultiMAE, ConversionReport]:
     """Build our `MultiMAE` for an official-layout state dict and load it (shapes checked).
 
@@ -371,10 +380,11 @@ def official_to_multimae(
         state: official key layout (pre-training MultiMAE, or MultiViT with fine-tuning heads).
         num_heads, decoder_num_heads: override the head counts (not stored in the weights).
         args: the official training arguments (``ckpt["args"]``), used for head counts.
+        input_order: the order of the input modalities (see `infer_config`).
     """
     report = ConversionReport(SOURCE_FORMAT, "multimae")
     cfg = infer_config(state, num_heads=num_heads, decoder_num_heads=decoder_num_heads,
-                       hints=hints_from_args(args or {}), report=report)
+                       hints=hints_from_args(args or {}), report=report, input_order=input_order)
     model = build_model(lambda: MultiMAE(cfg), state)
     load_matching(model, state, report, "not part of a pre-training MultiMAE (fine-tuning head)")
     note_positional_tables(model, report)

@@ -18,6 +18,10 @@ instance    8- or 16-bit PNG, 0 = none       int64 ``(H, W)``
 caption     UTF-8 text (``.txt``)            str
 label       decimal text (``.cls``)          int
 ==========  ===============================  ==================================================
+
+Every picture is opened by `read_image`, the one rule of the project: the EXIF orientation is
+applied (pixels are the displayed image) and an rgb file of any mode (grey, 16-bit grey, palette,
+CMYK, alpha) becomes 8-bit RGB.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEPTH_SCALE = 1000.0  # stored value per scene unit: millimetres when the unit is the metre
 DEPTH_MAX = 65535 / DEPTH_SCALE  # the largest depth a 16-bit PNG can hold
@@ -121,22 +125,73 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def read_array(data: bytes, name: str) -> np.ndarray:
-    """Decode image (PNG/JPEG) or ``.npy`` bytes; ``name`` ends with the extension."""
+def to_rgb8(im: Image.Image, notes: list[str]) -> np.ndarray:
+    """Any PIL picture -> uint8 ``(H, W, 3)``, naming each conversion in ``notes``."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im)
+        if im.mode == "F":
+            raise ValueError("a floating-point picture is not an rgb image")
+        bits = 16 if im.mode.startswith("I;16") or (a.size and int(a.max()) > 255) else 8
+        if bits == 16:
+            a = np.round(np.clip(a, 0, 65535).astype(np.float64) / 257.0)
+            notes.append("16-bit grey scaled to 8 bits (value / 257), copied to 3 channels")
+        else:
+            notes.append("grey copied to 3 channels")
+        return np.repeat(np.clip(a, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        notes.append(f"alpha channel dropped ({im.mode})")
+    elif im.mode in ("L", "1"):
+        notes.append("grey copied to 3 channels")
+    elif im.mode == "CMYK":
+        notes.append("CMYK converted to RGB")
+    elif im.mode == "P":
+        notes.append("palette colours looked up")
+    elif im.mode != "RGB":
+        notes.append(f"{im.mode} converted to RGB")
+    return np.asarray(im.convert("RGB"))
+
+
+def read_image(data: bytes, name: str, rgb: bool = False) -> tuple[np.ndarray, list[str]]:
+    """The one image reader of the project (training readers, pseudolabel, predict, importers).
+
+    Rule: pixels are the *displayed* image, i.e. an EXIF orientation tag is applied (the map files
+    of a sample rarely carry one; then nothing changes). ``rgb``: any mode becomes uint8
+    ``(H, W, 3)`` (16-bit grey scaled by 1/257, grey / palette expanded, CMYK converted, alpha
+    dropped); else palette / bilevel maps give their indices and 16-bit maps stay 16-bit. Returns
+    the array and the conversions done, as short phrases. Raises ValueError naming ``name``.
+    """
+    notes: list[str] = []
     try:
-        if name.endswith(".npy"):
-            return np.load(io.BytesIO(data), allow_pickle=False)
         with Image.open(io.BytesIO(data)) as im:
-            if im.mode in ("P", "1"):
-                im = im.convert("L")  # palette / bilevel maps: their indices are the ids
-            elif im.mode in ("RGBA", "CMYK", "YCbCr", "LA"):
-                im = im.convert("RGB")
-            array = np.asarray(im)
+            orientation = im.getexif().get(0x0112, 1)
+            if orientation not in (1, None):
+                im = ImageOps.exif_transpose(im)
+                notes.append(f"EXIF orientation {orientation} applied")
+            if rgb:
+                array = to_rgb8(im, notes)
+            else:
+                if im.mode in ("P", "1"):
+                    im = im.convert("L")  # palette / bilevel maps: their indices are the ids
+                elif im.mode in ("RGBA", "CMYK", "YCbCr", "LA"):
+                    im = im.convert("RGB")
+                array = np.asarray(im)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise ValueError(f"{name}: cannot decode ({err})") from None
     if array.dtype == np.int32:  # PIL opens some 16-bit PNGs as 32-bit signed
         array = array.astype(np.uint16)
-    return array
+    if array.size == 0:
+        raise ValueError(f"{name}: empty image")
+    return array, notes
+
+
+def read_array(data: bytes, name: str, rgb: bool = False) -> np.ndarray:
+    """Decode image (PNG/JPEG, see `read_image`) or ``.npy`` bytes; ``name`` ends with the extension."""
+    if name.endswith(".npy"):
+        try:
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{name}: cannot decode ({err})") from None
+    return read_image(data, name, rgb)[0]
 
 
 def decode_modality(modality: str, data: bytes, name: str, num_classes: int | None = None,
@@ -147,7 +202,7 @@ def decode_modality(modality: str, data: bytes, name: str, num_classes: int | No
             return data.decode("utf-8").strip()
         except UnicodeDecodeError:
             raise ValueError(f"{name}: caption is not UTF-8 text") from None
-    array = read_array(data, name)
+    array = read_array(data, name, rgb=modality == "rgb")
     if modality in CLASS_MAPS:
         return decode_class_map(array, name, num_classes if modality == "semseg" else None)
     return decode_dense(modality, array, name, depth_scale)

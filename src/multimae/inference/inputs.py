@@ -8,9 +8,11 @@ the raw conventions of `multimae.modalities.spec`:
 =========  ===============================================  ====================================
 modality   accepted                                         raw value
 =========  ===============================================  ====================================
-rgb        any picture PIL opens (grey, palette, alpha      float (3, H, W) in [0, 1]
-           are converted); uint8 (H, W, 3) / (3, H, W)
-           arrays, or float ones in [0, 1]
+rgb        any picture PIL opens (grey, 16-bit grey,        float (3, H, W) in [0, 1]
+           palette, CMYK, alpha are converted and named
+           in the notes; EXIF orientation applied);
+           uint8 (H, W, 3) / (3, H, W) arrays, or float
+           ones in [0, 1]
 depth      16- or 8-bit PNG (value / 1000, 0 = invalid);    float (1, H, W), NaN = invalid
            float array (H, W) / (1, H, W), <= 0 or
            non-finite = invalid
@@ -34,10 +36,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 
-from multimae.data.codecs import DEPTH_SCALE, read_array
+from multimae.data.codecs import DEPTH_SCALE, read_image, to_rgb8
 from multimae.data.transforms import resized_crop
 from multimae.modalities.spec import ModalitySpec
 
@@ -56,29 +58,30 @@ class RawInput:
     how: str
 
 
-def _array(data: Any, name: str) -> tuple[np.ndarray, str, str]:
-    """(array, source, file kind) from a path, PIL image, numpy array or tensor."""
+def _array(data: Any, name: str) -> tuple[np.ndarray, str, str, list[str]]:
+    """(array, source, file kind, conversions) from a path, PIL image, numpy array or tensor.
+
+    Files are opened by `multimae.data.codecs.read_image`, the rule every reader follows (EXIF
+    orientation applied; rgb of any mode, 16-bit grey included, to 8-bit RGB)."""
     if isinstance(data, (str, Path)):
         path = Path(data)
         if not path.is_file():
             raise ValueError(f"{name}: {path}: no such file")
         if path.suffix.lower() == ".npy":
-            return np.load(path, allow_pickle=False), path.name, "npy"
+            return np.load(path, allow_pickle=False), path.name, "npy", []
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise ValueError(f"{name}: {path}: expected an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy array")
-        if name == "rgb":  # photos: honour the EXIF orientation, any colour mode becomes RGB
-            try:
-                with Image.open(path) as im:
-                    return np.asarray(ImageOps.exif_transpose(im).convert("RGB")), path.name, "image"
-            except OSError as err:
-                raise ValueError(f"{name}: {path}: cannot decode ({err})") from None
-        return read_array(path.read_bytes(), path.name), path.name, "image"
+        array, conversions = read_image(path.read_bytes(), path.name, rgb=name == "rgb")
+        return array, path.name, "image", conversions
     if isinstance(data, Image.Image):
-        return np.asarray(data.convert("RGB") if name == "rgb" else data), "PIL image", "image"
+        if name == "rgb":
+            conversions: list[str] = []
+            return to_rgb8(data, conversions), "PIL image", "image", conversions
+        return np.asarray(data), "PIL image", "image", []
     if isinstance(data, Tensor):
-        return data.detach().cpu().numpy(), "tensor", "array"
+        return data.detach().cpu().numpy(), "tensor", "array", []
     if isinstance(data, np.ndarray):
-        return data, "array", "array"
+        return data, "array", "array", []
     raise ValueError(f"{name}: expected a file path, a PIL image, a numpy array or a tensor, "
                      f"got {type(data).__name__}")
 
@@ -135,11 +138,14 @@ def _class_map(a: np.ndarray, spec: ModalitySpec, source: str) -> RawInput:
 
 def read_input(spec: ModalitySpec, data: Any) -> RawInput:
     """Read one input (a path, PIL image, array or tensor) for the modality ``spec``."""
-    a, source, kind = _array(data, spec.name)
+    a, source, kind, conversions = _array(data, spec.name)
     if spec.is_categorical:
         return _class_map(a, spec, source)
     if spec.name == "rgb" or spec.normalization == "imagenet":
-        return _rgb(a, source)
+        raw = _rgb(a, source)
+        if conversions:
+            raw.how = f"{'; '.join(conversions)}; {raw.how}"
+        return raw
     if spec.name == "depth":
         return _depth(a, source, kind)
     if spec.name == "normals" and a.dtype == np.uint8:
@@ -152,27 +158,105 @@ def read_input(spec: ModalitySpec, data: Any) -> RawInput:
     return RawInput(value, source, f"{spec.num_channels}-channel array as given")
 
 
+def _wxh(size: tuple[int, int]) -> str:
+    """(H, W) -> ``"W×H"``, the way image viewers give sizes."""
+    return f"{size[1]}×{size[0]}"
+
+
+def _round_to_patch(value: Tensor, H: int, W: int, patch: int) -> Tensor:
+    """Centre-crop or pad ``value`` (..., H, W) to the nearest multiples of ``patch`` (at least one
+    patch): edge pixels are repeated into the padding, NaN (invalid) for float one-channel maps."""
+    out_h, out_w = (max(patch, (n + patch // 2) // patch * patch) for n in (H, W))
+    a = value.numpy()
+    top, left = max(0, (H - out_h) // 2), max(0, (W - out_w) // 2)
+    a = a[..., top:top + out_h, left:left + out_w]
+    pads = [(0, 0)] * (a.ndim - 2) + [((out_h - a.shape[-2]) // 2, out_h - a.shape[-2] - (out_h - a.shape[-2]) // 2),
+                                      ((out_w - a.shape[-1]) // 2, out_w - a.shape[-1] - (out_w - a.shape[-1]) // 2)]
+    if any(p != (0, 0) for p in pads):
+        if a.dtype.kind == "f" and a.ndim == 3 and a.shape[0] == 1:
+            a = np.pad(a, pads, mode="constant", constant_values=np.nan)
+        else:
+            a = np.pad(a, pads, mode="edge")
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def native_plan(H: int, W: int, patch: int) -> str:
+    """What `fit_size` does at native size to an ``H x W`` input, as a sentence (W×H)."""
+    out_h, out_w = (max(patch, (n + patch // 2) // patch * patch) for n in (H, W))
+    if (out_h, out_w) == (H, W):
+        return f"kept at their own size {_wxh((H, W))} (W×H)"
+    parts = []
+    for axis, n, m in (("width", W, out_w), ("height", H, out_h)):
+        if m < n:
+            parts.append(f"{axis} centre-cropped by {n - m} px")
+        elif m > n:
+            parts.append(f"{axis} padded by {m - n} px (edges repeated; depth: invalid)")
+    return (f"rounded from {_wxh((H, W))} to {_wxh((out_h, out_w))} (W×H), the nearest multiples of the patch size "
+            f"{patch}: {', '.join(parts)}")
+
+
+def check_aspect(sizes: Mapping[str, tuple[int, int]], tolerance: float = 0.01) -> None:
+    """Refuse inputs whose aspect ratios differ: stretching them to one size would put each
+    modality's pixels on different places of the scene (labels no longer on their objects)."""
+    ratios = {n: w / h for n, (h, w) in sizes.items()}
+    lo, hi = min(ratios.values()), max(ratios.values())
+    if hi > lo * (1 + tolerance):
+        listed = ", ".join(f"{n} {_wxh(s)}" for n, s in sizes.items())
+        raise ValueError(f"inputs have different aspect ratios ({listed}, W×H): resizing them together would "
+                         "misalign them; crop them to the same framing first")
+
+
+def peek_sizes(inputs: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """``{modality: (H, W)}`` of file inputs as they will be read (EXIF orientation applied), from
+    the headers only: cheap checks before a (possibly large) checkpoint is loaded. Raises
+    ValueError for a missing or unreadable file, and for inputs that `fit_size` would refuse
+    whatever the model (different aspect ratios)."""
+    sizes: dict[str, tuple[int, int]] = {}
+    for name, data in inputs.items():
+        if not isinstance(data, (str, Path)):
+            continue
+        path = Path(data)
+        if not path.is_file():
+            raise ValueError(f"{name}: {path}: no such file")
+        try:
+            if path.suffix.lower() == ".npy":
+                shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+                sizes[name] = tuple(int(n) for n in (shape[-2:] if len(shape) == 2 or shape[0] <= 4 else shape[:2]))
+                continue
+            with Image.open(path) as im:
+                W, H = im.size
+                rotated = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        except (OSError, ValueError, SyntaxError) as err:
+            raise ValueError(f"{name}: {path}: cannot decode ({err})") from None
+        sizes[name] = (W, H) if rotated else (H, W)
+    if len(sizes) > 1:
+        check_aspect(sizes)
+    return sizes
+
+
 def fit_size(raw: Mapping[str, Tensor], size: int, patch: int, fit: Fit) -> tuple[dict[str, Tensor], str]:
     """Bring aligned raw maps to the model: ``resize`` (stretch to size x size), ``crop`` (central
-    square, then resize) or ``native`` (keep their size; it must be a multiple of ``patch``).
+    square, then resize) or ``native`` (keep their size, rounded to the nearest multiple of
+    ``patch`` per side: centre-cropped when rounding down, padded when rounding up).
 
-    Float maps are resized with anti-aliasing, invalid (NaN) pixels left out; class maps nearest.
-    Returns the maps and a sentence saying what was done.
+    Inputs of different sizes must have the same aspect ratio (within 1 %; else ValueError) and,
+    at native size, the same size. Float maps are resized with anti-aliasing, invalid (NaN)
+    pixels left out; class maps nearest. Returns the maps and a sentence saying what was done.
+    Sizes are given as W×H, as image viewers do.
     """
     if fit not in FITS:
         raise ValueError(f"unknown fit {fit!r}; choose one of {FITS}")
-    sizes = {n: tuple(v.shape[-2:]) for n, v in raw.items()}
+    sizes = {n: (int(v.shape[-2]), int(v.shape[-1])) for n, v in raw.items()}
     if len(set(sizes.values())) > 1 and fit == "native":
-        raise ValueError(f"inputs have different sizes {sizes}; they must be aligned (same size) at native size")
+        listed = ", ".join(f"{n} {_wxh(s)}" for n, s in sizes.items())
+        raise ValueError(f"inputs have different sizes ({listed}, W×H); they must be aligned (same size) at native size")
+    check_aspect(sizes)
     H, W = next(iter(sizes.values()))
     if fit == "native":
-        if H % patch or W % patch:
-            raise ValueError(
-                f"at native size the image sides must be multiples of the patch size {patch}: the inputs are "
-                f"{H}x{W} (e.g. crop them to {H // patch * patch}x{W // patch * patch}), or let them be resized"
-            )
-        grid = f"{H // patch}x{W // patch}"
-        return dict(raw), f"kept at their own size {H}x{W} (positional tables interpolated to a {grid} grid)"
+        how = native_plan(H, W, patch)
+        out_n = {n: _round_to_patch(v, H, W, patch) for n, v in raw.items()}
+        h, w = next(iter(out_n.values())).shape[-2:]
+        return out_n, f"{how} (positional tables interpolated to a {w // patch}×{h // patch} token grid)"
     out: dict[str, Tensor] = {}
     for name, value in raw.items():
         h, w = value.shape[-2:]
@@ -185,5 +269,5 @@ def fit_size(raw: Mapping[str, Tensor], size: int, patch: int, fit: Fit) -> tupl
             box = ((h - s) // 2, (w - s) // 2, s, s)
         out.update(resized_crop({name: value}, box, size))
     how = "resized" if fit == "resize" else "centre-cropped to a square and resized"
-    sizes_text = ", ".join(sorted({f"{h}x{w}" for h, w in sizes.values()}))
-    return out, f"{how} from {sizes_text} to {size}x{size}"
+    sizes_text = ", ".join(sorted({_wxh(s) for s in sizes.values()}))
+    return out, f"{how} from {sizes_text} to {size}×{size} (W×H)"

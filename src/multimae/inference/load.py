@@ -20,6 +20,7 @@ def load_model(
     decoder_num_heads: int | None = None,
     head_modalities: Sequence[str] | None = None,
     hooks: Sequence[int] | None = None,
+    input_order: Sequence[str] | None = None,
     trusted: bool = False,
 ) -> MultiModalViT:
     """A model in eval mode on ``device`` from: our run folder, training checkpoint or exported
@@ -28,5 +29,5 @@ def load_model(
     dict of any of these. Arguments as `multimae.convert.load_any`, which also returns the report
     of what was mapped and how the architecture was inferred."""
     model, _ = load_any(source, num_heads=num_heads, decoder_num_heads=decoder_num_heads,
-                        head_modalities=head_modalities, hooks=hooks, trusted=trusted)
+                        head_modalities=head_modalities, hooks=hooks, input_order=input_order, trusted=trusted)
     return model.to(device).eval()

@@ -2,22 +2,21 @@
 as ImageNet) or webdataset tar shards; decoding them exactly as the data pipeline will.
 
 Labels must line up with the RGB the pipeline reads later, so images are decoded with the same
-function (`multimae.data.codecs.read_array`: no EXIF rotation). A file the pipeline can read as
-is (PNG / JPEG, 8-bit RGB) is copied unchanged; anything else PIL can open (grayscale, palette,
-WebP, TIFF, ...) is converted to RGB and written as PNG.
+function (`multimae.data.codecs.read_image`: EXIF orientation applied, any mode to 8-bit RGB). A
+file the pipeline reads as is (PNG / JPEG, 8-bit RGB, no orientation tag) is copied unchanged;
+anything else PIL can open (grey, 16-bit, palette, CMYK, alpha, rotated by EXIF, WebP, TIFF, ...)
+is converted as the pipeline would and written as PNG.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from multimae.data.codecs import READABLE, read_array
+from multimae.data.codecs import READABLE, read_image
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
@@ -98,17 +97,15 @@ def decode_image(data: bytes, name: str, readable_as_is: bool) -> DecodedImage:
     Raises ValueError naming ``name`` when the bytes are not a decodable image.
     """
     try:
-        array = read_array(data, name)  # a ValueError naming the file when undecodable
-        if readable_as_is and array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3:
-            return DecodedImage(array, True)
-        with Image.open(io.BytesIO(data)) as im:
-            rgb = np.asarray(im.convert("RGB"))
+        rgb, conversions = read_image(data, name, rgb=True)  # a ValueError naming the file when undecodable
     except ValueError as err:
         raise ValueError(str(err) if str(err).startswith(name) else f"{name}: cannot decode ({err})") from None
     except Exception as err:  # noqa: BLE001 -- any decoder failure (bombs, truncation) is a bad file
         raise ValueError(f"{name}: cannot decode ({type(err).__name__}: {err})") from None
-    if rgb.size == 0:
-        raise ValueError(f"{name}: empty image")
+    if readable_as_is and not conversions:
+        return DecodedImage(rgb, True)
+    if conversions:
+        log.info("%s: %s", name, "; ".join(conversions))
     return DecodedImage(rgb, False)
 
 
