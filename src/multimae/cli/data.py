@@ -1,4 +1,5 @@
-"""`multimae data`: look at the built-in world (`show`) and write it to disk (`generate`)."""
+"""`multimae data`: look at the built-in world (`show`), write it to disk (`generate`), and import
+real datasets in their own formats (`import nyuv2 | ade20k | imagenet`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,68 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--workers", type=int, default=1, help="rendering processes")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=run_generate)
+    _register_import(actions)
+
+
+def _register_import(actions: argparse._SubParsersAction) -> None:
+    imp = actions.add_parser("import", help="convert NYUv2, ADE20K or ImageNet into the folder layout "
+                             "pretrain / finetune read, with a manifest (resumable: rerun to continue)")
+    datasets = imp.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    nyu = datasets.add_parser("nyuv2", help="nyu_depth_v2_labeled.mat (MAT v7.3, needs h5py): the 1,449 labelled "
+                              "frames as rgb, depth (metres) and semseg")
+    nyu.add_argument("source", type=Path, metavar="MAT", help="nyu_depth_v2_labeled.mat")
+    nyu.add_argument("--splits", type=Path, help="splits.mat with trainNdxs / testNdxs: the standard 795 / 654 split "
+                     "(test -> val). Without it: a random split of the same sizes, marked as such")
+    nyu.add_argument("--mapping", type=Path, help="the 894 -> 40 class table (classMapping40.mat with mapClass, or "
+                     "894 integers in .npy / .txt / .json). Without it: the 894 raw labels")
+    nyu.add_argument("--seed", type=int, default=0, help="seed of the random split without --splits [0]")
+    ade = datasets.add_parser("ade20k", help="ADEChallengeData2016: images + annotations, 150 classes, 0 -> 255 "
+                              "(ignored)")
+    ade.add_argument("source", type=Path, metavar="DIR", help="the ADEChallengeData2016 folder")
+    net = datasets.add_parser("imagenet", help="DIR/{train,val}/<class>/*.JPEG (class folders)")
+    net.add_argument("source", type=Path, metavar="DIR")
+    net.add_argument("--link", action="store_true", help="hard-link the images instead of copying them")
+    net.add_argument("--skip-bad", action="store_true", help="skip (and list) files that are not images")
+    for sub in (nyu, ade, net):
+        sub.add_argument("--out", type=Path, required=True, help="output folder (use it as data.root)")
+        sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        sub.set_defaults(func=run_import)
+
+
+_NEXT = {
+    "nyuv2": "multimae finetune --task depth --inputs rgb data.source=folder data.root={out}\n"
+             "  or: multimae finetune --task segmentation --inputs rgb data.source=folder data.root={out} "
+             "task.num_classes={num_classes}",
+    "ade20k": "multimae finetune --task segmentation --inputs rgb data.source=folder data.root={out} "
+              "task.num_classes={num_classes}",
+    "imagenet": "multimae finetune --task classification --inputs rgb data.source=folder data.root={out}",
+}
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from multimae.data.importers import import_ade20k, import_imagenet, import_nyuv2
+
+    try:
+        if args.dataset == "nyuv2":
+            manifest = import_nyuv2(args.source, args.out, splits=args.splits, mapping=args.mapping, seed=args.seed,
+                                    progress=not args.quiet)
+        elif args.dataset == "ade20k":
+            manifest = import_ade20k(args.source, args.out, progress=not args.quiet)
+        else:
+            manifest = import_imagenet(args.source, args.out, link=args.link,
+                                       on_error="skip" if args.skip_bad else "raise", progress=not args.quiet)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    counts = ", ".join(f"{s['count']} {name}" for name, s in manifest["splits"].items())
+    print(f"wrote {counts} samples to {args.out} (manifest: {args.out / 'manifest.json'})")
+    for key in ("split_source", "class_source"):
+        if key in manifest:
+            print(f"  {key.replace('_', ' ')}: {manifest[key]}")
+    for name, s in manifest["splits"].items():
+        if s.get("skipped"):
+            print(f"  {name}: skipped {len(s['skipped'])} unreadable file(s), e.g. {s['skipped'][0]}")
+    print("fine-tune on it: " + _NEXT[args.dataset].format(out=args.out, num_classes=manifest.get("num_classes")))
+    return 0
 
 
 def run_show(args: argparse.Namespace) -> int:

@@ -100,13 +100,16 @@ def decode_dense(modality: str, array: np.ndarray, name: str, depth_scale: float
     raise ValueError(f"{name}: {modality!r} is not a dense modality {DENSE}")
 
 
-def decode_class_map(array: np.ndarray, name: str, num_classes: int | None = None) -> torch.Tensor:
-    """A stored 8/16-bit map -> int64 ``(H, W)``, checking ids against ``num_classes``."""
+def decode_class_map(array: np.ndarray, name: str, num_classes: int | None = None,
+                     ignore_index: int | None = None) -> torch.Tensor:
+    """A stored 8/16-bit map -> int64 ``(H, W)``, checking ids against ``num_classes`` (the
+    ``ignore_index`` of unlabelled pixels, e.g. 255 in imported datasets, is allowed too)."""
     if array.ndim != 2 or array.dtype.kind not in "ui":
         raise ValueError(f"{name}: class maps must be single-channel integer images, got {array.dtype} {array.shape}")
     ids = torch.from_numpy(array.astype(np.int64))
-    if num_classes is not None and ids.numel() and int(ids.max()) >= num_classes:
-        raise ValueError(f"{name}: class id {int(ids.max())} is not below the declared {num_classes} classes")
+    labelled = ids if ignore_index is None else ids[ids != ignore_index]
+    if num_classes is not None and labelled.numel() and int(labelled.max()) >= num_classes:
+        raise ValueError(f"{name}: class id {int(labelled.max())} is not below the declared {num_classes} classes")
     return ids
 
 
@@ -195,7 +198,7 @@ def read_array(data: bytes, name: str, rgb: bool = False) -> np.ndarray:
 
 
 def decode_modality(modality: str, data: bytes, name: str, num_classes: int | None = None,
-                    depth_scale: float = DEPTH_SCALE) -> torch.Tensor | str:
+                    depth_scale: float = DEPTH_SCALE, ignore_index: int | None = None) -> torch.Tensor | str:
     """Bytes of one stored modality -> its sample value (see the table above)."""
     if modality == "caption":
         try:
@@ -204,7 +207,9 @@ def decode_modality(modality: str, data: bytes, name: str, num_classes: int | No
             raise ValueError(f"{name}: caption is not UTF-8 text") from None
     array = read_array(data, name, rgb=modality == "rgb")
     if modality in CLASS_MAPS:
-        return decode_class_map(array, name, num_classes if modality == "semseg" else None)
+        if modality == "semseg":
+            return decode_class_map(array, name, num_classes, ignore_index)
+        return decode_class_map(array, name)
     return decode_dense(modality, array, name, depth_scale)
 
 

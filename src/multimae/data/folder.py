@@ -5,8 +5,9 @@
 without readable files, a sample present in one modality and missing in another, an undecodable
 file, maps of different sizes and class ids above the declared count all raise a ValueError that
 names the file (``on_error="skip"`` logs and counts bad samples instead and returns the next one).
-Encodings are those of `multimae.data.codecs`; depth scale and class count default to the
-``manifest.json`` found in ``root`` when there is one.
+Encodings are those of `multimae.data.codecs`; depth scale, class count and the semseg ignore
+index (``semseg.ignore_index``, allowed above the class count) default to the ``manifest.json``
+found in ``root`` when there is one.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class FolderDataset(Dataset):
         manifest = read_manifest(self.root) or {}
         self.num_classes = num_classes if num_classes is not None else manifest.get("num_classes")
         self.depth_scale = depth_scale or manifest.get("depth", {}).get("scale", DEPTH_SCALE)
+        self.ignore_index = manifest.get("semseg", {}).get("ignore_index")  # unlabelled pixels (imported data)
         self.transform, self.on_error, self.seed, self.epoch, self.num_skipped = transform, on_error, seed, 0, 0
         self.files, self.has_classes = self._index(split_dir, class_level)
         self.keys = sorted(next(iter(self.files.values())))
@@ -125,7 +127,8 @@ class FolderDataset(Dataset):
         sample: dict[str, object] = {}
         for m in self.modalities:
             path = self.files[m][key]
-            sample[m] = decode_modality(m, read_file(path), str(path), self.num_classes, self.depth_scale)
+            sample[m] = decode_modality(m, read_file(path), str(path), self.num_classes, self.depth_scale,
+                                        self.ignore_index)
         check_sample(sample, f"{self.root / self.split}/*/{key}")
         if self.has_classes:
             sample["label"] = self.class_names.index(key.split("/", 1)[0])

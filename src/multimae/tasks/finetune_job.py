@@ -30,8 +30,18 @@ def make_task(cfg: FinetuneConfig, model: FineTuneModel) -> FinetuneTask:
     if cfg.task.kind == "segmentation":
         spec = cfg.model.specs((cfg.task.target_name,))[cfg.task.target_name]  # type: ignore[index]
         ignore = cfg.task.ignore_index if cfg.task.ignore_index is not None else (
-            spec.ignore_index if spec.ignore_index is not None else -100)
+            spec.ignore_index if spec.ignore_index is not None else _data_ignore_index(cfg))
     return FinetuneTask(model, cfg.task, cfg.train.seed, ignore_index=ignore)
+
+
+def _data_ignore_index(cfg: FinetuneConfig) -> int:
+    """The folder's ``semseg.ignore_index`` (imported datasets: 255 = unlabelled), else -100 (none)."""
+    if cfg.data.source != "folder" or cfg.data.root is None:
+        return -100
+    from multimae.data.manifest import read_manifest
+
+    value = ((read_manifest(Path(cfg.data.root)) or {}).get("semseg") or {}).get("ignore_index")
+    return int(value) if value is not None else -100
 
 
 def save_prediction_picture(task: FinetuneTask, cfg: FinetuneConfig, raw: Mapping[str, Tensor], path: Path) -> Path | None:
