@@ -96,6 +96,9 @@ def test_inputs_are_checked_before_the_checkpoint_is_loaded(tmp_path):
         main([*common, "--rgb", str(rgb), "--depth", str(depth)])
     with pytest.raises(SystemExit, match="no such file"):
         main([*common, "--rgb", str(tmp_path / "missing.jpg")])
+    Image.fromarray(np.full((20, 30), 1000, np.uint16)).save(depth)  # same framing, half the resolution
+    with pytest.raises(SystemExit, match=r"different sizes \(rgb 60×40, depth 30×20, W×H\).*native"):
+        main([*common, "--rgb", str(rgb), "--depth", str(depth), "--native-size"])
 
 
 def test_inputs_of_different_aspect_ratios_are_refused_not_stretched(model):

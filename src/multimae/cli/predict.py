@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         inputs = _inputs(args)
-        peek_sizes(inputs)  # missing files, unreadable images, misaligned inputs: before the checkpoint loads
+        fit = "native" if args.native_size else "crop" if args.crop else "resize"
+        peek_sizes(inputs, fit)  # missing files, unreadable images, misaligned inputs: before the checkpoint loads
         model, report = load_any(args.checkpoint, num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads,
                                  head_modalities=head_list(args.head_reads), hooks=hooks_list(args.dpt_hooks),
                                  input_order=head_list(args.input_order), trusted=args.trust)
@@ -99,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"checkpoint: {report.summary()}")
         names = [n for n in model.input_specs if n in inputs]
         mask = _mask(args.mask, names) if args.mask else None
-        fit = "native" if args.native_size else "crop" if args.crop else "resize"
         pred = predict(model, inputs, num_visible=args.visible, mask=mask, alpha=args.alpha, seed=args.seed, fit=fit)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None

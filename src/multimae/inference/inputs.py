@@ -206,11 +206,11 @@ def check_aspect(sizes: Mapping[str, tuple[int, int]], tolerance: float = 0.01) 
                          "misalign them; crop them to the same framing first")
 
 
-def peek_sizes(inputs: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+def peek_sizes(inputs: Mapping[str, Any], fit: Fit = "resize") -> dict[str, tuple[int, int]]:
     """``{modality: (H, W)}`` of file inputs as they will be read (EXIF orientation applied), from
     the headers only: cheap checks before a (possibly large) checkpoint is loaded. Raises
     ValueError for a missing or unreadable file, and for inputs that `fit_size` would refuse
-    whatever the model (different aspect ratios)."""
+    whatever the model (different aspect ratios; different sizes at native size)."""
     sizes: dict[str, tuple[int, int]] = {}
     for name, data in inputs.items():
         if not isinstance(data, (str, Path)):
@@ -229,6 +229,9 @@ def peek_sizes(inputs: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
         except (OSError, ValueError, SyntaxError) as err:
             raise ValueError(f"{name}: {path}: cannot decode ({err})") from None
         sizes[name] = (W, H) if rotated else (H, W)
+    if len(set(sizes.values())) > 1 and fit == "native":
+        listed = ", ".join(f"{n} {_wxh(s)}" for n, s in sizes.items())
+        raise ValueError(f"inputs have different sizes ({listed}, W×H); they must be aligned (same size) at native size")
     if len(sizes) > 1:
         check_aspect(sizes)
     return sizes

@@ -48,8 +48,9 @@ def _without_label(pool: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: int, progress: bool
-                  ) -> tuple[Any, list[dict[str, Tensor]], list[dict[str, Tensor]]]:
-    """(training stream, validation raw batches, a few training batches for baselines)."""
+                  ) -> tuple[Any, list[dict[str, Tensor]], list[dict[str, Tensor]], str]:
+    """(training stream, validation raw batches, a few training batches for baselines, where the
+    validation data comes from)."""
     d, seed = cfg.data, cfg.train.seed
     mods = needed_modalities(model)
     if d.source == "world":
@@ -60,13 +61,14 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
         stream = PoolStream(pool, micro_batch, seed, info.rank, info.world_size, augment)
         val = resized_batches(_without_label(world_pool(d, "val", d.world_val_scenes, mods, progress, info)), d.image_size)
         train_sample = resized_batches({k: v[:1024] for k, v in pool.items()}, d.image_size)
-        return stream, val, train_sample
+        return stream, val, train_sample, f"{d.world_val_scenes} val scenes of the world"
     transform = RandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else Resize(d.image_size)
     if d.source == "folder":
         dataset: Any = FolderDataset(d.root, "train", mods, transform=transform, seed=seed)  # type: ignore[arg-type]
         warn_if_incomplete(dataset.root)
         if not d.val_root:
-            dataset.keys = [k for k in dataset.keys if k not in set(held_out_keys(dataset.keys, seed))]
+            held = set(held_out_keys(dataset.keys, seed))
+            dataset.keys = [k for k in dataset.keys if k not in held]
     else:
         from multimae.data.shards import ShardDataset, list_shards
 
@@ -76,11 +78,11 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
         dataset = ShardDataset(train_shards, mods, transform=transform, shuffle=True, seed=seed,
                                rank=info.rank, world_size=info.world_size)
     stream = LoaderStream(dataset, micro_batch, seed, info.rank, info.world_size, d.num_workers)
-    vset, _ = val_set(cfg, model)
+    vset, where = val_set(cfg, model)
     batch = min(64, len(vset)) if hasattr(vset, "__len__") else 64
     vstream = LoaderStream(vset, batch, seed, num_workers=0)
     count = min(cfg.train.num_val_batches, len(vset) // batch) if hasattr(vset, "__len__") else 1
-    return stream, [next(vstream) for _ in range(count)], []
+    return stream, [next(vstream) for _ in range(count)], [], where
 
 
 def held_out_keys(keys: Sequence[str], seed: int) -> list[str]:
@@ -245,8 +247,7 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
     if cfg.data.batch_size % (accum * world):
         raise ValueError(f"data.batch_size {cfg.data.batch_size} is not divisible by accum_steps x processes = {accum * world}")
     micro = cfg.data.batch_size // accum
-    stream, val, train_sample = build_streams(cfg, model, info, micro, progress)
-    val_data = val_set(cfg, model)[1] if cfg.data.source != "world" else "held-out scenes of the world"
+    stream, val, train_sample, val_data = build_streams(cfg, model, info, micro, progress)
     if cfg.data.source != "world" and not cfg.data.val_root and info.is_main:
         print(f"validation data: {val_data}")
     task = PretrainTask(model, cfg.masking, cfg.loss, cfg.train.seed)
