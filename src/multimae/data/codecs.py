@@ -217,7 +217,9 @@ def check_sample(sample: Mapping[str, object], name: str) -> None:
     """Raise a ValueError naming ``name`` if the maps of a sample differ in height and width."""
     sizes = {k: tuple(v.shape[-2:]) for k, v in sample.items() if isinstance(v, torch.Tensor) and v.ndim >= 2}
     if len(set(sizes.values())) > 1:
-        raise ValueError(f"{name}: modalities have different sizes {sizes}")
+        listed = ", ".join(f"{k} {w}×{h}" for k, (h, w) in sizes.items())
+        raise ValueError(f"{name}: modalities have different sizes ({listed}, W×H); they must be aligned pixel for "
+                         "pixel (resizing them together would stretch them differently)")
 
 
 def read_file(path: Path) -> bytes:
