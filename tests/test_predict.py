@@ -83,7 +83,7 @@ def test_predict_on_an_arbitrary_photo_resized_cropped_or_native(checkpoint, tmp
         assert np.load(tmp_path / "a" / "rgb.npy").shape == (3, 32, 32)
     assert "resized from 45x70 to 32x32" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="multiples of the patch size 8"):
-        main(["predict", "--checkpoint", str(checkpoint), "--rgb", str(photo), "--native-size", "--out", str(tmp_path)])
+        main(["predict", "--checkpoint", str(checkpoint), "--rgb", str(photo), "--native-size", "--out", str(tmp_path / "x")])
     native = tmp_path / "native.jpg"
     Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(native)
     assert main(["predict", "--checkpoint", str(checkpoint), "--rgb", str(native), "--native-size", "--visible", "30",

@@ -83,9 +83,11 @@ def _palette(num_classes: int) -> tuple[Any, Any, str | None]:
 def run(args: argparse.Namespace) -> int:
     from multimae.cli.convert import head_list, hooks_list
     from multimae.inference import load_model, predict, save_prediction
+    from multimae.tasks.runs import check_output_folder
 
     try:
         inputs = _inputs(args)
+        check_output_folder(args.out, [*inputs.values(), *([args.mask] if args.mask else []), args.checkpoint])
         model = load_model(args.checkpoint, device=args.device, num_heads=args.num_heads,
                            decoder_num_heads=args.decoder_num_heads, head_modalities=head_list(args.head_reads),
                            hooks=hooks_list(args.dpt_hooks), trusted=args.trust)
