@@ -98,7 +98,7 @@ def make_run_dir(cfg: Any, resume: str | Path | None, overwrite: bool = False) -
     if isinstance(outcome, str):
         raise ValueError(outcome)
     run_dir, ckpt, replace = outcome
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
         if replace:
             shutil.rmtree(run_dir)
         elif resume is not None and ckpt is None:  # stopped before its first checkpoint: from step 0
