@@ -133,6 +133,21 @@ def runs(tmp_path_factory):
     return tmp / "pre", ft
 
 
+def _plain(value) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, (str, int)) and _plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str, torch.Tensor))
+
+
+def test_our_checkpoints_hold_only_tensors_and_plain_data(runs):
+    pre, _ = runs
+    state = torch.load(list_checkpoints(pre)[-1], weights_only=True)  # no allow-list needed
+    assert {"model", "optimizer", "scaler", "step", "stream", "torch_rng", "config"} <= set(state)
+    assert _plain(state) and isinstance(state["torch_rng"], torch.Tensor) and isinstance(state["config"], dict)
+
+
 REFUSED_RESUMES = [
     (["pretrain", "--resume", "{pre}", "model.encoder.depth=3"], "model.encoder.depth"),
     (["pretrain", "--resume", "{pre}", "masking.num_visible=4", "train.steps=9"], "masking.num_visible"),
