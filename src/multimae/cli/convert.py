@@ -58,7 +58,12 @@ def hooks_list(text: str | None) -> tuple[int, ...] | None:
 def run(args: argparse.Namespace) -> int:
     from multimae.convert import convert_file
 
+    from multimae.tasks.runs import check_output_file
+
     try:
+        check_output_file(args.dst, [args.src], "OUT")
+        if args.report:
+            check_output_file(args.report, [args.src], "--report")
         report = convert_file(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
                               num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads,
                               head_modalities=head_list(args.head_reads), hooks=hooks_list(args.dpt_hooks),

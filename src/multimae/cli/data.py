@@ -122,6 +122,9 @@ def run_generate(args: argparse.Namespace) -> int:
         class_colors=args.class_colors,
         shard_size=args.shard_size, workers=args.workers,
     )
-    manifest = generate(args.out, config, progress=not args.quiet)
+    try:
+        manifest = generate(args.out, config, progress=not args.quiet)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     print(f"wrote {manifest['splits'][args.split]['count']} {args.split} samples to {args.out} ({args.fmt})")
     return 0

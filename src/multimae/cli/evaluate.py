@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-samples", type=int, help="evaluate on the first N samples only")
     parser.add_argument("--out", help="also write the metrics to this JSON file")
     parser.add_argument("--picture", help="dense tasks: write inputs / prediction / truth of 4 samples to this PNG")
+    parser.add_argument("--trust", action="store_true", help="allow arbitrary pickled objects in the checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar while rendering world scenes")
     parser.set_defaults(func=run)
 
@@ -28,9 +29,13 @@ def run(args: argparse.Namespace) -> int:
     from multimae.tasks.finetune_data import eval_batches
     from multimae.tasks.finetune_job import make_task, save_prediction_picture
     from multimae.tasks.loading import load_finetuned
+    from multimae.tasks.runs import check_output_file
 
     try:
-        model, cfg = load_finetuned(args.checkpoint)
+        for option, path in (("--out", args.out), ("--picture", args.picture)):
+            if path:
+                check_output_file(path, [args.checkpoint], option)
+        model, cfg = load_finetuned(args.checkpoint, args.trust)
         batches = eval_batches(cfg, args.split, progress=not args.quiet, max_samples=args.max_samples)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None

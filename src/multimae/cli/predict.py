@@ -87,11 +87,13 @@ def run(args: argparse.Namespace) -> int:
     from multimae.convert import load_any
     from multimae.inference import predict, save_prediction
     from multimae.inference.inputs import peek_sizes
+    from multimae.tasks.runs import check_output_folder
 
     try:
         inputs = _inputs(args)
         fit = "native" if args.native_size else "crop" if args.crop else "resize"
         peek_sizes(inputs, fit)  # missing files, unreadable images, misaligned inputs: before the checkpoint loads
+        check_output_folder(args.out, [*inputs.values(), *([args.mask] if args.mask else []), args.checkpoint])
         model, report = load_any(args.checkpoint, num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads,
                                  head_modalities=head_list(args.head_reads), hooks=hooks_list(args.dpt_hooks),
                                  input_order=head_list(args.input_order), trusted=args.trust)

@@ -20,15 +20,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--masks", type=int, default=3, help="random masks per sample [3]")
     parser.add_argument("--num-visible", type=int, help="visible tokens (default: the run's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trust", action="store_true", help="allow arbitrary pickled objects in the checkpoint")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from multimae.tasks.loading import load_pretrained
     from multimae.tasks.pretrain_job import held_out_batch, save_pictures
+    from multimae.tasks.runs import check_output_folder
 
     try:
-        model, cfg = load_pretrained(args.checkpoint)
+        check_output_folder(Path(args.out), [args.checkpoint])
+        model, cfg = load_pretrained(args.checkpoint, args.trust)
         raw = held_out_batch(cfg, model, args.samples)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None

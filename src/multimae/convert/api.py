@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -42,14 +41,11 @@ def _is_run_output(path: Path) -> bool:
     return path.suffix == ".safetensors" and (path.parent / "config.yaml").exists() and _no_config_metadata(path)
 
 
-def _load_run(path: Path) -> MultiModalViT:
-    """A pre-training or fine-tuning run's model (told apart by the run's config.yaml)."""
-    from multimae.tasks.loading import load_finetuned, load_pretrained
+def _load_run(path: Path, trusted: bool) -> MultiModalViT:
+    """A pre-training or fine-tuning run's model (told apart by the run's config)."""
+    from multimae.tasks.loading import load_run_model
 
-    config_file = (path if path.is_dir() else path.parent) / "config.yaml"
-    if config_file.exists() and "task" in (yaml.safe_load(config_file.read_text()) or {}):
-        return load_finetuned(path)[0]
-    return load_pretrained(path)[0]
+    return load_run_model(path, trusted)
 
 
 def _no_config_metadata(path: Path) -> bool:
@@ -89,7 +85,7 @@ def load_any(
     if fmt not in SOURCES:
         raise ValueError(f"unknown source format {fmt!r}; choose one of {SOURCES}")
     if isinstance(source, (str, Path)) and _is_run_output(Path(source)):
-        model = _load_run(Path(source))
+        model = _load_run(Path(source), trusted)
         return _check_fmt(model, ConversionReport("multimae run", "multimae"), "multimae", fmt, source)
     if isinstance(source, Checkpoint):
         ckpt = source

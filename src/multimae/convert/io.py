@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,16 +50,9 @@ class Checkpoint:
 
 
 def _torch_load(path: Path, trusted: bool) -> Any:
-    if trusted:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{path}: holds Python objects that safe loading refuses ({str(err).splitlines()[0]}); "
-            "if you trust the file, load it with trusted=True (CLI: --trust)"
-        ) from None
+    from multimae.engine.checkpoint import load_torch_file
+
+    return load_torch_file(path, trusted, allowed=[argparse.Namespace])
 
 
 def _unwrap(obj: Any, where: str) -> tuple[dict[str, Tensor], dict[str, Any]]:

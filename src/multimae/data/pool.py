@@ -25,6 +25,7 @@ from multimae.data.codecs import DEPTH_SCALE
 from multimae.data.collate import collate
 from multimae.data.generated import WorldDataset
 from multimae.data.world import GENERATOR_VERSION, NUM_CLASSES
+from multimae.engine.checkpoint import load_torch_file
 
 POOL_MODALITIES = ("rgb", "depth", "normals", "semseg", "instance")
 
@@ -95,7 +96,7 @@ def load_or_render_pool(
     file = path / name
     if file.exists():
         try:
-            return torch.load(file, weights_only=True)
+            return load_torch_file(file)
         except Exception as err:  # a damaged cache is rebuilt, not trusted
             print(f"warning: ignoring unreadable pool cache {file}: {err}")
     pool = render_pool(split, count, size, difficulty, class_colors, modalities, workers, progress)

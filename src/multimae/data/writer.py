@@ -89,15 +89,19 @@ def _generate_folder(root: Path, config: GenerateConfig, bar: tqdm) -> dict[str,
     return {"count": config.count, "layout": "<split>/<modality>/<label name>/<key>.<ext>"}
 
 
-def _generate_shards(root: Path, config: GenerateConfig, bar: tqdm) -> dict[str, Any]:
+def _generate_shards(root: Path, config: GenerateConfig, bar: tqdm, old_count: int | None) -> dict[str, Any]:
+    """``old_count``: the count of the run that wrote the shards already there (None: the same)."""
     split_dir = root / config.split
     split_dir.mkdir(parents=True, exist_ok=True)
     shards = []
     for first in range(0, config.count, config.shard_size):
-        indices = list(range(first, min(first + config.shard_size, config.count)))
+        end = min(first + config.shard_size, config.count)
+        indices = list(range(first, end))
         path = split_dir / f"shard-{first // config.shard_size:06d}.tar"
         shards.append({"path": path.name, "count": len(indices)})
-        if path.is_file():
+        # An existing shard is kept when it holds these scenes: it was not the last, partial shard
+        # of a smaller count.
+        if path.is_file() and (old_count is None or min(first + config.shard_size, old_count) == end):
             bar.update(len(indices))
             continue
         samples = []
@@ -108,10 +112,36 @@ def _generate_shards(root: Path, config: GenerateConfig, bar: tqdm) -> dict[str,
     return {"count": config.count, "shard_size": config.shard_size, "shards": shards}
 
 
+def _check_resumable(root: Path, config: GenerateConfig, old: dict[str, Any]) -> None:
+    """Refuse to add to a split whose samples would not be exactly scenes ``0 .. count - 1``
+    afterwards: a readers reads every sample on disk, so none may lie beyond the manifest's count."""
+    if config.fmt == "shards":
+        if old.get("shard_size") is not None and old["shard_size"] != config.shard_size:
+            raise ValueError(f"{root}: split {config.split!r} was written with shard_size {old['shard_size']}, this "
+                             f"run asks for {config.shard_size}; use the same --shard-size to resume, or another --out")
+        if old.get("count") is not None and old["count"] > config.count:
+            raise ValueError(f"{root}: split {config.split!r} holds {old['count']} samples in shards, more than "
+                             f"--count {config.count}; use --count {old['count']} or more, or another --out")
+        return
+    keys = {int(p.stem) for p in (root / config.split).glob("*/*/*") if p.stem.isdigit()}
+    beyond = sorted(k for k in keys if k >= config.count)
+    if beyond:
+        raise ValueError(f"{root}: split {config.split!r} already holds {max(keys) + 1} samples (scenes up to "
+                         f"{beyond[-1]}), more than --count {config.count}; use --count {max(keys) + 1} or more, "
+                         "or another --out")
+
+
 def generate(out: str | Path, config: GenerateConfig, progress: bool = True) -> dict[str, Any]:
     """Write scenes ``0 .. count - 1`` of ``config.split`` under ``out``; returns the manifest."""
     root = Path(out)
+    if root.is_dir() and not (root / "manifest.json").is_file() and any(root.iterdir()):
+        raise ValueError(f"--out {root}: exists, is not empty and holds no manifest.json of generated data; "
+                         "use an empty or new folder (generate writes only where it wrote before)")
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"--out {root}: exists and is not a folder")
     root.mkdir(parents=True, exist_ok=True)
+    for stale in [*root.glob("manifest.json.*.tmp"), *(root / config.split).rglob("*.tmp")]:
+        stale.unlink()  # left by a killed run: files are written as .tmp and renamed when complete
     manifest = read_manifest(root) if (root / "manifest.json").is_file() else None
     fresh = world_manifest(config.fmt, config.size, config.difficulty, config.class_colors)
     if manifest is None:
@@ -124,14 +154,17 @@ def generate(out: str | Path, config: GenerateConfig, progress: bool = True) -> 
                     f"{root / 'manifest.json'}: existing data has {field}={manifest.get(field)!r}, this run "
                     f"asks for {fresh[field]!r}; use another --out or the same settings to resume"
                 )
-        old = manifest["splits"].get(config.split, {})
-        if config.fmt == "shards" and old and old.get("shard_size") != config.shard_size:
-            raise ValueError(f"{root}: split {config.split!r} was written with shard_size {old.get('shard_size')}")
-    manifest["splits"][config.split] = {**manifest["splits"].get(config.split, {}), "complete": False}
+        _check_resumable(root, config, manifest["splits"].get(config.split, {}))
+    # Recorded before any sample is written, so that a run killed at any point resumes with it.
+    old_count = (manifest["splits"].get(config.split) or {}).get("count")
+    started = {"count": config.count, **({"shard_size": config.shard_size} if config.fmt == "shards" else {})}
+    manifest["splits"][config.split] = {**manifest["splits"].get(config.split, {}), **started, "complete": False}
     write_manifest(root, manifest)
     with tqdm(total=config.count, desc=f"{config.split} {config.fmt}", unit="scene", disable=not progress) as bar:
-        writer = _generate_folder if config.fmt == "folder" else _generate_shards
-        entry = writer(root, config, bar)
+        if config.fmt == "folder":
+            entry = _generate_folder(root, config, bar)
+        else:
+            entry = _generate_shards(root, config, bar, old_count)
     manifest["splits"][config.split] = {**entry, "complete": True, "config": asdict(config)}
     write_manifest(root, manifest)
     return manifest

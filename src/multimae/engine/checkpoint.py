@@ -2,12 +2,19 @@
 
 A checkpoint is written to a temporary name in the same folder and renamed into place, so a
 crash mid-write never leaves a truncated ``checkpoint-<step>.pt``: only renamed files count.
+
+`load_torch_file` is the one place a pickled (``torch.save``) file is read: with
+``torch.load(weights_only=True)``, which builds tensors and plain data (dicts, lists, tuples,
+numbers, strings) and runs no code. Our checkpoints hold nothing else; a file that needs more
+(an old or a foreign one) is refused unless the user trusts it (``trusted=True``, CLI ``--trust``).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +52,13 @@ def save_atomic(obj: Any, path: Path) -> None:
             tmp.unlink()
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """``path`` replaced by ``text`` in one rename: readers never see a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def save_checkpoint(state: dict[str, Any], run_dir: Path, step: int, keep_last: int) -> Path:
     """Write ``state`` as the checkpoint of ``step`` and delete all but the newest ``keep_last``."""
     path = checkpoint_path(run_dir, step)
@@ -54,8 +68,30 @@ def save_checkpoint(state: dict[str, Any], run_dir: Path, step: int, keep_last: 
     return path
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+def load_torch_file(path: str | Path, trusted: bool = False, allowed: Sequence[type] = ()) -> Any:
+    """The contents of a ``torch.save`` file, read safely: tensors and plain data only (plus the
+    classes in ``allowed``); ``trusted=True`` unpickles anything (only for files you trust)."""
+    if trusted:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        named = re.search(r"GLOBAL (\S+)", str(err))
+        found = named.group(1) if named else str(err).strip().splitlines()[0][:200]
+        raise ValueError(
+            f"{path}: holds Python objects beyond tensors and plain data ({found}), which safe loading refuses "
+            "(unpickling them could run code); nothing was run. If you trust the file, pass --trust "
+            "(API: trusted=True)."
+        ) from None
+
+
+def load_checkpoint(path: Path, trusted: bool = False) -> dict[str, Any]:
+    """A training checkpoint (see `load_torch_file`)."""
+    state = load_torch_file(path, trusted)
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path}: not a multimae training checkpoint")
+    return state
 
 
 def export_safetensors(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:

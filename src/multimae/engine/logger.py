@@ -55,6 +55,27 @@ class MetricLogger:
             self._tb.close()
 
 
+def drop_metrics_after(run_dir: Path, step: int) -> None:
+    """Remove the records after ``step`` from ``run_dir/metrics.jsonl`` (a run resumed from the
+    checkpoint of ``step`` logs those steps again); the file is rewritten atomically."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    keep = [line for line in lines if line.strip() and _step_of(line) <= step]
+    if len(keep) != len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(path)
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 1 << 62  # a line cut by a kill: dropped
+
+
 def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from multimae.config.schema import OptimConfig, TrainConfig
 from multimae.engine.checkpoint import export_safetensors, load_checkpoint, save_checkpoint
 from multimae.engine.distributed import DistInfo
-from multimae.engine.logger import MetricLogger
+from multimae.engine.logger import MetricLogger, drop_metrics_after
 from multimae.engine.optim import lr_at, param_groups, set_lr
 from multimae.engine.precision import autocast
 from multimae.losses import LossOutput
@@ -110,8 +110,12 @@ class Trainer:
         self.stream.load_state_dict(state["stream"])
         torch.set_rng_state(state["torch_rng"])
 
-    def resume(self, path: Path) -> None:
-        self.load_state_dict(load_checkpoint(path))
+    def resume(self, checkpoint: Path | dict[str, Any], trusted: bool = False) -> None:
+        """Continue from a checkpoint file (read safely unless ``trusted``) or its loaded contents;
+        metrics logged after its step (by a run stopped later) are dropped."""
+        self.load_state_dict(checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, trusted))
+        if self.dist.is_main:
+            drop_metrics_after(self.run_dir, self.step)
 
     def save(self) -> Path | None:
         if not self.dist.is_main:
@@ -197,13 +201,14 @@ class Trainer:
             export_safetensors(self.model, self.run_dir / "model.safetensors", {"step": str(self.step)})
         return last
 
-    def run(self, checkpoint: Path | None = None) -> float:
-        """Resume from ``checkpoint`` when given, then train to the end; returns the seconds spent
-        training (resuming excluded)."""
+    def run(self, checkpoint: Path | dict[str, Any] | None = None, source: Path | None = None) -> float:
+        """Resume from ``checkpoint`` (a file or its loaded contents, read from ``source``) when
+        given, then train to the end; returns the seconds spent training (resuming excluded)."""
         if checkpoint is not None:
             self.resume(checkpoint)
             if self.dist.is_main:
-                print(f"resumed from {checkpoint} at step {self.step}")
+                where = source if source is not None else checkpoint if isinstance(checkpoint, Path) else "checkpoint"
+                print(f"resumed from {where} at step {self.step}")
         self.model.train()
         start = time.perf_counter()
         self.fit()

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from multimae.config.finetune import FinetuneConfig
 from multimae.config.loader import to_plain, to_yaml
+from multimae.engine.checkpoint import load_checkpoint, write_text_atomic
 from multimae.engine.distributed import from_rank0, init_distributed, local_threads, resolve_device
 from multimae.engine.logger import dump_json
 from multimae.engine.trainer import Trainer
@@ -22,6 +23,7 @@ from multimae.tasks.finetune import FinetuneTask
 from multimae.tasks.finetune_data import class_palette, eval_batches, train_stream
 from multimae.tasks.finetune_model import build_model, load_encoder_weights, resolve
 from multimae.tasks.pretrain_job import make_run_dir
+from multimae.tasks.runs import check_resume
 
 
 def make_task(cfg: FinetuneConfig, model: FineTuneModel) -> FinetuneTask:
@@ -64,10 +66,13 @@ def _default_name(cfg: FinetuneConfig) -> FinetuneConfig:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, name=name))
 
 
-def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progress: bool = True) -> Path:
+def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progress: bool = True,
+                   trusted: bool = False, overwrite: bool = False) -> Path:
     """Run (or resume, from a run folder or checkpoint) a fine-tuning run; returns its folder.
 
-    When resuming, pass the run's own (resolved) config, its ``config.yaml``.
+    When resuming, pass the run's own (resolved) config, its ``config.yaml`` (see
+    `multimae.tasks.runs.RESUMABLE_KEYS` for what may change). ``trusted``: unpickle anything in
+    the checkpoints read (only for files you trust); ``overwrite``: replace a run of the same name.
     """
     threads = local_threads(cfg.train.threads)
     if threads:
@@ -76,13 +81,16 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
     info = init_distributed(device)
     if resume is None:
         cfg = _default_name(cfg)
-    run_dir, ckpt = make_run_dir(cfg, resume)
-    state, notes = None, []
-    if ckpt is None:
-        cfg, state, notes = resolve(cfg)
+    run_dir, ckpt = make_run_dir(cfg, resume, overwrite)
+    state, notes, saved = None, [], None
+    if ckpt is None:  # a new run, or one stopped before its first checkpoint: from the initial weights
+        cfg, state, notes = resolve(cfg, trusted)
+    else:
+        saved = load_checkpoint(ckpt, trusted)
+        check_resume(ckpt, saved, cfg)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg)
     if state is not None:
@@ -114,13 +122,13 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
 
     trainer = Trainer(model, task, stream, cfg.optim, cfg.train, cfg.data.batch_size, run_dir, info, device,
                       config=to_plain(cfg), on_validate=validate if val else None, progress=progress, desc="finetune")
-    wall = trainer.run(ckpt)
+    wall = trainer.run(saved, ckpt)
     if info.is_main:
         model.eval()
         report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1), "task": cfg.task.kind,
                                   "inputs": list(cfg.task.inputs), "init": cfg.init.checkpoint,
                                   "val": task.evaluate(val) if val else {}}
-        (run_dir / "report.json").write_text(dump_json(report, indent=2))
+        write_text_atomic(run_dir / "report.json", dump_json(report, indent=2))
         trainer.logger.log(trainer.step, report["val"], kind="val")
         if val:
             picture = save_prediction_picture(task, cfg, {k: v[:4] for k, v in val[0].items()}, run_dir / "predictions.png")

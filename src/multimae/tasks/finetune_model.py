@@ -62,7 +62,7 @@ def build_model(cfg: FinetuneConfig) -> FineTuneModel:
     return FineTuneModel(enc, specs, head_config(cfg, enc), head_name(cfg))
 
 
-def _read_initial(source: str, cfg: FinetuneConfig) -> tuple[dict[str, Tensor], FinetuneModelSection, str]:
+def _read_initial(source: str, cfg: FinetuneConfig, trusted: bool) -> tuple[dict[str, Tensor], FinetuneModelSection, str]:
     """(encoder weights in multimae names, the checkpoint's model section, a description)."""
     from multimae.convert.timm_vit import TIMM_PREFIX, read_timm_source, timm_to_multimae
 
@@ -72,7 +72,7 @@ def _read_initial(source: str, cfg: FinetuneConfig) -> tuple[dict[str, Tensor], 
         if path.is_file() and path.suffix in (".safetensors", ".pth", ".bin"):
             from multimae.convert.io import read_checkpoint
 
-            timm_file = read_checkpoint(path).format == "timm"
+            timm_file = read_checkpoint(path, trusted).format == "timm"
     if source.startswith(TIMM_PREFIX) or timm_file:
         state, heads = read_timm_source(source)
         if heads is None and cfg.model.encoder.get("dim") == state["patch_embed.proj.weight"].shape[0]:
@@ -82,15 +82,16 @@ def _read_initial(source: str, cfg: FinetuneConfig) -> tuple[dict[str, Tensor], 
         return vit.state_dict(), section, f"timm ViT {source}"
     from multimae.tasks.loading import load_pretrained
 
-    model, run = load_pretrained(source)
+    model, run = load_pretrained(source, trusted)
     section = FinetuneModelSection(size=run.model.size, encoder=dataclasses.asdict(run.model.build().encoder),
                                    modality_overrides=run.model.modality_overrides,
                                    custom_modalities=run.model.custom_modalities)
     return model.state_dict(), section, f"multimae {source} (inputs {list(model.input_specs)})"
 
 
-def resolve(cfg: FinetuneConfig) -> tuple[FinetuneConfig, dict[str, Tensor] | None, list[str]]:
-    """(config with the architecture and class count filled in, initial encoder weights or None, notes)."""
+def resolve(cfg: FinetuneConfig, trusted: bool = False) -> tuple[FinetuneConfig, dict[str, Tensor] | None, list[str]]:
+    """(config with the architecture and class count filled in, initial encoder weights or None, notes);
+    ``trusted``: unpickle anything in the initial checkpoint (only for files you trust)."""
     notes: list[str] = []
     task = cfg.task
     if task.kind == "classification" and task.num_classes is None:
@@ -100,7 +101,7 @@ def resolve(cfg: FinetuneConfig) -> tuple[FinetuneConfig, dict[str, Tensor] | No
     cfg = dataclasses.replace(cfg, task=task)
     if cfg.init.checkpoint is None:
         return cfg, None, notes
-    state, ckpt, what = _read_initial(cfg.init.checkpoint, cfg)
+    state, ckpt, what = _read_initial(cfg.init.checkpoint, cfg, trusted)
     ignored = {k: v for k, v in cfg.model.encoder.items() if k in _ARCH_KEYS and ckpt.encoder.get(k) != v}
     if ignored:
         notes.append(f"model.encoder {ignored} ignored: the checkpoint's encoder is used")

@@ -4,12 +4,14 @@ and pictures. The loop itself is `multimae.engine.trainer`."""
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from multimae.config.loader import to_plain, to_yaml
@@ -18,7 +20,7 @@ from multimae.data.batch_augment import BatchRandomResizedCropFlip
 from multimae.data.folder import FolderDataset
 from multimae.data.stream import LoaderStream, PoolStream
 from multimae.data.transforms import RandomResizedCropFlip, Resize
-from multimae.engine.checkpoint import latest_checkpoint
+from multimae.engine.checkpoint import latest_checkpoint, load_checkpoint, write_text_atomic
 from multimae.engine.distributed import (
     DistInfo,
     from_rank0,
@@ -26,10 +28,11 @@ from multimae.engine.distributed import (
     local_threads,
     resolve_device,
 )
-from multimae.engine.logger import dump_json
+from multimae.engine.logger import drop_metrics_after, dump_json
 from multimae.engine.trainer import Trainer
 from multimae.model import MultiMAE
 from multimae.tasks.pretrain import PretrainTask, mean_baseline, transfer_metrics
+from multimae.tasks.runs import check_resume, config_kind, is_run_folder, resume_point
 from multimae.tasks.world_data import resized_batches, world_pool
 
 
@@ -136,19 +139,48 @@ def val_set(cfg: RunConfig, model: MultiMAE) -> tuple[Any, str]:
             "these numbers are not held-out ones; set data.val_root)")
 
 
-def make_run_dir(cfg: RunConfig, resume: str | Path | None) -> tuple[Path, Path | None]:
-    """(run folder, checkpoint to resume from or None)."""
+def make_run_dir(cfg: Any, resume: str | Path | None, overwrite: bool = False) -> tuple[Path, Path | None]:
+    """(run folder, checkpoint to resume from or None), decided on rank 0 for the whole group.
+
+    A resume continues the given checkpoint or the folder's latest one; a run stopped before its
+    first checkpoint starts again from step 0 with its saved config. A new run refuses an existing,
+    non-empty folder unless ``overwrite`` (and then only a run folder, which is emptied).
+    """
+    try:
+        outcome: Any = _run_dir(cfg, resume, overwrite)
+    except ValueError as err:
+        outcome = str(err)
+    outcome = from_rank0(outcome)
+    if isinstance(outcome, str):
+        raise ValueError(outcome)
+    run_dir, ckpt, replace = outcome
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+        if replace:
+            shutil.rmtree(run_dir)
+        elif resume is not None and ckpt is None:  # stopped before its first checkpoint: from step 0
+            drop_metrics_after(run_dir, 0)
+    return run_dir, ckpt
+
+
+def _run_dir(cfg: Any, resume: str | Path | None, overwrite: bool) -> tuple[Path, Path | None, bool]:
     if resume is not None:
-        path = Path(resume)
-        ckpt = latest_checkpoint(path) if path.is_dir() else path
-        if ckpt is None or not ckpt.exists():
-            raise ValueError(f"--resume {resume}: no checkpoint found")
-        return ckpt.parent, ckpt
-    name = cfg.train.name or from_rank0(time.strftime("pretrain-%Y%m%d-%H%M%S"))
+        return (*resume_point(resume), False)
+    name = cfg.train.name or time.strftime(f"{config_kind(to_plain(cfg))}-%Y%m%d-%H%M%S")
     run_dir = Path(cfg.train.out_dir) / name
-    if latest_checkpoint(run_dir) is not None:
-        raise ValueError(f"{run_dir} already holds checkpoints: pass --resume {run_dir} or choose another train.name")
-    return run_dir, None
+    if not run_dir.exists():
+        return run_dir, None, False
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: exists and is not a folder; choose another train.name")
+    if not any(run_dir.iterdir()):
+        return run_dir, None, False
+    if not is_run_folder(run_dir):
+        raise ValueError(f"{run_dir}: exists and holds files that are not a run's; choose another train.name "
+                         "(--overwrite replaces only run folders)")
+    if overwrite:
+        return run_dir, None, True
+    what = "already holds checkpoints" if latest_checkpoint(run_dir) is not None else "already holds a run"
+    raise ValueError(f"{run_dir} {what}: pass --resume {run_dir} to continue it, --overwrite to replace it, "
+                     "or choose another train.name")
 
 
 def class_labels(cfg: RunConfig) -> tuple[Sequence[str] | None, Sequence[Sequence[int]] | None]:
@@ -227,20 +259,34 @@ def final_report(task: PretrainTask, model: MultiMAE, cfg: RunConfig, val: list[
     return report
 
 
-def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: bool = True) -> Path:
+def open_run(cfg: Any, resume: str | Path | None, overwrite: bool, trusted: bool, is_main: bool
+             ) -> tuple[Path, dict[str, Any] | None, Path | None]:
+    """(run folder, the checkpoint's contents or None, its path): the checkpoint read safely (unless
+    ``trusted``) and checked against ``cfg`` before the folder's ``config.yaml`` is (re)written."""
+    run_dir, ckpt = make_run_dir(cfg, resume, overwrite)
+    state = load_checkpoint(ckpt, trusted) if ckpt is not None else None
+    if state is not None:
+        check_resume(ckpt, state, cfg)  # type: ignore[arg-type]
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
+    return run_dir, state, ckpt
+
+
+def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: bool = True, trusted: bool = False,
+                    overwrite: bool = False) -> Path:
     """Run (or resume, from a run folder or checkpoint) a pre-training run; returns its folder.
 
-    When resuming, pass the run's own config (its ``config.yaml``), possibly with more steps.
+    When resuming, pass the run's own config (its ``config.yaml``), possibly with more steps (see
+    `multimae.tasks.runs.RESUMABLE_KEYS`). ``trusted``: unpickle anything in the checkpoint (only
+    for files you trust); ``overwrite``: replace an existing run of the same name.
     """
     threads = local_threads(cfg.train.threads)
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(cfg.train.device)
     info = init_distributed(device)
-    run_dir, ckpt = make_run_dir(cfg, resume)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    run_dir, state, ckpt = open_run(cfg, resume, overwrite, trusted, info.is_main)
     torch.manual_seed(cfg.train.seed)
     model = MultiMAE(cfg.model.build())
     accum, world = cfg.optim.accum_steps, info.world_size
@@ -268,13 +314,13 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
 
     trainer = Trainer(model, task, stream, cfg.optim, cfg.train, cfg.data.batch_size, run_dir, info, device,
                       config=to_plain(cfg), on_validate=validate if val else None, on_picture=picture, progress=progress)
-    wall = trainer.run(ckpt)
+    wall = trainer.run(state, ckpt)
     if info.is_main:
         model.eval()
         report = {"steps": trainer.step, "train_wall_s": round(wall, 1), **final_report(task, model, cfg, val, train_sample)}
         if cfg.data.source != "world":
             report["val_data"] = val_data
-        (run_dir / "report.json").write_text(dump_json(report, indent=2))
+        write_text_atomic(run_dir / "report.json", dump_json(report, indent=2))
         trainer.logger.log(trainer.step, val_record(report["val"], report.get("from_rgb", {})), kind="val")
         if pictured is not None:
             for path in save_pictures(model, cfg, pictured, run_dir, seed=cfg.train.seed):
