@@ -16,6 +16,7 @@ from torch import Tensor
 from multimae.config.finetune import FinetuneConfig
 from multimae.config.loader import to_plain, to_yaml
 from multimae.engine.distributed import from_rank0, init_distributed, local_threads, resolve_device
+from multimae.engine.precision import choose_precision, probe_shape
 from multimae.engine.trainer import Trainer
 from multimae.model import FineTuneModel
 from multimae.tasks.finetune import FinetuneTask
@@ -102,13 +103,19 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
         finally:
             model.train()
 
+    # timed at the encoder's MLP size: this process's micro-batch of all input tokens x dim
+    tokens = len(cfg.task.inputs) * (cfg.data.image_size // model.config.patch_size) ** 2
+    precision = choose_precision(cfg.train.precision, device,
+                                 probe_shape(cfg.data.batch_size // (accum * world) * tokens, model.config.dim))
     trainer = Trainer(model, task, stream, cfg.optim, cfg.train, cfg.data.batch_size, run_dir, info, device,
-                      config=to_plain(cfg), on_validate=validate if val else None, progress=progress, desc="finetune")
+                      config=to_plain(cfg), on_validate=validate if val else None, progress=progress, desc="finetune",
+                      precision=precision)
     wall = trainer.run(ckpt)
     if info.is_main:
         model.eval()
         report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1), "task": cfg.task.kind,
                                   "inputs": list(cfg.task.inputs), "init": cfg.init.checkpoint,
+                                  **trainer.setup_report(),
                                   "val": task.evaluate(val) if val else {}}
         (run_dir / "report.json").write_text(json.dumps(report, indent=2))
         trainer.logger.log(trainer.step, report["val"], kind="val")

@@ -26,6 +26,7 @@ from multimae.engine.distributed import (
     local_threads,
     resolve_device,
 )
+from multimae.engine.precision import choose_precision, probe_shape
 from multimae.engine.trainer import Trainer
 from multimae.model import MultiMAE
 from multimae.tasks.pretrain import PretrainTask, mean_baseline, transfer_metrics
@@ -208,12 +209,17 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
             return None
         return save_pictures(model, cfg, pictured, run_dir, f"-{step:08d}", seed=cfg.train.seed)[0]
 
+    # timed at the encoder's MLP size: this process's micro-batch of visible tokens x dim
+    precision = choose_precision(cfg.train.precision, device,
+                                 probe_shape(micro // world * cfg.masking.num_visible, model.config.dim))
     trainer = Trainer(model, task, stream, cfg.optim, cfg.train, cfg.data.batch_size, run_dir, info, device,
-                      config=to_plain(cfg), on_validate=validate if val else None, on_picture=picture, progress=progress)
+                      config=to_plain(cfg), on_validate=validate if val else None, on_picture=picture, progress=progress,
+                      precision=precision)
     wall = trainer.run(ckpt)
     if info.is_main:
         model.eval()
-        report = {"steps": trainer.step, "train_wall_s": round(wall, 1), **final_report(task, model, cfg, val, train_sample)}
+        report = {"steps": trainer.step, "train_wall_s": round(wall, 1), **trainer.setup_report(),
+                  **final_report(task, model, cfg, val, train_sample)}
         (run_dir / "report.json").write_text(json.dumps(report, indent=2))
         trainer.logger.log(trainer.step, val_record(report["val"], report.get("from_rgb", {})), kind="val")
         if pictured is not None:
