@@ -158,11 +158,16 @@ def probe_shape(rows: int, dim: int) -> tuple[int, int, int]:
 def measure_bf16(shape: tuple[int, int, int], timer: Callable[..., float] = time_matmul) -> MatmulTiming:
     """fp32 vs bf16 at ``shape``, after a small ``SMALL``-cube check that stops early when bf16 is
     slower than fp32 there (emulated bf16: a run-sized bf16 matmul would take seconds)."""
-    small = (SMALL, SMALL, SMALL)
-    fp32_s, bf16_s = timer(*small, torch.float32), timer(*small, torch.bfloat16)
-    if bf16_s > fp32_s:
-        return MatmulTiming(small, fp32_s, bf16_s, small_only=True)
+    first = small_check(timer)
+    if first.bf16_s > first.fp32_s:
+        return first
     return MatmulTiming(shape, timer(*shape, torch.float32), timer(*shape, torch.bfloat16))
+
+
+def small_check(timer: Callable[..., float] = time_matmul) -> MatmulTiming:
+    """fp32 vs bf16 on a ``SMALL``-cube matmul (milliseconds even where bf16 is emulated)."""
+    small = (SMALL, SMALL, SMALL)
+    return MatmulTiming(small, timer(*small, torch.float32), timer(*small, torch.bfloat16), small_only=True)
 
 
 def cache_path() -> Path:
