@@ -103,10 +103,11 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
         finally:
             model.train()
 
-    # timed at the encoder's MLP size: this process's micro-batch of all input tokens x dim
+    # timed at the encoder's MLP size: this process's micro-batch of all input tokens x dim; rank 0's
+    # choice for every process
     tokens = len(cfg.task.inputs) * (cfg.data.image_size // model.config.patch_size) ** 2
-    precision = choose_precision(cfg.train.precision, device,
-                                 probe_shape(cfg.data.batch_size // (accum * world) * tokens, model.config.dim))
+    precision = from_rank0(choose_precision(cfg.train.precision, device,
+                                            probe_shape(cfg.data.batch_size // (accum * world) * tokens, model.config.dim)))
     trainer = Trainer(model, task, stream, cfg.optim, cfg.train, cfg.data.batch_size, run_dir, info, device,
                       config=to_plain(cfg), on_validate=validate if val else None, progress=progress, desc="finetune",
                       precision=precision)

@@ -209,9 +209,10 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
             return None
         return save_pictures(model, cfg, pictured, run_dir, f"-{step:08d}", seed=cfg.train.seed)[0]
 
-    # timed at the encoder's MLP size: this process's micro-batch of visible tokens x dim
-    precision = choose_precision(cfg.train.precision, device,
-                                 probe_shape(micro // world * cfg.masking.num_visible, model.config.dim))
+    # timed at the encoder's MLP size: this process's micro-batch of visible tokens x dim; rank 0's
+    # choice for every process
+    precision = from_rank0(choose_precision(cfg.train.precision, device,
+                                            probe_shape(micro // world * cfg.masking.num_visible, model.config.dim)))
     trainer = Trainer(model, task, stream, cfg.optim, cfg.train, cfg.data.batch_size, run_dir, info, device,
                       config=to_plain(cfg), on_validate=validate if val else None, on_picture=picture, progress=progress,
                       precision=precision)
