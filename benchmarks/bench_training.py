@@ -120,11 +120,11 @@ def main() -> None:
           f"{cfg.masking.num_visible} visible tokens, {flops / 1e9:.1f} GFLOP/step (forward + backward); "
           f"{cores} cores; {torch.__version__}")
 
+    small = small_check()  # on one thread (see engine/precision.py)
+    emulated = small.bf16_s > small.fp32_s
     results: dict[tuple[str, int], float] = {}
     for threads in thread_counts:
         torch.set_num_threads(threads)
-        small = small_check()
-        emulated = small.bf16_s > small.fp32_s
         for precision in args.precision:
             slow = precision == "bf16" and emulated
             side = small.shape[0] if slow else PEAK_SIDE
@@ -145,10 +145,9 @@ def main() -> None:
         data_s = (time.perf_counter() - data_t) / args.steps
         print(f"   data pipeline ({threads} thread{'s' if threads > 1 else ''}): {1e3 * data_s:.1f} ms/batch")
 
-    torch.set_num_threads(max(thread_counts))
     shape = probe_shape(B * cfg.masking.num_visible, model.config.dim)
     auto = choose_precision("auto", "cpu", shape)
-    print(f"precision auto picks {auto.reason} (at {max(thread_counts)} threads, cached per machine)")
+    print(f"precision auto picks {auto.reason} (cached per machine)")
     if results:
         (p, t), best = min(results.items(), key=lambda kv: kv[1])
         print(f"fastest measured: {p} with {t} thread{'s' if t > 1 else ''} ({best:.3f} s/step); threads auto measures "

@@ -72,7 +72,7 @@ def test_auto_on_a_native_bf16_cpu_takes_bf16_only_when_measured_faster():
                             measure=lambda s: seen.append(s) or (timing(1.9), False))
     assert seen == [SHAPE]
     assert (fast.precision, fast.speedup) == ("bf16", pytest.approx(1.9))
-    assert fast.reason == "bf16: avx512_bf16, bf16 matmul 1.9x fp32 measured (1024x192 @ 192x768)"
+    assert fast.reason == "bf16: avx512_bf16, bf16 matmul 1.9x fp32 measured (1024x192 @ 192x768, 1 thread)"
     amx = choose_precision("auto", "cpu", SHAPE, flags={"avx512_bf16", "amx_bf16"}, measure=lambda s: (timing(7.0), True))
     assert amx.precision == "bf16" and amx.reason.startswith("bf16: amx_bf16") and amx.reason.endswith(", cached")
     slow = choose_precision("auto", "cpu", SHAPE, flags={"amx_bf16"}, measure=lambda s: (timing(1.05), False))
@@ -90,7 +90,7 @@ def test_auto_on_cuda_is_bf16_or_fp16_by_capability_and_explicit_choices_are_kep
 
 
 def test_explicit_bf16_on_a_slow_bf16_cpu_warns_with_the_measured_ratio():
-    with pytest.warns(RuntimeWarning, match=r"bf16 matmul 95x slower than fp32 measured \(256x256 @ 256x256, small"):
+    with pytest.warns(RuntimeWarning, match=r"bf16 matmul 95x slower than fp32 measured \(256x256 @ 256x256, 1 thread, small"):
         choice = choose_precision("bf16", "cpu", SHAPE, flags={"avx2"}, measure=lambda s: (timing(1 / 95, True), False))
     assert choice.precision == "bf16" and choice.speedup == pytest.approx(1 / 95)
     with warnings.catch_warnings():
@@ -104,10 +104,17 @@ def test_measure_stops_after_the_small_matmul_when_bf16_is_slow():
     def timer(speed):
         def run(m, k, n, dtype):
             calls.append((m, k, n, dtype))
+            assert torch.get_num_threads() == 1  # timed on one thread: robust to a busy neighbour
             return 1e-3 if dtype == torch.float32 else 1e-3 / speed
         return run
 
-    slow = measure_bf16(SHAPE, timer(1 / 90))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        slow = measure_bf16(SHAPE, timer(1 / 90))
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(threads)
     assert slow.small_only and slow.shape == (256, 256, 256) and slow.speedup == pytest.approx(1 / 90)
     assert [c[:3] for c in calls] == [(256, 256, 256)] * 2
     calls.clear()

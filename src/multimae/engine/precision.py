@@ -37,6 +37,10 @@ NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs t
 MIN_SPEEDUP = 1.2  # auto takes bf16 when its matmuls run at least this much faster than fp32 (margin for casts)
 SMALL = 256  # side of the first, small matmul that detects emulated bf16 before any run-sized one
 MAX_ROWS = 2048  # run-sized check: at most this many rows, to keep it well under a second
+# The checks run on one thread: the question is whether the instructions exist, and a busy neighbour
+# makes multi-thread timings wrong by several times (measured here under load: bf16 at 2 threads
+# timed 1.19x slower than fp32, where idle at 1 thread it is several times faster).
+CHECK_THREADS = 1
 
 
 def set_fused_attention(model: nn.Module, enabled: bool) -> None:
@@ -81,7 +85,8 @@ class MatmulTiming:
 
     def describe(self) -> str:
         m, k, n = self.shape
-        return f"bf16 matmul {_ratio(self.speedup)} measured ({m}x{k} @ {k}x{n}{', small check only' if self.small_only else ''})"
+        return (f"bf16 matmul {_ratio(self.speedup)} measured ({m}x{k} @ {k}x{n}, {CHECK_THREADS} thread"
+                f"{', small check only' if self.small_only else ''})")
 
 
 @dataclass(frozen=True)
@@ -136,9 +141,20 @@ def native_bf16_feature(flags: set[str]) -> str | None:
     return next((f for f in NATIVE_BF16_FLAGS if f in flags), None)
 
 
-def time_matmul(m: int, k: int, n: int, dtype: torch.dtype, repeats: int = 3,
+@contextlib.contextmanager
+def _threads(count: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def time_matmul(m: int, k: int, n: int, dtype: torch.dtype, repeats: int = 5,
                 clock: Callable[[], float] = time.perf_counter) -> float:
-    """Best-of seconds of an ``(m, k) x (k, n)`` CPU matmul in ``dtype`` (after one warm-up)."""
+    """Best-of seconds of an ``(m, k) x (k, n)`` CPU matmul in ``dtype`` (after one warm-up): the
+    minimum, as other processes' load only ever adds time."""
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(m, k, generator=g).to(dtype), torch.randn(k, n, generator=g).to(dtype)
     a @ b
@@ -161,13 +177,15 @@ def measure_bf16(shape: tuple[int, int, int], timer: Callable[..., float] = time
     first = small_check(timer)
     if first.bf16_s > first.fp32_s:
         return first
-    return MatmulTiming(shape, timer(*shape, torch.float32), timer(*shape, torch.bfloat16))
+    with _threads(CHECK_THREADS):
+        return MatmulTiming(shape, timer(*shape, torch.float32), timer(*shape, torch.bfloat16))
 
 
 def small_check(timer: Callable[..., float] = time_matmul) -> MatmulTiming:
     """fp32 vs bf16 on a ``SMALL``-cube matmul (milliseconds even where bf16 is emulated)."""
     small = (SMALL, SMALL, SMALL)
-    return MatmulTiming(small, timer(*small, torch.float32), timer(*small, torch.bfloat16), small_only=True)
+    with _threads(CHECK_THREADS):
+        return MatmulTiming(small, timer(*small, torch.float32), timer(*small, torch.bfloat16), small_only=True)
 
 
 def cache_path() -> Path:
@@ -189,7 +207,7 @@ def cached_measure(shape: tuple[int, int, int], path: Path | None = None, key: s
                    measure: Callable[[tuple[int, int, int]], MatmulTiming] = measure_bf16) -> tuple[MatmulTiming, bool]:
     """(timing, whether it came from the cache): ``measure(shape)`` once per machine key."""
     path = cache_path() if path is None else path
-    key = machine_key(shape, torch.get_num_threads()) if key is None else key
+    key = machine_key(shape, CHECK_THREADS) if key is None else key
     try:
         entries = json.loads(path.read_text())
     except (OSError, ValueError):
