@@ -83,6 +83,8 @@ def test_auto_on_cuda_is_bf16_or_fp16_by_capability_and_explicit_choices_are_kep
     assert choose_precision("auto", "cuda:0", cuda_bf16=True, measure=never_measure).precision == "bf16"
     fp16 = choose_precision("auto", "cuda", cuda_bf16=False, measure=never_measure)
     assert fp16.precision == "fp16" and "loss scaling" in fp16.reason
+    assert choose_precision("bf16", "cuda", cuda_bf16=False, measure=never_measure).reason == "bf16: requested"
+    assert choose_precision("auto", "meta", measure=never_measure).precision == "fp32"
     for p in ("fp32", "fp16"):
         assert choose_precision(p, "cpu", measure=never_measure) == PrecisionChoice(p, p, f"{p}: requested")
     with pytest.raises(ValueError, match="precision must be one of"):

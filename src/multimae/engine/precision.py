@@ -249,16 +249,14 @@ def choose_precision(
     if requested not in CHOICES:
         raise ValueError(f"precision must be one of {list(CHOICES)}, got {requested!r}")
     kind = torch.device(device).type
-    if requested in ("fp32", "fp16"):
+    if requested in ("fp32", "fp16") or (requested == "bf16" and kind != "cpu"):
         return PrecisionChoice(requested, requested, f"{requested}: requested")
     if kind == "cuda":
-        native = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
-        if requested == "bf16" or native:
-            return PrecisionChoice("bf16", requested, "bf16: requested" if requested == "bf16" else "bf16: the GPU supports bf16")
+        if torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16:
+            return PrecisionChoice("bf16", requested, "bf16: the GPU supports bf16")
         return PrecisionChoice("fp16", requested, "fp16 with loss scaling: the GPU lacks bf16")
     if kind != "cpu":
-        return PrecisionChoice(requested if requested == "bf16" else "fp32", requested,
-                               f"{'bf16: requested' if requested == 'bf16' else f'fp32: auto on {kind}'}")
+        return PrecisionChoice("fp32", requested, f"fp32: auto on {kind}")
     feature = native_bf16_feature(cpu_flags() if flags is None else flags)
     if requested == "auto" and feature is None:
         return PrecisionChoice("fp32", requested, f"fp32: the CPU has no {' or '.join(NATIVE_BF16_FLAGS)} "
