@@ -2,6 +2,9 @@
 
 Prints, for each precision, the step time, images/s, the step's FLOPs (torch's flop counter)
 and the achieved FLOP/s as a fraction of this machine's measured matmul peak in that precision.
+Where bf16 is emulated (a small bf16 matmul slower than fp32: CPUs without avx512_bf16 / amx_bf16),
+the bf16 peak is measured on that small matmul only and the bf16 steps are skipped (--slow-bf16
+times one), instead of spending minutes on 2048^2 bf16 matmuls at 0.3 GFLOP/s.
 
     .venv/bin/python benchmarks/bench_pretrain_step.py                 # base, 224 px, batch 8
     .venv/bin/python benchmarks/bench_pretrain_step.py --size tiny --image-size 64 --patch-size 8 --num-visible 32
@@ -16,7 +19,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from multimae.engine.precision import autocast
+from multimae.engine.precision import autocast, set_fused_attention, small_check
 from multimae.losses import MultiMAELoss
 from multimae.model import MultiMAE, model_config
 
@@ -54,11 +57,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--quick", action="store_true", help="2 timed steps after 1 warm-up: a smoke run")
+    parser.add_argument("--slow-bf16", action="store_true", help="where bf16 is emulated, time one bf16 step anyway")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.warmup = 2, 1
     torch.set_num_threads(args.threads)
 
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"threads={args.threads}  matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
+    small = small_check()
+    emulated = small.bf16_s > small.fp32_s
+    bf16_side = small.shape[0] if emulated else 2048
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16, bf16_side)}
+    print(f"threads={args.threads}  matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s"
+          f"{f' ({bf16_side}^3 only: bf16 is emulated here, small {small.describe()})' if emulated else ''}")
     torch.manual_seed(0)
     cfg = model_config(
         args.size,
@@ -85,17 +96,27 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    # Count FLOPs once through the explicit-attention path: the counter does not see inside the
-    # fused CPU attention kernels, and the model computes the same thing either way.
+    # Count FLOPs once, in fp32 (fast everywhere), through the explicit-attention path: the counter
+    # does not see inside the fused CPU attention kernels, and the model computes the same thing.
     counter = FlopCounterMode(display=False)
     with counter:
-        step("bf16")
+        masks = model.sample_masks(inputs, args.num_visible, generator=g)
+        set_fused_attention(model, False)
+        out = model(inputs, masks)
+        loss_fn(out.preds, targets, out.masks).total.backward()
+    opt.zero_grad(set_to_none=True)
     flops = counter.get_total_flops()
     for precision in args.precision:
-        for _ in range(args.warmup):
+        warmup, steps = args.warmup, args.steps
+        if precision == "bf16" and emulated:
+            if not args.slow_bf16:
+                print("bf16: steps skipped, bf16 is emulated here (--slow-bf16 times one step)")
+                continue
+            warmup, steps = 0, 1
+        for _ in range(warmup):
             step(precision)
         times = []
-        for _ in range(args.steps):
+        for _ in range(steps):
             t = time.perf_counter()
             step(precision)
             times.append(time.perf_counter() - t)

@@ -61,3 +61,10 @@ def make_inputs(batch: int = 2, size: int = 32, seed: int = 0, num_classes: int 
 
 def make_targets(inputs: dict) -> dict:
     return {**inputs, "norm_rgb": inputs["rgb"]}
+
+
+@pytest.fixture(autouse=True)
+def _precision_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """`precision auto` timings go to the session's temporary folder, not ~/.cache/multimae."""
+    path = tmp_path_factory.getbasetemp() / "precision.json"
+    monkeypatch.setattr("multimae.engine.precision.cache_path", lambda: path)

@@ -1,13 +1,16 @@
 import pytest
 
-from multimae.config import RunConfig, load_config, to_yaml
+from multimae.config import FinetuneConfig, RunConfig, load_config, to_yaml
 from multimae.configs import preset_names, preset_path
 
 
 def test_presets_load_and_validate():
     assert {"cpu", "paper-vitb"} <= set(preset_names())
     cpu = load_config(RunConfig, preset_path("cpu"))
-    assert cpu.data.source == "world" and cpu.train.precision == "bf16"
+    assert cpu.data.source == "world" and cpu.train.precision == "auto" and cpu.train.threads == "auto"
+    for name in preset_names():
+        assert load_config(RunConfig if "finetune" not in name else FinetuneConfig, preset_path(name),
+                           ["data.root=/data/x"] if name == "paper-vitb" else []).train.precision == "auto", name
     paper = load_config(RunConfig, preset_path("paper-vitb"), ["data.root=/data/x"])
     assert (paper.model.size, paper.data.batch_size, paper.masking.num_visible, paper.masking.alpha) == ("base", 2048, 98, 1.0)
     assert paper.optim.betas == (0.9, 0.95) and paper.optim.weight_decay == 0.05
@@ -30,6 +33,7 @@ def test_overrides_are_typed():
         ("optim.lrr=1", r"unknown config key\(s\) \['optim.lrr'\]"),
         ("train.steps=many", "train.steps: expected an integer"),
         ("train.precision=fp8", "must be one of"),
+        ("train.threads=many", "fits none of"),
         ("model.encoder.width=3", "unknown encoder config key"),
         ("model.inputs=[thermal]", "unknown modality 'thermal'"),
         ("data.source=folder", "data.root is required"),

@@ -29,7 +29,7 @@ def synthetic_pool(n: int = 32, size: int = 32, seed: int = 0) -> dict[str, torc
     }
 
 
-def make_trainer(run_dir, steps=6, rank=0, world=1, precision="fp32", lr=1e-3, accum=1, compile=False):
+def make_trainer(run_dir, steps=6, rank=0, world=1, precision="fp32", lr=1e-3, accum=1, compile=False, choice=None):
     torch.manual_seed(0)
     model = MultiMAE(tiny_config())
     task = PretrainTask(model, MaskingConfig(num_visible=8), LossConfig(), seed=0)
@@ -37,7 +37,7 @@ def make_trainer(run_dir, steps=6, rank=0, world=1, precision="fp32", lr=1e-3, a
     train = TrainConfig(steps=steps, precision=precision, ckpt_every=0, log_every=1, keep_last=2, compile=compile)
     optim = OptimConfig(lr=lr, warmup_fraction=0.34, accum_steps=accum)
     return Trainer(model, task, stream, optim, train, BATCH, run_dir, DistInfo(rank, world),
-                   torch.device("cpu"), progress=False)
+                   torch.device("cpu"), progress=False, precision=choice)
 
 
 def params(model):

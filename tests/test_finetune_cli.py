@@ -60,6 +60,7 @@ def test_segmentation_from_a_checkpoint_writes_a_run_resumes_and_evaluates(tmp_p
     assert [p.name for p in list_checkpoints(run)] == ["checkpoint-00000003.pt"]  # keep_last 1
     report = json.loads((run / "report.json").read_text())
     assert set(report["val"]) == {"loss", "miou", "pixel_acc"} and 0 <= report["val"]["miou"] <= 1
+    assert report["precision"]["precision"] == "fp32" and report["threads"]["threads"] >= 1
     assert Image.open(run / "predictions.png").size[0] > 200
     assert [r["step"] for r in read_metrics(run, "train")] == [1, 2, 3]
     assert [r["step"] for r in read_metrics(run, "val")] == [2, 3]

@@ -47,8 +47,10 @@ def _load(path):
 def test_predict_on_world_files_matches_the_model_and_un_normalises(checkpoint, world, tmp_path, capsys):
     out = tmp_path / "pred"
     assert main(["predict", "--checkpoint", str(checkpoint), "--rgb", str(world["rgb"]), "--depth", str(world["depth"]),
-                 "--semseg", str(world["semseg"]), "--visible", "20", "--seed", "3", "--out", str(out)]) == 0
+                 "--semseg", str(world["semseg"]), "--visible", "20", "--seed", "3", "--out", str(out),
+                 "--precision", "fp32"]) == 0
     printed = capsys.readouterr().out
+    assert "precision: fp32: requested" in printed
     assert "ImageNet mean" in printed and "standardised per image" in printed and "20 of 48 tokens visible" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert sum(summary["visible_tokens"].values()) == 20
@@ -123,6 +125,9 @@ def test_python_api_seeds_masks_and_figure(checkpoint):
     assert a.norm_rgb_view is not None and 0 <= float(a.norm_rgb_view.min()) and float(a.norm_rgb_view.max()) <= 1
     figure = prediction_figure(a)
     assert figure.width >= 4 * 32 and figure.height > 2 * 32
+    low = predict(model, {"rgb": rgb}, num_visible=6, seed=0, precision="bf16")  # autocast; outputs back in fp32
+    assert low.outputs["depth"].dtype == torch.float32 and torch.equal(low.masks["rgb"], a.masks["rgb"])
+    assert (low.outputs["depth"] - a.outputs["depth"]).abs().max() < 0.1 * a.outputs["depth"].abs().max() + 1e-3
 
 
 def test_norm_rgb_patch_statistics_put_back_invert_the_target():

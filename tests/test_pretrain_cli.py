@@ -30,11 +30,15 @@ def tiny_args(tmp_path):
 def test_pretrain_writes_checkpoints_pictures_and_a_report_then_resumes(tmp_path, tiny_args, capsys):
     assert main(["pretrain", "--quiet", *tiny_args, "train.steps=3"]) == 0
     run = tmp_path / "run"
-    assert "run folder" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "run folder" in out and "precision: fp32: requested" in out and "threads: " in out
     assert [p.name for p in list_checkpoints(run)] == ["checkpoint-00000002.pt", "checkpoint-00000003.pt"]
     assert (run / "model.safetensors").exists() and (run / "config.yaml").exists()
     report = json.loads((run / "report.json").read_text())
     assert set(report["val"]) == {"rgb", "depth", "semseg", "norm_rgb", "total"}
+    assert report["precision"] == {"precision": "fp32", "requested": "fp32", "reason": "fp32: requested", "speedup": None}
+    assert report["threads"]["threads"] >= 1 and report["threads"]["reason"]  # 3 steps: too few to measure
+    assert [r["setting"] for r in read_metrics(run, "setup")] == ["precision", "threads"]
     for part in ("train", "baseline_train", "baseline_val"):  # the same losses on training scenes / of the baseline
         assert set(report[part]) == set(report["val"]) and report[part] != report["val"]
     assert {"semseg_miou", "semseg_object_iou", "depth_l1"} <= set(report["from_rgb"]) <= set(report["baseline_from_rgb"])

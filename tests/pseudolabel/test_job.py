@@ -256,3 +256,17 @@ def _jpeg(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
+
+
+def test_auto_precision_keeps_the_precision_of_the_labels_already_there(tmp_path, capsys):
+    from multimae.data.manifest import write_manifest
+    from multimae.pseudolabel.job import label_precision
+
+    write_manifest(tmp_path, {"generator": "multimae.pseudolabel", "format": "folder",
+                              "labelers": {"depth": {"labeler": "dpt-hybrid", "precision": "bf16"}}})
+    auto = PseudolabelConfig(out=str(tmp_path), images="x", tasks=("depth",))
+    assert auto.precision == "auto"
+    assert label_precision(auto, torch.device("cpu")) == "bf16"
+    assert "precision: bf16, as the labels already in" in capsys.readouterr().out
+    explicit = PseudolabelConfig(out=str(tmp_path), images="x", tasks=("depth",), precision="fp32")
+    assert label_precision(explicit, torch.device("cpu")) == "fp32"

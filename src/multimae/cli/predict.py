@@ -36,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument("--crop", action="store_true", help="centre-crop to a square before resizing (no stretching)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="auto: bf16 where the device computes it natively, else fp32 (fp16 on GPUs without bf16) [auto]")
     parser.add_argument("--num-heads", type=int, help="encoder heads, for foreign checkpoints (see multimae convert)")
     parser.add_argument("--decoder-num-heads", type=int, help="decoder heads, for foreign checkpoints")
     parser.add_argument("--head-reads", help="fine-tuned dense heads: modalities whose tokens the head reads, "
@@ -82,6 +84,15 @@ def _palette(num_classes: int) -> tuple[Any, Any, str | None]:
     return None, None, None
 
 
+def _precision(requested: str, model: Any, num_inputs: int) -> Any:
+    """``--precision`` resolved for the model's device, timed at its encoder's size (all tokens)."""
+    from multimae.engine.precision import choose_precision, probe_shape
+
+    cfg = model.config
+    tokens = num_inputs * (cfg.image_size // cfg.patch_size) ** 2
+    return choose_precision(requested, next(model.parameters()).device, probe_shape(tokens, cfg.dim))
+
+
 def run(args: argparse.Namespace) -> int:
     from multimae.cli.convert import head_list, hooks_list
     from multimae.convert import load_any
@@ -102,7 +113,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"checkpoint: {report.summary()}")
         names = [n for n in model.input_specs if n in inputs]
         mask = _mask(args.mask, names) if args.mask else None
-        pred = predict(model, inputs, num_visible=args.visible, mask=mask, alpha=args.alpha, seed=args.seed, fit=fit)
+        precision = _precision(args.precision, model, len(names))
+        pred = predict(model, inputs, num_visible=args.visible, mask=mask, alpha=args.alpha, seed=args.seed, fit=fit,
+                       precision=precision.precision)
+        pred.notes.append(f"precision: {precision.reason}")
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     classes = max([int(v.shape[0]) for v in pred.logits.values()], default=0)

@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default="train", help="split folder to write [train]")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass [8]")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N [auto]")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="auto: bf16 where the device computes it natively, else fp32 (fp16 on GPUs without "
+                        "bf16); a resumed run keeps its labels' precision [auto]")
     parser.add_argument("--workers", type=int, default=2, help="image-decoding processes [2]")
     parser.add_argument("--rgb", default="copy", choices=("copy", "symlink"),
                         help="folder output: copy the images or symlink to them [copy]")

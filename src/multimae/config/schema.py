@@ -89,10 +89,16 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     steps: int = 1_000_000  # optimiser steps (1600 epochs of ImageNet at batch 2048 = 1,000,000)
-    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    # auto: bf16 where the device computes it natively (CUDA with bf16; a CPU with avx512_bf16 / amx_bf16
+    # whose bf16 matmuls, timed at start-up, beat fp32), fp16 + loss scaling on GPUs without bf16, else fp32
+    # (see multimae.engine.precision; the choice and its reason go into the log and report.json)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
-    threads: int | None = None  # torch intra-op threads (default: this process's share of the cores)
+    # torch intra-op threads. auto: on a one-process CPU run, all cores vs 1 timed over the first steps under
+    # the load of the moment, the faster kept (multimae.engine.threads); otherwise as null. null: this
+    # process's share of the cores (PyTorch's default for one process)
+    threads: int | Literal["auto"] | None = "auto"
     # Processes this command starts on this machine as one data-parallel group, one per GPU, as
     # `torchrun --standalone --nproc-per-node N` would (ignored under torchrun). On the 2-core CPU
     # default, 2 one-thread processes ran 114 images/s against 116 for one process: the gloo

@@ -55,11 +55,12 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def local_threads(requested: int | None) -> int | None:
+def local_threads(requested: int | str | None) -> int | None:
     """Intra-op threads for this process: ``requested``, or, for one of several local processes,
     this machine's cores shared out between them (as torchrun's one thread per process would
-    under-use a machine with more cores than processes); None leaves PyTorch's default."""
-    if requested:
+    under-use a machine with more cores than processes); None leaves PyTorch's default. ``auto``
+    starts as None does (the trainer may then measure, see `multimae.engine.threads`)."""
+    if isinstance(requested, int) and requested:
         return requested
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if local <= 1:

@@ -23,7 +23,8 @@ from multimae.engine.checkpoint import export_safetensors, load_checkpoint, save
 from multimae.engine.distributed import DistInfo
 from multimae.engine.logger import MetricLogger, drop_metrics_after
 from multimae.engine.optim import lr_at, param_groups, set_lr
-from multimae.engine.precision import autocast
+from multimae.engine.precision import PrecisionChoice, autocast, choose_precision
+from multimae.engine.threads import ThreadChoice, ThreadTuner, plan_threads, restart_rate
 from multimae.losses import LossOutput
 
 
@@ -59,7 +60,10 @@ class Trainer:
         on_picture: Callable[[int], Path | None] | None = None,
         progress: bool = True,
         desc: str = "pretrain",
+        precision: PrecisionChoice | None = None,
     ) -> None:
+        """``precision``: `train.precision` resolved (`choose_precision`); by default resolved here
+        with a generic matmul size."""
         self.model, self.task, self.stream = model.to(device), task, stream
         self.optim_cfg, self.train_cfg = optim, train
         self.run_dir, self.dist, self.device = run_dir, dist_info, device
@@ -84,11 +88,33 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, optim.weight_decay, skip, optim.layer_decay), lr=optim.warmup_lr, betas=optim.betas, fused=fused
         )
-        self.scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
+        self.precision = precision or choose_precision(train.precision, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.precision == "fp16")
         self.peak_lr = optim.peak_lr(global_batch)
         self.warmup_steps = round(optim.warmup_fraction * train.steps)
         self.step = 0
         self.logger = MetricLogger(run_dir, enabled=dist_info.is_main)
+        self.threads: ThreadChoice | None = None  # set by `fit`
+        self._note("precision", self.precision.reason, self.precision.as_dict())
+
+    def _note(self, what: str, reason: str, record: dict[str, Any]) -> None:
+        """Say a set-up decision on the console and in metrics.jsonl (kind ``setup``)."""
+        if self.dist.is_main:
+            tqdm.write(f"{what}: {reason}")
+            self.logger.log(self.step, {"setting": what, **record}, kind="setup")
+
+    def setup_report(self) -> dict[str, Any]:
+        """The set-up decisions for report.json: precision and threads, each with its reason."""
+        return {"precision": self.precision.as_dict(), "threads": self.threads.as_dict() if self.threads else None}
+
+    def plan_threads(self) -> ThreadTuner | ThreadChoice:
+        """`train.threads` for the steps left (tests replace this with a tuner of their own)."""
+        return plan_threads(self.train_cfg.threads, self.device.type, self.dist.world_size,
+                            self.train_cfg.steps - self.step)
+
+    def _choose_threads(self, choice: ThreadChoice) -> None:
+        self.threads = choice
+        self._note("threads", choice.reason, choice.as_dict())
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -132,7 +158,7 @@ class Trainer:
             # sliced, so neither accumulation nor the number of processes changes them.
             offset = micro * self.micro_batch
             rows = slice(offset + self.stream.rows.start, offset + self.stream.rows.stop)
-            with autocast(self.model, self.device.type, self.train_cfg.precision):
+            with autocast(self.model, self.device.type, self.precision.precision):
                 losses = self.task(self.forward, raw, self.step, self.global_batch, rows)
             self.scaler.scale(losses.total / self.optim_cfg.accum_steps).backward()
         return losses
@@ -177,10 +203,23 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.desc, unit="step", disable=not self.progress,
                    dynamic_ncols=True)
         start, start_step, last = time.perf_counter(), self.step, {}
+        plan = self.plan_threads()
+        tuner = plan if isinstance(plan, ThreadTuner) else None
+        if tuner is None:
+            self._choose_threads(plan)  # type: ignore[arg-type]
+        elif self.dist.is_main:
+            tqdm.write(f"threads: timing {' vs '.join(map(str, tuner.candidates))} over the first {tuner.steps_needed} steps")
         try:
             while self.step < cfg.steps:
+                if tuner is not None:
+                    tuner.before_step()
+                    t0 = time.perf_counter()
                 last = self.train_step()
                 bar.update(1)
+                if tuner is not None and (choice := tuner.after_step(time.perf_counter() - t0)) is not None:
+                    self._choose_threads(choice)
+                    restart_rate(bar)  # the ETA from the steps at the chosen thread count only
+                    tuner = None
                 done = self.step
                 if done % cfg.log_every == 0 or done == cfg.steps:
                     elapsed = time.perf_counter() - start

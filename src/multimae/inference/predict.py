@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from multimae.engine.precision import autocast
 from multimae.inference.inputs import Fit, fit_size, read_input
 from multimae.losses.masked import token_mask_to_pixels
 from multimae.model.encoder import MultiModalViT
@@ -150,6 +151,7 @@ def predict(
     alpha: float = 1.0,
     seed: int = 0,
     fit: Fit = "resize",
+    precision: str = "fp32",
 ) -> Prediction:
     """Predict every output of ``model`` from ``inputs``.
 
@@ -163,6 +165,8 @@ def predict(
         mask: explicit ``{modality: (h, w) or (N,)}`` masks, 1 / True = masked, for every given input.
         fit: ``resize`` to the model's image size, ``crop`` (central square, then resize) or
             ``native`` (own size, a multiple of the patch size; positional tables are interpolated).
+        precision: fp32 | bf16 | fp16, the forward pass's autocast (outputs are returned in fp32);
+            `multimae.engine.precision.choose_precision` resolves ``auto``.
     """
     if isinstance(model, FineTuneModel):
         if num_visible is not None or mask is not None:
@@ -192,7 +196,7 @@ def predict(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(model, device.type, precision):
             out = model(batch.inputs) if isinstance(model, FineTuneModel) else model(batch.inputs, masks)
     finally:
         model.train(was_training)

@@ -66,7 +66,7 @@ class PseudolabelConfig:
     split: str = "train"  # written under out/<split>/
     batch_size: int = 8  # images per forward pass (the same in every pass, see base)
     device: str = "auto"  # auto (cuda:LOCAL_RANK when available) | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast); auto: see `label_precision`
     workers: int = 2  # image-decoding processes (0: in the main process)
     rgb: str = "copy"  # folder output: copy the images, or symlink to them
     rank: int | None = None  # this process's slice (default: $RANK, or 0)
@@ -119,14 +119,31 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int, in
     return rank, world_size, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def label_precision(config: PseudolabelConfig, device: torch.device) -> str:
+    """``config.precision`` resolved: ``auto`` keeps the precision of labels already in ``out`` (a
+    resumed run stays consistent on any machine), else `choose_precision` decides for ``device``."""
+    from multimae.engine.precision import choose_precision
+
+    if config.precision == "auto" and (Path(config.out) / MANIFEST).is_file():
+        earlier = {info.get("precision") for m, info in read_manifest(Path(config.out)).get("labelers", {}).items()
+                   if m in config.tasks}
+        if len(earlier) == 1 and None not in earlier:
+            print(f"precision: {next(iter(earlier))}, as the labels already in {config.out}")
+            return str(next(iter(earlier)))
+    choice = choose_precision(config.precision, device)
+    print(f"precision: {choice.reason}")
+    return choice.precision
+
+
 def build_labelers(config: PseudolabelConfig, device: torch.device) -> dict[str, Labeler]:
     """The labelers of ``config.tasks``, not yet loaded."""
     if "normals" in config.tasks and "normals" not in config.labelers:
         raise ValueError(NO_NORMALS)
+    precision = label_precision(config, device)
     return {
         m: build_labeler(m, config.labelers.get(m) or default_labeler(m), config.models.get(m),
                          revision=config.revisions.get(m), device=device, batch_size=config.batch_size,
-                         precision=config.precision, **config.settings.get(m, {}))
+                         precision=precision, **config.settings.get(m, {}))
         for m in config.tasks
     }
 

@@ -17,6 +17,7 @@ from multimae.config.loader import to_plain, to_yaml
 from multimae.engine.checkpoint import load_checkpoint, write_text_atomic
 from multimae.engine.distributed import from_rank0, init_distributed, local_threads, resolve_device
 from multimae.engine.logger import dump_json
+from multimae.engine.precision import choose_precision, probe_shape
 from multimae.engine.trainer import Trainer
 from multimae.model import FineTuneModel
 from multimae.tasks.finetune import FinetuneTask
@@ -120,13 +121,20 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
         finally:
             model.train()
 
+    # timed at the encoder's MLP size: this process's micro-batch of all input tokens x dim; rank 0's
+    # choice for every process
+    tokens = len(cfg.task.inputs) * (cfg.data.image_size // model.config.patch_size) ** 2
+    precision = from_rank0(choose_precision(cfg.train.precision, device,
+                                            probe_shape(cfg.data.batch_size // (accum * world) * tokens, model.config.dim)))
     trainer = Trainer(model, task, stream, cfg.optim, cfg.train, cfg.data.batch_size, run_dir, info, device,
-                      config=to_plain(cfg), on_validate=validate if val else None, progress=progress, desc="finetune")
+                      config=to_plain(cfg), on_validate=validate if val else None, progress=progress, desc="finetune",
+                      precision=precision)
     wall = trainer.run(saved, ckpt)
     if info.is_main:
         model.eval()
         report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1), "task": cfg.task.kind,
                                   "inputs": list(cfg.task.inputs), "init": cfg.init.checkpoint,
+                                  **trainer.setup_report(),
                                   "val": task.evaluate(val) if val else {}}
         write_text_atomic(run_dir / "report.json", dump_json(report, indent=2))
         trainer.logger.log(trainer.step, report["val"], kind="val")

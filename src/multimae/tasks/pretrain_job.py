@@ -29,6 +29,7 @@ from multimae.engine.distributed import (
     resolve_device,
 )
 from multimae.engine.logger import drop_metrics_after, dump_json
+from multimae.engine.precision import choose_precision, probe_shape
 from multimae.engine.trainer import Trainer
 from multimae.model import MultiMAE
 from multimae.tasks.pretrain import PretrainTask, mean_baseline, transfer_metrics
@@ -312,12 +313,18 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
             return None
         return save_pictures(model, cfg, pictured, run_dir, f"-{step:08d}", seed=cfg.train.seed)[0]
 
+    # timed at the encoder's MLP size: this process's micro-batch of visible tokens x dim; rank 0's
+    # choice for every process
+    precision = from_rank0(choose_precision(cfg.train.precision, device,
+                                            probe_shape(micro // world * cfg.masking.num_visible, model.config.dim)))
     trainer = Trainer(model, task, stream, cfg.optim, cfg.train, cfg.data.batch_size, run_dir, info, device,
-                      config=to_plain(cfg), on_validate=validate if val else None, on_picture=picture, progress=progress)
+                      config=to_plain(cfg), on_validate=validate if val else None, on_picture=picture, progress=progress,
+                      precision=precision)
     wall = trainer.run(state, ckpt)
     if info.is_main:
         model.eval()
-        report = {"steps": trainer.step, "train_wall_s": round(wall, 1), **final_report(task, model, cfg, val, train_sample)}
+        report = {"steps": trainer.step, "train_wall_s": round(wall, 1), **trainer.setup_report(),
+                  **final_report(task, model, cfg, val, train_sample)}
         if cfg.data.source != "world":
             report["val_data"] = val_data
         write_text_atomic(run_dir / "report.json", dump_json(report, indent=2))
