@@ -37,15 +37,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.set_defaults(func=run_generate)
 
 
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+MIN_SIZE = 8  # the world's smallest render size
+
+
+def _check_world_args(args: argparse.Namespace) -> None:
+    """The options both actions share, each named in its error (before anything is rendered)."""
+    from multimae.errors import UserError, check_positive
+
+    check_positive(args.count, "--count")
+    check_positive(args.size, "--size", MIN_SIZE)
+    for option, value in (("--difficulty", args.difficulty), ("--class-colors", args.class_colors)):
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"{option} must be in [0, 1], got {value}")
+
+
 def run_show(args: argparse.Namespace) -> int:
     from multimae.data.generated import WorldDataset
     from multimae.data.world import CLASS_NAMES, PALETTE
+    from multimae.errors import check_out_dir, check_out_file, check_positive
     from multimae.viz.samples import samples_figure
+
+    _check_world_args(args)
+    check_positive(args.start, "--start", 0)
+    check_positive(args.tile, "--tile", MIN_SIZE)
+    check_out_dir(args.out.parent, "--out")
+    if not args.out.parent.exists():
+        args.out.parent.mkdir(parents=True)
+    check_out_file(args.out, "--out", PICTURE_SUFFIXES)
 
     dataset = WorldDataset(args.split, size=args.size, length=args.start + args.count, difficulty=args.difficulty,
                            class_colors=args.class_colors)
     samples = [dataset[i] for i in range(args.start, args.start + args.count)]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     samples_figure(samples, CLASS_NAMES, PALETTE, tile=args.tile or args.size).save(args.out)
     print(f"wrote {args.out} ({args.count} scenes of split {args.split!r} at {args.size} px)")
     return 0
@@ -53,7 +76,12 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     from multimae.data.writer import GenerateConfig, generate
+    from multimae.errors import check_out_dir, check_positive
 
+    _check_world_args(args)
+    check_positive(args.shard_size, "--shard-size")
+    check_positive(args.workers, "--workers")
+    check_out_dir(args.out, "--out")
     config = GenerateConfig(
         count=args.count, size=args.size, fmt=args.fmt, split=args.split, difficulty=args.difficulty,
         class_colors=args.class_colors,

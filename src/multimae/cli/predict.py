@@ -60,15 +60,26 @@ def _inputs(args: argparse.Namespace) -> dict[str, Path]:
 def _mask(path: Path, names: list[str]) -> dict[str, Any]:
     import numpy as np
 
+    from multimae.errors import reading
+
+    if not path.is_file():
+        raise ValueError(f"--mask {path}: no such file")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        with reading(path, ".npz mask"), np.load(path, allow_pickle=False) as data:
+            masks = {k: data[k] for k in data.files}
+        if not masks:
+            raise ValueError(f"--mask {path}: holds no arrays (expected one (h, w) array per input {names})")
+        return masks
     if path.suffix == ".npy":
-        array = np.load(path, allow_pickle=False)
-        if array.shape[0] != len(names):
-            raise ValueError(f"{path}: first axis has {array.shape[0]} entries, expected one per input {names}")
+        try:
+            with reading(path, ".npy mask"):
+                array = np.load(path, allow_pickle=False)
+        except ValueError as err:  # numpy's complaint about the header or a pickled array
+            raise ValueError(f"--mask {path}: cannot read this .npy mask ({err})") from None
+        if array.ndim != 3 or array.shape[0] != len(names):
+            raise ValueError(f"{path}: shape {array.shape}, expected (M, h, w) with one entry per input {names}")
         return dict(zip(names, array))
-    raise ValueError(f"{path}: expected a .npz or .npy mask")
+    raise ValueError(f"--mask {path}: expected a .npz or .npy mask")
 
 
 def _palette(num_classes: int) -> tuple[Any, Any, str | None]:
@@ -84,11 +95,20 @@ def run(args: argparse.Namespace) -> int:
     from multimae.cli.convert import head_list, hooks_list
     from multimae.inference import load_model, predict, save_prediction
 
+    from multimae.engine.distributed import resolve_device
+    from multimae.errors import check_out_dir, check_positive, reading
+
     try:
         inputs = _inputs(args)
-        model = load_model(args.checkpoint, device=args.device, num_heads=args.num_heads,
-                           decoder_num_heads=args.decoder_num_heads, head_modalities=head_list(args.head_reads),
-                           hooks=hooks_list(args.dpt_hooks), trusted=args.trust)
+        check_out_dir(args.out, "--out")
+        check_positive(args.seed, "--seed", 0)
+        if not args.alpha > 0:
+            raise ValueError(f"--alpha must be > 0, got {args.alpha}")
+        device = resolve_device(args.device, key="--device")
+        with reading(args.checkpoint, "checkpoint"):
+            model = load_model(args.checkpoint, device=device, num_heads=args.num_heads,
+                               decoder_num_heads=args.decoder_num_heads, head_modalities=head_list(args.head_reads),
+                               hooks=hooks_list(args.dpt_hooks), trusted=args.trust)
         names = [n for n in model.input_specs if n in inputs]
         mask = _mask(args.mask, names) if args.mask else None
         fit = "native" if args.native_size else "crop" if args.crop else "resize"

@@ -23,6 +23,7 @@ label       decimal text (``.cls``)          int
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -121,6 +122,15 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def decode_problem(err: Exception, size: int) -> str:
+    """A decoder's complaint without the in-memory buffer's repr (``<_io.BytesIO object at 0x...>``)."""
+    if size == 0:
+        return "the file is empty"
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image PIL can identify: truncated, or another format"
+    return re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the data", str(err))
+
+
 def read_array(data: bytes, name: str) -> np.ndarray:
     """Decode image (PNG/JPEG) or ``.npy`` bytes; ``name`` ends with the extension."""
     try:
@@ -133,7 +143,7 @@ def read_array(data: bytes, name: str) -> np.ndarray:
                 im = im.convert("RGB")
             array = np.asarray(im)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise ValueError(f"{name}: cannot decode ({err})") from None
+        raise ValueError(f"{name}: cannot decode ({decode_problem(err, len(data))})") from None
     if array.dtype == np.int32:  # PIL opens some 16-bit PNGs as 32-bit signed
         array = array.astype(np.uint16)
     return array

@@ -176,20 +176,22 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
 
     When resuming, pass the run's own config (its ``config.yaml``), possibly with more steps.
     """
+    if resume is None:
+        cfg.validate_new_run()
     threads = local_threads(cfg.train.threads)
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(cfg.train.device)
     info = init_distributed(device)
+    accum, world = cfg.optim.accum_steps, info.world_size
+    if cfg.data.batch_size % (accum * world):
+        raise ValueError(f"data.batch_size {cfg.data.batch_size} is not divisible by accum_steps x processes = {accum * world}")
     run_dir, ckpt = make_run_dir(cfg, resume)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
     torch.manual_seed(cfg.train.seed)
     model = MultiMAE(cfg.model.build())
-    accum, world = cfg.optim.accum_steps, info.world_size
-    if cfg.data.batch_size % (accum * world):
-        raise ValueError(f"data.batch_size {cfg.data.batch_size} is not divisible by accum_steps x processes = {accum * world}")
     micro = cfg.data.batch_size // accum
     stream, val, train_sample = build_streams(cfg, model, info, micro, progress)
     task = PretrainTask(model, cfg.masking, cfg.loss, cfg.train.seed)
