@@ -296,3 +296,34 @@ def test_predict_outputs(args, words, env, capfd):
 def test_other_commands(argv, words, env, capfd):
     check(argv, words, env, capfd)
     assert not (env["root"] / "o.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def folder_data(tmp_path_factory):
+    """Four world scenes in the folder layout, one with an empty rgb file."""
+    root = tmp_path_factory.mktemp("folder")
+    assert main(["data", "generate", "--out", str(root), "--count", "4", "--size", "32", "--quiet"]) == 0
+    bad = sorted((root / "train" / "rgb").rglob("*.png"))[1]
+    bad.write_bytes(b"")
+    return root, bad
+
+
+def folder_run(root, tmp_path, *extra):
+    return ["pretrain", "--quiet", *PRE, "data.source=folder", f"data.root={root}", "data.augment=false",
+            f"train.out_dir={tmp_path}", "train.name=r", "train.steps=1", "train.ckpt_every=0", *extra]
+
+
+def test_a_bad_sample_read_by_a_worker_is_one_line_naming_the_file(folder_data, tmp_path, capfd):
+    root, bad = folder_data
+    code, text = run_cli(folder_run(root, tmp_path, "data.num_workers=1", "data.on_error=raise"), capfd)
+    assert code != 0 and "Traceback" not in text and "worker" not in text
+    [line] = [t for t in text.splitlines() if "error" in t]
+    assert bad.name in line and "empty" in line
+
+
+def test_data_on_error_skip_is_reachable_from_the_command_line(folder_data, tmp_path, capfd):
+    root, bad = folder_data
+    code, text = run_cli(folder_run(root, tmp_path, "data.on_error=skip", "data.batch_size=2"), capfd)
+    assert code == 0, text
+    assert (tmp_path / "r" / "model.safetensors").exists()
+    assert "on_error: skip" in (tmp_path / "r" / "config.yaml").read_text()

@@ -57,12 +57,12 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
         return stream, val, train_sample
     transform = RandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else Resize(d.image_size)
     if d.source == "folder":
-        dataset: Any = FolderDataset(d.root, "train", mods, transform=transform, seed=seed)  # type: ignore[arg-type]
+        dataset: Any = FolderDataset(d.root, "train", mods, transform=transform, seed=seed, on_error=d.on_error)  # type: ignore[arg-type]
     else:
         from multimae.data.shards import ShardDataset
 
         dataset = ShardDataset(d.root, mods, transform=transform, shuffle=True, seed=seed,  # type: ignore[arg-type]
-                               rank=info.rank, world_size=info.world_size)
+                               rank=info.rank, world_size=info.world_size, on_error=d.on_error)
     stream = LoaderStream(dataset, micro_batch, seed, info.rank, info.world_size, d.num_workers)
     val: list[dict[str, Tensor]] = []
     if d.val_root:
