@@ -164,6 +164,9 @@ PREDICT = [  # after `predict --out {root}/pred`
     ("pr-truncated-jpeg", [CKPT, "{ckpt}", "--rgb", "{root}/truncated.jpg"], ["truncated.jpg"]),
     ("pr-visible-too-many", [CKPT, "{ckpt}", "--rgb", "{root}/rgb.npy", "--visible", "99"], ["99"]),
     ("pr-seed-negative", [CKPT, "{ckpt}", "--rgb", "{root}/rgb.npy", "--visible", "4", "--seed", "-1"], ["--seed", "-1"]),
+    ("pr-seed-overflow", [CKPT, "{ckpt}", "--rgb", "{root}/rgb.npy", "--visible", "4", "--seed", "1" + "0" * 23],
+     ["--seed", "1" + "0" * 23]),
+    ("pr-seed-float", [CKPT, "{ckpt}", "--rgb", "{root}/rgb.npy", "--visible", "4", "--seed", "1e23"], ["--seed", "1e23"]),
     ("pr-alpha-zero", [CKPT, "{ckpt}", "--rgb", "{root}/rgb.npy", "--visible", "4", "--alpha", "0"], ["--alpha", "0"]),
 ]
 PREDICT_OUT = [  # with their own --out
@@ -184,14 +187,21 @@ OTHERS = [
     ("cv-empty-pt", ["convert", "{root}/empty.pt", "{root}/o.safetensors"], ["empty.pt"]),
     ("cv-random-st", ["convert", "{root}/random.safetensors", "{root}/o.safetensors"], ["random.safetensors"]),
     ("cv-truncated-st", ["convert", "{root}/truncated.safetensors", "{root}/o.safetensors"], ["truncated.safetensors"]),
+    ("cv-missing-source", ["convert", "{root}/absent.pth", "{root}/o.safetensors"], ["absent.pth"]),
+    ("cv-truncated-pt", ["convert", "{root}/truncated.pt", "{root}/o.safetensors"], ["truncated.pt"]),
+    ("cv-random-pt", ["convert", "{root}/random.pt", "{root}/o.safetensors"], ["random.pt"]),
     ("cv-dpt-hooks", ["convert", "{ckpt}", "{root}/o.safetensors", "--dpt-hooks", "a,b"], ["--dpt-hooks"]),
     ("ev-picture-missing-dir", ["evaluate", CKPT, "{run}", "--picture", "{root}/no/dir/p.png"], ["no/dir"]),
     ("ev-out-missing-dir", ["evaluate", CKPT, "{run}", "--out", "{root}/no/dir/m.json"], ["no/dir"]),
     ("ev-random-pt", ["evaluate", CKPT, "{root}/random.pt"], ["random.pt"]),
+    ("ev-checkpoint-missing", ["evaluate", CKPT, "{root}/absent.pt"], ["absent.pt"]),
+    ("ev-truncated-st", ["evaluate", CKPT, "{root}/truncated.safetensors"], ["truncated.safetensors"]),
     ("ev-max-samples-zero", ["evaluate", CKPT, "{run}", "--max-samples", "0"], ["--max-samples", "0"]),
     ("vi-random-pt", ["visualize", CKPT, "{root}/random.pt"], ["random.pt"]),
     ("vi-truncated-st", ["visualize", CKPT, "{root}/truncated.safetensors"], ["truncated.safetensors"]),
     ("vi-out-is-file", ["visualize", CKPT, "{run}", "--out", "{root}/afile"], ["afile"]),
+    ("vi-seed-overflow", ["visualize", CKPT, "{run}", "--seed", "1" + "0" * 23], ["--seed", "1" + "0" * 23]),
+    ("vi-checkpoint-missing", ["visualize", CKPT, "{root}/absent"], ["absent"]),
     ("vi-samples-zero", ["visualize", CKPT, "{run}", "--samples", "0"], ["--samples", "0"]),
     ("vi-masks-zero", ["visualize", CKPT, "{run}", "--masks", "0"], ["--masks", "0"]),
     ("ds-out-no-suffix", ["data", "show", "--out", "{root}/world"], ["--out", "world"]),
@@ -221,6 +231,10 @@ OTHERS = [
     ("pl-images-empty", ["pseudolabel", "--images", "{root}/images", "--out", "{root}/pl"], ["images"]),
     ("pl-device-banana", ["pseudolabel", "--images", "{root}/images", "--out", "{root}/pl", "--device", "banana"],
      ["banana"]),
+    ("pl-out-is-file", ["pseudolabel", "--images", "{root}/images", "--out", "{root}/afile"], ["afile"]),
+    ("pl-shards-missing", ["pseudolabel", "--shards", "{root}/no-shards", "--out", "{root}/pl"], ["no-shards"]),
+    ("pl-workers-negative", ["pseudolabel", "--images", "{root}/images", "--out", "{root}/pl", "--workers", "-1"],
+     ["--workers", "-1"]),
     ("pl-batch-size-zero", ["pseudolabel", "--images", "{root}/images", "--out", "{root}/pl", "--batch-size", "0"],
      ["--batch-size", "0"]),
 ]
@@ -255,7 +269,8 @@ def check(argv: list[str], words: list[str], env, capfd) -> None:
     code, text = run_cli(argv, capfd)
     assert code != 0, f"exit 0 for {argv}:\n{text}"
     assert "Traceback" not in text, text
-    assert len(text.strip().splitlines()) <= 3, f"more than a short message:\n{text}"
+    said = [line for line in text.strip().splitlines() if not line.startswith(("usage:", "   "))]  # argparse usage
+    assert len(said) <= 3, f"more than a short message:\n{text}"
     for word in words:
         assert word in text, f"{word!r} not in the message:\n{text}"
 

@@ -65,14 +65,14 @@ def _mask(path: Path, names: list[str]) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"--mask {path}: no such file")
     if path.suffix == ".npz":
-        with reading(path, ".npz mask"), np.load(path, allow_pickle=False) as data:
+        with reading(path, ".npz mask", f"--mask {path}"), np.load(path, allow_pickle=False) as data:
             masks = {k: data[k] for k in data.files}
         if not masks:
             raise ValueError(f"--mask {path}: holds no arrays (expected one (h, w) array per input {names})")
         return masks
     if path.suffix == ".npy":
         try:
-            with reading(path, ".npy mask"):
+            with reading(path, ".npy mask", f"--mask {path}"):
                 array = np.load(path, allow_pickle=False)
         except ValueError as err:  # numpy's complaint about the header or a pickled array
             raise ValueError(f"--mask {path}: cannot read this .npy mask ({err})") from None
@@ -96,12 +96,12 @@ def run(args: argparse.Namespace) -> int:
     from multimae.inference import load_model, predict, save_prediction
 
     from multimae.engine.distributed import resolve_device
-    from multimae.errors import check_out_dir, check_positive, reading
+    from multimae.errors import check_out_dir, check_seed, reading
 
     try:
         inputs = _inputs(args)
         check_out_dir(args.out, "--out")
-        check_positive(args.seed, "--seed", 0)
+        check_seed(args.seed, "--seed")
         if not args.alpha > 0:
             raise ValueError(f"--alpha must be > 0, got {args.alpha}")
         device = resolve_device(args.device, key="--device")

@@ -25,12 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from multimae.tasks.loading import load_pretrained
-    from multimae.errors import check_out_dir, check_positive, reading
+    from multimae.errors import check_out_dir, check_positive, check_seed, reading
     from multimae.tasks.pretrain_job import held_out_batch, save_pictures
 
     check_positive(args.samples, "--samples")
     check_positive(args.masks, "--masks")
     check_positive(args.num_visible, "--num-visible")
+    check_seed(args.seed, "--seed")
     check_out_dir(args.out, "--out")
     try:
         with reading(args.checkpoint, "checkpoint"):

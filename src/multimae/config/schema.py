@@ -159,8 +159,8 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= {least}, got {getattr(self, name)}")
         if self.vis_every is not None and self.vis_every < 1:
             raise ValueError(f"train.vis_every must be >= 1 (or null: off), got {self.vis_every}")
-        if not 0 <= self.seed < 2**63:
-            raise ValueError(f"train.seed must be in [0, 2**63), got {self.seed}")
+        if not 0 <= self.seed < 2**63:  # torch.Generator.manual_seed takes a 64-bit value
+            raise ValueError(f"train.seed must be in [0, 2**63 - 1], got {self.seed}")
         check_device(self.device, "train.device")
 
 

@@ -66,7 +66,7 @@ def _read_initial(source: str, cfg: FinetuneConfig) -> tuple[dict[str, Tensor], 
     """(encoder weights in multimae names, the checkpoint's model section, a description)."""
     from multimae.errors import reading
 
-    with reading(f"init.checkpoint {source}", "checkpoint"):
+    with reading(source, "checkpoint", f"init.checkpoint {source}"):
         return _read_initial_weights(source, cfg)
 
 
