@@ -104,6 +104,12 @@ PRETRAIN = [
     ("num-workers-negative", ["data.num_workers=-1"], ["data.num_workers", "-1"]),
     ("on-error-unknown", ["data.on_error=ignore"], ["data.on_error", "ignore"]),
     ("image-size-not-encoder", ["data.image_size=64"], ["data.image_size", "64", "32"]),
+    ("render-size-zero", ["data.world_render_size=0"], ["data.world_render_size", "0"]),
+    ("data-root-missing", ["data.source=folder", "data.root=/nonexistent/data"], ["data.root", "/nonexistent/data"]),
+    ("accum-not-dividing-batch", ["optim.accum_steps=3"], ["data.batch_size", "4", "3"]),
+    ("unknown-input", ["model.inputs=[rgb, banana]"], ["banana"]),
+    ("patch-not-dividing", ["model.encoder.patch_size=5"], ["32", "5"]),
+    ("heads-not-dividing", ["model.encoder.num_heads=3"], ["32", "3"]),
     ("steps-zero", ["train.steps=0"], ["train.steps", "0"]),
     ("steps-negative", ["train.steps=-5"], ["train.steps", "-5"]),
     ("log-every-zero", ["train.log_every=0"], ["train.log_every", "0"]),
@@ -142,6 +148,10 @@ FINETUNE = [
     ("ft-checkpoint-empty", ["--checkpoint", "{root}/empty.pt"], ["empty.pt"]),
     ("ft-checkpoint-random-st", ["--checkpoint", "{root}/random.safetensors"], ["random.safetensors"]),
     ("ft-device-banana", ["train.device=banana"], ["train.device", "banana"]),
+    ("ft-unknown-input", ["--inputs", "rgb,banana"], ["banana"]),
+    ("ft-config-bad-yaml", ["--config", "{root}/bad.yaml"], ["bad.yaml", "line 2"]),
+    ("ft-seg-num-classes-small", ["--task", "segmentation", "task.num_classes=3"], ["task.num_classes", "3", "9"]),
+    ("ft-mixup-negative", ["task.mixup=-1"], ["task.mixup", "-1"]),
 ]
 CKPT = "--checkpoint"
 PREDICT = [  # after `predict --out {root}/pred`

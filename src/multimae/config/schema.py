@@ -27,7 +27,15 @@ class ModelSection:
         )
 
     def validate(self) -> None:
-        self.build().modality_specs()
+        config = self.build()
+        config.modality_specs()
+        for part, section in (("encoder", config.encoder), ("decoder", config.decoder)):
+            if min(section.dim, section.depth, section.num_heads) < 1 or section.dim % section.num_heads:
+                raise ValueError(f"model.{part}: dim={section.dim} must be divisible by num_heads={section.num_heads} "
+                                 f"(dim, depth and num_heads >= 1; depth={section.depth})")
+        enc = config.encoder
+        if enc.patch_size < 1 or enc.image_size < 1 or enc.image_size % enc.patch_size:
+            raise ValueError(f"model.encoder: image_size={enc.image_size} must be a multiple of patch_size={enc.patch_size}")
 
 
 @dataclass
@@ -57,6 +65,8 @@ class DataConfig:
                              f"and {self.image_size}")
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.world_render_size is not None and self.world_render_size < 8:
+            raise ValueError(f"data.world_render_size must be >= 8 (or null: data.image_size), got {self.world_render_size}")
         lo, hi = self.crop_scale
         if not 0.0 < lo <= hi <= 1.0:
             raise ValueError(f"data.crop_scale must be (min, max) with 0 < min <= max <= 1, got {list(self.crop_scale)}")
@@ -190,6 +200,12 @@ class RunConfig:
 
     def validate_new_run(self) -> None:
         """What a new pre-training run must also satisfy (runs written before these checks still load)."""
+        from pathlib import Path
+
+        for key in ("root", "val_root"):
+            path = getattr(self.data, key)
+            if self.data.source != "world" and path and not Path(path).exists():
+                raise ValueError(f"data.{key}={path}: no such folder or file")
         enc = self.model.build().encoder
         if self.data.image_size != enc.image_size:
             raise ValueError(
