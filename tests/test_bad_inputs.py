@@ -343,7 +343,7 @@ def test_a_bad_sample_read_by_a_worker_is_one_line_naming_the_file(folder_data, 
     code, text = run_cli(folder_run(root, tmp_path, "data.num_workers=1", "data.on_error=raise"), capfd)
     assert code != 0 and "Traceback" not in text and "worker" not in text
     [line] = [t for t in text.splitlines() if "error" in t]
-    assert bad.name in line and "empty" in line
+    assert bad.name in line and "empty" in line and "BytesIO" not in line
 
 
 def test_data_on_error_skip_is_reachable_from_the_command_line(folder_data, tmp_path, capfd):
@@ -352,3 +352,18 @@ def test_data_on_error_skip_is_reachable_from_the_command_line(folder_data, tmp_
     assert code == 0, text
     assert (tmp_path / "r" / "model.safetensors").exists()
     assert "on_error: skip" in (tmp_path / "r" / "config.yaml").read_text()
+
+
+def test_user_errors_are_one_line_with_status_2_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    import multimae.cli.info as info
+    from multimae.errors import UserError
+
+    monkeypatch.setattr(info, "run", lambda args: (_ for _ in ()).throw(UserError("--thing 3: too many")))
+    assert main(["info"]) == 2
+    assert capsys.readouterr().err == "multimae info: error: --thing 3: too many\n"
+    monkeypatch.setattr(info, "run", lambda args: open("/nonexistent/dir/file.txt"))
+    assert main(["info"]) == 2
+    assert capsys.readouterr().err.startswith("multimae info: error: /nonexistent/dir/file.txt: No such file")
+    monkeypatch.setattr(info, "run", lambda args: 1 / 0)  # a bug: not swallowed
+    with pytest.raises(ZeroDivisionError):
+        main(["info"])
