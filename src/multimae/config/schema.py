@@ -35,7 +35,8 @@ class ModelSection:
                                  f"(dim, depth and num_heads >= 1; depth={section.depth})")
         enc = config.encoder
         if enc.patch_size < 1 or enc.image_size < 1 or enc.image_size % enc.patch_size:
-            raise ValueError(f"model.encoder: image_size={enc.image_size} must be a multiple of patch_size={enc.patch_size}")
+            raise ValueError(f"model.encoder: image_size={enc.image_size} must be a multiple of "
+                             f"patch_size={enc.patch_size}")
 
 
 @dataclass
@@ -66,10 +67,12 @@ class DataConfig:
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if self.world_render_size is not None and self.world_render_size < 8:
-            raise ValueError(f"data.world_render_size must be >= 8 (or null: data.image_size), got {self.world_render_size}")
+            raise ValueError(f"data.world_render_size must be >= 8 (or null: data.image_size), "
+                             f"got {self.world_render_size}")
         lo, hi = self.crop_scale
         if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"data.crop_scale must be (min, max) with 0 < min <= max <= 1, got {list(self.crop_scale)}")
+            raise ValueError(f"data.crop_scale must be (min, max) with 0 < min <= max <= 1, "
+                             f"got {list(self.crop_scale)}")
         lo, hi = self.crop_ratio
         if not 0.0 < lo <= hi < math.inf:
             raise ValueError(f"data.crop_ratio must be (min, max) with 0 < min <= max, got {list(self.crop_ratio)}")
@@ -196,7 +199,8 @@ class RunConfig:
         if unknown:
             raise ValueError(f"loss.weights: {unknown} not among the outputs {list(model.outputs)}")
         if all(self.loss.weights.get(name, 1.0) == 0 for name in model.outputs):
-            raise ValueError(f"loss.weights: every output's weight is 0 ({self.loss.weights}): nothing would be learned")
+            raise ValueError(f"loss.weights: every output's weight is 0 ({self.loss.weights}): "
+                             "nothing would be learned")
 
     def validate_new_run(self) -> None:
         """What a new pre-training run must also satisfy (runs written before these checks still load)."""

@@ -253,7 +253,8 @@ def read_timm_source(source: str) -> tuple[dict[str, Tensor], int | None]:
         name = source[len(TIMM_PREFIX):]
         if not timm.is_model(name):
             close = timm.list_models(f"*{name.split('.')[0][:8]}*")[:5]
-            raise ValueError(f"{source}: timm has no model {name!r}" + (f" (similar: {', '.join(close)})" if close else ""))
+            similar = f" (similar: {', '.join(close)})" if close else ""
+            raise ValueError(f"{source}: timm has no model {name!r}{similar}")
         vit = timm.create_model(name, pretrained=True, num_classes=0)
         return vit.state_dict(), int(vit.blocks[0].attn.num_heads)
     from multimae.convert.io import read_checkpoint

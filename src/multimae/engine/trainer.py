@@ -178,7 +178,9 @@ class Trainer:
     def _kept(self) -> str:
         """What is left on disk, for a divergence message."""
         last = latest_checkpoint(self.run_dir)
-        return f"the last checkpoint, {last}, is intact" if last is not None else f"no checkpoint was written in {self.run_dir}"
+        if last is None:
+            return f"no checkpoint was written in {self.run_dir}"
+        return f"the last checkpoint, {last}, is intact"
 
     def fit(self) -> dict[str, float]:
         cfg = self.train_cfg

@@ -57,7 +57,8 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
         return stream, val, train_sample
     transform = RandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else Resize(d.image_size)
     if d.source == "folder":
-        dataset: Any = FolderDataset(d.root, "train", mods, transform=transform, seed=seed, on_error=d.on_error)  # type: ignore[arg-type]
+        dataset: Any = FolderDataset(d.root, "train", mods, transform=transform, seed=seed,  # type: ignore[arg-type]
+                                     on_error=d.on_error)
     else:
         from multimae.data.shards import ShardDataset
 
