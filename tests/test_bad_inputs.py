@@ -346,12 +346,13 @@ def test_a_bad_sample_read_by_a_worker_is_one_line_naming_the_file(folder_data, 
     assert bad.name in line and "empty" in line and "BytesIO" not in line
 
 
-def test_data_on_error_skip_is_reachable_from_the_command_line(folder_data, tmp_path, capfd):
+def test_data_on_error_skip_is_reachable_from_the_command_line(folder_data, tmp_path, capfd, caplog):
     root, bad = folder_data
-    code, text = run_cli(folder_run(root, tmp_path, "data.on_error=skip", "data.batch_size=2"), capfd)
+    code, text = run_cli(folder_run(root, tmp_path, "data.on_error=skip"), capfd)  # a batch of all 4 samples
     assert code == 0, text
     assert (tmp_path / "r" / "model.safetensors").exists()
     assert "on_error: skip" in (tmp_path / "r" / "config.yaml").read_text()
+    assert any("skipped sample" in r.getMessage() and bad.name in r.getMessage() for r in caplog.records)
 
 
 def test_user_errors_are_one_line_with_status_2_and_bugs_keep_their_traceback(monkeypatch, capsys):
