@@ -72,6 +72,7 @@ def env(tmp_path_factory):
     (root / "bad.yaml").write_text("model: {size: tiny\n  encoder: [")
     (root / "list.yaml").write_text("- a\n- b\n")
     (root / "images").mkdir()
+    (root / "folder.png").mkdir()
     locked = root / "locked"
     locked.mkdir()
     locked.chmod(0o500)
@@ -217,6 +218,7 @@ OTHERS = [
     ("ds-out-no-suffix", ["data", "show", "--out", "{root}/world"], ["--out", "world"]),
     ("ds-out-bad-suffix", ["data", "show", "--out", "{root}/world.xyz"], ["--out", "world.xyz"]),
     ("ds-out-under-file", ["data", "show", "--out", "{root}/afile/w.png"], ["afile"]),
+    ("ds-out-is-dir", ["data", "show", "--out", "{root}/folder.png"], ["folder.png", "folder"]),
     ("ds-count-zero", ["data", "show", "--count", "0"], ["--count", "0"]),
     ("ds-count-negative", ["data", "show", "--count", "-2"], ["--count", "-2"]),
     ("ds-size-zero", ["data", "show", "--size", "0"], ["--size", "0"]),

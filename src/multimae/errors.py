@@ -69,11 +69,11 @@ def reading(path: str | Path, what: str = "file", label: str | None = None) -> I
 
 
 def check_out_file(path: str | Path, option: str, suffixes: tuple[str, ...] = ()) -> Path:
-    """``path`` as a file to be written: its folder must exist (or be creatable) and it must not be a
-    folder; with ``suffixes``, its suffix must be one of them. Checked before any work is done."""
+    """``path`` as a file to be written: its folder must exist and it must not be a folder; with
+    ``suffixes``, its suffix must be one of them. Checked before any work is done."""
     path = Path(path)
     if suffixes and path.suffix.lower() not in suffixes:
-        raise UserError(f"{option} {path}: give a file name ending in {' or '.join(suffixes)}")
+        raise UserError(f"{option} {path}: give a file name ending in {', '.join(suffixes)}")
     if path.is_dir():
         raise UserError(f"{option} {path}: is a folder, not a file")
     parent = path.parent

@@ -55,20 +55,22 @@ def _check_world_args(args: argparse.Namespace) -> None:
 def run_show(args: argparse.Namespace) -> int:
     from multimae.data.generated import WorldDataset
     from multimae.data.world import CLASS_NAMES, PALETTE
-    from multimae.errors import check_out_dir, check_out_file, check_positive
+    from multimae.errors import UserError, check_out_dir, check_positive
     from multimae.viz.samples import samples_figure
 
     _check_world_args(args)
     check_positive(args.start, "--start", 0)
     check_positive(args.tile, "--tile", MIN_SIZE)
+    if args.out.suffix.lower() not in PICTURE_SUFFIXES:
+        raise UserError(f"--out {args.out}: give a picture file name ending in {', '.join(PICTURE_SUFFIXES)}")
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out}: is a folder, not a file")
     check_out_dir(args.out.parent, "--out")
-    if not args.out.parent.exists():
-        args.out.parent.mkdir(parents=True)
-    check_out_file(args.out, "--out", PICTURE_SUFFIXES)
 
     dataset = WorldDataset(args.split, size=args.size, length=args.start + args.count, difficulty=args.difficulty,
                            class_colors=args.class_colors)
     samples = [dataset[i] for i in range(args.start, args.start + args.count)]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     samples_figure(samples, CLASS_NAMES, PALETTE, tile=args.tile or args.size).save(args.out)
     print(f"wrote {args.out} ({args.count} scenes of split {args.split!r} at {args.size} px)")
     return 0

@@ -93,10 +93,9 @@ def _palette(num_classes: int) -> tuple[Any, Any, str | None]:
 
 def run(args: argparse.Namespace) -> int:
     from multimae.cli.convert import head_list, hooks_list
-    from multimae.inference import load_model, predict, save_prediction
-
     from multimae.engine.distributed import resolve_device
     from multimae.errors import check_out_dir, check_seed, reading
+    from multimae.inference import load_model, predict, save_prediction
 
     try:
         inputs = _inputs(args)
