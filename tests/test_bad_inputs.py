@@ -153,6 +153,10 @@ FINETUNE = [
     ("ft-config-bad-yaml", ["--config", "{root}/bad.yaml"], ["bad.yaml", "line 2"]),
     ("ft-seg-num-classes-small", ["--task", "segmentation", "task.num_classes=3"], ["task.num_classes", "3", "9"]),
     ("ft-mixup-negative", ["task.mixup=-1"], ["task.mixup", "-1"]),
+    ("ft-image-not-patches", ["data.image_size=30"], ["30", "8"]),
+    ("ft-heads-not-dividing", ["model.encoder.num_heads=3"], ["32", "3"]),
+    ("ft-hooks-past-depth", ["--task", "depth", "head.hooks=[0, 1, 2, 99]"], ["99"]),
+    ("ft-label-smoothing", ["task.label_smoothing=1.5"], ["task.label_smoothing", "1.5"]),
 ]
 CKPT = "--checkpoint"
 PREDICT = [  # after `predict --out {root}/pred`
