@@ -86,13 +86,13 @@ def test_segmentation_from_a_checkpoint_writes_a_run_resumes_and_evaluates(tmp_p
 def test_pretrained_encoder_weights_are_loaded_and_missing_adapters_start_fresh(tmp_path, cache, capsys):
     pre, pre_model = pretrained_run(tmp_path, inputs=("rgb",))  # an RGB-only MAE
     assert main(["finetune", "--quiet", "--task", "segmentation", "--inputs", "depth", "--checkpoint", str(pre),
-                 *args(tmp_path, cache), "train.steps=1", "optim.lr=0", "optim.warmup_lr=0",
+                 *args(tmp_path, cache), "train.steps=1", "optim.lr=1e-30", "optim.warmup_lr=0",
                  "model.encoder.drop_path_rate=0"]) == 0
     assert "without pre-trained weights (trained from scratch): ['depth']" in capsys.readouterr().out
     model, _ = load_finetuned(tmp_path / "run")
     ours, theirs = model.state_dict(), pre_model.state_dict()
     for key in ("encoder.0.attn.qkv.weight", "encoder.3.mlp.fc2.bias", "global_tokens"):
-        torch.testing.assert_close(ours[key], theirs[key])  # lr 0: still the pre-trained values
+        torch.testing.assert_close(ours[key], theirs[key])  # lr 1e-30 (0 is refused): still the pre-trained values
     assert "input_adapters.rgb.proj.weight" not in ours
 
 

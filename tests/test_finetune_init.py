@@ -49,7 +49,7 @@ def test_finetuning_config_resolves_a_timm_weights_file(tmp_path):
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
     cfg = load_config(FinetuneConfig, None, [f"init.checkpoint={path}", "data.image_size=48",
                                              "model.encoder={dim: 32, num_heads: 2}",
-                                             "task.num_classes=4"])
+                                             "task.num_classes=6"])
     resolved, state, notes = resolve(cfg)
     assert resolved.model.encoder["dim"] == 32 and resolved.model.encoder["image_size"] == 48
     assert resolved.model.encoder["num_heads"] == 2 and resolved.model.encoder["depth"] == 2
@@ -100,7 +100,7 @@ def test_timm_model_names_go_through_timm(monkeypatch):
 
     monkeypatch.setattr(timm, "create_model", fake_create)
     cfg = load_config(FinetuneConfig, None, ["init.checkpoint=timm:vit_tiny_patch16_224.augreg_in21k",
-                                             "data.image_size=32", "task.num_classes=3"])
+                                             "data.image_size=32", "task.num_classes=6"])
     resolved, state, _ = resolve(cfg)
     assert created == {"name": "vit_tiny_patch16_224.augreg_in21k", "pretrained": True}
     assert resolved.model.encoder["num_heads"] == 2  # read from the timm model

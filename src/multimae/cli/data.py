@@ -100,10 +100,35 @@ def run_import(args: argparse.Namespace) -> int:
     return 0
 
 
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+MIN_SIZE = 8  # the world's smallest render size
+
+
+def _check_world_args(args: argparse.Namespace) -> None:
+    """The options both actions share, each named in its error (before anything is rendered)."""
+    from multimae.errors import UserError, check_positive
+
+    check_positive(args.count, "--count")
+    check_positive(args.size, "--size", MIN_SIZE)
+    for option, value in (("--difficulty", args.difficulty), ("--class-colors", args.class_colors)):
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"{option} must be in [0, 1], got {value}")
+
+
 def run_show(args: argparse.Namespace) -> int:
     from multimae.data.generated import WorldDataset
     from multimae.data.world import CLASS_NAMES, PALETTE
+    from multimae.errors import UserError, check_out_dir, check_positive
     from multimae.viz.samples import samples_figure
+
+    _check_world_args(args)
+    check_positive(args.start, "--start", 0)
+    check_positive(args.tile, "--tile", MIN_SIZE)
+    if args.out.suffix.lower() not in PICTURE_SUFFIXES:
+        raise UserError(f"--out {args.out}: give a picture file name ending in {', '.join(PICTURE_SUFFIXES)}")
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out}: is a folder, not a file")
+    check_out_dir(args.out.parent, "--out")
 
     dataset = WorldDataset(args.split, size=args.size, length=args.start + args.count, difficulty=args.difficulty,
                            class_colors=args.class_colors)
@@ -116,7 +141,12 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     from multimae.data.writer import GenerateConfig, generate
+    from multimae.errors import check_out_dir, check_positive
 
+    _check_world_args(args)
+    check_positive(args.shard_size, "--shard-size")
+    check_positive(args.workers, "--workers")
+    check_out_dir(args.out, "--out")
     config = GenerateConfig(
         count=args.count, size=args.size, fmt=args.fmt, split=args.split, difficulty=args.difficulty,
         class_colors=args.class_colors,

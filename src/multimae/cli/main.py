@@ -33,12 +33,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``multimae argv``. A `UserError` (or a file-system error on a named path) ends it with one
+    line on stderr and status 2; any other exception is a bug and keeps its traceback."""
+    from multimae.errors import UserError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        message = str(err)
+    except OSError as err:
+        if err.filename is None:
+            raise
+        message = f"{err.filename}: {err.strerror or err}"
+    print(f"multimae {args.command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -64,15 +64,26 @@ def _inputs(args: argparse.Namespace) -> dict[str, Path]:
 def _mask(path: Path, names: list[str]) -> dict[str, Any]:
     import numpy as np
 
+    from multimae.errors import reading
+
+    if not path.is_file():
+        raise ValueError(f"--mask {path}: no such file")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        with reading(path, ".npz mask", f"--mask {path}"), np.load(path, allow_pickle=False) as data:
+            masks = {k: data[k] for k in data.files}
+        if not masks:
+            raise ValueError(f"--mask {path}: holds no arrays (expected one (h, w) array per input {names})")
+        return masks
     if path.suffix == ".npy":
-        array = np.load(path, allow_pickle=False)
-        if array.shape[0] != len(names):
-            raise ValueError(f"{path}: first axis has {array.shape[0]} entries, expected one per input {names}")
+        try:
+            with reading(path, ".npy mask", f"--mask {path}"):
+                array = np.load(path, allow_pickle=False)
+        except ValueError as err:  # numpy's complaint about the header or a pickled array
+            raise ValueError(f"--mask {path}: cannot read this .npy mask ({err})") from None
+        if array.ndim != 3 or array.shape[0] != len(names):
+            raise ValueError(f"{path}: shape {array.shape}, expected (M, h, w) with one entry per input {names}")
         return dict(zip(names, array))
-    raise ValueError(f"{path}: expected a .npz or .npy mask")
+    raise ValueError(f"--mask {path}: expected a .npz or .npy mask")
 
 
 def _palette(num_classes: int) -> tuple[Any, Any, str | None]:
@@ -96,19 +107,28 @@ def _precision(requested: str, model: Any, num_inputs: int) -> Any:
 def run(args: argparse.Namespace) -> int:
     from multimae.cli.convert import head_list, hooks_list
     from multimae.convert import load_any
+    from multimae.engine.distributed import resolve_device
+    from multimae.errors import check_out_dir, check_seed, reading
     from multimae.inference import predict, save_prediction
     from multimae.inference.inputs import peek_sizes
     from multimae.tasks.runs import check_output_folder
 
     try:
         inputs = _inputs(args)
+        check_out_dir(args.out, "--out")
+        check_seed(args.seed, "--seed")
+        if not args.alpha > 0:
+            raise ValueError(f"--alpha must be > 0, got {args.alpha}")
+        device = resolve_device(args.device, key="--device")
         fit = "native" if args.native_size else "crop" if args.crop else "resize"
         peek_sizes(inputs, fit)  # missing files, unreadable images, misaligned inputs: before the checkpoint loads
         check_output_folder(args.out, [*inputs.values(), *([args.mask] if args.mask else []), args.checkpoint])
-        model, report = load_any(args.checkpoint, num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads,
-                                 head_modalities=head_list(args.head_reads), hooks=hooks_list(args.dpt_hooks),
-                                 input_order=head_list(args.input_order), trusted=args.trust)
-        model = model.to(args.device).eval()
+        with reading(args.checkpoint, "checkpoint"):
+            model, report = load_any(args.checkpoint, num_heads=args.num_heads,
+                                     decoder_num_heads=args.decoder_num_heads, head_modalities=head_list(args.head_reads),
+                                     hooks=hooks_list(args.dpt_hooks), input_order=head_list(args.input_order),
+                                     trusted=args.trust)
+        model = model.to(device).eval()
         if report.source_format not in ("multimae run", "multimae"):  # a foreign file: say what was guessed
             print(f"checkpoint: {report.summary()}")
         names = [n for n in model.input_specs if n in inputs]

@@ -80,6 +80,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.out or not (args.images or args.shards):
         raise SystemExit("error: give --images DIR (or --shards PATH) and --out DIR")
+    from multimae.engine.distributed import resolve_device
+    from multimae.errors import UserError, check_out_dir, check_positive
+
+    try:
+        resolve_device(args.device, key="--device")
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    check_positive(args.batch_size, "--batch-size")
+    check_positive(args.workers, "--workers", 0)
+    check_positive(args.max_images, "--max-images")
+    check_out_dir(args.out, "--out")
     try:
         config = PseudolabelConfig(
             out=args.out, images=args.images, shards=args.shards,

@@ -26,12 +26,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from multimae.tasks.loading import load_pretrained
+    from multimae.errors import check_out_dir, check_positive, check_seed, reading
     from multimae.tasks.pretrain_job import held_out_batch, save_pictures
     from multimae.tasks.runs import check_output_folder
 
+    check_positive(args.samples, "--samples")
+    check_positive(args.masks, "--masks")
+    check_positive(args.num_visible, "--num-visible")
+    check_seed(args.seed, "--seed")
+    check_out_dir(args.out, "--out")
     try:
         check_output_folder(Path(args.out), [args.checkpoint])
-        model, cfg = load_pretrained(args.checkpoint, args.trust)
+        with reading(args.checkpoint, "checkpoint"):
+            model, cfg = load_pretrained(args.checkpoint, args.trust)
         raw = held_out_batch(cfg, model, args.samples)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None

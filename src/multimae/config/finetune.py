@@ -52,6 +52,11 @@ class TaskSection:
             raise ValueError(f"task.loss=cross_entropy does not fit a {self.kind} task (l1, mse, berhu)")
         if (self.mixup > 0 or self.cutmix > 0) and self.kind != "classification":
             raise ValueError("task.mixup / task.cutmix apply to classification only")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ValueError(f"task.num_classes must be >= 2, got {self.num_classes}")
+        for name in ("mixup", "cutmix"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"task.{name} must be >= 0 (0 = off), got {getattr(self, name)}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"task.label_smoothing must be in [0, 1), got {self.label_smoothing}")
 

@@ -132,7 +132,11 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         key, raw = item.split("=", 1)
         if not key.strip():
             raise ValueError(f"override {item!r} has an empty key")
-        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {key.strip()}: {raw!r} is not valid YAML ({_yaml_problem(err)})") from None
+        _set_dotted(data, key.strip(), value)
     return data
 
 
@@ -156,13 +160,23 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ValueError(f"config file not found: {path}")
     if path.resolve() in seen:
         raise ValueError(f"config files extend each other in a cycle: {[str(p) for p in seen]}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
     base = data.pop("base", None)
     if base is not None:
         data = _merge(_read_yaml((path.parent / base), (*seen, path.resolve())), data)
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """The parser's complaint on one line, with its position (line and column from 1)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def to_plain(obj: Any) -> Any:

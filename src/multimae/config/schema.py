@@ -3,6 +3,7 @@ presets (``multimae/configs/*.yaml``) and ``key=value`` overrides change them.""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,7 +27,16 @@ class ModelSection:
         )
 
     def validate(self) -> None:
-        self.build().modality_specs()
+        config = self.build()
+        config.modality_specs()
+        for part, section in (("encoder", config.encoder), ("decoder", config.decoder)):
+            if min(section.dim, section.depth, section.num_heads) < 1 or section.dim % section.num_heads:
+                raise ValueError(f"model.{part}: dim={section.dim} must be divisible by num_heads={section.num_heads} "
+                                 f"(dim, depth and num_heads >= 1; depth={section.depth})")
+        enc = config.encoder
+        if enc.patch_size < 1 or enc.image_size < 1 or enc.image_size % enc.patch_size:
+            raise ValueError(f"model.encoder: image_size={enc.image_size} must be a multiple of "
+                             f"patch_size={enc.patch_size}")
 
 
 @dataclass
@@ -46,12 +56,26 @@ class DataConfig:
     world_render_size: int | None = None  # world: render resolution (default: image_size)
     cache_dir: str | None = None  # where rendered pools are kept (default ~/.cache/multimae)
     val_root: str | None = None  # folder / shards: validation data (default: none)
+    on_error: Literal["raise", "skip"] = "raise"  # folder / shards: an undecodable sample stops the run, or is skipped
 
     def validate(self) -> None:
         if self.source != "world" and not self.root:
             raise ValueError(f"data.root is required for data.source={self.source!r}")
         if self.batch_size < 1 or self.image_size < 1:
-            raise ValueError("data.batch_size and data.image_size must be positive")
+            raise ValueError(f"data.batch_size and data.image_size must be positive, got {self.batch_size} "
+                             f"and {self.image_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.world_render_size is not None and self.world_render_size < 8:
+            raise ValueError(f"data.world_render_size must be >= 8 (or null: data.image_size), "
+                             f"got {self.world_render_size}")
+        lo, hi = self.crop_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"data.crop_scale must be (min, max) with 0 < min <= max <= 1, "
+                             f"got {list(self.crop_scale)}")
+        lo, hi = self.crop_ratio
+        if not 0.0 < lo <= hi < math.inf:
+            raise ValueError(f"data.crop_ratio must be (min, max) with 0 < min <= max, got {list(self.crop_ratio)}")
         for name in ("world_difficulty", "world_class_colors"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
@@ -61,6 +85,12 @@ class DataConfig:
 class MaskingConfig:
     num_visible: int = 98  # visible tokens per sample, over all input modalities
     alpha: float = 1.0  # symmetric Dirichlet concentration; .inf for an equal split
+
+    def validate(self) -> None:
+        if self.num_visible < 1:
+            raise ValueError(f"masking.num_visible must be >= 1, got {self.num_visible}")
+        if not self.alpha > 0:  # NaN fails too
+            raise ValueError(f"masking.alpha must be > 0 (.inf for an equal split), got {self.alpha}")
 
 
 @dataclass
@@ -76,6 +106,25 @@ class OptimConfig:
     accum_steps: int = 1  # gradient accumulation: micro-batches per optimiser step
     layer_decay: float = 1.0  # layer-wise lr decay (lr x decay ** (L + 1 - layer)); 1 = off (fine-tuning: 0.65-0.75)
 
+    def validate(self) -> None:
+        def check(name: str, ok: bool, rule: str) -> None:
+            if not ok:
+                raise ValueError(f"optim.{name} must be {rule}, got {getattr(self, name)}")
+
+        finite = math.isfinite
+        if self.lr is not None:
+            check("lr", finite(self.lr) and self.lr > 0, "a finite number > 0")
+        check("base_lr", finite(self.base_lr) and self.base_lr > 0, "a finite number > 0")
+        check("warmup_lr", finite(self.warmup_lr) and self.warmup_lr >= 0, "a finite number >= 0")
+        check("min_lr", finite(self.min_lr) and self.min_lr >= 0, "a finite number >= 0")
+        check("weight_decay", finite(self.weight_decay) and self.weight_decay >= 0, "a finite number >= 0")
+        check("warmup_fraction", 0.0 <= self.warmup_fraction <= 1.0, "in [0, 1]")
+        check("betas", all(0.0 <= b < 1.0 for b in self.betas), "two numbers in [0, 1)")
+        if self.clip_grad is not None:
+            check("clip_grad", finite(self.clip_grad) and self.clip_grad > 0, "a finite number > 0 (or null: off)")
+        check("accum_steps", self.accum_steps >= 1, ">= 1")
+        check("layer_decay", 0.0 < self.layer_decay <= 1.0, "in (0, 1]")
+
     def peak_lr(self, batch_size: int) -> float:
         return self.lr if self.lr is not None else self.base_lr * batch_size / 256
 
@@ -84,6 +133,11 @@ class OptimConfig:
 class LossConfig:
     all_patches: bool = False  # count visible patches too (default: masked only)
     weights: dict[str, float] = field(default_factory=dict)  # per output modality (default 1)
+
+    def validate(self) -> None:
+        for name, weight in self.weights.items():
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"loss.weights.{name} must be a finite number >= 0, got {weight}")
 
 
 @dataclass
@@ -118,6 +172,15 @@ class TrainConfig:
     def validate(self) -> None:
         if self.processes < 1:
             raise ValueError(f"train.processes must be >= 1, got {self.processes}")
+        for name, least in (("steps", 1), ("log_every", 1), ("keep_last", 1), ("num_val_batches", 1),
+                            ("val_every", 0), ("ckpt_every", 0)):
+            if getattr(self, name) < least:
+                raise ValueError(f"train.{name} must be >= {least}, got {getattr(self, name)}")
+        if self.vis_every is not None and self.vis_every < 1:
+            raise ValueError(f"train.vis_every must be >= 1 (or null: off), got {self.vis_every}")
+        if not 0 <= self.seed < 2**63:  # torch.Generator.manual_seed takes a 64-bit value
+            raise ValueError(f"train.seed must be in [0, 2**63 - 1], got {self.seed}")
+        check_device(self.device, "train.device")
 
 
 @dataclass
@@ -128,3 +191,45 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        """What no section can check alone: the token budget and loss weights against the model."""
+        model = self.model.build()
+        size, patch = self.data.image_size, model.encoder.patch_size
+        tokens = len(model.inputs) * (size // patch) ** 2
+        if self.masking.num_visible >= tokens:
+            raise ValueError(
+                f"masking.num_visible={self.masking.num_visible} must be below the {tokens} tokens of the inputs "
+                f"({len(model.inputs)} x ({size}/{patch})^2): with none masked there is nothing to predict")
+        unknown = sorted(set(self.loss.weights) - set(model.outputs))
+        if unknown:
+            raise ValueError(f"loss.weights: {unknown} not among the outputs {list(model.outputs)}")
+        if all(self.loss.weights.get(name, 1.0) == 0 for name in model.outputs):
+            raise ValueError(f"loss.weights: every output's weight is 0 ({self.loss.weights}): "
+                             "nothing would be learned")
+
+    def validate_new_run(self) -> None:
+        """What a new pre-training run must also satisfy (runs written before these checks still load)."""
+        from pathlib import Path
+
+        for key in ("root", "val_root"):
+            path = getattr(self.data, key)
+            if self.data.source != "world" and path and not Path(path).exists():
+                raise ValueError(f"data.{key}={path}: no such folder or file")
+        enc = self.model.build().encoder
+        if self.data.image_size != enc.image_size:
+            raise ValueError(
+                f"data.image_size={self.data.image_size} differs from model.encoder.image_size={enc.image_size} "
+                "(the size the positional tables are made for): set both to the training resolution")
+
+
+def check_device(name: str, key: str) -> None:
+    """A ValueError naming ``key`` unless ``name`` is auto, cpu, cuda, cuda:N or another torch device."""
+    if name == "auto":
+        return
+    import torch
+
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{key}={name!r} is not a device: use auto, cpu, cuda or cuda:N") from None

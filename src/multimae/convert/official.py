@@ -100,7 +100,8 @@ def _heads(dim: int, given: int | None, hint: int | None, convention: int, what:
                 f"({'num_heads' if what == 'encoder' else 'decoder_num_heads'})"
             )
     if dim % heads:
-        raise ValueError(f"{what} width {dim} is not divisible by {heads} heads")
+        option = "--num-heads" if what == "encoder" else "--decoder-num-heads"
+        raise ValueError(f"{what} width {dim} is not divisible by {heads} heads (CLI: {option})")
     report.infer(f"{what} heads", heads, how)
     return heads
 

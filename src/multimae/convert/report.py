@@ -52,11 +52,11 @@ class ConversionReport:
         for key, reason in self.dropped.items():
             by_reason.setdefault(reason, []).append(key)
         for reason, keys in by_reason.items():
-            groups = ", ".join(f"{g} ({n})" for g, n in _groups(keys).items())
+            groups = ", ".join(f"{g} ({_count_and_names(ks)})" for g, ks in _by_group(keys).items())
             lines.append(f"  {groups}: {reason}")
         left = " (left at their initial values)" if self.missing else ""
         lines.append(f"missing: {len(self.missing)} tensors{left}")
-        lines += [f"  {g}: {n}" for g, n in _groups(self.missing).items()]
+        lines += [f"  {g}: {_count_and_names(ks)}" for g, ks in _by_group(self.missing).items()]
         if self.notes:
             lines.append("notes:")
             lines += [f"  - {n}" for n in self.notes]
@@ -64,6 +64,7 @@ class ConversionReport:
 
 
 _INDEX = re.compile(r"\.\d+(?=\.|$)")
+NAMED_UP_TO = 3  # groups of missing or dropped tensors this small list their keys
 
 
 def _group(key: str) -> str:
@@ -79,3 +80,15 @@ def _group(key: str) -> str:
 
 def _groups(keys: Any) -> dict[str, int]:
     return dict(Counter(_group(k) for k in keys))
+
+
+def _by_group(keys: Any) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        out.setdefault(_group(key), []).append(key)
+    return out
+
+
+def _count_and_names(keys: list[str]) -> str:
+    """``3`` for a large group; ``1: encoder.0.attn.qkv.bias`` when it is small enough to name."""
+    return f"{len(keys)}: {', '.join(keys)}" if len(keys) <= NAMED_UP_TO else str(len(keys))

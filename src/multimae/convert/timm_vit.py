@@ -178,6 +178,8 @@ def timm_to_multimae(
             raise ValueError(f"width {D} does not fit the {ENCODER_HEAD_DIM}-wide head convention; pass num_heads")
     else:
         how = "given"
+    if D % num_heads:
+        raise ValueError(f"encoder width {D} is not divisible by num_heads={num_heads} (CLI: --num-heads)")
     report.infer("encoder width", D, "patch_embed.proj")
     report.infer("encoder depth", depth, "blocks.<i>")
     report.infer("encoder heads", num_heads, how)
@@ -248,7 +250,12 @@ def read_timm_source(source: str) -> tuple[dict[str, Tensor], int | None]:
     if source.startswith(TIMM_PREFIX):
         import timm
 
-        vit = timm.create_model(source[len(TIMM_PREFIX):], pretrained=True, num_classes=0)
+        name = source[len(TIMM_PREFIX):]
+        if not timm.is_model(name):
+            close = timm.list_models(f"*{name.split('.')[0][:8]}*")[:5]
+            similar = f" (similar: {', '.join(close)})" if close else ""
+            raise ValueError(f"{source}: timm has no model {name!r}{similar}")
+        vit = timm.create_model(name, pretrained=True, num_classes=0)
         return vit.state_dict(), int(vit.blocks[0].attn.num_heads)
     from multimae.convert.io import read_checkpoint
 

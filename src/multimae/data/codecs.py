@@ -27,6 +27,7 @@ CMYK, alpha) becomes 8-bit RGB.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -128,6 +129,15 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def decode_problem(err: Exception, size: int) -> str:
+    """A decoder's complaint without the in-memory buffer's repr (``<_io.BytesIO object at 0x...>``)."""
+    if size == 0:
+        return "the file is empty"
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image PIL can identify: truncated, or another format"
+    return re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the data", str(err))
+
+
 def to_rgb8(im: Image.Image, notes: list[str]) -> np.ndarray:
     """Any PIL picture -> uint8 ``(H, W, 3)``, naming each conversion in ``notes``."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -179,7 +189,7 @@ def read_image(data: bytes, name: str, rgb: bool = False) -> tuple[np.ndarray, l
                     im = im.convert("RGB")
                 array = np.asarray(im)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise ValueError(f"{name}: cannot decode ({err})") from None
+        raise ValueError(f"{name}: cannot decode ({decode_problem(err, len(data))})") from None
     if array.dtype == np.int32:  # PIL opens some 16-bit PNGs as 32-bit signed
         array = array.astype(np.uint16)
     if array.size == 0:

@@ -100,6 +100,16 @@ class _EpochSampler(Sampler[int]):
         return (self.length // self.batch_size - self.start) * local
 
 
+def _worker_message(err: ValueError) -> str:
+    """The original message of an error a DataLoader worker re-raised here (torch prefixes it with
+    the worker's traceback); other errors' messages unchanged."""
+    text = str(err)
+    if "DataLoader worker process" not in text or "Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    return last.split(": ", 1)[1] if last.startswith(f"{type(err).__name__}: ") else last
+
+
 class LoaderStream:
     """Batches from a map-style dataset (folders) or a `ShardDataset`, through a DataLoader.
 
@@ -152,6 +162,8 @@ class LoaderStream:
             except StopIteration:
                 self.epoch, self.index, self._it = self.epoch + 1, 0, None
                 continue
+            except ValueError as err:  # a bad sample, raised in a worker: its message without the worker's traceback
+                raise ValueError(_worker_message(err)) from None
             self.index += 1
             tensors = {k: v for k, v in batch.items() if isinstance(v, Tensor)}
             return self.to_raw(tensors) if self.to_raw else tensors

@@ -29,9 +29,13 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+def resolve_device(name: str, local_rank: int | None = None, key: str = "train.device") -> torch.device:
     """``name`` (auto | cpu | cuda | cuda:N) as a device; ``auto`` and ``cuda`` mean this process's
-    GPU, ``cuda:LOCAL_RANK`` (from torchrun's environment unless given), when there is one."""
+    GPU, ``cuda:LOCAL_RANK`` (from torchrun's environment unless given), when there is one. A bad
+    or unavailable device is a ValueError naming ``key``."""
+    from multimae.config.schema import check_device
+
+    check_device(name, key)
     if local_rank is None:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if name == "auto":
@@ -39,7 +43,7 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     if name == "cuda" and torch.cuda.is_available():
         return torch.device(f"cuda:{local_rank}")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but CUDA is not available on this machine")
+        raise ValueError(f"{key}={name!r} but CUDA is not available on this machine")
     return torch.device(name)
 
 

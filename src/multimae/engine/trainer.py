@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from multimae.config.schema import OptimConfig, TrainConfig
-from multimae.engine.checkpoint import export_safetensors, load_checkpoint, save_checkpoint
+from multimae.engine.checkpoint import export_safetensors, latest_checkpoint, load_checkpoint, save_checkpoint
 from multimae.engine.distributed import DistInfo
 from multimae.engine.logger import MetricLogger, drop_metrics_after
 from multimae.engine.optim import lr_at, param_groups, set_lr
@@ -37,10 +37,11 @@ class Stream(Protocol):
 
 
 Task = Callable[..., LossOutput]
+_ADVICE = "Try a lower optim.lr, optim.clip_grad or train.precision=fp32."
 
 
 class DivergenceError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+    """The loss or the weights became NaN or infinite; the last good checkpoint is left as it was."""
 
 
 class Trainer:
@@ -184,19 +185,32 @@ class Trainer:
         logged = dict(zip(keys, values.tolist()))
         if not all(math.isfinite(v) for v in logged.values()):
             self.optimizer.zero_grad(set_to_none=True)
-            raise DivergenceError(
-                f"non-finite loss at step {self.step}: {logged}; stopping (the last checkpoint in "
-                f"{self.run_dir} is intact). Try a lower optim.lr, optim.clip_grad or train.precision=fp32."
-            )
+            raise DivergenceError(f"non-finite loss at step {self.step}: {logged}; stopping ({self._kept()}). "
+                                  f"{_ADVICE}")
         if self.optim_cfg.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
             logged["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.clip_grad))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if not self._weights_finite():  # a finite loss can still give non-finite weights (lr, optimiser state)
+            raise DivergenceError(f"non-finite weights after step {self.step + 1} (lr {lr:.3g}, losses {logged}); "
+                                  f"stopping without saving them ({self._kept()}). {_ADVICE}")
         self.step += 1
         logged["lr"] = lr
         return logged
+
+    def _weights_finite(self) -> bool:
+        """Whether every parameter is finite (one reduction, one synchronisation)."""
+        sums = [p.detach().float().sum() for p in self.model.parameters()]
+        return bool(torch.isfinite(torch.stack(sums).sum())) if sums else True
+
+    def _kept(self) -> str:
+        """What is left on disk, for a divergence message."""
+        last = latest_checkpoint(self.run_dir)
+        if last is None:
+            return f"no checkpoint was written in {self.run_dir}"
+        return f"the last checkpoint, {last}, is intact"
 
     def fit(self) -> dict[str, float]:
         cfg = self.train_cfg

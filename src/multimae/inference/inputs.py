@@ -58,6 +58,9 @@ class RawInput:
     how: str
 
 
+MAX_DEPTH = 1e12  # larger depth values overflow the float32 statistics of standardisation
+
+
 def _array(data: Any, name: str) -> tuple[np.ndarray, str, str, list[str]]:
     """(array, source, file kind, conversions) from a path, PIL image, numpy array or tensor.
 
@@ -102,6 +105,9 @@ def _rgb(a: np.ndarray, source: str) -> RawInput:
         return RawInput(torch.from_numpy(a.astype(np.float32) / 255.0), source, "8-bit RGB / 255 -> [0, 1]")
     if a.dtype.kind != "f":
         raise ValueError(f"rgb: {source}: expected uint8 or float values, got {a.dtype}")
+    bad = int((~np.isfinite(a)).sum())
+    if bad:
+        raise ValueError(f"rgb: {source}: {bad} of {a.size} values are NaN or infinite")
     lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise ValueError(f"rgb: {source}: float images must lie in [0, 1], found values in [{lo:.3g}, {hi:.3g}]")
@@ -111,6 +117,9 @@ def _rgb(a: np.ndarray, source: str) -> RawInput:
 def _depth(a: np.ndarray, source: str, kind: str) -> RawInput:
     a = _channels_first(a, 1, "depth", source)
     if a.dtype.kind in "ui":
+        if a.dtype.kind == "i" and (a < 0).any():
+            raise ValueError(f"depth: {source}: {int((a < 0).sum())} negative values (down to {int(a.min())}): "
+                             "integer depth is unsigned millimetres, 0 = invalid")
         d = a.astype(np.float32) / np.float32(DEPTH_SCALE)
         d[a == 0] = np.nan
         how = f"{a.dtype.itemsize * 8}-bit values / {DEPTH_SCALE:g} (millimetres -> metres), 0 = invalid"
@@ -122,6 +131,9 @@ def _depth(a: np.ndarray, source: str, kind: str) -> RawInput:
         raise ValueError(f"depth: {source}: expected integer or float values, got {a.dtype}")
     if not np.isfinite(d).any():
         raise ValueError(f"depth: {source}: no valid pixel (all zero or invalid)")
+    if np.nanmax(d) > MAX_DEPTH:
+        raise ValueError(f"depth: {source}: values up to {np.nanmax(d):.3g}, above {MAX_DEPTH:g}: rescale the depth "
+                         "(its statistics would overflow)")
     if kind == "image" and a.dtype == np.uint8:
         how += " (an 8-bit picture: only its relative values matter)"
     return RawInput(torch.from_numpy(d), source, how)

@@ -109,6 +109,8 @@ class MultiModalViT(nn.Module):
             raise ValueError(
                 f"image_size {config.image_size} is not divisible by patch_size {config.patch_size}"
             )
+        if config.num_heads < 1 or config.dim % config.num_heads:
+            raise ValueError(f"encoder dim {config.dim} is not divisible by num_heads {config.num_heads}")
         self.config = config
         self.input_specs = dict(input_specs)
         self.input_adapters = nn.ModuleDict(

@@ -224,20 +224,21 @@ def run_pseudolabel(config: PseudolabelConfig, labelers: Mapping[str, Labeler] |
     the tasks): the Python way to use a labeler object of one's own.
     """
     rank, world, local_rank = resolve_rank(config.rank, config.world_size)
-    if labelers is None:
-        labelers = build_labelers(config, resolve_device(config.device, local_rank))
-    for modality, labeler in labelers.items():
-        if labeler.modality != modality:
-            raise ValueError(f"labeler {labeler.name!r} produces {labeler.modality!r}, not {modality!r}")
-        labeler.ensure_loaded()
     root, fmt = Path(config.out), "folder" if config.images is not None else "shards"
     split_dir = root / config.split
+    # The inputs are scanned before any model is loaded (or downloaded): a wrong path fails at once.
     if fmt == "folder":
         items = discover_images(config.images)[rank::world]  # type: ignore[arg-type]
     else:
         from multimae.data.shards import list_shards
 
         shards = list_shards(config.shards)[rank::world]  # type: ignore[arg-type]
+    if labelers is None:
+        labelers = build_labelers(config, resolve_device(config.device, local_rank, key="--device"))
+    for modality, labeler in labelers.items():
+        if labeler.modality != modality:
+            raise ValueError(f"labeler {labeler.name!r} produces {labeler.modality!r}, not {modality!r}")
+        labeler.ensure_loaded()
     prepare_manifest(root, fmt, config.split, labelers)
     part = _part_path(root, config.split, rank, world)
     part.unlink(missing_ok=True)

@@ -38,7 +38,8 @@ def _world_pool(cfg: FinetuneConfig, split: str, count: int, progress: bool,
 def _folder(cfg: FinetuneConfig, split: str, transform: Any) -> FolderDataset:
     d = cfg.data
     root = d.root if split == "train" or not d.val_root else d.val_root
-    return FolderDataset(root, split, cfg.modalities, transform=transform, seed=cfg.train.seed)  # type: ignore[arg-type]
+    return FolderDataset(root, split, cfg.modalities, transform=transform, seed=cfg.train.seed,
+                         on_error=cfg.data.on_error)  # type: ignore[arg-type]
 
 
 def train_stream(cfg: FinetuneConfig, info: DistInfo, micro_batch: int, progress: bool) -> Any:
@@ -57,7 +58,7 @@ def train_stream(cfg: FinetuneConfig, info: DistInfo, micro_batch: int, progress
         from multimae.data.shards import ShardDataset
 
         dataset = ShardDataset(d.root, cfg.modalities, transform=transform, shuffle=True, seed=seed,  # type: ignore[arg-type]
-                               rank=info.rank, world_size=info.world_size)
+                               rank=info.rank, world_size=info.world_size, on_error=d.on_error)
     return LoaderStream(dataset, micro_batch, seed, info.rank, info.world_size, d.num_workers)
 
 
@@ -93,6 +94,19 @@ def data_num_labels(cfg: FinetuneConfig) -> tuple[int | None, Sequence[str] | No
         names = _folder(cfg, "train", None).class_names
         return (len(names), names) if names else (None, None)
     return None, None
+
+
+def data_num_segment_classes(cfg: FinetuneConfig) -> int | None:
+    """The number of pixel classes the data defines, when it says: the built-in world's, or a
+    folder's ``num_classes`` in its manifest (an imported dataset's); else None (the reader then
+    checks each map's ids against the task's class count)."""
+    if cfg.data.source == "world":
+        from multimae.data import CLASS_NAMES
+
+        return len(CLASS_NAMES)
+    if cfg.data.source == "folder":
+        return _folder(cfg, "train", None).num_classes
+    return None
 
 
 def class_palette(cfg: FinetuneConfig, num_classes: int) -> tuple[Sequence[str], Sequence[Sequence[int]]]:

@@ -89,21 +89,20 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
     else:
         saved = load_checkpoint(ckpt, trusted)
         check_resume(ckpt, saved, cfg)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg)
+    model = build_model(cfg)  # before the run folder is made: an impossible architecture leaves none
     if state is not None:
         fresh = load_encoder_weights(model, state)
         if fresh:
             notes.append(f"input adapters without pre-trained weights (trained from scratch): {fresh}")
-    if info.is_main:
-        for note in notes:
-            print(note)
     accum, world = cfg.optim.accum_steps, info.world_size
     if cfg.data.batch_size % (accum * world):
         raise ValueError(f"data.batch_size {cfg.data.batch_size} is not divisible by accum_steps x processes = {accum * world}")
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
+        for note in notes:
+            print(note)
     stream = train_stream(cfg, info, cfg.data.batch_size // accum, progress)
     val = eval_batches(cfg, "val", progress and info.is_main)
     task = make_task(cfg, model)

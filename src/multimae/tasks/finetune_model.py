@@ -26,7 +26,7 @@ from multimae.model.heads import (
     LinearHeadConfig,
     default_hooks,
 )
-from multimae.tasks.finetune_data import data_num_labels
+from multimae.tasks.finetune_data import data_num_labels, data_num_segment_classes
 
 _ARCH_KEYS = ("dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "num_global_tokens", "patch_size")
 
@@ -64,6 +64,13 @@ def build_model(cfg: FinetuneConfig) -> FineTuneModel:
 
 def _read_initial(source: str, cfg: FinetuneConfig, trusted: bool) -> tuple[dict[str, Tensor], FinetuneModelSection, str]:
     """(encoder weights in multimae names, the checkpoint's model section, a description)."""
+    from multimae.errors import reading
+
+    with reading(source, "checkpoint", f"init.checkpoint {source}"):
+        return _read_initial_weights(source, cfg, trusted)
+
+
+def _read_initial_weights(source: str, cfg: FinetuneConfig, trusted: bool) -> tuple[dict[str, Tensor], FinetuneModelSection, str]:
     from multimae.convert.timm_vit import TIMM_PREFIX, read_timm_source, timm_to_multimae
 
     timm_file = False
@@ -89,6 +96,23 @@ def _read_initial(source: str, cfg: FinetuneConfig, trusted: bool) -> tuple[dict
     return model.state_dict(), section, f"multimae {source} (inputs {list(model.input_specs)})"
 
 
+def _check_class_count(cfg: FinetuneConfig, num_classes: int | None) -> None:
+    """A ValueError when ``task.num_classes`` is below the classes the data holds."""
+    task = cfg.task
+    if task.num_classes is None or num_classes is None:
+        return
+    if task.kind == "classification":
+        known = data_num_labels(cfg)[0]
+        what = f"the data's {known} classes"
+    elif task.kind == "segmentation":
+        known = data_num_segment_classes(cfg)
+        what = f"the data's {known} pixel classes"
+    else:
+        return
+    if known is not None and num_classes < known:
+        raise ValueError(f"task.num_classes={num_classes} is fewer than {what}")
+
+
 def resolve(cfg: FinetuneConfig, trusted: bool = False) -> tuple[FinetuneConfig, dict[str, Tensor] | None, list[str]]:
     """(config with the architecture and class count filled in, initial encoder weights or None, notes);
     ``trusted``: unpickle anything in the initial checkpoint (only for files you trust)."""
@@ -98,6 +122,7 @@ def resolve(cfg: FinetuneConfig, trusted: bool = False) -> tuple[FinetuneConfig,
         task = dataclasses.replace(task, num_classes=data_num_labels(cfg)[0])
     elif task.kind == "segmentation" and task.num_classes is None:
         task = dataclasses.replace(task, num_classes=cfg.model.specs((task.target_name,))[task.target_name].num_channels)  # type: ignore[index]
+    _check_class_count(cfg, task.num_classes)
     cfg = dataclasses.replace(cfg, task=task)
     if cfg.init.checkpoint is None:
         return cfg, None, notes

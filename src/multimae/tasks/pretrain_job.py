@@ -68,7 +68,8 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
         return stream, val, train_sample, f"{d.world_val_scenes} val scenes of the world"
     transform = RandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else Resize(d.image_size)
     if d.source == "folder":
-        dataset: Any = FolderDataset(d.root, "train", mods, transform=transform, seed=seed)  # type: ignore[arg-type]
+        dataset: Any = FolderDataset(d.root, "train", mods, transform=transform, seed=seed,  # type: ignore[arg-type]
+                                     on_error=d.on_error)
         warn_if_incomplete(dataset.root)
         if not d.val_root:
             held = set(held_out_keys(dataset.keys, seed))
@@ -80,7 +81,7 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
         shards = list_shards(d.root)  # type: ignore[arg-type]
         train_shards = shards[:-1] if not d.val_root and len(shards) > 1 else shards
         dataset = ShardDataset(train_shards, mods, transform=transform, shuffle=True, seed=seed,
-                               rank=info.rank, world_size=info.world_size)
+                               rank=info.rank, world_size=info.world_size, on_error=d.on_error)
     stream = LoaderStream(dataset, micro_batch, seed, info.rank, info.world_size, d.num_workers)
     vset, where = val_set(cfg, model)
     batch = min(64, len(vset)) if hasattr(vset, "__len__") else 64
@@ -282,17 +283,19 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
     `multimae.tasks.runs.RESUMABLE_KEYS`). ``trusted``: unpickle anything in the checkpoint (only
     for files you trust); ``overwrite``: replace an existing run of the same name.
     """
+    if resume is None:
+        cfg.validate_new_run()
     threads = local_threads(cfg.train.threads)
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(cfg.train.device)
     info = init_distributed(device)
-    run_dir, state, ckpt = open_run(cfg, resume, overwrite, trusted, info.is_main)
-    torch.manual_seed(cfg.train.seed)
-    model = MultiMAE(cfg.model.build())
     accum, world = cfg.optim.accum_steps, info.world_size
     if cfg.data.batch_size % (accum * world):
         raise ValueError(f"data.batch_size {cfg.data.batch_size} is not divisible by accum_steps x processes = {accum * world}")
+    run_dir, state, ckpt = open_run(cfg, resume, overwrite, trusted, info.is_main)
+    torch.manual_seed(cfg.train.seed)
+    model = MultiMAE(cfg.model.build())
     micro = cfg.data.batch_size // accum
     stream, val, train_sample, val_data = build_streams(cfg, model, info, micro, progress)
     if cfg.data.source != "world" and not cfg.data.val_root and info.is_main:
