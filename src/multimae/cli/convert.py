@@ -57,20 +57,15 @@ def hooks_list(text: str | None) -> tuple[int, ...] | None:
 
 def run(args: argparse.Namespace) -> int:
     from multimae.convert import convert_file
-    from multimae.errors import UserError, check_out_file, check_positive, reading
-
+    from multimae.errors import check_positive, reading
     from multimae.tasks.runs import check_output_file
 
     check_positive(args.num_heads, "--num-heads")
     check_positive(args.decoder_num_heads, "--decoder-num-heads")
+    check_output_file(args.dst, [args.src], "OUT")
     if args.report:
-        check_out_file(args.report, "--report")
-    if args.dst.is_dir():
-        raise UserError(f"OUT {args.dst}: is a folder; give a file name")
+        check_output_file(args.report, [args.src], "--report")
     try:
-        check_output_file(args.dst, [args.src], "OUT")
-        if args.report:
-            check_output_file(args.report, [args.src], "--report")
         with reading(args.src, "checkpoint"):
             report = convert_file(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
                                   num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads,

@@ -28,18 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from multimae.tasks.finetune_data import eval_batches
     from multimae.tasks.finetune_job import make_task, save_prediction_picture
-    from multimae.errors import check_out_file, check_positive, reading
+    from multimae.errors import check_positive, reading
     from multimae.tasks.loading import load_finetuned
     from multimae.tasks.runs import check_output_file
 
     check_positive(args.max_samples, "--max-samples")
     for option, path in (("--out", args.out), ("--picture", args.picture)):
         if path:
-            check_out_file(path, option)
+            check_output_file(path, [args.checkpoint], option)
     try:
-        for option, path in (("--out", args.out), ("--picture", args.picture)):
-            if path:
-                check_output_file(path, [args.checkpoint], option)
         with reading(args.checkpoint, "checkpoint"):
             model, cfg = load_finetuned(args.checkpoint, args.trust)
         batches = eval_batches(cfg, args.split, progress=not args.quiet, max_samples=args.max_samples)

@@ -108,14 +108,13 @@ def run(args: argparse.Namespace) -> int:
     from multimae.cli.convert import head_list, hooks_list
     from multimae.convert import load_any
     from multimae.engine.distributed import resolve_device
-    from multimae.errors import check_out_dir, check_seed, reading
+    from multimae.errors import check_seed, reading
     from multimae.inference import predict, save_prediction
     from multimae.inference.inputs import peek_sizes
     from multimae.tasks.runs import check_output_folder
 
     try:
         inputs = _inputs(args)
-        check_out_dir(args.out, "--out")
         check_seed(args.seed, "--seed")
         if not args.alpha > 0:
             raise ValueError(f"--alpha must be > 0, got {args.alpha}")

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from multimae.tasks.loading import load_pretrained
-    from multimae.errors import check_out_dir, check_positive, check_seed, reading
+    from multimae.errors import check_positive, check_seed, reading
     from multimae.tasks.pretrain_job import held_out_batch, save_pictures
     from multimae.tasks.runs import check_output_folder
 
@@ -34,9 +34,8 @@ def run(args: argparse.Namespace) -> int:
     check_positive(args.masks, "--masks")
     check_positive(args.num_visible, "--num-visible")
     check_seed(args.seed, "--seed")
-    check_out_dir(args.out, "--out")
+    check_output_folder(args.out, [args.checkpoint])
     try:
-        check_output_folder(Path(args.out), [args.checkpoint])
         with reading(args.checkpoint, "checkpoint"):
             model, cfg = load_pretrained(args.checkpoint, args.trust)
         raw = held_out_batch(cfg, model, args.samples)

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from multimae.engine.checkpoint import list_checkpoints
+from multimae.errors import UserError, check_out_dir, check_out_file
 
 KINDS = {"pretrain": "pre-training run", "finetune": "fine-tuning run"}
 _COMMANDS = {"pretrain": "multimae pretrain / visualize", "finetune": "multimae finetune / evaluate"}
@@ -45,34 +46,37 @@ def is_run_folder(path: Path) -> bool:
                               or bool(list_checkpoints(path)))
 
 
-def check_output_folder(out: Path, inputs: Iterable[str | Path] = (), what: str = "--out") -> None:
-    """Refuse to write into ``out`` when it is a run folder, or is or directly holds one of
-    ``inputs`` (the files or folders the command reads): nothing the user has is written over.
-    A subfolder of a run (``runs/x/pictures``) is fine."""
-    out = Path(out)
+def check_output_folder(out: str | Path, inputs: Iterable[str | Path] = (), what: str = "--out") -> Path:
+    """``out`` as a folder a command may write into, checked before any work: not a file, under a
+    writable folder, not a run folder, and neither one of ``inputs`` (the files or folders the
+    command reads) nor their folder: nothing the user has is written over. A subfolder of a run
+    (``runs/x/pictures``) is fine."""
+    out = check_out_dir(out, what)
     if not out.exists():
-        return
-    if not out.is_dir():
-        raise ValueError(f"{what} {out}: exists and is not a folder")
+        return out
     if is_run_folder(out):
-        raise ValueError(f"{what} {out}: is a run folder; write the outputs to another folder")
+        raise UserError(f"{what} {out}: is a run folder; write the outputs to another folder")
     target = out.resolve()
     for item in inputs:
         path = Path(item).resolve()
         if target in (path, path.parent):
-            raise ValueError(f"{what} {out}: holds the input {item}; write the outputs to another folder "
-                             f"(a command never writes where its inputs are)")
+            raise UserError(f"{what} {out}: holds the input {item}; write the outputs to another folder "
+                            f"(a command never writes where its inputs are)")
+    return out
 
 
-def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), what: str = "output") -> None:
-    """Refuse to write ``path`` when it is one of ``inputs`` or an existing file of a run folder
-    (a new file beside a run's, such as ``runs/x/eval.json``, is fine)."""
-    path = Path(path)
+def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), what: str = "output",
+                      suffixes: tuple[str, ...] = ()) -> Path:
+    """``path`` as a file a command may write, checked before any work: its folder exists, it is not
+    a folder (with ``suffixes``, it ends in one of them), and it is neither one of ``inputs`` nor an
+    existing file of a run folder (a new file beside a run's, such as ``runs/x/eval.json``, is fine)."""
+    path = check_out_file(path, what, suffixes)
     for item in inputs:
         if Path(item).resolve() == path.resolve():
-            raise ValueError(f"{what} {path}: is an input of this command; write it somewhere else")
+            raise UserError(f"{what} {path}: is an input of this command; write it somewhere else")
     if path.exists() and is_run_folder(path.parent):
-        raise ValueError(f"{what} {path}: is a file of the run in {path.parent}; write it somewhere else")
+        raise UserError(f"{what} {path}: is a file of the run in {path.parent}; write it somewhere else")
+    return path
 
 
 # Keys a resume may change: how long to train, how often to log / validate / save / draw, and how
