@@ -4,7 +4,7 @@ The paper's central claims (Tables 1-4): fine-tuned from RGB alone, MultiMAE mat
 depth is available as an input, MultiMAE is much better. This script checks them at a scale two
 CPU cores can run, with at least two seeds:
 
-1. pre-train (a) MultiMAE on rgb + depth + semseg: the `cpu` pre-training preset on the world that
+1. pre-train (a) MultiMAE on rgb + depth + semseg: the `cpu-long` pre-training preset on the world that
    fine-tuning uses (object colours independent of class, ``data.world_class_colors=0``), and
    (b) an RGB-only MAE: the same preset with inputs rgb, outputs rgb + norm_rgb (MAE's norm-pix
    target, as MultiMAE's rgb part) and, as in the paper (App. A.1) and MAE, 3/4 of the tokens
@@ -105,9 +105,9 @@ def _steps(preset: str, cls: type, scale: float, smoke_steps: int, smoke: bool) 
 
 
 def pretrain_config(arm: str, seed: int, plan: Plan) -> RunConfig:
-    """The `cpu` preset on the fine-tuning world; the MAE arm changes only its modalities and the number of
+    """The `cpu-long` preset on the fine-tuning world; the MAE arm changes only its modalities and the number of
     visible tokens."""
-    steps = _steps("cpu", RunConfig, plan.scale, SMOKE_STEPS, plan.smoke)
+    steps = _steps("cpu-long", RunConfig, plan.scale, SMOKE_STEPS, plan.smoke)
     overrides = [f"train.seed={seed}", f"train.steps={steps}", f"train.out_dir={plan.out / 'runs'}",
                  f"data.world_class_colors={finetune_config('seg-rgb', 'scratch', seed, plan).data.world_class_colors}",
                  f"train.name=pretrain-{arm}-s{seed}", *plan.common(), *(SMOKE_PRETRAIN if plan.smoke else []),
@@ -115,7 +115,7 @@ def pretrain_config(arm: str, seed: int, plan: Plan) -> RunConfig:
     if arm == "mae":
         overrides += ["model.inputs=[rgb]", "model.outputs=[rgb, norm_rgb]", "model.modality_overrides={}",
                       f"masking.num_visible={plan.mae_visible}"]
-    return load_config(RunConfig, preset_path("cpu"), overrides)
+    return load_config(RunConfig, preset_path("cpu-long"), overrides)
 
 
 def finetune_config(task: str, init: str, seed: int, plan: Plan) -> FinetuneConfig:
@@ -285,7 +285,7 @@ def setup_text(plan: Plan) -> str:
     enc = mm.model.build().encoder
     tokens = (enc.image_size // enc.patch_size) ** 2
     return (
-        f"Setup. Pre-training (`cpu` preset): a ViT with {enc.depth} blocks, {enc.dim} wide, patch {enc.patch_size}, "
+        f"Setup. Pre-training (`cpu-long` preset): a ViT with {enc.depth} blocks, {enc.dim} wide, patch {enc.patch_size}, "
         f"{enc.image_size} px, batch {mm.data.batch_size}, {mm.train.steps} steps, {mm.data.world_train_scenes} "
         f"scenes, for (a) MultiMAE on {' + '.join(mm.model.inputs)} ({mm.masking.num_visible} of "
         f"{tokens * len(mm.model.inputs)} tokens visible, Dirichlet α = {mm.masking.alpha}, outputs "
@@ -326,7 +326,7 @@ def estimate(pre: list[dict[str, Any]], fine: list[dict[str, Any]], plan: Plan) 
     """(training minutes, other minutes) the full schedule (``--scale``) would take at the per-step
     times measured here; "other" is this run's measured set-up and evaluation time (the full run
     evaluates on larger held-out sets, so it is a lower bound there)."""
-    full_pre = load_config(RunConfig, preset_path("cpu")).train.steps * plan.scale
+    full_pre = load_config(RunConfig, preset_path("cpu-long")).train.steps * plan.scale
     full_ft = load_config(FinetuneConfig, preset_path("finetune-cpu")).train.steps * plan.scale
     train = other = 0.0
     for r, full in [*((r, full_pre) for r in pre), *((r, full_ft) for r in fine)]:
