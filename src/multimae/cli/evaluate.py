@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from multimae.tasks.finetune_data import eval_batches
     from multimae.tasks.finetune_job import make_task, save_prediction_picture
+    from multimae.engine.checkpoint import write_text_atomic
     from multimae.errors import check_positive, reading
     from multimae.tasks.loading import load_finetuned
     from multimae.tasks.runs import check_output_file
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        write_text_atomic(Path(args.out), text + "\n")
     if args.picture:
         save_prediction_picture(task, cfg, {k: v[:4] for k, v in batches[0].items()}, Path(args.picture))
     return 0

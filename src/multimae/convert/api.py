@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -24,6 +23,7 @@ from multimae.convert.io import Checkpoint, from_state_dict, read_checkpoint
 from multimae.convert.official import SPATIAL_DECODER_KEYS, build_model, load_matching, official_to_multimae
 from multimae.convert.report import ConversionReport
 from multimae.convert.timm_vit import TIMM_ARCH, multimae_to_timm, timm_to_multimae
+from multimae.engine.checkpoint import atomic_path, save_atomic
 from multimae.model.config import MultiMAEConfig
 from multimae.model.encoder import MultiModalViT
 from multimae.model.finetune import FineTuneModel
@@ -145,7 +145,8 @@ def save_multimae(model: MultiModalViT, path: str | Path) -> Path:
         meta = {"format": "multimae", "model_config": json.dumps(model.model_config.to_dict())}
     else:
         raise ValueError(f"cannot save a {type(model).__name__}: expected a MultiMAE or a FineTuneModel")
-    save_file(state, str(path), metadata=meta)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
     return path
 
 
@@ -160,9 +161,10 @@ def save_timm(model: MultiModalViT, path: str | Path) -> tuple[Path, dict[str, A
     state, kwargs, report = multimae_to_timm(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
-        save_file(state, str(path), metadata={"format": "timm", "timm_kwargs": json.dumps(kwargs)})
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata={"format": "timm", "timm_kwargs": json.dumps(kwargs)})
     elif path.suffix in (".pth", ".pt", ".bin"):
-        torch.save(state, path)
+        save_atomic(state, path)
     else:
         raise ValueError(f"{path}: timm weights are written as .safetensors or .pth")
     return path, kwargs, report

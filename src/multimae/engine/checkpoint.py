@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,21 +43,28 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_atomic(obj: Any, path: Path) -> None:
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to; on success it replaces ``path`` in one rename,
+    on failure it is removed: readers never see a half-written file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        torch.save(obj, tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
+def save_atomic(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """``path`` replaced by ``text`` in one rename: readers never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: Path, step: int, keep_last: int) -> Path:
@@ -97,6 +105,5 @@ def load_checkpoint(path: Path, trusted: bool = False) -> dict[str, Any]:
 def export_safetensors(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     """The model's weights (state-dict key names) as a safetensors file, written atomically."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
