@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from multimae.data.codecs import DEPTH_SCALE, read_image, to_rgb8
+from multimae.data.codecs import DEPTH_SCALE, decode_problem, read_image, to_rgb8
 from multimae.data.transforms import resized_crop
 from multimae.modalities.spec import ModalitySpec
 
@@ -239,7 +239,7 @@ def peek_sizes(inputs: Mapping[str, Any], fit: Fit = "resize") -> dict[str, tupl
                 W, H = im.size
                 rotated = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
         except (OSError, ValueError, SyntaxError) as err:
-            raise ValueError(f"{name}: {path}: cannot decode ({err})") from None
+            raise ValueError(f"{name}: {path}: cannot decode ({decode_problem(err, path.stat().st_size)})") from None
         sizes[name] = (W, H) if rotated else (H, W)
     if len(set(sizes.values())) > 1 and fit == "native":
         listed = ", ".join(f"{n} {_wxh(s)}" for n, s in sizes.items())
