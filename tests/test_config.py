@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from multimae.config import FinetuneConfig, RunConfig, load_config, to_yaml
@@ -56,3 +58,25 @@ def test_files_can_extend_a_base_and_round_trip(tmp_path):
     again = tmp_path / "again.yaml"
     again.write_text(to_yaml(cfg))
     assert load_config(RunConfig, again) == cfg
+
+
+def test_per_modality_alpha_from_the_config_reaches_the_sampler():
+    import torch
+
+    from multimae.model import MultiMAE
+    from multimae.tasks.pretrain import PretrainTask
+
+    tiny = ["model.encoder={dim: 32, depth: 1, num_heads: 2, image_size: 32, patch_size: 8}", "data.image_size=32",
+            "model.decoder={dim: 16, depth: 1, num_heads: 2}", "masking.num_visible=12"]
+    cfg = load_config(RunConfig, preset_path("cpu"), [*tiny, "masking.alpha={semseg: 0.001, rgb: 1000, depth: 0.001}"])
+    model = MultiMAE(cfg.model.build())
+    assert cfg.masking.concentrations(list(model.input_specs)) == [1000, 0.001, 0.001]  # the model's input order
+    task = PretrainTask(model, cfg.masking, cfg.loss)
+    inputs = {"rgb": torch.zeros(64, 3, 32, 32), "depth": torch.zeros(64, 1, 32, 32), "semseg": torch.zeros(64, 8, 8, dtype=torch.long)}
+    masks = task.masks(inputs, 64, slice(0, 64), 0)
+    visible = {k: int((~m).sum()) for k, m in masks.items()}
+    assert visible["rgb"] >= 0.98 * 64 * 12  # nearly every sample keeps its 12 tokens in rgb
+    for bad, words in [("{rgb: 1, depth: 1}", "missing: ['semseg']"), ("{rgb: 1, depth: 1, semseg: 1, dpth: 1}", "dpth"),
+                       ("{rgb: 1, depth: 0, semseg: 1}", "masking.alpha.depth")]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            load_config(RunConfig, preset_path("cpu"), [*tiny, f"masking.alpha={bad}"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from multimae.model.config import MultiMAEConfig, model_config
@@ -84,13 +85,28 @@ class DataConfig:
 @dataclass
 class MaskingConfig:
     num_visible: int = 98  # visible tokens per sample, over all input modalities
-    alpha: float = 1.0  # symmetric Dirichlet concentration; .inf for an equal split
+    # Dirichlet concentration of the per-input token budgets: one for all inputs (symmetric; .inf for an
+    # equal split), or one per input, e.g. {rgb: 1.0, depth: 0.5, semseg: 0.5} (every input named)
+    alpha: float | dict[str, float] = 1.0
 
     def validate(self) -> None:
         if self.num_visible < 1:
             raise ValueError(f"masking.num_visible must be >= 1, got {self.num_visible}")
-        if not self.alpha > 0:  # NaN fails too
-            raise ValueError(f"masking.alpha must be > 0 (.inf for an equal split), got {self.alpha}")
+        values = self.alpha.items() if isinstance(self.alpha, dict) else [("", self.alpha)]
+        for name, value in values:
+            if not value > 0:  # NaN fails too
+                key = f"masking.alpha.{name}" if name else "masking.alpha"
+                raise ValueError(f"{key} must be > 0 (.inf for an equal split), got {value}")
+
+    def concentrations(self, inputs: Sequence[str]) -> float | list[float]:
+        """``alpha`` for the input modalities ``inputs``, in their order (what the sampler takes)."""
+        if not isinstance(self.alpha, dict):
+            return self.alpha
+        missing, unknown = [n for n in inputs if n not in self.alpha], sorted(set(self.alpha) - set(inputs))
+        if missing or unknown:
+            raise ValueError(f"masking.alpha names {sorted(self.alpha)}; it must name each input {list(inputs)} once"
+                             + (f" (missing: {missing})" if missing else "") + (f" (not inputs: {unknown})" if unknown else ""))
+        return [self.alpha[n] for n in inputs]
 
 
 @dataclass
@@ -201,6 +217,7 @@ class RunConfig:
             raise ValueError(
                 f"masking.num_visible={self.masking.num_visible} must be below the {tokens} tokens of the inputs "
                 f"({len(model.inputs)} x ({size}/{patch})^2): with none masked there is nothing to predict")
+        self.masking.concentrations(model.inputs)
         unknown = sorted(set(self.loss.weights) - set(model.outputs))
         if unknown:
             raise ValueError(f"loss.weights: {unknown} not among the outputs {list(model.outputs)}")

@@ -38,7 +38,7 @@ class PretrainTask:
         """This process's rows of the global batch's masks, drawn from (seed, *seed_parts)."""
         g = torch.Generator().manual_seed(derive_seed(self.seed, *seed_parts))
         counts = self.model.num_tokens(inputs)
-        masks = sample_masks(counts, global_batch, self.masking.num_visible, self.masking.alpha, g)
+        masks = sample_masks(counts, global_batch, self.masking.num_visible, self.masking.concentrations(list(counts)), g)
         device = next(iter(inputs.values())).device
         return {k: v[rows].to(device) for k, v in masks.items()}
 

@@ -215,7 +215,7 @@ def save_pictures(model: MultiMAE, cfg: RunConfig, raw: dict[str, Tensor], out_d
     figures = {
         f"reconstructions{tag}.png": masked_reconstruction_figure(
             model, raw, num_masks=num_masks, num_visible=num_visible or cfg.masking.num_visible,
-            alpha=cfg.masking.alpha, generator=g, class_names=names, palette=palette, max_samples=n),
+            alpha=cfg.masking.concentrations(list(model.input_specs)), generator=g, class_names=names, palette=palette, max_samples=n),
         f"cross_modal{tag}.png": cross_modal_figure(model, raw, class_names=names, palette=palette, max_samples=n),
     }
     paths = []
