@@ -39,10 +39,12 @@ DEPTH_SCALE = 1000.0  # stored value per scene unit: millimetres when the unit i
 DEPTH_MAX = 65535 / DEPTH_SCALE  # the largest depth a 16-bit PNG can hold
 DENSE = ("rgb", "depth", "normals")
 CLASS_MAPS = ("semseg", "instance")
+MAPS = DENSE + CLASS_MAPS
 TEXT = ("caption",)
-MODALITIES = DENSE + CLASS_MAPS + TEXT
-# File suffixes (shard member suffixes, and the default extension in folders).
-SUFFIX = {"rgb": "png", "depth": "png", "normals": "png", "semseg": "png", "instance": "png", "caption": "txt"}
+MODALITIES = MAPS + TEXT
+# The one modality <-> file-name table: the extensions a reader accepts for each modality, the
+# first being the one written. Folders hold ``<modality>/.../<key><ext>``; shard members are
+# ``<key>.<modality><ext>`` (`member_suffix`), but a caption is ``<key>.txt`` and a label ``<key>.cls``.
 READABLE = {
     "rgb": (".png", ".jpg", ".jpeg"),
     "depth": (".png", ".npy"),
@@ -51,6 +53,18 @@ READABLE = {
     "instance": (".png",),
     "caption": (".txt",),
 }
+SUFFIX = {m: exts[0][1:] for m, exts in READABLE.items()}  # the extension written, without the dot
+LABEL_SUFFIX = "cls"  # the label's shard member suffix (decimal text)
+
+
+def member_suffix(modality: str, ext: str | None = None) -> str:
+    """Shard member suffix of ``modality`` stored with extension ``ext`` (default: the one written):
+    ``rgb.png``, ``depth.npy``; text modalities are named by their extension alone (``txt``)."""
+    ext = ext or READABLE[modality][0]
+    return ext[1:] if modality in TEXT else f"{modality}{ext}"
+
+
+MEMBER_TO_MODALITY = {member_suffix(m, ext): m for m, exts in READABLE.items() for ext in exts}
 
 
 # --------------------------------------------------------------------------- arrays <-> storage
