@@ -99,7 +99,7 @@ def quantize_depth(depth: np.ndarray, scale: float = DEPTH_SCALE) -> np.ndarray:
     valid = np.isfinite(depth)
     if (depth[valid] < 0).any() or (depth[valid] * scale > 65535).any():
         raise ValueError(f"depth must lie in [0, {65535 / scale:.3f}] to fit 16 bits at scale {scale}")
-    return depth_to_storage(torch.from_numpy(np.ascontiguousarray(depth)), scale).numpy()
+    return depth_to_storage(torch.from_numpy(np.array(depth)), scale).numpy()  # a copy: it may be read-only
 
 
 def quantize_normals(normals: np.ndarray) -> np.ndarray:
@@ -118,7 +118,7 @@ def decode_dense(modality: str, array: np.ndarray, name: str, depth_scale: float
     if modality == "rgb":
         if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
             raise ValueError(f"{name}: rgb must be an 8-bit 3-channel image, got {array.dtype} {array.shape}")
-        return rgb_from_storage(torch.from_numpy(array.transpose(2, 0, 1)))
+        return rgb_from_storage(torch.from_numpy(array.transpose(2, 0, 1).copy()))  # a copy: it may be read-only
     if modality == "depth":
         if array.ndim != 2:
             raise ValueError(f"{name}: depth must be a single-channel map, got shape {array.shape}")
