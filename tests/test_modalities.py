@@ -90,3 +90,16 @@ def test_prepare_batch_normalises_downsamples_and_masks_invalid_depth():
         prepare_batch({"semseg": semseg + 1}, {"semseg": specs["semseg"]}, {})
     with pytest.raises(ValueError, match=r"expected a raw \(B, 1, H, W\)"):
         prepare_batch({"depth": torch.rand(2, 3, 8, 8)}, {"depth": specs["depth"]}, {})
+
+
+def test_how_a_modality_is_drawn_comes_from_its_spec():
+    from multimae.modalities.registry import display_of
+
+    drawn = {n: s.drawn_as for n, s in BUILTIN_MODALITIES.items()}
+    assert drawn == {"rgb": "rgb", "depth": "colormap", "semseg": "palette", "normals": "normals", "norm_rgb": "rgb"}
+    thermal = ModalitySpec(name="thermal", num_channels=1)
+    assert thermal.drawn_as == "colormap" and thermal.replace(display="rgb").drawn_as == "rgb"
+    assert display_of("thermal", {"thermal": thermal}) == "colormap" and display_of("thermal") is None
+    assert display_of("instance") == "instances"
+    with pytest.raises(ValueError, match="display must be one of"):
+        ModalitySpec(name="x", display="sepia")

@@ -148,3 +148,11 @@ def test_corrupt_shard_names_the_file(tmp_path):
     path.write_bytes(b"\x00garbage" * 100)
     with pytest.raises(ValueError, match="broken.tar"):
         list(iter_shard(path))
+
+
+def test_one_file_name_table_names_every_stored_modality():
+    from multimae.data.codecs import LABEL_SUFFIX, MEMBER_TO_MODALITY, MODALITIES, READABLE, SUFFIX, member_suffix
+
+    assert set(READABLE) == set(MODALITIES) and SUFFIX["depth"] == "png" and SUFFIX["caption"] == "txt"
+    assert [member_suffix(m) for m in ("rgb", "depth", "caption")] == ["rgb.png", "depth.png", "txt"]
+    assert MEMBER_TO_MODALITY["depth.npy"] == "depth" and LABEL_SUFFIX not in MEMBER_TO_MODALITY

@@ -95,3 +95,18 @@ def test_crop_fallback_is_central():
     g = torch.Generator().manual_seed(0)
     top, left, h, w = crop_params(10, 100, (0.99, 1.0), (1.0, 1.0), g)  # impossible: falls back
     assert (h, w) == (10, 10) and left == 45 and math.isclose(w / h, 1.0)
+
+
+def test_one_nan_aware_rule_and_one_vector_mirror_for_samples_and_batches():
+    from multimae.data.transforms import mirror_vectors, resample_nan_aware
+
+    nan = float("nan")
+    x = torch.tensor([[[1.0, 3.0, 5.0, nan, 7.0, nan, nan, 9.0]]])
+    means_of_4 = lambda v: v.reshape(1, 1, 2, 4).mean(-1)  # noqa: E731  (a resampler: means of 4 pixels)
+    out = resample_nan_aware(means_of_4, x)
+    assert out[0, 0, 0] == 3.0 and torch.isnan(out[0, 0, 1])  # NaN left out; half the weight valid is too little
+    assert torch.equal(resample_nan_aware(means_of_4, x.nan_to_num()), means_of_4(x.nan_to_num()))
+    n = torch.randn(2, 3, 4, 4)
+    assert torch.equal(mirror_vectors(n[0]), torch.cat([-n[0, :1], n[0, 1:]]))
+    batch = mirror_vectors(n, torch.tensor([True, False]))
+    assert torch.equal(batch[0], mirror_vectors(n[0])) and torch.equal(batch[1], n[1])

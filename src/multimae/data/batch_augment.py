@@ -10,13 +10,13 @@ batch is on. Shapes: B batch, C channels, H W input pixels, S output size.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from multimae.data.transforms import VECTOR_MODALITIES, crop_params
+from multimae.data.transforms import VECTOR_MODALITIES, crop_params, mirror_vectors, resample_nan_aware, unit_vectors
 
 
 def crop_grids(
@@ -40,14 +40,8 @@ def crop_grids(
     return torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
 
 
-def _sample_float(x: Tensor, grid: Tensor) -> Tensor:
-    invalid = torch.isnan(x)
-    if not bool(invalid.any()):
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    valid = (~invalid).to(x.dtype)
-    num = F.grid_sample(torch.where(invalid, 0.0, x), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    den = F.grid_sample(valid, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return torch.where(den > 0.5, num / den.clamp_min(1e-6), torch.full_like(num, float("nan")))
+def _bilinear(grid: Tensor) -> Callable[[Tensor], Tensor]:
+    return lambda x: F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class BatchRandomResizedCropFlip:
@@ -75,11 +69,8 @@ class BatchRandomResizedCropFlip:
                 continue
             grid = crop_grids(boxes.to(x.device), flips.to(x.device), in_size, (self.size, self.size))
             if x.is_floating_point():
-                y = _sample_float(x.float(), grid)
-                if name in VECTOR_MODALITIES:
-                    y = torch.cat([torch.where(flips.to(x.device)[:, None, None, None], -y[:, :1], y[:, :1]), y[:, 1:]], 1)
-                    y = y / y.norm(dim=1, keepdim=True).clamp_min(1e-6)
-                out[name] = y
+                y = resample_nan_aware(_bilinear(grid), x.float())
+                out[name] = unit_vectors(mirror_vectors(y, flips.to(x.device))) if name in VECTOR_MODALITIES else y
             else:
                 y = F.grid_sample(x[:, None].float(), grid, mode="nearest", padding_mode="border", align_corners=False)
                 out[name] = y[:, 0].to(x.dtype)

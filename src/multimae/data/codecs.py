@@ -39,10 +39,12 @@ DEPTH_SCALE = 1000.0  # stored value per scene unit: millimetres when the unit i
 DEPTH_MAX = 65535 / DEPTH_SCALE  # the largest depth a 16-bit PNG can hold
 DENSE = ("rgb", "depth", "normals")
 CLASS_MAPS = ("semseg", "instance")
+MAPS = DENSE + CLASS_MAPS
 TEXT = ("caption",)
-MODALITIES = DENSE + CLASS_MAPS + TEXT
-# File suffixes (shard member suffixes, and the default extension in folders).
-SUFFIX = {"rgb": "png", "depth": "png", "normals": "png", "semseg": "png", "instance": "png", "caption": "txt"}
+MODALITIES = MAPS + TEXT
+# The one modality <-> file-name table: the extensions a reader accepts for each modality, the
+# first being the one written. Folders hold ``<modality>/.../<key><ext>``; shard members are
+# ``<key>.<modality><ext>`` (`member_suffix`), but a caption is ``<key>.txt`` and a label ``<key>.cls``.
 READABLE = {
     "rgb": (".png", ".jpg", ".jpeg"),
     "depth": (".png", ".npy"),
@@ -51,16 +53,53 @@ READABLE = {
     "instance": (".png",),
     "caption": (".txt",),
 }
+SUFFIX = {m: exts[0][1:] for m, exts in READABLE.items()}  # the extension written, without the dot
+LABEL_SUFFIX = "cls"  # the label's shard member suffix (decimal text)
+
+
+def member_suffix(modality: str, ext: str | None = None) -> str:
+    """Shard member suffix of ``modality`` stored with extension ``ext`` (default: the one written):
+    ``rgb.png``, ``depth.npy``; text modalities are named by their extension alone (``txt``)."""
+    ext = ext or READABLE[modality][0]
+    return ext[1:] if modality in TEXT else f"{modality}{ext}"
+
+
+MEMBER_TO_MODALITY = {member_suffix(m, ext): m for m, exts in READABLE.items() for ext in exts}
 
 
 # --------------------------------------------------------------------------- arrays <-> storage
+
+# The conversions below are shared by the files and by the in-memory world pool
+# (`multimae.data.pool`), which stores rgb and depth exactly as the files do (channel first).
+
+def rgb_to_storage(rgb: torch.Tensor) -> torch.Tensor:
+    """float rgb in [0, 1] -> uint8 ``round(x * 255)``, any shape."""
+    return (rgb * 255).round().to(torch.uint8)
+
+
+def rgb_from_storage(stored: torch.Tensor) -> torch.Tensor:
+    """uint8 rgb -> float32 in [0, 1], any shape."""
+    return stored.float() / 255
+
+
+def depth_to_storage(depth: torch.Tensor, scale: float = DEPTH_SCALE) -> torch.Tensor:
+    """float z-depth (NaN = invalid) -> uint16 ``round(z * scale)``, 0 = invalid, any shape; no
+    range check (`quantize_depth` checks)."""
+    return torch.where(torch.isfinite(depth), depth * scale, 0.0).round().to(torch.int32).to(torch.uint16)
+
+
+def depth_from_storage(stored: torch.Tensor, scale: float = DEPTH_SCALE) -> torch.Tensor:
+    """Integer stored depth (uint16 / uint8) -> float32 z-depth ``stored / scale``, NaN where 0."""
+    d = stored.to(torch.int32).float()
+    return torch.where(d != 0, d / torch.full_like(d, scale), torch.full_like(d, float("nan")))
+
 
 def quantize_depth(depth: np.ndarray, scale: float = DEPTH_SCALE) -> np.ndarray:
     """float z-depth ``(H, W)`` (NaN = invalid) -> uint16 ``(H, W)``, 0 = invalid."""
     valid = np.isfinite(depth)
     if (depth[valid] < 0).any() or (depth[valid] * scale > 65535).any():
         raise ValueError(f"depth must lie in [0, {65535 / scale:.3f}] to fit 16 bits at scale {scale}")
-    return np.where(valid, np.round(np.where(valid, depth, 0) * scale), 0).astype(np.uint16)
+    return depth_to_storage(torch.from_numpy(np.array(depth)), scale).numpy()  # a copy: it may be read-only
 
 
 def quantize_normals(normals: np.ndarray) -> np.ndarray:
@@ -79,7 +118,7 @@ def decode_dense(modality: str, array: np.ndarray, name: str, depth_scale: float
     if modality == "rgb":
         if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
             raise ValueError(f"{name}: rgb must be an 8-bit 3-channel image, got {array.dtype} {array.shape}")
-        return torch.from_numpy(array.transpose(2, 0, 1).astype(np.float32) / 255.0)
+        return rgb_from_storage(torch.from_numpy(array.transpose(2, 0, 1).copy()))  # a copy: it may be read-only
     if modality == "depth":
         if array.ndim != 2:
             raise ValueError(f"{name}: depth must be a single-channel map, got shape {array.shape}")
@@ -88,10 +127,8 @@ def decode_dense(modality: str, array: np.ndarray, name: str, depth_scale: float
                 raise ValueError(f"{name}: depth has NaN or inf values (store invalid pixels as 0)")
             if (array < 0).any():
                 raise ValueError(f"{name}: depth has negative values")
-            depth = array.astype(np.float32)
-        else:
-            depth = array.astype(np.float32) / np.float32(depth_scale)
-        return torch.from_numpy(np.where(array == 0, np.float32(np.nan), depth)[None])
+            return torch.from_numpy(np.where(array == 0, np.float32(np.nan), array.astype(np.float32))[None])
+        return depth_from_storage(torch.from_numpy(array.astype(np.int32)), depth_scale)[None]
     if modality == "normals":
         if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
             raise ValueError(f"{name}: normals must be an 8-bit 3-channel image, got {array.dtype} {array.shape}")

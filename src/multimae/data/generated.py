@@ -6,11 +6,12 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from multimae.data.codecs import (
-    SUFFIX,
+    LABEL_SUFFIX,
     class_map_dtype,
     decode_class_map,
     decode_dense,
     encode_png,
+    member_suffix,
     quantize_depth,
     quantize_normals,
 )
@@ -35,9 +36,9 @@ def storage_arrays(ws: WorldSample) -> dict[str, np.ndarray]:
 
 def encode_world_sample(ws: WorldSample) -> dict[str, bytes]:
     """Files of one sample, keyed by suffix (``rgb.png``, ..., ``txt``, ``cls``)."""
-    files = {f"{m}.{SUFFIX[m]}": encode_png(a) for m, a in storage_arrays(ws).items()}
-    files["txt"] = ws.caption.encode("utf-8")
-    files["cls"] = str(ws.label).encode("ascii")
+    files = {member_suffix(m): encode_png(a) for m, a in storage_arrays(ws).items()}
+    files[member_suffix("caption")] = ws.caption.encode("utf-8")
+    files[LABEL_SUFFIX] = str(ws.label).encode("ascii")
     return files
 
 

@@ -5,9 +5,14 @@ share of the CPU: the default pre-training run therefore renders its training sc
 parallel, with a progress bar), keeps them as compact tensors and augments whole batches at once
 (`multimae.data.batch_augment`). Shapes: N scenes, H W pixels.
 
-Stored form (as on disk, see `multimae.data.codecs`): rgb uint8 (N, 3, H, W); depth uint16
-millimetres (N, 1, H, W), 0 = invalid; normals int8 (N, 3, H, W) = round(127 n); semseg /
-instance uint8 or int16 (N, H, W); label int64 (N,).
+Stored form: rgb uint8 (N, 3, H, W) and depth uint16 millimetres (N, 1, H, W), 0 = invalid,
+encoded as the files are, by the same functions (`multimae.data.codecs.rgb_to_storage`,
+`depth_to_storage` and their inverses); semseg / instance uint8 (N, H, W) (int16 for more than
+256 classes); label int64 (N,). Normals differ from their files (uint8 ``(n + 1) / 2``): the pool
+holds int8 ``round(127 n)`` (N, 3, H, W), renormalised when read. That form stays because pools
+cached on disk are found by a key that does not name the storage form (an old cache read with
+another rule would be wrong), and reading a pool must keep giving the numbers it gives today.
+Channel-first batches rather than one ``(H, W, C)`` array a file: whole batches are augmented at once.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from multimae.data.codecs import DEPTH_SCALE
+from multimae.data.codecs import depth_from_storage, depth_to_storage, rgb_from_storage, rgb_to_storage
 from multimae.data.collate import collate
 from multimae.data.generated import WorldDataset
+from multimae.data.transforms import unit_vectors
 from multimae.data.world import GENERATOR_VERSION, NUM_CLASSES
 from multimae.engine.checkpoint import load_torch_file
 
@@ -40,9 +46,9 @@ def _to_storage(batch: dict[str, object], modalities: Sequence[str]) -> dict[str
         x = batch[m]
         assert isinstance(x, torch.Tensor)
         if m == "rgb":
-            out[m] = (x * 255).round().to(torch.uint8)
+            out[m] = rgb_to_storage(x)
         elif m == "depth":
-            out[m] = torch.nan_to_num(x * DEPTH_SCALE, nan=0.0).round().to(torch.int32).to(torch.uint16)
+            out[m] = depth_to_storage(x)
         elif m == "normals":
             out[m] = (x * 127).round().to(torch.int8)
         else:
@@ -113,13 +119,11 @@ def pool_to_raw(pool: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str,
     for m, x in pool.items():
         rows = x[index]
         if m == "rgb":
-            out[m] = rows.float() / 255
+            out[m] = rgb_from_storage(rows)
         elif m == "depth":
-            d = rows.to(torch.int32).float()
-            out[m] = torch.where(d > 0, d / DEPTH_SCALE, torch.full_like(d, float("nan")))
+            out[m] = depth_from_storage(rows)
         elif m == "normals":
-            n = rows.float()
-            out[m] = n / n.norm(dim=1, keepdim=True).clamp_min(1e-6)
+            out[m] = unit_vectors(rows.float())
         else:
             out[m] = rows.long()
     return out

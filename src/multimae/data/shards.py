@@ -18,15 +18,19 @@ from pathlib import Path
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from multimae.data.codecs import DEPTH_SCALE, MODALITIES, check_sample, decode_modality
+from multimae.data.codecs import (
+    DEPTH_SCALE,
+    LABEL_SUFFIX,
+    MEMBER_TO_MODALITY,
+    MODALITIES,
+    check_sample,
+    decode_modality,
+)
 from multimae.data.collate import sample_generator
 from multimae.data.manifest import read_manifest
 from multimae.data.transforms import Transform
 
 log = logging.getLogger(__name__)
-_SUFFIX_TO_MODALITY = {"rgb.png": "rgb", "rgb.jpg": "rgb", "depth.png": "depth", "depth.npy": "depth",
-                       "normals.png": "normals", "semseg.png": "semseg", "instance.png": "instance",
-                       "txt": "caption"}
 
 
 def write_shard(path: Path, samples: Sequence[tuple[str, Mapping[str, bytes]]]) -> None:
@@ -168,11 +172,11 @@ class ShardDataset(IterableDataset):
         """Raw files of one sample -> sample dict (see `multimae.data.codecs`)."""
         sample: dict[str, object] = {}
         for suffix, data in sorted(files.items()):
-            modality = _SUFFIX_TO_MODALITY.get(suffix)
+            modality = MEMBER_TO_MODALITY.get(suffix)
             name = f"{where}{key}.{suffix}"
             if modality is not None and (self.modalities is None or modality in self.modalities):
                 sample[modality] = decode_modality(modality, data, name, self.num_classes, self.depth_scale)
-            elif suffix == "cls":
+            elif suffix == LABEL_SUFFIX:
                 try:
                     sample["label"] = int(data.decode("ascii").strip())
                 except (UnicodeDecodeError, ValueError):

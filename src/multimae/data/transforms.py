@@ -48,15 +48,35 @@ def crop_params(height: int, width: int, scale: tuple[float, float], ratio: tupl
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def _resize_float(x: torch.Tensor, box: tuple[int, int, int, int], size: list[int]) -> torch.Tensor:
-    """Crop and resize a float map (C, H, W); NaN (invalid) pixels are left out of the average."""
+def resample_nan_aware(resample: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``resample(x)`` for a float map holding NaN at invalid pixels (the one NaN-aware rule of the
+    augmentations, per sample here and per batch in `multimae.data.batch_augment`).
+
+    Valid values are averaged with the resampler's own weights, NaN pixels are left out of the
+    average, and an output pixel is invalid (NaN) when less than half of its weight falls on valid
+    pixels, so invalid depth stays invalid and never bleeds into valid pixels. A map without NaN
+    is resampled as is.
+    """
     invalid = torch.isnan(x)
-    if not invalid.any():
-        return F.resized_crop(x, *box, size, antialias=True)
-    valid = (~invalid).to(x.dtype)
-    num = F.resized_crop(torch.where(invalid, 0.0, x), *box, size, antialias=True)
-    den = F.resized_crop(valid, *box, size, antialias=True)
-    return torch.where(den > 0.5, num / den.clamp_min(1e-6), torch.nan)
+    if not bool(invalid.any()):
+        return resample(x)
+    num = resample(torch.where(invalid, 0.0, x))
+    den = resample((~invalid).to(x.dtype))
+    return torch.where(den > 0.5, num / den.clamp_min(1e-6), torch.full_like(num, float("nan")))
+
+
+def unit_vectors(x: torch.Tensor) -> torch.Tensor:
+    """Vector maps ``(..., C, H, W)`` renormalised to unit length along C (after resampling)."""
+    return x / x.norm(dim=-3, keepdim=True).clamp_min(1e-6)
+
+
+def mirror_vectors(x: torch.Tensor, flipped: torch.Tensor | None = None) -> torch.Tensor:
+    """Vector maps ``(..., C, H, W)`` whose pixels were mirrored left-right: the x component
+    changes sign, for every map (``flipped`` None) or for the maps of a batch ``(B, C, H, W)``
+    where ``flipped`` (B,) bool is True."""
+    x_part = x[..., :1, :, :]
+    negated = -x_part if flipped is None else torch.where(flipped[:, None, None, None], -x_part, x_part)
+    return torch.cat([negated, x[..., 1:, :, :]], dim=-3)
 
 
 def resized_crop(sample: Mapping[str, object], box: tuple[int, int, int, int], size: int | tuple[int, int]
@@ -70,10 +90,8 @@ def resized_crop(sample: Mapping[str, object], box: tuple[int, int, int, int], s
         elif not value.is_floating_point():
             out[name] = F.resized_crop(value[None], *box, out_size, interpolation=F.InterpolationMode.NEAREST)[0]
         else:
-            resized = _resize_float(value, box, out_size)
-            if name in VECTOR_MODALITIES:
-                resized = resized / resized.norm(dim=0, keepdim=True).clamp_min(1e-6)
-            out[name] = resized
+            resized = resample_nan_aware(lambda v: F.resized_crop(v, *box, out_size, antialias=True), value)
+            out[name] = unit_vectors(resized) if name in VECTOR_MODALITIES else resized
     return out
 
 
@@ -84,7 +102,7 @@ def hflip(sample: Mapping[str, object]) -> Sample:
         if isinstance(value, torch.Tensor) and value.ndim >= 2:
             value = value.flip(-1)
             if name in VECTOR_MODALITIES:
-                value = torch.cat([-value[:1], value[1:]])
+                value = mirror_vectors(value)
         out[name] = value
     return out
 

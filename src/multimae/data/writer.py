@@ -20,14 +20,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from multimae.data.codecs import MAPS, SUFFIX, TEXT, member_suffix
 from multimae.data.generated import encode_world_sample
 from multimae.data.manifest import read_manifest, world_manifest, write_manifest
 from multimae.data.shards import write_shard
 from multimae.data.world import LABEL_NAMES, SPLITS, check_world_settings, world_sample
 from multimae.engine.children import die_with_parent
 
-_FOLDER_FILES = {"rgb.png": "rgb", "depth.png": "depth", "normals.png": "normals", "semseg.png": "semseg",
-                 "instance.png": "instance"}
 
 
 @dataclass(frozen=True)
@@ -79,12 +78,10 @@ def _generate_folder(root: Path, config: GenerateConfig, bar: tqdm) -> dict[str,
     bar.update(config.count - len(todo))
     for index, label, files in _render(config, todo):
         key, cls = f"{index:08d}", LABEL_NAMES[label]
-        for suffix, modality in _FOLDER_FILES.items():
+        for modality in (*MAPS, *TEXT):  # the caption last: it marks the sample done
             folder = split_dir / modality / cls
             folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(folder / f"{key}.png", files[suffix])
-        (split_dir / "caption" / cls).mkdir(parents=True, exist_ok=True)
-        _write_atomic(split_dir / "caption" / cls / f"{key}.txt", files["txt"])  # last: marks the sample done
+            _write_atomic(folder / f"{key}.{SUFFIX[modality]}", files[member_suffix(modality)])
         bar.update(1)
     return {"count": config.count, "layout": "<split>/<modality>/<label name>/<key>.<ext>"}
 

@@ -20,7 +20,9 @@ from torch import Tensor
 
 from multimae.inference.predict import Prediction, top_classes
 from multimae.losses.masked import token_mask_to_pixels
-from multimae.viz.colormaps import classes_to_rgb, depth_to_rgb, distinct_colors, normals_to_rgb, rgb_to_uint8
+from multimae.modalities.registry import display_of
+from multimae.modalities.spec import default_display
+from multimae.viz.colormaps import distinct_colors, draw, rgb_to_uint8
 from multimae.viz.grid import image_grid
 from multimae.viz.reconstruction import MASKED_COLOR, MIN_TILE
 
@@ -36,24 +38,16 @@ class _Painter:
                       + [int(v.max()) + 1 for v in pred.inputs.values() if not v.is_floating_point()], default=0)
         self.palette = np.asarray(palette if palette is not None else distinct_colors(max(classes, 1)), dtype=np.uint8)
         self.classes_drawn: set[int] = set()
-        depth = pred.inputs.get("depth")
-        self.depth_range = None
-        if depth is not None:
-            valid = depth[torch.isfinite(depth)].double().numpy()
-            self.depth_range = (float(np.percentile(valid, 2)), float(np.percentile(valid, 98)))
+        # Maps whose spec draws them with a colour map (depth) use their input's 2nd-98th percentile.
+        self.ranges = {name: _percentiles(value) for name, value in pred.inputs.items()
+                       if display_of(name) == "colormap"}
 
     def picture(self, name: str, value: Tensor) -> np.ndarray:
         """(C, H, W) float or (H, W) ids -> uint8 (H, W, 3)."""
-        if not value.is_floating_point():
+        display = _display(name, value)
+        if display == "palette":
             self.classes_drawn.update(int(i) for i in torch.unique(value))
-            return classes_to_rgb(value, self.palette)
-        if name == "normals":
-            return normals_to_rgb(value)
-        if value.shape[0] == 3:
-            return rgb_to_uint8(value)
-        if name == "depth" and self.depth_range is not None:
-            return depth_to_rgb(value[0], *self.depth_range)
-        return depth_to_rgb(value[0])
+        return draw(display, value, self.palette, self.ranges.get(name))
 
     def output_picture(self, name: str) -> np.ndarray:
         if name == "norm_rgb" and self.pred.norm_rgb_view is not None:
@@ -76,6 +70,16 @@ class _Painter:
         value, truth = self.pred.outputs[name], self.pred.inputs[name]
         mixed = torch.where(pixels if truth.dim() == 2 else pixels[None], value, torch.nan_to_num(truth))
         return self.picture(name, mixed)
+
+
+def _display(name: str, value: Tensor) -> str:
+    """How a map is drawn: as its modality's spec says, else by its values (`default_display`)."""
+    return display_of(name) or default_display(not value.is_floating_point(), int(value.shape[0]))
+
+
+def _percentiles(value: Tensor) -> tuple[float, float]:
+    valid = value[torch.isfinite(value)].double().numpy()
+    return float(np.percentile(valid, 2)), float(np.percentile(valid, 98))
 
 
 def _is_map(value: Tensor) -> bool:

@@ -25,7 +25,7 @@ _BUILTINS = (
         name="semseg", kind="categorical", num_channels=133, loss="cross_entropy", stride=4,
         class_emb_dim=64,
     ),
-    ModalitySpec(name="normals", kind="dense", num_channels=3, normalization="none", loss="l1"),
+    ModalitySpec(name="normals", kind="dense", num_channels=3, normalization="none", loss="l1", display="normals"),
     ModalitySpec(
         name="norm_rgb", kind="dense", num_channels=3, normalization="imagenet", loss="norm_pix_mse",
         is_input=False, source="rgb", mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -33,6 +33,8 @@ _BUILTINS = (
 )
 
 BUILTIN_MODALITIES: Mapping[str, ModalitySpec] = MappingProxyType({s.name: s for s in _BUILTINS})
+# Maps that readers and the built-in world produce but no model takes: how each is drawn.
+_DATA_ONLY_DISPLAYS: Mapping[str, str] = MappingProxyType({"instance": "instances"})
 
 
 def get_modality(name: str, custom: Mapping[str, ModalitySpec] | None = None) -> ModalitySpec:
@@ -44,6 +46,17 @@ def get_modality(name: str, custom: Mapping[str, ModalitySpec] | None = None) ->
     except KeyError:
         known = sorted(set(BUILTIN_MODALITIES) | set(custom or {}))
         raise ValueError(f"unknown modality {name!r}; known modalities: {known}") from None
+
+
+def display_of(name: str, custom: Mapping[str, ModalitySpec] | None = None) -> str | None:
+    """How a map of modality ``name`` is drawn: its spec's `ModalitySpec.drawn_as` (``custom``
+    first, then the built-ins), or the way of a data-only map (instance ids); None for a name that
+    neither knows (the caller then draws by `multimae.modalities.spec.default_display`)."""
+    if custom and name in custom:
+        return custom[name].drawn_as
+    if name in BUILTIN_MODALITIES:
+        return BUILTIN_MODALITIES[name].drawn_as
+    return _DATA_ONLY_DISPLAYS.get(name)
 
 
 def spec_from_dict(fields: Mapping[str, Any]) -> ModalitySpec:

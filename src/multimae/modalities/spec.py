@@ -25,10 +25,20 @@ from typing import Literal
 Kind = Literal["dense", "categorical"]
 Loss = Literal["mse", "l1", "cross_entropy", "norm_pix_mse"]
 Normalization = Literal["none", "imagenet", "robust_standardize", "unit_range"]
+Display = Literal["rgb", "colormap", "palette", "normals", "instances"]
 
 KINDS: tuple[str, ...] = ("dense", "categorical")
 LOSSES: tuple[str, ...] = ("mse", "l1", "cross_entropy", "norm_pix_mse")
 NORMALIZATIONS: tuple[str, ...] = ("none", "imagenet", "robust_standardize", "unit_range")
+DISPLAYS: tuple[str, ...] = ("rgb", "colormap", "palette", "normals", "instances")
+
+
+def default_display(categorical: bool, num_channels: int) -> str:
+    """How a map is drawn when its spec does not say: class maps with a palette, 3-channel maps as
+    colours, other dense maps (their first channel) with a colour map."""
+    if categorical:
+        return "palette"
+    return "rgb" if num_channels == 3 else "colormap"
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,10 @@ class ModalitySpec:
         robust_trim: fraction of the lowest and of the highest valid values dropped by
             ``robust_standardize``.
         mean, std: per-channel statistics for ``imagenet``-style normalisation.
+        display: how a picture of the modality is drawn (`multimae.viz.colormaps.draw`): ``rgb``
+            (colours in [0, 1]), ``colormap`` (first channel, near = bright), ``palette`` (class
+            ids), ``normals`` (unit vectors as ``(n + 1) / 2``) or ``instances`` (instance ids);
+            None: `default_display` (see `drawn_as`).
     """
 
     name: str
@@ -74,6 +88,7 @@ class ModalitySpec:
     robust_trim: float = 0.1
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    display: Display | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -87,6 +102,8 @@ class ModalitySpec:
                 f"modality {self.name!r}: normalization must be one of {NORMALIZATIONS}, "
                 f"got {self.normalization!r}"
             )
+        if self.display is not None and self.display not in DISPLAYS:
+            raise ValueError(f"modality {self.name!r}: display must be one of {DISPLAYS}, got {self.display!r}")
         if self.num_channels < 1:
             raise ValueError(f"modality {self.name!r}: num_channels must be >= 1, got {self.num_channels}")
         if self.stride < 1:
@@ -117,6 +134,11 @@ class ModalitySpec:
     @property
     def is_categorical(self) -> bool:
         return self.kind == "categorical"
+
+    @property
+    def drawn_as(self) -> str:
+        """How a picture of the modality is drawn: ``display``, else `default_display`."""
+        return self.display or default_display(self.is_categorical, self.num_channels)
 
     def patch_size(self, model_patch_size: int) -> int:
         """Patch side in pixels on this modality's own map, for a model patch size ``P``."""

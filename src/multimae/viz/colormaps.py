@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from multimae.modalities.spec import DISPLAYS
+
 # Anchors of a dark-to-bright sequential map (near = bright), interpolated linearly.
 _DEPTH_ANCHORS = np.array([
     [0.05, 0.03, 0.15], [0.30, 0.07, 0.45], [0.62, 0.15, 0.45], [0.90, 0.35, 0.25], [0.99, 0.70, 0.20],
@@ -87,3 +89,29 @@ def instances_to_rgb(ids: np.ndarray | torch.Tensor) -> np.ndarray:
     x = _numpy(ids).astype(np.int64)
     table = np.concatenate([np.zeros((1, 3), np.uint8), distinct_colors(max(int(x.max()), 0) + 1, seed=3)[1:]])
     return table[np.clip(x, 0, len(table) - 1)]
+
+
+def draw(display: str, value: np.ndarray | torch.Tensor, palette: Sequence[Sequence[int]] | np.ndarray | None = None,
+         value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """The one switch from a modality's map to a uint8 ``(H, W, 3)`` picture, by how its spec
+    says it is drawn (`multimae.modalities.ModalitySpec.drawn_as`).
+
+    ``rgb``: ``(3, H, W)`` in [0, 1] (clipped); ``colormap``: the first channel of ``(C, H, W)`` (or
+    ``(H, W)``) by `depth_to_rgb` over ``value_range`` (default: the map's own 2nd-98th
+    percentiles); ``normals``: `normals_to_rgb`; ``palette``: class ids ``(H, W)`` coloured from
+    ``palette``; ``instances``: instance ids by `instances_to_rgb`.
+    """
+    if display == "rgb":
+        return rgb_to_uint8(value)
+    if display == "colormap":
+        first = value[0] if value.ndim == 3 else value
+        return depth_to_rgb(first, *(value_range or (None, None)))
+    if display == "normals":
+        return normals_to_rgb(value)
+    if display == "palette":
+        if palette is None:
+            raise ValueError("drawing class ids needs a palette")
+        return classes_to_rgb(value, palette)
+    if display == "instances":
+        return instances_to_rgb(value)
+    raise ValueError(f"unknown display {display!r}; known: {DISPLAYS}")

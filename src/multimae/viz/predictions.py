@@ -9,20 +9,24 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from multimae.viz.colormaps import classes_to_rgb, depth_to_rgb, normals_to_rgb
+from multimae.modalities.registry import display_of
+from multimae.modalities.spec import default_display
+from multimae.viz.colormaps import draw
 from multimae.viz.grid import image_grid
 from multimae.viz.samples import modality_picture
 
 
 def _target_picture(name: str, value: Tensor, palette: Sequence[Sequence[int]], depth_range: tuple[float, float]
                     ) -> np.ndarray:
+    """A prediction or ground truth of the target: class ids with the palette, other maps as the
+    target's spec says (by its shape when the name is not a known modality); colour-mapped maps
+    over ``depth_range``, predicted vectors renormalised first."""
     if value.dim() == 2:  # class ids
-        return classes_to_rgb(value, palette)
-    if name == "depth" or value.shape[0] == 1:
-        return depth_to_rgb(value, *depth_range)
-    if name == "normals":
-        return normals_to_rgb(value / value.norm(dim=0, keepdim=True).clamp_min(1e-6))
-    return modality_picture("rgb", value.clamp(0, 1), palette)
+        return draw("palette", value, palette)
+    display = display_of(name) or default_display(False, value.shape[0])
+    if display == "normals":
+        value = value / value.norm(dim=0, keepdim=True).clamp_min(1e-6)
+    return draw(display, value, palette, depth_range)
 
 
 def prediction_figure(raw: Mapping[str, Tensor], inputs: Sequence[str], target: str, prediction: Tensor,

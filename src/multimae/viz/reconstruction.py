@@ -34,7 +34,7 @@ from torch import Tensor
 
 from multimae.losses.masked import token_mask_to_pixels
 from multimae.modalities import denormalize, prepare_batch
-from multimae.viz.colormaps import classes_to_rgb, depth_to_rgb, distinct_colors, normals_to_rgb, rgb_to_uint8
+from multimae.viz.colormaps import distinct_colors, draw
 from multimae.viz.grid import BACKGROUND, image_grid
 
 if TYPE_CHECKING:  # the model (and timm) is not imported by `multimae.viz` itself
@@ -121,24 +121,22 @@ class _Painter:
         truth's 2nd-98th percentile of the first channel; None for a sample without valid values."""
         out: dict[str, list[tuple[float, float] | None]] = {}
         for name, gt in self.truth.items():
-            if self.specs[name].is_categorical or self.specs[name].num_channels == 3:
+            if self.specs[name].drawn_as != "colormap":
                 continue
             valid = [g[torch.isfinite(g)].double().numpy() for g in gt[:, 0]]
             out[name] = [(float(np.percentile(v, 2)), float(np.percentile(v, 98))) if v.size else None for v in valid]
         return out
 
     def picture(self, name: str, value: Tensor, b: int) -> np.ndarray:
-        """Display values of sample ``b`` (C, H, W) or class ids (H, W) -> uint8 (H, W, 3)."""
+        """Display values of sample ``b`` (C, H, W) or class ids (H, W) -> uint8 (H, W, 3), drawn
+        as the spec says; colours are first put back into data units (un-normalised)."""
         spec = self.specs[name]
         if spec.is_categorical:
             self.classes_drawn.update(int(i) for i in torch.unique(value))
-            return classes_to_rgb(value, self.palette)
-        if name == "normals":
-            return normals_to_rgb(value)
-        if spec.num_channels == 3:
-            return rgb_to_uint8(denormalize(spec, value[None])[0])
-        lo_hi = self.ranges[name][b] if name in self.ranges else None
-        return depth_to_rgb(value[0], *(lo_hi or (None, None)))  # no ground truth: the map's own range
+        elif spec.drawn_as == "rgb":
+            value = denormalize(spec, value[None])[0]
+        lo_hi = self.ranges[name][b] if name in self.ranges else None  # None: the map's own range
+        return draw(spec.drawn_as, value, self.palette, lo_hi)
 
     def pixel_mask(self, mask: Tensor) -> Tensor:
         """(B, N) token mask -> (B, H, W) bool at full resolution."""

@@ -7,25 +7,20 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from multimae.viz.colormaps import classes_to_rgb, depth_to_rgb, instances_to_rgb, normals_to_rgb, rgb_to_uint8
+from multimae.modalities.registry import display_of
+from multimae.viz.colormaps import draw
 from multimae.viz.grid import image_grid
 
-ORDER = ("rgb", "depth", "normals", "semseg", "instance")
+ORDER = ("rgb", "depth", "normals", "semseg", "instance")  # column order (multimae.data.codecs.MAPS)
 
 
 def modality_picture(name: str, value: object, palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """uint8 ``(H, W, 3)`` picture of one modality of a sample (layout of `multimae.data`)."""
-    if name == "rgb":
-        return rgb_to_uint8(value)  # type: ignore[arg-type]
-    if name == "depth":
-        return depth_to_rgb(value)  # type: ignore[arg-type]
-    if name == "normals":
-        return normals_to_rgb(value)  # type: ignore[arg-type]
-    if name == "semseg":
-        return classes_to_rgb(value, palette)  # type: ignore[arg-type]
-    if name == "instance":
-        return instances_to_rgb(value)  # type: ignore[arg-type]
-    raise ValueError(f"no picture for modality {name!r}; known: {ORDER}")
+    """uint8 ``(H, W, 3)`` picture of one modality of a sample (layout of `multimae.data`), drawn
+    as its spec says (`multimae.modalities.display_of`)."""
+    display = display_of(name)
+    if display is None:
+        raise ValueError(f"no picture for modality {name!r}; known: {ORDER}")
+    return draw(display, value, palette)  # type: ignore[arg-type]
 
 
 def samples_figure(samples: Sequence[Mapping[str, object]], class_names: Sequence[str],
@@ -35,5 +30,5 @@ def samples_figure(samples: Sequence[Mapping[str, object]], class_names: Sequenc
     names = [m for m in ORDER if m in samples[0]]
     rows = [[modality_picture(m, s[m], palette) for m in names] for s in samples]
     notes = [str(s.get("caption", "")) for s in samples]
-    legend = list(zip(class_names, palette)) if "semseg" in names else None
+    legend = list(zip(class_names, palette)) if any(display_of(m) == "palette" for m in names) else None
     return image_grid(rows, names, notes, legend, tile=tile)
