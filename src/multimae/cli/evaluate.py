@@ -26,10 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from multimae.engine.files import write_text_atomic
+    from multimae.errors import check_positive, reading
     from multimae.tasks.finetune_data import eval_batches
     from multimae.tasks.finetune_job import make_task, save_prediction_picture
-    from multimae.engine.checkpoint import write_text_atomic
-    from multimae.errors import check_positive, reading
     from multimae.tasks.loading import load_finetuned
     from multimae.tasks.runs import check_output_file
 

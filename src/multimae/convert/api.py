@@ -23,7 +23,7 @@ from multimae.convert.io import Checkpoint, from_state_dict, read_checkpoint
 from multimae.convert.official import SPATIAL_DECODER_KEYS, build_model, load_matching, official_to_multimae
 from multimae.convert.report import ConversionReport
 from multimae.convert.timm_vit import TIMM_ARCH, multimae_to_timm, timm_to_multimae
-from multimae.engine.checkpoint import atomic_path, save_atomic
+from multimae.engine.files import atomic_path, save_atomic
 from multimae.model.config import MultiMAEConfig
 from multimae.model.encoder import MultiModalViT
 from multimae.model.finetune import FineTuneModel

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from multimae.data.codecs import DEPTH_SCALE
 from multimae.data.world import CLASS_NAMES, GENERATOR_VERSION, LABEL_NAMES, PALETTE
+from multimae.engine.files import write_text_atomic
 
 MANIFEST = "manifest.json"
 
@@ -49,6 +49,4 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     """Replace ``root/manifest.json`` atomically (a per-process temporary file, so that several
     processes writing at once never interleave)."""
-    tmp = Path(root) / f"{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(Path(root) / MANIFEST)
+    write_text_atomic(Path(root) / MANIFEST, json.dumps(manifest, indent=2) + "\n", unique=True)

@@ -32,6 +32,7 @@ from multimae.data.generated import WorldDataset
 from multimae.data.transforms import unit_vectors
 from multimae.data.world import GENERATOR_VERSION, NUM_CLASSES
 from multimae.engine.checkpoint import load_torch_file
+from multimae.engine.files import save_atomic
 
 POOL_MODALITIES = ("rgb", "depth", "normals", "semseg", "instance")
 
@@ -106,10 +107,7 @@ def load_or_render_pool(
         except Exception as err:  # a damaged cache is rebuilt, not trusted
             print(f"warning: ignoring unreadable pool cache {file}: {err}")
     pool = render_pool(split, count, size, difficulty, class_colors, modalities, workers, progress)
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(f".tmp{os.getpid()}")
-    torch.save(pool, tmp)
-    os.replace(tmp, file)
+    save_atomic(pool, file, unique=True)
     return pool
 
 

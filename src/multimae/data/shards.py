@@ -29,20 +29,19 @@ from multimae.data.codecs import (
 from multimae.data.collate import sample_generator
 from multimae.data.manifest import read_manifest
 from multimae.data.transforms import Transform
+from multimae.engine.files import atomic_path
 
 log = logging.getLogger(__name__)
 
 
 def write_shard(path: Path, samples: Sequence[tuple[str, Mapping[str, bytes]]]) -> None:
-    """Write ``(key, {suffix: bytes})`` samples to the tar ``path`` atomically (via ``.tmp``)."""
-    tmp = Path(str(path) + ".tmp")
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+    """Write ``(key, {suffix: bytes})`` samples to the tar ``path`` atomically."""
+    with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for key, files in samples:
             for suffix in sorted(files):
                 info = tarfile.TarInfo(f"{key}.{suffix}")
                 info.size, info.mode, info.mtime = len(files[suffix]), 0o644, 0
                 tar.addfile(info, io.BytesIO(files[suffix]))
-    tmp.replace(path)
 
 
 def iter_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:

@@ -26,7 +26,7 @@ from multimae.data.manifest import read_manifest, world_manifest, write_manifest
 from multimae.data.shards import write_shard
 from multimae.data.world import LABEL_NAMES, SPLITS, check_world_settings, world_sample
 from multimae.engine.children import die_with_parent
-
+from multimae.engine.files import write_bytes_atomic
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,6 @@ def _render(config: GenerateConfig, indices: list[int]) -> Iterator[tuple[int, i
         yield from pool.imap(_encoded, jobs, chunksize=4)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def _generate_folder(root: Path, config: GenerateConfig, bar: tqdm) -> dict[str, Any]:
     split_dir = root / config.split
     done = {p.stem for p in split_dir.glob("caption/*/*.txt")}
@@ -81,7 +75,7 @@ def _generate_folder(root: Path, config: GenerateConfig, bar: tqdm) -> dict[str,
         for modality in (*MAPS, *TEXT):  # the caption last: it marks the sample done
             folder = split_dir / modality / cls
             folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(folder / f"{key}.{SUFFIX[modality]}", files[member_suffix(modality)])
+            write_bytes_atomic(folder / f"{key}.{SUFFIX[modality]}", files[member_suffix(modality)])
         bar.update(1)
     return {"count": config.count, "layout": "<split>/<modality>/<label name>/<key>.<ext>"}
 

@@ -11,17 +11,17 @@ numbers, strings) and runs no code. Our checkpoints hold nothing else; a file th
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
+
+from multimae.engine.files import atomic_path, save_atomic, write_text_atomic  # noqa: F401 (tasks/ import it here)
 
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
 
@@ -41,30 +41,6 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path`` to write to; on success it replaces ``path`` in one rename,
-    on failure it is removed: readers never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """``path`` replaced by ``text`` in one rename: readers never see a half-written file."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: Path, step: int, keep_last: int) -> Path:

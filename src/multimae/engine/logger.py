@@ -8,6 +8,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from multimae.engine.files import write_text_atomic
+
 
 def json_safe(value: Any) -> Any:
     """``value`` with every non-finite float (NaN, inf) replaced by None, so that the JSON written
@@ -64,9 +66,7 @@ def drop_metrics_after(run_dir: Path, step: int) -> None:
     lines = path.read_text().splitlines()
     keep = [line for line in lines if line.strip() and _step_of(line) <= step]
     if len(keep) != len(lines):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        tmp.replace(path)
+        write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
 def _step_of(line: str) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -30,6 +29,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from multimae.engine.files import write_text_atomic
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHOICES = ("auto", *PRECISIONS)  # the values of `train.precision` and the --precision options
@@ -224,10 +225,7 @@ def cached_measure(shape: tuple[int, int, int], path: Path | None = None, key: s
     timing = measure(shape)
     entries[key] = {**asdict(timing), "shape": list(timing.shape)}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entries, indent=1))
-        tmp.replace(path)
+        write_text_atomic(path, json.dumps(entries, indent=1), unique=True)
     except OSError:  # a read-only cache: measure again next time
         pass
     return timing, False

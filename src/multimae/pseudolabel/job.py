@@ -31,6 +31,7 @@ import torch
 
 from multimae.data.manifest import MANIFEST, read_manifest, write_manifest
 from multimae.engine.distributed import resolve_device
+from multimae.engine.files import write_text_atomic
 from multimae.pseudolabel.base import (
     LABELED_MODALITIES,
     NO_NORMALS,
@@ -252,9 +253,6 @@ def run_pseudolabel(config: PseudolabelConfig, labelers: Mapping[str, Labeler] |
     else:
         progress = label_shards(shards, split_dir, labelers, config.batch_size, config.workers, config.max_images,
                                 show, desc)
-    part.parent.mkdir(parents=True, exist_ok=True)
-    tmp = part.with_name(f"{part.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(progress), indent=1) + "\n")
-    tmp.replace(part)
+    write_text_atomic(part, json.dumps(asdict(progress), indent=1) + "\n", unique=True)
     merged = merge_parts(root, config.split, world)
     return LabelReport(rank, world, progress, root / MANIFEST, merged)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from multimae.data.codecs import encode_png
 from multimae.data.shards import iter_shard, write_shard
 from multimae.engine.children import die_with_parent
+from multimae.engine.files import atomic_path
 from multimae.pseudolabel.base import Labeler
 from multimae.pseudolabel.sources import (
     SHARD_IMAGE_SUFFIXES,
@@ -59,19 +60,15 @@ class Progress:
 
 
 def write_atomic(path: Path, data: bytes | None = None, copy_from: Path | None = None, link_to: Path | None = None) -> None:
-    """Write ``data`` (or a copy of / a symbolic link to a file) at ``path`` via ``path.tmp``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    if data is not None:
-        tmp.write_bytes(data)
-    elif copy_from is not None:
-        shutil.copyfile(copy_from, tmp)
-    else:
-        assert link_to is not None
-        tmp.symlink_to(link_to)
-    os.replace(tmp, path)
+    """Write ``data`` (or a copy of / a symbolic link to a file) at ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        if data is not None:
+            tmp.write_bytes(data)
+        elif copy_from is not None:
+            shutil.copyfile(copy_from, tmp)
+        else:
+            assert link_to is not None
+            tmp.symlink_to(link_to)
 
 
 def label_images(labelers: Mapping[str, Labeler], images: Sequence[np.ndarray], needs: Sequence[set[str]]

@@ -20,7 +20,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from multimae.data.codecs import encode_png, read_array, read_image
-from multimae.data.importers.common import finish_manifest, semseg_entry, shift_labels, start_manifest, write_atomic
+from multimae.data.importers.common import finish_manifest, semseg_entry, shift_labels, start_manifest
+from multimae.engine.files import write_bytes_atomic
 
 NUM_CLASSES = 150
 SPLITS = {"training": "train", "validation": "val"}
@@ -68,11 +69,11 @@ def _write_pair(image: Path, annotation: Path, split_dir: Path) -> None:
     rgb_path = split_dir / "rgb" / image.name
     if rotated:  # the annotation is drawn on the stored pixels: keep them upright as stored
         with Image.open(image) as im:
-            write_atomic(rgb_path.with_suffix(".png"), encode_png(np.asarray(im.convert("RGB"))))
+            write_bytes_atomic(rgb_path.with_suffix(".png"), encode_png(np.asarray(im.convert("RGB"))))
     else:
         read_image(data, str(image), rgb=True)  # undecodable images fail here, naming the file
-        write_atomic(rgb_path, data)
-    write_atomic(split_dir / "semseg" / f"{annotation.stem}.png", encode_png(shift_labels(labels, NUM_CLASSES)))
+        write_bytes_atomic(rgb_path, data)
+    write_bytes_atomic(split_dir / "semseg" / f"{annotation.stem}.png", encode_png(shift_labels(labels, NUM_CLASSES)))
 
 
 def import_ade20k(source: str | Path, out: str | Path, progress: bool = True) -> dict[str, Any]:

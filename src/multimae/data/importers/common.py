@@ -19,14 +19,6 @@ def ignore_index(num_classes: int) -> int:
     return IGNORE_INDEX if num_classes <= IGNORE_INDEX else IGNORE_INDEX_16
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """``data`` into ``path`` through a temporary file renamed into place (never half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def start_manifest(root: Path, dataset: str, source: Path, splits: Sequence[str], **fields: Any) -> dict[str, Any]:
     """The manifest of ``root`` with ``splits`` marked incomplete (written at once). Resuming into a
     folder written from another dataset or with other settings raises a ValueError."""

@@ -19,7 +19,8 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from multimae.data.importers.common import finish_manifest, start_manifest, write_atomic
+from multimae.data.importers.common import finish_manifest, start_manifest
+from multimae.engine.files import atomic_path, write_bytes_atomic
 
 SUFFIXES = (".jpeg", ".jpg", ".png")
 
@@ -80,12 +81,9 @@ def import_imagenet(source: str | Path, out: str | Path, link: bool = False, on_
                         skipped[split].append(str(path))
                         continue
                     if link:
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        tmp = target.with_name(target.name + ".tmp")
-                        tmp.unlink(missing_ok=True)
-                        os.link(path, tmp)
-                        tmp.replace(target)
+                        with atomic_path(target) as tmp:
+                            os.link(path, tmp)
                     else:
-                        write_atomic(target, path.read_bytes())
+                        write_bytes_atomic(target, path.read_bytes())
                     counts[split] += 1
     return finish_manifest(root, manifest, counts, **{s: {"skipped": v} for s, v in skipped.items()})

@@ -29,9 +29,8 @@ import numpy as np
 from tqdm import tqdm
 
 from multimae.data.codecs import encode_png, quantize_depth
-from multimae.data.importers.common import (
-    depth_entry, finish_manifest, semseg_entry, shift_labels, start_manifest, write_atomic,
-)
+from multimae.data.importers.common import depth_entry, finish_manifest, semseg_entry, shift_labels, start_manifest
+from multimae.engine.files import write_bytes_atomic
 
 NUM_FRAMES, NUM_TRAIN, NUM_RAW = 1449, 795, 894
 # The 40 class names of the NYUv2-40 mapping, in class order 1..40 (used when the mapping file has none).
@@ -178,8 +177,8 @@ def import_nyuv2(source: str | Path, out: str | Path, splits: str | Path | None 
                     continue
                 rgb, depth, labels = _frame(f, i)
                 classes_map = shift_labels(lut[labels] if lut is not None else labels, num_classes)
-                write_atomic(split_dir / "rgb" / f"{key}.png", encode_png(rgb))
-                write_atomic(split_dir / "depth" / f"{key}.png", encode_png(quantize_depth(depth)))
-                write_atomic(split_dir / "semseg" / f"{key}.png", encode_png(classes_map))
+                write_bytes_atomic(split_dir / "rgb" / f"{key}.png", encode_png(rgb))
+                write_bytes_atomic(split_dir / "depth" / f"{key}.png", encode_png(quantize_depth(depth)))
+                write_bytes_atomic(split_dir / "semseg" / f"{key}.png", encode_png(classes_map))
                 bar.update(1)
     return finish_manifest(root, manifest, {"train": len(train), "val": len(test)})
