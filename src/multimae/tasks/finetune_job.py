@@ -21,8 +21,9 @@ from multimae.engine.precision import choose_precision, probe_shape
 from multimae.engine.trainer import Trainer
 from multimae.model import FineTuneModel
 from multimae.tasks.finetune import FinetuneTask
+from multimae.tasks.finetune_arch import build_model
 from multimae.tasks.finetune_data import class_palette, eval_batches, train_stream
-from multimae.tasks.finetune_model import build_model, load_encoder_weights, resolve
+from multimae.tasks.finetune_model import load_encoder_weights, resolve
 from multimae.tasks.pretrain_job import make_run_dir
 from multimae.tasks.runs import check_resume
 
