@@ -1,8 +1,9 @@
 """What every training job (`multimae.tasks.pretrain_job`, `multimae.tasks.finetune_job`) does the
 same way: the process set-up (threads, device, process group), the run folder and the checkpoint to
-resume from (with the guards of `multimae.tasks.runs`), the precision, the `Trainer`, and the end
-of a run (``report.json`` written atomically, the final validation line, pictures, the printout).
-What differs (model, data, task, the report's contents) stays in each job."""
+resume from (with the guards of `multimae.tasks.runs`), the micro-batch and the training transform,
+the precision, the `Trainer`, and the end of a run (``report.json`` written atomically, the final
+validation line, pictures, the printout). What differs (model, data, task, the report's contents)
+stays in each job."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import torch
 import torch.distributed as dist
 
 from multimae.config.loader import to_plain, to_yaml
-from multimae.config.schema import TrainConfig
+from multimae.config.schema import DataConfig, TrainConfig
+from multimae.data.transforms import RandomResizedCropFlip, Resize
 from multimae.engine.checkpoint import latest_checkpoint, load_checkpoint, write_text_atomic
 from multimae.engine.distributed import DistInfo, from_rank0, init_distributed, local_threads, resolve_device
 from multimae.engine.logger import drop_metrics_after, dump_json
@@ -43,6 +45,14 @@ def micro_batch(cfg: Any, info: DistInfo) -> int:
     if cfg.data.batch_size % (accum * world):
         raise ValueError(f"data.batch_size {cfg.data.batch_size} is not divisible by accum_steps x processes = {accum * world}")
     return int(cfg.data.batch_size // accum)
+
+
+def train_transform(data: DataConfig) -> RandomResizedCropFlip | Resize:
+    """The per-sample transform of a folder or shard training stream: a random resized crop and
+    flip when ``data.augment``, else a resize to ``data.image_size``."""
+    if data.augment:
+        return RandomResizedCropFlip(data.image_size, data.crop_scale, data.crop_ratio)
+    return Resize(data.image_size)
 
 
 def make_run_dir(cfg: Any, resume: str | Path | None, overwrite: bool = False) -> tuple[Path, Path | None]:

@@ -12,15 +12,23 @@ import torch
 from torch import Tensor
 
 from multimae.config.schema import RunConfig
-from multimae.data.batch_augment import BatchRandomResizedCropFlip
 from multimae.data.folder import FolderDataset
-from multimae.data.stream import LoaderStream, PoolStream
-from multimae.data.transforms import RandomResizedCropFlip, Resize
+from multimae.data.stream import LoaderStream
+from multimae.data.transforms import Resize
 from multimae.engine.distributed import DistInfo
 from multimae.model import MultiMAE
-from multimae.tasks.job import evaluating, finish_run, make_trainer, micro_batch, open_run, run_precision, start_process
+from multimae.tasks.job import (
+    evaluating,
+    finish_run,
+    make_trainer,
+    micro_batch,
+    open_run,
+    run_precision,
+    start_process,
+    train_transform,
+)
 from multimae.tasks.pretrain import PretrainTask, mean_baseline, transfer_metrics
-from multimae.tasks.world_data import resized_batches, world_pool
+from multimae.tasks.world_data import pool_stream, resized_batches, world_pool
 
 
 log = logging.getLogger(__name__)
@@ -45,14 +53,11 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
     mods = needed_modalities(model)
     if d.source == "world":
         pool = _without_label(world_pool(d, "train", d.world_train_scenes, mods, progress, info))
-        augment = BatchRandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else None
-        if augment is None and (d.world_render_size or d.image_size) != d.image_size:
-            raise ValueError("data.world_render_size differs from data.image_size but data.augment is off")
-        stream = PoolStream(pool, micro_batch, seed, info.rank, info.world_size, augment)
+        stream = pool_stream(d, pool, micro_batch, seed, info)
         val = resized_batches(_without_label(world_pool(d, "val", d.world_val_scenes, mods, progress, info)), d.image_size)
         train_sample = resized_batches({k: v[:1024] for k, v in pool.items()}, d.image_size)
         return stream, val, train_sample, f"{d.world_val_scenes} val scenes of the world"
-    transform = RandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else Resize(d.image_size)
+    transform = train_transform(d)
     if d.source == "folder":
         dataset: Any = FolderDataset(d.root, "train", mods, transform=transform, seed=seed,  # type: ignore[arg-type]
                                      on_error=d.on_error)
