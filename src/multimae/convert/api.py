@@ -28,6 +28,7 @@ from multimae.model.config import MultiMAEConfig
 from multimae.model.encoder import MultiModalViT
 from multimae.model.finetune import FineTuneModel
 from multimae.model.multimae import MultiMAE
+from multimae.tasks.loading import load_run_model
 
 SOURCES = ("auto", "multimae", "official", "timm")
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-\d+\.pt$")  # a training run's checkpoints
@@ -39,13 +40,6 @@ def _is_run_output(path: Path) -> bool:
     if path.is_dir() or _CHECKPOINT_NAME.match(path.name):
         return True
     return path.suffix == ".safetensors" and (path.parent / "config.yaml").exists() and _no_config_metadata(path)
-
-
-def _load_run(path: Path, trusted: bool) -> MultiModalViT:
-    """A pre-training or fine-tuning run's model (told apart by the run's config)."""
-    from multimae.tasks.loading import load_run_model
-
-    return load_run_model(path, trusted)
 
 
 def _no_config_metadata(path: Path) -> bool:
@@ -85,7 +79,7 @@ def load_any(
     if fmt not in SOURCES:
         raise ValueError(f"unknown source format {fmt!r}; choose one of {SOURCES}")
     if isinstance(source, (str, Path)) and _is_run_output(Path(source)):
-        model = _load_run(Path(source), trusted)
+        model = load_run_model(Path(source), trusted)
         return _check_fmt(model, ConversionReport("multimae run", "multimae"), "multimae", fmt, source)
     if isinstance(source, Checkpoint):
         ckpt = source

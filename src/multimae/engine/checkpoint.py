@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from multimae.engine.files import atomic_path, save_atomic, write_text_atomic  # noqa: F401 (tasks/ import it here)
+from multimae.engine.files import atomic_path, save_atomic
 
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
 

@@ -119,12 +119,3 @@ def spawn_local(processes: int, fn: Callable[..., Any], *args: Any, **kwargs: An
     mp.start_processes(_spawned, args=(processes, _free_port(), fn, args, kwargs), nprocs=processes,
                        start_method="spawn")
 
-
-def all_reduce_mean(values: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:
-    """Average scalars over processes (identity with one process)."""
-    if not info.enabled or not values:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return {k: float(v) / info.world_size for k, v in zip(keys, t.tolist())}

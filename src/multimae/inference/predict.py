@@ -36,15 +36,13 @@ from torch import Tensor
 
 from multimae.engine.precision import autocast
 from multimae.inference.inputs import Fit, fit_size, read_input
-from multimae.losses.masked import token_mask_to_pixels
+from multimae.losses.masked import patch_stats, token_mask_to_pixels
 from multimae.model.encoder import MultiModalViT
 from multimae.model.finetune import FineTuneModel
 from multimae.model.heads import ConvNeXtHeadConfig, LinearHeadConfig
 from multimae.model.multimae import MultiMAE
 from multimae.modalities import denormalize, prepare_batch, robust_stats
 from multimae.modalities.spec import ModalitySpec
-
-NORM_PIX_EPS = 1e-6  # the norm-pix target's epsilon (official value)
 
 
 @dataclass
@@ -273,15 +271,11 @@ def _un_normalise(spec: ModalitySpec, pred: Tensor, raw: Mapping[str, Tensor], r
 
 
 def _patch_stats(x: Tensor, patch: int) -> tuple[Tensor, Tensor]:
-    """Per-patch mean and sqrt(unbiased var + eps) of (C, H, W) over C * P * P values, as (1, H, W) maps."""
-    C, H, W = x.shape
-    h, w = H // patch, W // patch
-    p = x.reshape(C, h, patch, w, patch).permute(1, 3, 0, 2, 4).reshape(h, w, -1)
-    mean = p.mean(-1)
-    std = torch.sqrt(p.var(-1, unbiased=True) + NORM_PIX_EPS)
+    """`patch_stats` of (C, H, W), each spread over its patch's pixels as a (1, H, W) map."""
+    mean, std = patch_stats(x[None], patch)  # (1, h, w, 1) each
 
     def up(t: Tensor) -> Tensor:
-        return t.repeat_interleave(patch, 0).repeat_interleave(patch, 1)[None]
+        return t[0, :, :, 0].repeat_interleave(patch, 0).repeat_interleave(patch, 1)[None]
 
     return up(mean), up(std)
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+NORM_PIX_EPS = 1e-6  # the norm-pix target's epsilon (official value)
+
 
 def token_mask_to_pixels(mask: Tensor, grid: tuple[int, int], patch: int) -> Tensor:
     """(B, h*w) token mask -> (B, h*P, w*P) float pixel mask (each token covers its P x P block)."""
@@ -86,15 +88,33 @@ def masked_cross_entropy(
     return masked_mean(per_pixel, weight)
 
 
-def patch_standardize(x: Tensor, patch: int, eps: float = 1e-6) -> Tensor:
+def patch_stats(x: Tensor, patch: int, eps: float = NORM_PIX_EPS) -> tuple[Tensor, Tensor]:
+    """Mean and ``sqrt(var + eps)`` (unbiased variance) of every P x P patch of ``x`` (B, C, H, W)
+    over its C * P * P values, each as (B, h, w, 1): the statistics of MAE's norm-pix target."""
+    return _moments(_patch_values(x, patch), eps)
+
+
+def patch_standardize(x: Tensor, patch: int, eps: float = NORM_PIX_EPS) -> Tensor:
     """Standardise every P x P patch of ``x`` (B, C, H, W) over its C * P * P values (unbiased variance).
 
     MAE's norm-pix target: ``(x - mean) / sqrt(var + eps)`` per patch, returned in image layout.
     """
     B, C, H, W = x.shape
     h, w = H // patch, W // patch
-    p = x.reshape(B, C, h, patch, w, patch).permute(0, 2, 4, 1, 3, 5).reshape(B, h, w, -1)
-    mean = p.mean(dim=-1, keepdim=True)
-    var = p.var(dim=-1, keepdim=True, unbiased=True)
-    p = (p - mean) / torch.sqrt(var + eps)
+    p = _patch_values(x, patch)
+    mean, std = _moments(p, eps)
+    p = (p - mean) / std
     return p.reshape(B, h, w, C, patch, patch).permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
+
+
+def _patch_values(x: Tensor, patch: int) -> Tensor:
+    """(B, C, H, W) -> (B, h, w, C * P * P), each patch's values in (C, P, P) order."""
+    B, C, H, W = x.shape
+    h, w = H // patch, W // patch
+    return x.reshape(B, C, h, patch, w, patch).permute(0, 2, 4, 1, 3, 5).reshape(B, h, w, -1)
+
+
+def _moments(p: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    mean = p.mean(dim=-1, keepdim=True)
+    std = torch.sqrt(p.var(dim=-1, keepdim=True, unbiased=True) + eps)
+    return mean, std

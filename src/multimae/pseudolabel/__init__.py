@@ -8,10 +8,9 @@ resumably, over several processes if asked. The built-in labelers (`multimae.pse
 need Hugging Face transformers: ``pip install 'multimae[pseudolabel]'``.
 """
 
-from multimae.pseudolabel.base import (
+from multimae.pseudolabel.base import InputSize, Labeler
+from multimae.pseudolabel.registry import (
     DEFAULT_LABELERS,
-    InputSize,
-    Labeler,
     build_labeler,
     get_labeler,
     list_labelers,

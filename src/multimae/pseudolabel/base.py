@@ -1,4 +1,4 @@
-"""The `Labeler` interface, the registry of named labelers, and the geometry every labeler shares:
+"""The `Labeler` interface and the geometry every labeler shares:
 resizing images to what a model needs, running fixed-size micro-batches, resizing outputs back.
 
 Shapes: B batch, C channels, K classes, H W image pixels, h w model-input pixels.
@@ -187,7 +187,7 @@ class Labeler(ABC):
 
     Subclasses set ``name`` (the registry name), ``modality`` and usually ``default_model`` (a
     Hugging Face hub name), implement `load` and `predict`, and are registered with
-    `register_labeler`. ``model`` may be a hub name (downloaded on first use) or a local
+    `multimae.pseudolabel.register_labeler`. ``model`` may be a hub name (downloaded on first use) or a local
     directory. Settings (keyword arguments) are recorded in the manifest.
     """
 
@@ -263,57 +263,3 @@ class Labeler(ABC):
         return {"labeler": self.name, "class": f"{type(self).__module__}.{type(self).__qualname__}",
                 "model": self.model_name, "revision": self.revision, "settings": dict(self.settings),
                 "batch_size": self.batch_size, "precision": self.precision}
-
-
-# --------------------------------------------------------------------------- the registry
-
-_REGISTRY: dict[str, type[Labeler]] = {}
-DEFAULT_LABELERS = {"depth": "dpt-hybrid", "semseg": "mask2former-coco-panoptic"}
-NO_NORMALS = (
-    "no built-in normals labeler: transformers has no surface-normal model for general scenes (its only one, "
-    "Sapiens2, is trained on people). Add one with a small class: subclass multimae.pseudolabel.Labeler with "
-    "modality = 'normals', decorate it with @register_labeler, then pass --import YOUR_MODULE --labeler normals=NAME"
-)
-
-
-def register_labeler(cls: type[Labeler]) -> type[Labeler]:
-    """Class decorator adding a labeler under its ``name``."""
-    if not cls.name or cls.modality not in LABELED_MODALITIES:
-        raise ValueError(f"{cls.__name__} needs a name and a modality in {LABELED_MODALITIES}")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"a labeler named {cls.name!r} is already registered ({_REGISTRY[cls.name].__name__})")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load_builtins() -> None:
-    import multimae.pseudolabel.hf  # noqa: F401  (registers the transformers labelers)
-
-
-def list_labelers() -> dict[str, type[Labeler]]:
-    _load_builtins()
-    return dict(sorted(_REGISTRY.items()))
-
-
-def get_labeler(name: str) -> type[Labeler]:
-    labelers = list_labelers()
-    if name not in labelers:
-        raise ValueError(f"unknown labeler {name!r}; known: {', '.join(labelers)}")
-    return labelers[name]
-
-
-def default_labeler(modality: str) -> str:
-    if modality == "normals":
-        raise ValueError(NO_NORMALS)
-    if modality not in DEFAULT_LABELERS:
-        raise ValueError(f"cannot pseudo-label {modality!r}: labelled modalities are {LABELED_MODALITIES}")
-    return DEFAULT_LABELERS[modality]
-
-
-def build_labeler(modality: str, name: str | None = None, model: str | None = None, **kwargs: Any) -> Labeler:
-    """The labeler ``name`` (default: the modality's default) for ``modality``, not yet loaded."""
-    cls = get_labeler(name or default_labeler(modality))
-    if cls.modality != modality:
-        raise ValueError(f"labeler {cls.name!r} produces {cls.modality!r}, not {modality!r}")
-    return cls(model, **kwargs)
-

@@ -25,7 +25,6 @@ from multimae.pseudolabel.base import (
     InputSize,
     Labeler,
     interpolation_mode,
-    register_labeler,
     resize_argmax,
     resize_images,
     resize_map,
@@ -163,7 +162,6 @@ def positive_depth(depth: Tensor) -> Tensor:
     return torch.where(torch.isfinite(depth) & (depth > 0), depth, torch.nan)
 
 
-@register_labeler
 class DepthLabeler(HFLabeler):
     """Any transformers depth-estimation model (``AutoModelForDepthEstimation``).
 
@@ -248,35 +246,30 @@ class DepthLabeler(HFLabeler):
         return info
 
 
-@register_labeler
 class DPTHybrid(DepthLabeler):
     name = "dpt-hybrid"
     default_model = "Intel/dpt-hybrid-midas"
     description = "MiDaS v3 DPT-Hybrid (relative inverse depth, 384 px); the paper used an Omnidata DPT-Hybrid"
 
 
-@register_labeler
 class DPTLarge(DepthLabeler):
     name = "dpt-large"
     default_model = "Intel/dpt-large"
     description = "MiDaS v3 DPT-Large (relative inverse depth, 384 px)"
 
 
-@register_labeler
 class DepthAnythingSmall(DepthLabeler):
     name = "depth-anything-small"
     default_model = "depth-anything/Depth-Anything-V2-Small-hf"
     description = "Depth Anything V2 small (relative inverse depth, shorter side 518 px)"
 
 
-@register_labeler
 class DepthAnythingBase(DepthLabeler):
     name = "depth-anything-base"
     default_model = "depth-anything/Depth-Anything-V2-Base-hf"
     description = "Depth Anything V2 base (relative inverse depth, shorter side 518 px)"
 
 
-@register_labeler
 class DepthAnythingLarge(DepthLabeler):
     name = "depth-anything-large"
     default_model = "depth-anything/Depth-Anything-V2-Large-hf"
@@ -302,7 +295,6 @@ class ClassLabeler(HFLabeler):
         return tuple(id2label.get(i, str(i)) for i in range(self.model.config.num_labels))
 
 
-@register_labeler
 class SemanticLabeler(ClassLabeler):
     """Any transformers semantic-segmentation model (``AutoModelForSemanticSegmentation``): the
     per-class logits are resized to the image and the argmax taken. Setting: ``resolution``."""
@@ -317,21 +309,18 @@ class SemanticLabeler(ClassLabeler):
         return [resize_argmax(lg.float(), tuple(im.shape[-2:])).cpu().numpy() for im, lg in zip(images, logits)]
 
 
-@register_labeler
 class SegformerADE(SemanticLabeler):
     name = "segformer-ade20k"
     default_model = "nvidia/segformer-b5-finetuned-ade-640-640"
     description = "SegFormer-B5 on ADE20K (150 classes, 640 px)"
 
 
-@register_labeler
 class UperNetADE(SemanticLabeler):
     name = "upernet-ade20k"
     default_model = "openmmlab/upernet-convnext-small"
     description = "UperNet ConvNeXt-S on ADE20K (150 classes, 512 px)"
 
 
-@register_labeler
 class Mask2FormerSemantic(ClassLabeler):
     """Mask2Former (or MaskFormer) universal segmentation reduced to semantic classes.
 
@@ -361,3 +350,8 @@ class Mask2FormerSemantic(ClassLabeler):
             scores = torch.einsum("qk,qhw->khw", probs, masks)
             out.append(resize_argmax(scores, tuple(im.shape[-2:])).cpu().numpy())
         return out
+
+
+# the built-in labelers, registered by name in `multimae.pseudolabel.registry`
+LABELERS = (DepthLabeler, DPTHybrid, DPTLarge, DepthAnythingSmall, DepthAnythingBase, DepthAnythingLarge,
+            SemanticLabeler, SegformerADE, UperNetADE, Mask2FormerSemantic)

@@ -32,13 +32,8 @@ import torch
 from multimae.data.manifest import MANIFEST, read_manifest, write_manifest
 from multimae.engine.distributed import resolve_device
 from multimae.engine.files import write_text_atomic
-from multimae.pseudolabel.base import (
-    LABELED_MODALITIES,
-    NO_NORMALS,
-    Labeler,
-    build_labeler,
-    default_labeler,
-)
+from multimae.pseudolabel.base import LABELED_MODALITIES, Labeler
+from multimae.pseudolabel.registry import NO_NORMALS, build_labeler, default_labeler
 from multimae.pseudolabel.sources import discover_images
 from multimae.pseudolabel.store import encoding_entries
 from multimae.pseudolabel.writers import (

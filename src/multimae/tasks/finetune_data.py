@@ -17,13 +17,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from multimae.config.finetune import FinetuneConfig
-from multimae.data.batch_augment import BatchRandomResizedCropFlip
 from multimae.data.collate import collate
 from multimae.data.folder import FolderDataset
-from multimae.data.stream import LoaderStream, PoolStream
-from multimae.data.transforms import RandomResizedCropFlip, Resize
+from multimae.data.stream import LoaderStream
+from multimae.data.transforms import Resize
 from multimae.engine.distributed import DistInfo
-from multimae.tasks.world_data import resized_batches, world_pool
+from multimae.tasks.job import train_transform
+from multimae.tasks.world_data import pool_stream, resized_batches, world_pool
 
 EVAL_BATCH = 64
 _WORLD_SHARED = ("rgb", "depth", "semseg")  # rendered together, so that every task shares one cached pool
@@ -46,12 +46,8 @@ def train_stream(cfg: FinetuneConfig, info: DistInfo, micro_batch: int, progress
     """This process's rows of every global training batch (augmented as ``data`` says)."""
     d, seed = cfg.data, cfg.train.seed
     if d.source == "world":
-        pool = _world_pool(cfg, "train", d.world_train_scenes, progress, info)
-        augment = BatchRandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else None
-        if augment is None and (d.world_render_size or d.image_size) != d.image_size:
-            raise ValueError("data.world_render_size differs from data.image_size but data.augment is off")
-        return PoolStream(pool, micro_batch, seed, info.rank, info.world_size, augment)
-    transform = RandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else Resize(d.image_size)
+        return pool_stream(d, _world_pool(cfg, "train", d.world_train_scenes, progress, info), micro_batch, seed, info)
+    transform = train_transform(d)
     if d.source == "folder":
         dataset: Any = _folder(cfg, "train", transform)
     else:

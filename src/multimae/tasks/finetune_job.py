@@ -13,18 +13,23 @@ import torch
 from torch import Tensor
 
 from multimae.config.finetune import FinetuneConfig
-from multimae.config.loader import to_plain, to_yaml
-from multimae.engine.checkpoint import load_checkpoint, write_text_atomic
-from multimae.engine.distributed import from_rank0, init_distributed, local_threads, resolve_device
-from multimae.engine.logger import dump_json
-from multimae.engine.precision import choose_precision, probe_shape
-from multimae.engine.trainer import Trainer
+from multimae.engine.distributed import from_rank0
 from multimae.model import FineTuneModel
 from multimae.tasks.finetune import FinetuneTask
+from multimae.tasks.finetune_arch import build_model
 from multimae.tasks.finetune_data import class_palette, eval_batches, train_stream
-from multimae.tasks.finetune_model import build_model, load_encoder_weights, resolve
-from multimae.tasks.pretrain_job import make_run_dir
-from multimae.tasks.runs import check_resume
+from multimae.tasks.finetune_model import load_encoder_weights, resolve
+from multimae.tasks.job import (
+    evaluating,
+    finish_run,
+    make_run_dir,
+    make_trainer,
+    micro_batch,
+    read_resume_state,
+    run_precision,
+    start_process,
+    write_run_config,
+)
 
 
 def make_task(cfg: FinetuneConfig, model: FineTuneModel) -> FinetuneTask:
@@ -75,11 +80,7 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
     `multimae.tasks.runs.RESUMABLE_KEYS` for what may change). ``trusted``: unpickle anything in
     the checkpoints read (only for files you trust); ``overwrite``: replace a run of the same name.
     """
-    threads = local_threads(cfg.train.threads)
-    if threads:
-        torch.set_num_threads(threads)
-    device = resolve_device(cfg.train.device)
-    info = init_distributed(device)
+    device, info = start_process(cfg.train)
     if resume is None:
         cfg = _default_name(cfg)
     run_dir, ckpt = make_run_dir(cfg, resume, overwrite)
@@ -87,23 +88,19 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
     if ckpt is None:  # a new run, or one stopped before its first checkpoint: from the initial weights
         cfg, state, notes = resolve(cfg, trusted)
     else:
-        saved = load_checkpoint(ckpt, trusted)
-        check_resume(ckpt, saved, cfg)
+        saved = read_resume_state(ckpt, cfg, trusted)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg)  # before the run folder is made: an impossible architecture leaves none
     if state is not None:
         fresh = load_encoder_weights(model, state)
         if fresh:
             notes.append(f"input adapters without pre-trained weights (trained from scratch): {fresh}")
-    accum, world = cfg.optim.accum_steps, info.world_size
-    if cfg.data.batch_size % (accum * world):
-        raise ValueError(f"data.batch_size {cfg.data.batch_size} is not divisible by accum_steps x processes = {accum * world}")
+    micro = micro_batch(cfg, info)
+    write_run_config(run_dir, cfg, info.is_main)
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
         for note in notes:
             print(note)
-    stream = train_stream(cfg, info, cfg.data.batch_size // accum, progress)
+    stream = train_stream(cfg, info, micro, progress)
     val = eval_batches(cfg, "val", progress and info.is_main)
     task = make_task(cfg, model)
     if ckpt is None:  # a fresh run: dense regression starts from the mean training target
@@ -113,21 +110,12 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
         if mean is not None and info.is_main:
             print(f"output bias set to the mean training target {[round(v, 4) for v in mean.tolist()]}")
 
-    def validate(step: int) -> dict[str, float]:
-        model.eval()
-        try:
-            return task.evaluate(val)
-        finally:
-            model.train()
-
-    # timed at the encoder's MLP size: this process's micro-batch of all input tokens x dim; rank 0's
-    # choice for every process
+    # this process's micro-batch of all input tokens
     tokens = len(cfg.task.inputs) * (cfg.data.image_size // model.config.patch_size) ** 2
-    precision = from_rank0(choose_precision(cfg.train.precision, device,
-                                            probe_shape(cfg.data.batch_size // (accum * world) * tokens, model.config.dim)))
-    trainer = Trainer(model, task, stream, cfg.optim, cfg.train, cfg.data.batch_size, run_dir, info, device,
-                      config=to_plain(cfg), on_validate=validate if val else None, progress=progress, desc="finetune",
-                      precision=precision)
+    precision = run_precision(cfg.train, device, micro // info.world_size * tokens, model.config.dim)
+    trainer = make_trainer(cfg, model, task, stream, run_dir, info, device, precision,
+                           on_validate=evaluating(model, lambda: task.evaluate(val)) if val else None,
+                           progress=progress, desc="finetune")
     wall = trainer.run(saved, ckpt)
     if info.is_main:
         model.eval()
@@ -135,13 +123,13 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
                                   "inputs": list(cfg.task.inputs), "init": cfg.init.checkpoint,
                                   **trainer.setup_report(),
                                   "val": task.evaluate(val) if val else {}}
-        write_text_atomic(run_dir / "report.json", dump_json(report, indent=2))
-        trainer.logger.log(trainer.step, report["val"], kind="val")
-        if val:
+
+        def pictures() -> list[Path]:
+            if not val:
+                return []
             picture = save_prediction_picture(task, cfg, {k: v[:4] for k, v in val[0].items()}, run_dir / "predictions.png")
-            if picture is not None:
-                print(f"picture: {picture}")
-        print(dump_json(report, indent=2))
-        print(f"run folder: {run_dir}")
+            return [picture] if picture is not None else []
+
+        finish_run(trainer, run_dir, report, report["val"], pictures)
     trainer.close()
     return run_dir

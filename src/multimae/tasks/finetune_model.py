@@ -1,9 +1,10 @@
-"""A fine-tuning run's model: its architecture resolved from the initial weights, the head, and
-the loading of pre-trained encoder weights (any subset of the checkpoint's input adapters).
+"""A fine-tuning run's model: its architecture resolved from the initial weights, and the loading
+of pre-trained encoder weights (any subset of the checkpoint's input adapters).
 
 A run's ``config.yaml`` holds the *resolved* model section (the checkpoint's encoder, the
-fine-tuning image size, the class count), so `build_model` rebuilds the network from the config
-alone, for resuming and evaluation, without the initial checkpoint.
+fine-tuning image size, the class count), so `build_model` (`multimae.tasks.finetune_arch`)
+rebuilds the network from the config alone, for resuming and evaluation, without the initial
+checkpoint.
 """
 
 from __future__ import annotations
@@ -16,69 +17,31 @@ import torch
 from torch import Tensor
 
 from multimae.config.finetune import FinetuneConfig, FinetuneModelSection
+from multimae.convert.io import read_checkpoint
+from multimae.convert.timm_vit import TIMM_PREFIX, read_timm_source, timm_to_multimae
+from multimae.errors import reading
 from multimae.layers.pos_embed import resize_pos_embed
 from multimae.model import FineTuneModel
-from multimae.model.config import EncoderConfig
-from multimae.model.heads import (
-    ConvNeXtHeadConfig,
-    DPTHeadConfig,
-    HeadConfig,
-    LinearHeadConfig,
-    default_hooks,
-)
+from multimae.tasks.finetune_arch import build_model
 from multimae.tasks.finetune_data import data_num_labels, data_num_segment_classes
+from multimae.tasks.loading import load_pretrained
+
+__all__ = ["build_model", "load_encoder_weights", "resolve"]  # build_model lives in tasks.finetune_arch
 
 _ARCH_KEYS = ("dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "num_global_tokens", "patch_size")
 
 
-def head_name(cfg: FinetuneConfig) -> str:
-    """``output_adapters.<name>``: ``cls`` for classification, else the target modality (official names)."""
-    return "cls" if cfg.task.kind == "classification" else cfg.task.target_name  # type: ignore[return-value]
-
-
-def head_config(cfg: FinetuneConfig, enc: EncoderConfig) -> HeadConfig:
-    """The head of ``cfg``'s task for encoder ``enc`` (the head section's defaults resolved)."""
-    h, D, task = cfg.head, enc.dim, cfg.task
-    if task.kind == "classification":
-        if task.num_classes is None:
-            raise ValueError("task.num_classes is not set and the data does not define classes")
-        return LinearHeadConfig(dim=D, num_classes=task.num_classes, pooling=h.pooling)
-    if task.kind == "segmentation":
-        ppp = h.preds_per_patch or max(1, enc.patch_size // 4) ** 2
-        num_classes = task.num_classes or cfg.model.specs((task.target_name,))[task.target_name].num_channels  # type: ignore[index]
-        return ConvNeXtHeadConfig(dim=D, num_classes=num_classes, modalities=cfg.head_modalities,
-                                  embed_dim=h.embed_dim or ppp * max(1, D // 2), preds_per_patch=ppp, depth=h.depth)
-    target = cfg.model.specs((task.target_name,))[task.target_name]  # type: ignore[index]
-    return DPTHeadConfig(dim=D, num_channels=target.num_channels, modalities=cfg.head_modalities,
-                         hooks=tuple(h.hooks) or default_hooks(enc.depth),
-                         layer_dims=tuple(h.layer_dims) or (max(1, D // 8), max(1, D // 4), max(1, D // 2), D),
-                         feature_dim=h.feature_dim or max(2, D // 3))
-
-
-def build_model(cfg: FinetuneConfig) -> FineTuneModel:
-    """The (randomly initialised) network a resolved config describes."""
-    enc = cfg.model.encoder_config(cfg.data.image_size)
-    specs = cfg.model.specs(tuple(cfg.task.inputs))
-    return FineTuneModel(enc, specs, head_config(cfg, enc), head_name(cfg))
-
-
 def _read_initial(source: str, cfg: FinetuneConfig, trusted: bool) -> tuple[dict[str, Tensor], FinetuneModelSection, str]:
     """(encoder weights in multimae names, the checkpoint's model section, a description)."""
-    from multimae.errors import reading
-
     with reading(source, "checkpoint", f"init.checkpoint {source}"):
         return _read_initial_weights(source, cfg, trusted)
 
 
 def _read_initial_weights(source: str, cfg: FinetuneConfig, trusted: bool) -> tuple[dict[str, Tensor], FinetuneModelSection, str]:
-    from multimae.convert.timm_vit import TIMM_PREFIX, read_timm_source, timm_to_multimae
-
     timm_file = False
     if not source.startswith(TIMM_PREFIX):
         path = Path(source)
         if path.is_file() and path.suffix in (".safetensors", ".pth", ".bin"):
-            from multimae.convert.io import read_checkpoint
-
             timm_file = read_checkpoint(path, trusted).format == "timm"
     if source.startswith(TIMM_PREFIX) or timm_file:
         state, heads = read_timm_source(source)
@@ -87,8 +50,6 @@ def _read_initial_weights(source: str, cfg: FinetuneConfig, trusted: bool) -> tu
         vit, _ = timm_to_multimae(state, num_heads=heads)
         section = FinetuneModelSection(size="base", encoder=dataclasses.asdict(vit.config))
         return vit.state_dict(), section, f"timm ViT {source}"
-    from multimae.tasks.loading import load_pretrained
-
     model, run = load_pretrained(source, trusted)
     section = FinetuneModelSection(size=run.model.size, encoder=dataclasses.asdict(run.model.build().encoder),
                                    modality_overrides=run.model.modality_overrides,

@@ -4,21 +4,19 @@ safetensors weights."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file
 
 from multimae.config import RunConfig, build_dataclass, load_config
+from multimae.config.finetune import FinetuneConfig
 from multimae.engine.checkpoint import latest_checkpoint, load_torch_file
-from multimae.model import MultiMAE
+from multimae.model import FineTuneModel, MultiMAE
+from multimae.tasks.finetune_arch import build_model
 from multimae.tasks.runs import check_kind, config_kind, read_run_config
 
 T = TypeVar("T")
-
-if TYPE_CHECKING:
-    from multimae.config.finetune import FinetuneConfig
-    from multimae.model import FineTuneModel
 
 
 def _read_run_weights(path: str | Path, kind: str | None, trusted: bool = False
@@ -84,9 +82,6 @@ def load_finetuned(path: str | Path, trusted: bool = False) -> tuple[FineTuneMod
 
 
 def _finetuned(state: dict[str, torch.Tensor], source: Path | dict[str, Any]) -> tuple[FineTuneModel, FinetuneConfig]:
-    from multimae.config.finetune import FinetuneConfig
-    from multimae.tasks.finetune_model import build_model
-
     cfg = _build_config(FinetuneConfig, source)
     model = build_model(cfg)
     model.load_state_dict(state, strict=True)

@@ -4,37 +4,31 @@ and pictures. The loop itself is `multimae.engine.trainer`."""
 from __future__ import annotations
 
 import logging
-import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
-from multimae.config.loader import to_plain, to_yaml
 from multimae.config.schema import RunConfig
-from multimae.data.batch_augment import BatchRandomResizedCropFlip
 from multimae.data.folder import FolderDataset
-from multimae.data.stream import LoaderStream, PoolStream
-from multimae.data.transforms import RandomResizedCropFlip, Resize
-from multimae.engine.checkpoint import latest_checkpoint, load_checkpoint, write_text_atomic
-from multimae.engine.distributed import (
-    DistInfo,
-    from_rank0,
-    init_distributed,
-    local_threads,
-    resolve_device,
-)
-from multimae.engine.logger import drop_metrics_after, dump_json
-from multimae.engine.precision import choose_precision, probe_shape
-from multimae.engine.trainer import Trainer
+from multimae.data.stream import LoaderStream
+from multimae.data.transforms import Resize
+from multimae.engine.distributed import DistInfo
 from multimae.model import MultiMAE
+from multimae.tasks.job import (
+    evaluating,
+    finish_run,
+    make_trainer,
+    micro_batch,
+    open_run,
+    run_precision,
+    start_process,
+    train_transform,
+)
 from multimae.tasks.pretrain import PretrainTask, mean_baseline, transfer_metrics
-from multimae.tasks.runs import check_resume, config_kind, is_run_folder, resume_point
-from multimae.tasks.world_data import resized_batches, world_pool
+from multimae.tasks.world_data import pool_stream, resized_batches, world_pool
 
 
 log = logging.getLogger(__name__)
@@ -59,14 +53,11 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
     mods = needed_modalities(model)
     if d.source == "world":
         pool = _without_label(world_pool(d, "train", d.world_train_scenes, mods, progress, info))
-        augment = BatchRandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else None
-        if augment is None and (d.world_render_size or d.image_size) != d.image_size:
-            raise ValueError("data.world_render_size differs from data.image_size but data.augment is off")
-        stream = PoolStream(pool, micro_batch, seed, info.rank, info.world_size, augment)
+        stream = pool_stream(d, pool, micro_batch, seed, info)
         val = resized_batches(_without_label(world_pool(d, "val", d.world_val_scenes, mods, progress, info)), d.image_size)
         train_sample = resized_batches({k: v[:1024] for k, v in pool.items()}, d.image_size)
         return stream, val, train_sample, f"{d.world_val_scenes} val scenes of the world"
-    transform = RandomResizedCropFlip(d.image_size, d.crop_scale, d.crop_ratio) if d.augment else Resize(d.image_size)
+    transform = train_transform(d)
     if d.source == "folder":
         dataset: Any = FolderDataset(d.root, "train", mods, transform=transform, seed=seed,  # type: ignore[arg-type]
                                      on_error=d.on_error)
@@ -139,50 +130,6 @@ def val_set(cfg: RunConfig, model: MultiMAE) -> tuple[Any, str]:
     return (ShardDataset(shards, mods, transform=Resize(size)),
             f"the first samples of the only shard {shards[0]}, which is also trained on (no data.val_root: "
             "these numbers are not held-out ones; set data.val_root)")
-
-
-def make_run_dir(cfg: Any, resume: str | Path | None, overwrite: bool = False) -> tuple[Path, Path | None]:
-    """(run folder, checkpoint to resume from or None), decided on rank 0 for the whole group.
-
-    A resume continues the given checkpoint or the folder's latest one; a run stopped before its
-    first checkpoint starts again from step 0 with its saved config. A new run refuses an existing,
-    non-empty folder unless ``overwrite`` (and then only a run folder, which is emptied).
-    """
-    try:
-        outcome: Any = _run_dir(cfg, resume, overwrite)
-    except ValueError as err:
-        outcome = str(err)
-    outcome = from_rank0(outcome)
-    if isinstance(outcome, str):
-        raise ValueError(outcome)
-    run_dir, ckpt, replace = outcome
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
-        if replace:
-            shutil.rmtree(run_dir)
-        elif resume is not None and ckpt is None:  # stopped before its first checkpoint: from step 0
-            drop_metrics_after(run_dir, 0)
-    return run_dir, ckpt
-
-
-def _run_dir(cfg: Any, resume: str | Path | None, overwrite: bool) -> tuple[Path, Path | None, bool]:
-    if resume is not None:
-        return (*resume_point(resume), False)
-    name = cfg.train.name or time.strftime(f"{config_kind(to_plain(cfg))}-%Y%m%d-%H%M%S")
-    run_dir = Path(cfg.train.out_dir) / name
-    if not run_dir.exists():
-        return run_dir, None, False
-    if not run_dir.is_dir():
-        raise ValueError(f"{run_dir}: exists and is not a folder; choose another train.name")
-    if not any(run_dir.iterdir()):
-        return run_dir, None, False
-    if not is_run_folder(run_dir):
-        raise ValueError(f"{run_dir}: exists and holds files that are not a run's; choose another train.name "
-                         "(--overwrite replaces only run folders)")
-    if overwrite:
-        return run_dir, None, True
-    what = "already holds checkpoints" if latest_checkpoint(run_dir) is not None else "already holds a run"
-    raise ValueError(f"{run_dir} {what}: pass --resume {run_dir} to continue it, --overwrite to replace it, "
-                     "or choose another train.name")
 
 
 def class_labels(cfg: RunConfig) -> tuple[Sequence[str] | None, Sequence[Sequence[int]] | None]:
@@ -261,20 +208,6 @@ def final_report(task: PretrainTask, model: MultiMAE, cfg: RunConfig, val: list[
     return report
 
 
-def open_run(cfg: Any, resume: str | Path | None, overwrite: bool, trusted: bool, is_main: bool
-             ) -> tuple[Path, dict[str, Any] | None, Path | None]:
-    """(run folder, the checkpoint's contents or None, its path): the checkpoint read safely (unless
-    ``trusted``) and checked against ``cfg`` before the folder's ``config.yaml`` is (re)written."""
-    run_dir, ckpt = make_run_dir(cfg, resume, overwrite)
-    state = load_checkpoint(ckpt, trusted) if ckpt is not None else None
-    if state is not None:
-        check_resume(ckpt, state, cfg)  # type: ignore[arg-type]
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
-    return run_dir, state, ckpt
-
-
 def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: bool = True, trusted: bool = False,
                     overwrite: bool = False) -> Path:
     """Run (or resume, from a run folder or checkpoint) a pre-training run; returns its folder.
@@ -285,30 +218,16 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
     """
     if resume is None:
         cfg.validate_new_run()
-    threads = local_threads(cfg.train.threads)
-    if threads:
-        torch.set_num_threads(threads)
-    device = resolve_device(cfg.train.device)
-    info = init_distributed(device)
-    accum, world = cfg.optim.accum_steps, info.world_size
-    if cfg.data.batch_size % (accum * world):
-        raise ValueError(f"data.batch_size {cfg.data.batch_size} is not divisible by accum_steps x processes = {accum * world}")
+    device, info = start_process(cfg.train)
+    micro = micro_batch(cfg, info)
     run_dir, state, ckpt = open_run(cfg, resume, overwrite, trusted, info.is_main)
     torch.manual_seed(cfg.train.seed)
     model = MultiMAE(cfg.model.build())
-    micro = cfg.data.batch_size // accum
     stream, val, train_sample, val_data = build_streams(cfg, model, info, micro, progress)
     if cfg.data.source != "world" and not cfg.data.val_root and info.is_main:
         print(f"validation data: {val_data}")
     task = PretrainTask(model, cfg.masking, cfg.loss, cfg.train.seed)
-
-    def validate(step: int) -> dict[str, float]:
-        model.eval()
-        try:
-            return val_record(task.validate(val), from_rgb(model, cfg, val))
-        finally:
-            model.train()
-
+    validate = evaluating(model, lambda: val_record(task.validate(val), from_rgb(model, cfg, val)))
     pictured = {k: v[:4] for k, v in val[0].items()} if val else None
 
     def picture(step: int) -> Path | None:
@@ -316,13 +235,10 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
             return None
         return save_pictures(model, cfg, pictured, run_dir, f"-{step:08d}", seed=cfg.train.seed)[0]
 
-    # timed at the encoder's MLP size: this process's micro-batch of visible tokens x dim; rank 0's
-    # choice for every process
-    precision = from_rank0(choose_precision(cfg.train.precision, device,
-                                            probe_shape(micro // world * cfg.masking.num_visible, model.config.dim)))
-    trainer = Trainer(model, task, stream, cfg.optim, cfg.train, cfg.data.batch_size, run_dir, info, device,
-                      config=to_plain(cfg), on_validate=validate if val else None, on_picture=picture, progress=progress,
-                      precision=precision)
+    # this process's micro-batch of visible tokens
+    precision = run_precision(cfg.train, device, micro // info.world_size * cfg.masking.num_visible, model.config.dim)
+    trainer = make_trainer(cfg, model, task, stream, run_dir, info, device, precision,
+                           on_validate=validate if val else None, on_picture=picture, progress=progress)
     wall = trainer.run(state, ckpt)
     if info.is_main:
         model.eval()
@@ -330,13 +246,7 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
                   **final_report(task, model, cfg, val, train_sample)}
         if cfg.data.source != "world":
             report["val_data"] = val_data
-        write_text_atomic(run_dir / "report.json", dump_json(report, indent=2))
-        trainer.logger.log(trainer.step, val_record(report["val"], report.get("from_rgb", {})), kind="val")
-        if pictured is not None:
-            for path in save_pictures(model, cfg, pictured, run_dir, seed=cfg.train.seed):
-                print(f"picture: {path}")
-        print(dump_json(report, indent=2))
-        print(f"run folder: {run_dir}")
+        finish_run(trainer, run_dir, report, val_record(report["val"], report.get("from_rgb", {})),
+                   lambda: save_pictures(model, cfg, pictured, run_dir, seed=cfg.train.seed) if pictured is not None else [])
     trainer.close()
     return run_dir
-

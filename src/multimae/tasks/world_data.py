@@ -1,5 +1,6 @@
 """The built-in world as the training jobs read it: rendered pools cached on disk (rank 0 renders,
-the other ranks of a process group read its cache) and whole pools as resized evaluation batches."""
+the other ranks of a process group read its cache), a pool as a training stream, and whole pools
+as resized evaluation batches."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from torch import Tensor
 from multimae.config.schema import DataConfig
 from multimae.data.batch_augment import BatchRandomResizedCropFlip
 from multimae.data.pool import load_or_render_pool, pool_to_raw
+from multimae.data.stream import PoolStream
 from multimae.engine.distributed import DistInfo, main_process_first
 
 
@@ -22,6 +24,16 @@ def world_pool(data: DataConfig, split: str, count: int, modalities: Sequence[st
         return load_or_render_pool(split, count, data.world_render_size or data.image_size, data.world_difficulty,
                                    data.world_class_colors, modalities, data.num_workers, data.cache_dir,
                                    progress and info.is_main)
+
+
+def pool_stream(data: DataConfig, pool: dict[str, Tensor], micro_batch: int, seed: int, info: DistInfo) -> PoolStream:
+    """This process's rows of every training batch drawn from ``pool``, cropped and flipped per
+    sample on the batch when ``data.augment`` (without it the pool must be rendered at the
+    training size)."""
+    augment = BatchRandomResizedCropFlip(data.image_size, data.crop_scale, data.crop_ratio) if data.augment else None
+    if augment is None and (data.world_render_size or data.image_size) != data.image_size:
+        raise ValueError("data.world_render_size differs from data.image_size but data.augment is off")
+    return PoolStream(pool, micro_batch, seed, info.rank, info.world_size, augment)
 
 
 def resized_batches(pool: dict[str, Tensor], size: int, batch: int = 64) -> list[dict[str, Tensor]]:
