@@ -15,7 +15,8 @@ from multimae.modalities import get_modality
 from multimae.model import FineTuneModel
 from multimae.model.heads import LinearHeadConfig
 from multimae.tasks.finetune import dense_loss
-from multimae.tasks.finetune_model import build_model, load_encoder_weights, resolve
+from multimae.tasks.finetune_arch import build_model
+from multimae.tasks.finetune_model import load_encoder_weights, resolve
 from multimae.convert.timm_vit import timm_to_multimae
 
 

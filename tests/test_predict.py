@@ -218,7 +218,7 @@ def test_fine_tuning_run_folders_predict_with_their_head(tmp_path):
     from multimae.config import load_config, to_yaml
     from multimae.config.finetune import FinetuneConfig
     from multimae.engine.checkpoint import export_safetensors
-    from multimae.tasks.finetune_model import build_model
+    from multimae.tasks.finetune_arch import build_model
 
     cfg = load_config(FinetuneConfig, None, ["model.encoder={dim: 32, depth: 4, num_heads: 2, patch_size: 8}",
                                              "data.image_size=32", "task.kind=segmentation", "head.embed_dim=32"])

@@ -22,11 +22,10 @@ from multimae.convert.timm_vit import TIMM_PREFIX, read_timm_source, timm_to_mul
 from multimae.errors import reading
 from multimae.layers.pos_embed import resize_pos_embed
 from multimae.model import FineTuneModel
-from multimae.tasks.finetune_arch import build_model
 from multimae.tasks.finetune_data import data_num_labels, data_num_segment_classes
 from multimae.tasks.loading import load_pretrained
 
-__all__ = ["build_model", "load_encoder_weights", "resolve"]  # build_model lives in tasks.finetune_arch
+__all__ = ["load_encoder_weights", "resolve"]
 
 _ARCH_KEYS = ("dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "num_global_tokens", "patch_size")
 
