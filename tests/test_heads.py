@@ -165,7 +165,7 @@ def test_convnext_reshape_places_sub_tokens_as_the_official_layout():
         head.proj_dec.bias.copy_(torch.arange(8.0))
     from multimae.model.encoder import EncoderOutput, TokenLayout
 
-    enc = EncoderOutput(torch.zeros(1, 2 * 3 + 1, 4), torch.arange(6)[None], None, TokenLayout(("rgb",), (6,), (2, 3)), 1)
+    enc = EncoderOutput(torch.zeros(1, 2 * 3 + 1, 4), torch.arange(6)[None], None, TokenLayout(("rgb",), (6,), ((2, 3),)), 1)
     assert head(enc, (4, 6)).shape == (1, 2, 4, 6)
     x = captured["x"][0]  # (C=2, 4, 6)
     for sh, sw, c in itertools.product(range(2), range(2), range(2)):

@@ -125,7 +125,7 @@ def test_a_user_added_modality_trains_without_library_changes():
         ({"rgb": torch.randn(1, 3, 30, 32)}, "not divisible by its patch size 8"),
         ({"semseg": torch.full((1, 8, 8), NUM_CLASSES)}, "class id out of range"),
         ({"semseg": torch.rand(1, 8, 8)}, "class ids must be an integer tensor"),
-        ({"rgb": torch.randn(1, 3, 32, 32), "depth": torch.randn(1, 1, 64, 64)}, "do not share one token grid"),
+        ({"rgb": torch.randn(1, 3, 32, 32), "depth": torch.randn(1, 1, 64, 64)}, "do not lie on one image"),
     ],
 )
 def test_bad_inputs_give_clear_errors(tiny_model, inputs, message):

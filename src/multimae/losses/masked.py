@@ -30,7 +30,8 @@ def token_mask_to_pixels(mask: Tensor, grid: tuple[int, int], patch: int) -> Ten
 
 
 def masked_mean(per_pixel: Tensor, weight: Tensor) -> Tensor:
-    """Mean of ``per_pixel`` (B, H, W) over pixels with ``weight`` (B, H, W) > 0, per sample, then over samples."""
+    """Mean of ``per_pixel`` (B, ...) over the entries with ``weight`` (B, ...) > 0, per sample, then
+    over samples (samples with nothing counted are skipped)."""
     num = (per_pixel * weight).flatten(1).sum(dim=1)
     den = weight.flatten(1).sum(dim=1)
     counted = den > 0
@@ -86,6 +87,22 @@ def masked_cross_entropy(
     per_pixel = F.cross_entropy(logits.float(), safe, reduction="none", label_smoothing=label_smoothing)
     weight = _pixel_weight(mask, per_pixel.shape, grid, patch, logits.device) * valid
     return masked_mean(per_pixel, weight)
+
+
+def masked_token_cross_entropy(logits: Tensor, target: Tensor, mask: Tensor | None,
+                               ignore_index: int | None = None, label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy of ``logits`` (B, L, K) against token ids ``target`` (B, L) on the tokens
+    ``mask`` (B, L) marks True (None: every token); tokens equal to ``ignore_index`` (padding) are
+    never counted. Same reduction as the map losses: per sample, then over samples."""
+    if logits.dim() != 3 or logits.shape[:2] != target.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} do not match token ids {tuple(target.shape)}")
+    target = target.long()
+    weight = torch.ones_like(target, dtype=torch.float32) if mask is None else mask.to(logits.device).float()
+    if ignore_index is not None:
+        weight = weight * (target != ignore_index)
+    per_token = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none",
+                                label_smoothing=label_smoothing)  # (B, L)
+    return masked_mean(per_token, weight)
 
 
 def patch_stats(x: Tensor, patch: int, eps: float = NORM_PIX_EPS) -> tuple[Tensor, Tensor]:

@@ -56,6 +56,28 @@ def prepare_categorical(spec: ModalitySpec, raw: Tensor) -> Tensor:
     return ids
 
 
+def prepare_tokens(spec: ModalitySpec, raw: Tensor) -> Tensor:
+    """(B, L) token ids -> (B, max_length) int64, padded with ``pad_id`` (so every sequence of a
+    modality has one length, whether it is given or only predicted)."""
+    if raw.dim() != 2 or raw.is_floating_point() or raw.dtype == torch.bool:
+        raise ValueError(f"{spec.name}: expected (B, L) integer token ids, got {raw.dtype} {tuple(raw.shape)}")
+    B, L = raw.shape
+    if L > spec.max_length:
+        raise ValueError(f"{spec.name}: sequence of {L} tokens, longer than max_length {spec.max_length}")
+    ids = raw.long()
+    if L < spec.max_length:
+        ids = torch.cat([ids, ids.new_full((B, spec.max_length - L), spec.pad_id)], dim=1)
+    return ids
+
+
+def _prepare(spec: ModalitySpec, raw: Tensor) -> Tensor:
+    if spec.kind == "tokens":
+        return prepare_tokens(spec, raw)
+    if spec.kind == "vector":
+        return raw.float()
+    return prepare_categorical(spec, raw) if spec.is_categorical else prepare_dense(spec, raw)
+
+
 def prepare_dense(spec: ModalitySpec, raw: Tensor) -> Tensor:
     """(B, C, H, W) raw -> normalised (B, C, H, W) float, NaN kept at invalid pixels."""
     _check_dense(spec, raw)
@@ -78,13 +100,13 @@ def prepare_batch(
         key = f"{spec.source_name}:{spec.normalization}:{spec.robust_trim}"
         if key not in cache:
             data = raw[spec.source_name]
-            cache[key] = prepare_categorical(spec, data) if spec.is_categorical else prepare_dense(spec, data)
+            cache[key] = _prepare(spec, data)
         return cache[key]
 
     inputs = {}
     for name, spec in input_specs.items():
         if name in raw:
             x = prepared(spec)
-            inputs[name] = x if spec.is_categorical else torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+            inputs[name] = x if spec.is_discrete else torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     targets = {name: prepared(spec) for name, spec in output_specs.items() if spec.source_name in raw}
     return PreparedBatch(inputs, targets)

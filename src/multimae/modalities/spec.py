@@ -11,9 +11,15 @@ Raw data conventions (what readers and the procedural world produce, before `pre
 * ``categorical``: integer tensor ``(B, H, W)`` of class ids in ``[0, num_channels)``;
   ``ignore_index`` (if set) marks unlabelled pixels.
 
-Later kinds (``sequence`` for text tokens, ``discrete`` for tokenizer codes) reuse the same spec
-and the same encoder interface: an input adapter turns a prepared tensor into ``(B, N, D)``
-tokens, and masking only needs each modality's token count.
+* ``tokens``: integer tensor ``(B, L)`` of token ids in ``[0, num_channels)`` (a caption, or
+  later a tokenizer's codes); ``pad_id`` marks padding.
+* ``vector``: float tensor ``(B, G, C)``: a few global feature vectors (an embedding).
+
+Every kind has a *placement*, where its tokens live (`ModalitySpec.placement`): ``grid`` (dense
+and categorical maps: a 2-D grid of patches, its own size, positions on the image's common frame),
+``sequence`` (tokens: 1-D positions, padded to a length) or ``global`` (vectors: learned
+positions). The encoder concatenates any mix; an input adapter turns a prepared tensor into
+``(B, N, D)`` tokens, and masking only needs each modality's token count.
 """
 
 from __future__ import annotations
@@ -22,12 +28,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["dense", "categorical"]
+Kind = Literal["dense", "categorical", "tokens", "vector"]
+Placement = Literal["grid", "sequence", "global"]
+Positions = Literal["index", "visible"]
 Loss = Literal["mse", "l1", "cross_entropy", "norm_pix_mse"]
 Normalization = Literal["none", "imagenet", "robust_standardize", "unit_range"]
 Display = Literal["rgb", "colormap", "palette", "normals", "instances"]
 
-KINDS: tuple[str, ...] = ("dense", "categorical")
+KINDS: tuple[str, ...] = ("dense", "categorical", "tokens", "vector")
+POSITIONS: tuple[str, ...] = ("index", "visible")
+_PLACEMENTS: dict[str, str] = {"dense": "grid", "categorical": "grid", "tokens": "sequence", "vector": "global"}
 LOSSES: tuple[str, ...] = ("mse", "l1", "cross_entropy", "norm_pix_mse")
 NORMALIZATIONS: tuple[str, ...] = ("none", "imagenet", "robust_standardize", "unit_range")
 DISPLAYS: tuple[str, ...] = ("rgb", "colormap", "palette", "normals", "instances")
@@ -47,9 +57,11 @@ class ModalitySpec:
 
     Attributes:
         name: unique name, used as the key of inputs, predictions, masks and state-dict entries.
-        kind: ``"dense"`` (real-valued maps) or ``"categorical"`` (class-id maps).
-        num_channels: channels of a dense map, or number of classes of a categorical map (the
-            decoder then predicts that many logits per pixel).
+        kind: ``"dense"`` (real-valued maps), ``"categorical"`` (class-id maps), ``"tokens"``
+            (a sequence of token ids) or ``"vector"`` (a few global feature vectors).
+        num_channels: channels of a dense map or of a vector, number of classes of a categorical
+            map, or vocabulary size of a token sequence (the decoder then predicts that many
+            logits per pixel or token).
         normalization: how raw values become model values (see `multimae.modalities.normalize`):
             ``imagenet`` (rgb in [0, 1] -> ImageNet mean/std), ``robust_standardize`` (per sample,
             drop the top and bottom ``robust_trim`` of valid values, then standardise; invalid
@@ -60,7 +72,10 @@ class ModalitySpec:
         is_input: the modality can be given to the encoder.
         is_output: the modality can be predicted by a decoder.
         stride: the modality is consumed at ``image_size / stride`` resolution; its patches are
-            ``patch_size / stride`` pixels, so every modality shares one token grid.
+            ``patch_size / stride`` pixels, so by default every map shares one token grid.
+        patch: patch side in pixels on the modality's own map, overriding ``patch_size / stride``:
+            a map cut into larger patches has a coarser token grid (a 4x4 grid beside a 16x16
+            image); positions of every grid lie on the image's common frame, so they align.
         source: for output-only derived targets (``norm_rgb``), the modality whose data is the
             target and whose tokens are this decoder's queries; defaults to ``name``.
         class_emb_dim: width of the learned class embedding (categorical inputs).
@@ -72,6 +87,13 @@ class ModalitySpec:
             (colours in [0, 1]), ``colormap`` (first channel, near = bright), ``palette`` (class
             ids), ``normals`` (unit vectors as ``(n + 1) / 2``) or ``instances`` (instance ids);
             None: `default_display` (see `drawn_as`).
+        max_length: tokens of a ``tokens`` sequence (padded to this length) or of a ``vector``
+            modality (at most); the size of its positional table.
+        pad_id: the token id that marks padding in a ``tokens`` sequence (never attended to,
+            never in the loss).
+        positions: 1-D positions of a sequence: ``index`` (a token's position in the sequence,
+            MAE-style) or ``visible`` (a running count over the tokens given to the encoder, as 4M
+            does, so the visible tokens have dense positions 0, 1, 2, ...).
     """
 
     name: str
@@ -89,6 +111,10 @@ class ModalitySpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     display: Display | None = None
+    patch: int | None = None
+    max_length: int = 0
+    pad_id: int = 0
+    positions: Positions = "index"
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -108,11 +134,20 @@ class ModalitySpec:
             raise ValueError(f"modality {self.name!r}: num_channels must be >= 1, got {self.num_channels}")
         if self.stride < 1:
             raise ValueError(f"modality {self.name!r}: stride must be >= 1, got {self.stride}")
+        if self.patch is not None and (self.placement != "grid" or self.patch < 1):
+            raise ValueError(f"modality {self.name!r}: patch must be a positive size, for maps only, got {self.patch}")
+        if self.placement != "grid" and self.max_length < 1:
+            raise ValueError(f"modality {self.name!r}: a {self.kind} modality needs max_length >= 1")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"modality {self.name!r}: positions must be one of {POSITIONS}, got {self.positions!r}")
+        if self.kind == "tokens" and not 0 <= self.pad_id < self.num_channels:
+            raise ValueError(f"modality {self.name!r}: pad_id {self.pad_id} is not a token id of its "
+                             f"vocabulary of {self.num_channels}")
         if not (self.is_input or self.is_output):
             raise ValueError(f"modality {self.name!r} is neither an input nor an output")
-        if (self.kind == "categorical") != (self.loss == "cross_entropy"):
+        if self.is_discrete != (self.loss == "cross_entropy"):
             raise ValueError(
-                f"modality {self.name!r}: categorical modalities use the cross_entropy loss and "
+                f"modality {self.name!r}: categorical and tokens modalities use the cross_entropy loss and "
                 f"only they do (kind={self.kind!r}, loss={self.loss!r})"
             )
         if not 0.0 <= self.robust_trim < 0.5:
@@ -133,7 +168,18 @@ class ModalitySpec:
 
     @property
     def is_categorical(self) -> bool:
+        """A map of class ids."""
         return self.kind == "categorical"
+
+    @property
+    def is_discrete(self) -> bool:
+        """Values are class or token ids (predicted as logits, compared by cross-entropy)."""
+        return self.kind in ("categorical", "tokens")
+
+    @property
+    def placement(self) -> str:
+        """Where the modality's tokens live: ``grid``, ``sequence`` or ``global``."""
+        return _PLACEMENTS[self.kind]
 
     @property
     def drawn_as(self) -> str:
@@ -141,7 +187,12 @@ class ModalitySpec:
         return self.display or default_display(self.is_categorical, self.num_channels)
 
     def patch_size(self, model_patch_size: int) -> int:
-        """Patch side in pixels on this modality's own map, for a model patch size ``P``."""
+        """Patch side in pixels on this modality's own map, for a model patch size ``P`` (1 for
+        sequences and global tokens: one value per token)."""
+        if self.placement != "grid":
+            return 1
+        if self.patch is not None:
+            return self.patch
         if model_patch_size % self.stride:
             raise ValueError(
                 f"modality {self.name!r}: patch size {model_patch_size} is not divisible by its "

@@ -1,11 +1,20 @@
-"""Input adapters: one per input modality, turning a prepared map into tokens.
+"""Input adapters: one per input modality, turning prepared data into tokens.
 
 Shapes: B batch, C channels, H W pixels of the modality's own map, P patch side on that map,
-h w token grid (h = H / P), N = h * w tokens, D token width, K classes.
+h w token grid (h = H / P), N tokens (h * w for a grid, L for a sequence, G global tokens),
+D token width, K classes or vocabulary size.
 
-Every adapter adds the fixed 2-D sin-cos positional table (stored for the configured image size
-as a frozen parameter ``pos_emb`` of shape (1, D, h0, w0), as in official checkpoints, and
-resized for other sizes). No modality embedding is added: the projection bias acts as one.
+Every adapter honours one small interface (`InputAdapter`): ``num_tokens(data)``,
+``token_grid(data)`` (the (h, w) grid, or None off a grid), ``frame(data)`` (the full-resolution
+image size a grid lies on), ``default_valid(data)`` (padding of a sequence) and
+``forward(data, encoded)``.
+
+Grid adapters add the fixed 2-D sin-cos positional table (stored for the configured image size as
+a frozen parameter ``pos_emb`` of shape (1, D, h0, w0), as in official checkpoints, and resized to
+the modality's grid: a coarser grid samples the table at its cells' centres, so every grid's
+positions lie on the image's common frame). No modality embedding is added to maps: the
+projection bias acts as one. Sequences add a 1-D sin-cos table and a learned modality embedding;
+global tokens add learned positions.
 """
 
 from __future__ import annotations
@@ -13,12 +22,36 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from multimae.layers.pos_embed import build_2d_sincos_pos_embed, resize_pos_embed
+from timm.layers import trunc_normal_
+
+from multimae.layers.pos_embed import build_1d_sincos_pos_embed, build_2d_sincos_pos_embed, resize_pos_embed
 from multimae.modalities.spec import ModalitySpec
 
 
-class _PatchAdapter(nn.Module):
-    """Shared machinery: grid checks and positional embeddings."""
+class InputAdapter(nn.Module):
+    """The encoder side of a modality: prepared data -> (B, N, D) tokens."""
+
+    spec: ModalitySpec
+
+    def num_tokens(self, data: Tensor) -> int:
+        """N for ``data``."""
+        raise NotImplementedError
+
+    def token_grid(self, data: Tensor) -> tuple[int, int] | None:
+        """(h, w) for a grid modality, None otherwise."""
+        return None
+
+    def frame(self, data: Tensor) -> tuple[int, int] | None:
+        """(H, W) full-resolution image size the grid lies on; None off a grid."""
+        return None
+
+    def default_valid(self, data: Tensor) -> Tensor | None:
+        """(B, N) bool, the tokens that exist judging by the data alone (None: all of them)."""
+        return None
+
+
+class _PatchAdapter(InputAdapter):
+    """Shared machinery of maps: grid checks and positional embeddings."""
 
     pos_mode = "bicubic"
 
@@ -26,8 +59,10 @@ class _PatchAdapter(nn.Module):
         super().__init__()
         self.spec = spec
         self.patch = spec.patch_size(patch_size)  # P on this modality's map
-        grid = image_size // patch_size
-        self.pos_emb = nn.Parameter(build_2d_sincos_pos_embed(dim, grid, grid), requires_grad=False)
+        # Cell size in units of the model's patch grid (1 unless the spec sets a coarser patch).
+        self.scale = self.patch * spec.stride / patch_size
+        grid = round(image_size / (patch_size * self.scale))
+        self.pos_emb = nn.Parameter(build_2d_sincos_pos_embed(dim, grid, grid, scale=self.scale), requires_grad=False)
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         """Token grid (h, w) for a map of ``height`` x ``width`` pixels, checking divisibility."""
@@ -39,10 +74,25 @@ class _PatchAdapter(nn.Module):
             )
         return height // P, width // P
 
+    def token_grid(self, data: Tensor) -> tuple[int, int]:
+        return self.grid(*data.shape[-2:])
+
+    def num_tokens(self, data: Tensor) -> int:
+        h, w = self.token_grid(data)
+        return h * w
+
+    def frame(self, data: Tensor) -> tuple[int, int]:
+        H, W = data.shape[-2:]
+        return H * self.spec.stride, W * self.spec.stride
+
     def add_pos(self, tokens: Tensor) -> Tensor:
         """(B, D, h, w) projected map -> (B, h*w, D) tokens with positions added."""
         h, w = tokens.shape[-2:]
-        pos = resize_pos_embed(self.pos_emb, h, w, self.pos_mode).to(tokens.dtype)
+        if self.scale == 1:
+            pos = resize_pos_embed(self.pos_emb, h, w, self.pos_mode).to(tokens.dtype)
+        else:  # exact positions on the common frame at any size
+            pos = build_2d_sincos_pos_embed(self.pos_emb.shape[1], h, w, scale=self.scale)
+            pos = pos.to(device=tokens.device, dtype=tokens.dtype)
         return (tokens + pos).flatten(2).transpose(1, 2)
 
 
@@ -53,7 +103,7 @@ class DenseInputAdapter(_PatchAdapter):
         super().__init__(spec, dim, patch_size, image_size)
         self.proj = nn.Conv2d(spec.num_channels, dim, kernel_size=self.patch, stride=self.patch)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, encoded: Tensor | None = None) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.spec.num_channels:
             raise ValueError(
                 f"{self.spec.name}: expected a (B, {self.spec.num_channels}, H, W) tensor, "
@@ -79,7 +129,7 @@ class CategoricalInputAdapter(_PatchAdapter):
         self.class_emb = nn.Embedding(K + (spec.ignore_index is not None), spec.class_emb_dim)
         self.proj = nn.Conv2d(spec.class_emb_dim, dim, kernel_size=self.patch, stride=self.patch)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, encoded: Tensor | None = None) -> Tensor:
         spec = self.spec
         if x.dim() != 3:
             raise ValueError(f"{spec.name}: expected a (B, H, W) map of class ids, got shape {tuple(x.shape)}")
@@ -103,10 +153,83 @@ class CategoricalInputAdapter(_PatchAdapter):
         return self.add_pos(self.proj(emb.to(self.proj.weight.dtype)))
 
 
-def build_input_adapter(spec: ModalitySpec, dim: int, patch_size: int, image_size: int) -> _PatchAdapter:
+class SequenceInputAdapter(InputAdapter):
+    """(B, L) token ids -> (B, L, D): a learned token embedding, the 1-D sin-cos position and a
+    learned modality embedding. Tokens equal to ``spec.pad_id`` are padding (see `default_valid`).
+
+    With ``spec.positions == "visible"`` the position of a token is the number of tokens given to
+    the encoder before it (4M), else its index in the sequence.
+    """
+
+    def __init__(self, spec: ModalitySpec, dim: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.token_emb = nn.Embedding(spec.num_channels, dim)
+        self.pos_emb = nn.Parameter(build_1d_sincos_pos_embed(dim, spec.max_length), requires_grad=False)
+        self.mod_emb = nn.Parameter(torch.zeros(1, 1, dim))
+        trunc_normal_(self.mod_emb, std=0.02)
+
+    def _check(self, x: Tensor) -> None:
+        spec = self.spec
+        if x.dim() != 2 or x.is_floating_point() or x.dtype == torch.bool:
+            raise ValueError(f"{spec.name}: expected a (B, L) integer tensor of token ids, got {x.dtype} {tuple(x.shape)}")
+        if x.shape[1] > spec.max_length:
+            raise ValueError(f"{spec.name}: sequence of {x.shape[1]} tokens, longer than max_length {spec.max_length}")
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= spec.num_channels):
+            raise ValueError(f"{spec.name}: token id out of range: found ids in [{int(x.min())}, {int(x.max())}], "
+                             f"the vocabulary has {spec.num_channels}")
+
+    def num_tokens(self, data: Tensor) -> int:
+        self._check(data)
+        return data.shape[1]
+
+    def default_valid(self, data: Tensor) -> Tensor:
+        return data != self.spec.pad_id
+
+    def forward(self, x: Tensor, encoded: Tensor | None = None) -> Tensor:
+        self._check(x)
+        B, L = x.shape
+        pos = self.pos_emb[0]  # (max_length, D)
+        if self.spec.positions == "visible" and encoded is not None:
+            ids = (encoded.long().cumsum(dim=1) - 1).clamp_min(0)  # (B, L) running count of visible tokens
+            p = pos[ids]  # (B, L, D)
+        else:
+            p = pos[:L].unsqueeze(0)
+        return self.token_emb(x) + (p + self.mod_emb).to(self.token_emb.weight.dtype)
+
+
+class GlobalInputAdapter(InputAdapter):
+    """(B, G, C) feature vectors -> (B, G, D): a linear projection plus learned positions."""
+
+    def __init__(self, spec: ModalitySpec, dim: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.proj = nn.Linear(spec.num_channels, dim)
+        self.pos_emb = nn.Parameter(torch.zeros(1, spec.max_length, dim))
+        trunc_normal_(self.pos_emb, std=0.02)
+
+    def num_tokens(self, data: Tensor) -> int:
+        spec = self.spec
+        if data.dim() != 3 or data.shape[2] != spec.num_channels or not data.is_floating_point():
+            raise ValueError(f"{spec.name}: expected a (B, G, {spec.num_channels}) float tensor, got {data.dtype} "
+                             f"{tuple(data.shape)}")
+        if data.shape[1] > spec.max_length:
+            raise ValueError(f"{spec.name}: {data.shape[1]} vectors, more than max_length {spec.max_length}")
+        return data.shape[1]
+
+    def forward(self, x: Tensor, encoded: Tensor | None = None) -> Tensor:
+        G = self.num_tokens(x)
+        return self.proj(x.to(self.proj.weight.dtype)) + self.pos_emb[:, :G]
+
+
+def build_input_adapter(spec: ModalitySpec, dim: int, patch_size: int, image_size: int) -> InputAdapter:
     """The adapter for ``spec``'s kind."""
     if spec.kind == "dense":
         return DenseInputAdapter(spec, dim, patch_size, image_size)
     if spec.kind == "categorical":
         return CategoricalInputAdapter(spec, dim, patch_size, image_size)
+    if spec.kind == "tokens":
+        return SequenceInputAdapter(spec, dim)
+    if spec.kind == "vector":
+        return GlobalInputAdapter(spec, dim)
     raise ValueError(f"{spec.name}: no input adapter for modality kind {spec.kind!r}")

@@ -1,14 +1,21 @@
-"""The MultiMAE decoder (paper Sec. 3.2, App. A, Fig. 7): one per output modality.
+"""Decoders: the prediction side of modalities, behind one small interface (`Decoder`).
+
+A decoder reads the encoder's output and returns predictions for the output modalities it serves
+(``decoder.modalities``): ``decode(enc) -> {modality: prediction}``. MultiMAE has one
+`CrossAttentionDecoder` per output (below); a joint decoder over several modalities (M3AE) or one
+shared decoder for all targets (4M) fits the same interface.
 
 Shapes: B batch, V visible token slots, G global tokens, D encoder width, E decoder width,
 N_all tokens of all given modalities, h w token grid, P patch side on the output's map,
-C output channels (classes for a categorical output).
+C output channels (classes for a categorical output, vocabulary for a token sequence), L length.
 
-Pipeline: linear projection of encoder tokens to E; sin-cos positional + learned modality
-embeddings added; queries = this modality's full grid (mask tokens, with the modality's own
-visible tokens at their positions); one cross-attention from the queries to all encoded tokens
-(no residual around it: official architecture); an MLP; ``depth`` Transformer blocks; a linear
-layer to C * P * P values per token; unpatchify to (B, C, h * P, w * P).
+The MultiMAE decoder (paper Sec. 3.2, App. A, Fig. 7): linear projection of encoder tokens to
+E; positional (2-D sin-cos of each grid, 1-D sin-cos of sequences and global tokens) + learned
+modality embeddings added; queries = this modality's full set of tokens (mask tokens, with the
+modality's own visible tokens at their positions); one cross-attention from the queries to all
+encoded tokens (no residual around it: official architecture); an MLP; ``depth`` Transformer
+blocks; a linear layer to C * P * P values per token; for a map, unpatchify to
+(B, C, h * P, w * P); for a sequence, (B, L, C) logits.
 Parameter names follow the official ``SpatialOutputAdapter``.
 """
 
@@ -22,14 +29,25 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from multimae.layers.cross_attention import CrossAttention
-from multimae.layers.pos_embed import build_2d_sincos_pos_embed, resize_pos_embed
+from multimae.layers.pos_embed import build_1d_sincos_pos_embed, build_2d_sincos_pos_embed, resize_pos_embed
 from multimae.model.config import DecoderConfig
-from multimae.model.encoder import EncoderOutput
+from multimae.model.encoder import EncoderOutput, TokenLayout
 from multimae.modalities.spec import ModalitySpec
 
 
-class SpatialDecoder(nn.Module):
-    """Predicts one output modality's full map from the encoder's visible tokens."""
+class Decoder(nn.Module):
+    """The prediction side of one or more output modalities."""
+
+    modalities: tuple[str, ...]
+
+    def decode(self, enc: EncoderOutput) -> dict[str, Tensor]:
+        """``{modality: prediction}`` for each modality in ``self.modalities``."""
+        raise NotImplementedError
+
+
+class CrossAttentionDecoder(Decoder):
+    """MultiMAE's per-task decoder: predicts one output modality's every token from the encoder's
+    visible tokens."""
 
     def __init__(
         self,
@@ -45,6 +63,8 @@ class SpatialDecoder(nn.Module):
         if E % 4:
             raise ValueError(f"decoder width must be divisible by 4 (sin-cos table), got {E}")
         self.spec = spec
+        self.modalities = (spec.name,)
+        self.model_patch = patch_size
         self.patch = spec.patch_size(patch_size)
         self.task_embeddings = nn.ParameterDict(
             {name: nn.Parameter(torch.zeros(1, 1, E)) for name in context_modalities}
@@ -66,45 +86,86 @@ class SpatialDecoder(nn.Module):
         self.proj_context = nn.Linear(encoder_dim, E)
 
     def _embedding(self, name: str, pos: Tensor) -> Tensor:
-        """(1, h*w, E) positional table plus ``name``'s modality embedding (if it has one)."""
+        """(1, N, E) positional table plus ``name``'s modality embedding (if it has one)."""
         if name in self.task_embeddings:
             return pos + self.task_embeddings[name]
         return pos
 
+    def _positions(self, grid: tuple[int, int] | None, count: int, dtype: torch.dtype, cache: dict,
+                   frame: tuple[int, int] | None = None) -> Tensor:
+        """(1, N, E) positions of a modality's tokens: the 2-D table resized to its grid (on the
+        image's common frame when the grid is coarser than the model's patch grid), or the 1-D
+        table of its length."""
+        key = grid or count
+        if key not in cache:
+            scale = 1.0 if grid is None or frame is None else frame[0] / (grid[0] * self.model_patch)
+            if grid is not None and scale != 1.0:
+                pos = build_2d_sincos_pos_embed(self.pos_emb.shape[1], grid[0], grid[1], scale=scale)
+                pos = pos.to(self.pos_emb.device).flatten(2).transpose(1, 2)
+            elif grid is not None:
+                pos = resize_pos_embed(self.pos_emb, grid[0], grid[1], "bilinear").flatten(2).transpose(1, 2)
+            else:
+                pos = build_1d_sincos_pos_embed(self.pos_emb.shape[1], count).to(self.pos_emb.device)
+            cache[key] = pos.to(dtype)
+        return cache[key]
+
+    def query_shape(self, layout: TokenLayout) -> tuple[tuple[int, int] | None, int]:
+        """(grid, N) of this decoder's queries: the source modality's tokens when it was given, else
+        its grid on the image frame (a map) or its full length (a sequence)."""
+        spec, source = self.spec, self.spec.source_name
+        if source in layout.names:
+            i = layout.names.index(source)
+            return layout.grids[i], layout.counts[i]
+        if spec.placement != "grid":
+            return None, spec.max_length
+        if layout.frame is None:
+            raise ValueError(f"{spec.name}: cannot decode a map when no map was given as input")
+        H, W = layout.frame
+        P = self.patch * spec.stride  # patch side at full resolution
+        return (H // P, W // P), (H // P) * (W // P)
+
+    def decode(self, enc: EncoderOutput) -> dict[str, Tensor]:
+        return {self.spec.name: self(enc)}
+
     def forward(self, enc: EncoderOutput) -> Tensor:
-        """Encoder output -> (B, C, h * P, w * P) prediction (logits for categorical outputs)."""
+        """Encoder output -> (B, C, h * P, w * P) map prediction or (B, L, C) sequence prediction
+        (logits for categorical and token outputs)."""
         layout = enc.layout
-        h, w = layout.grid
         x = self.proj_context(enc.tokens)  # (B, V + G, E)
         B, _, E = x.shape
         V = enc.visible_ids.shape[1]
         visible, global_ = x[:, :V], x[:, V:]
-        pos = resize_pos_embed(self.pos_emb, h, w, "bilinear").flatten(2).transpose(1, 2).to(x.dtype)
-        table = torch.cat([self._embedding(n, pos) for n in layout.names], dim=1)[0]  # (N_all, E)
+        cache: dict = {}
+        table = torch.cat([self._embedding(n, self._positions(g, c, x.dtype, cache, layout.frame))
+                           for n, g, c in zip(layout.names, layout.grids, layout.counts)], dim=1)[0]  # (N_all, E)
         context = torch.cat([visible + table[enc.visible_ids], global_], dim=1)  # (B, V + G, E)
         context_keep = None
         if enc.padding is not None:
             context_keep = torch.cat([~enc.padding, enc.padding.new_ones(B, enc.num_global_tokens)], dim=1)
 
         source = self.spec.source_name
-        queries = self.mask_token.to(x.dtype).expand(B, h * w, E)
+        grid, n = self.query_shape(layout)
+        queries = self.mask_token.to(x.dtype).expand(B, n, E)
         if source in layout.names:
-            # Put this modality's own visible tokens at their grid positions; every other slot
-            # keeps the mask token. Tokens of other modalities go to a spare slot that is dropped.
+            # Put this modality's own visible tokens at their positions; every other slot keeps the
+            # mask token. Tokens of other modalities go to a spare slot that is dropped.
             start, end = layout.span(source)
             ids = enc.visible_ids - start
             own = (ids >= 0) & (ids < end - start)
             if enc.padding is not None:
                 own &= ~enc.padding
-            slot = torch.where(own, ids, torch.full_like(ids, h * w))
+            slot = torch.where(own, ids, torch.full_like(ids, n))
             spare = torch.cat([queries, queries.new_zeros(B, 1, E)], dim=1)
-            queries = spare.scatter(1, slot.unsqueeze(-1).expand(B, V, E), visible)[:, : h * w]
-        queries = queries + self._embedding(source, pos)
+            queries = spare.scatter(1, slot.unsqueeze(-1).expand(B, V, E), visible)[:, :n]
+        queries = queries + self._embedding(source, self._positions(grid, n, x.dtype, cache, layout.frame))
 
         y = self.decoder(self.query_norm(queries), self.context_norm(context), context_keep)
         y = y + self.mlp(self.out_norm(y))
         y = self.decoder_transformer(y)
-        return self.unpatchify(self.out_proj(y), h, w)
+        y = self.out_proj(y)
+        if grid is None:
+            return y  # (B, L, C)
+        return self.unpatchify(y, *grid)
 
     def unpatchify(self, x: Tensor, h: int, w: int) -> Tensor:
         """(B, h*w, C*P*P) with per-token values ordered (c, ph, pw) -> (B, C, h*P, w*P)."""

@@ -3,6 +3,11 @@
 Shapes: B batch, M modalities, N = sum of N_m tokens over the given modalities, V visible tokens
 per sample (the longest row when samples differ), G global tokens, D width, h w token grid.
 
+The given modalities may have any mix of placements (grids of their own sizes, padded sequences,
+a few global tokens: see `multimae.model.adapters`); their tokens are concatenated in the model's
+input order. A token is encoded when it is valid (it exists: not padding, the sample has the
+modality) and not hidden by the mask.
+
 State-dict layout (identical to the official MultiMAE, so official checkpoints load by name):
 ``input_adapters.<modality>.*``, ``encoder.<i>.*`` (timm ``Block``s), ``global_tokens``.
 There is no final norm after the last block (official architecture): consumers normalise.
@@ -19,7 +24,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from multimae.masking.dirichlet import sample_masks
-from multimae.model.adapters import build_input_adapter
+from multimae.model.adapters import InputAdapter, build_input_adapter
 from multimae.model.config import EncoderConfig
 from multimae.modalities.spec import ModalitySpec
 
@@ -30,11 +35,24 @@ class TokenLayout:
 
     names: tuple[str, ...]  # modalities present, in the model's input order
     counts: tuple[int, ...]  # N_m for each
-    grid: tuple[int, int]  # (h, w) token grid shared by the modalities
+    grids: tuple[tuple[int, int] | None, ...]  # (h_m, w_m) of each grid modality, None off a grid
+    frame: tuple[int, int] | None = None  # (H, W) full-resolution image size the grids lie on
 
     @property
     def num_tokens(self) -> int:
         return sum(self.counts)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The (h, w) token grid of the grid modalities (what dense heads read); they must share it."""
+        grids = {g for g in self.grids if g is not None}
+        if len(grids) != 1:
+            raise ValueError(f"no single token grid: the inputs {list(self.names)} have grids {list(self.grids)}")
+        return grids.pop()
+
+    def grid_of(self, name: str) -> tuple[int, int] | None:
+        """(h, w) of ``name``'s tokens, None when they are not on a grid."""
+        return self.grids[self.names.index(name)]
 
     def span(self, name: str) -> tuple[int, int]:
         """[start, end) of ``name``'s tokens in the concatenation."""
@@ -146,22 +164,23 @@ class MultiModalViT(nn.Module):
             )
         return [n for n in self.input_adapters if n in inputs]  # model order, not dict order
 
-    def _grid(self, name: str, x: Tensor) -> tuple[int, int]:
-        adapter = self.input_adapters[name]
-        return adapter.grid(*x.shape[-2:])  # type: ignore[operator]
+    def _adapter(self, name: str) -> InputAdapter:
+        return self.input_adapters[name]  # type: ignore[return-value]
 
     def layout(self, inputs: Mapping[str, Tensor]) -> TokenLayout:
-        """Token layout of ``inputs`` (checks that all modalities share one token grid)."""
+        """Token layout of ``inputs`` (checks that all maps lie on one image frame)."""
         names = self._present(inputs)
-        grids = {n: self._grid(n, inputs[n]) for n in names}
-        if len(set(grids.values())) > 1:
-            detail = ", ".join(f"{n}: {tuple(inputs[n].shape)} -> grid {g}" for n, g in grids.items())
-            raise ValueError(f"input modalities do not share one token grid ({detail})")
         batch = {inputs[n].shape[0] for n in names}
         if len(batch) > 1:
             raise ValueError(f"input modalities have different batch sizes: { {n: inputs[n].shape[0] for n in names} }")
-        grid = grids[names[0]]
-        return TokenLayout(tuple(names), tuple(grid[0] * grid[1] for _ in names), grid)
+        grids = tuple(self._adapter(n).token_grid(inputs[n]) for n in names)
+        frames = {n: self._adapter(n).frame(inputs[n]) for n in names}
+        frame_set = {f for f in frames.values() if f is not None}
+        if len(frame_set) > 1:
+            detail = ", ".join(f"{n}: {tuple(inputs[n].shape)} -> image {f}" for n, f in frames.items() if f)
+            raise ValueError(f"input maps do not lie on one image (size at full resolution: {detail})")
+        counts = tuple(self._adapter(n).num_tokens(inputs[n]) for n in names)
+        return TokenLayout(tuple(names), counts, grids, next(iter(frame_set), None))
 
     def num_tokens(self, inputs: Mapping[str, Tensor]) -> dict[str, int]:
         """``{name: N_m}`` for the given inputs (what `sample_masks` needs)."""
@@ -184,19 +203,33 @@ class MultiModalViT(nn.Module):
             return {k: v.to(device) for k, v in masks.items()}
         return sample_masks(counts, B, num_visible, alpha, generator, device)
 
-    def _concat_mask(self, layout: TokenLayout, masks: Mapping[str, Tensor], batch: int) -> Tensor:
+    def _check_masks(self, layout: TokenLayout, masks: Mapping[str, Tensor], batch: int, what: str) -> None:
         unknown = [n for n in masks if n not in layout.names]
         if unknown:
-            raise ValueError(f"masks given for modalities that are not inputs: {unknown}")
-        parts = []
+            raise ValueError(f"{what} given for modalities that are not inputs: {unknown}")
         for name, count in zip(layout.names, layout.counts):
-            if name not in masks:
-                raise ValueError(f"masks given for {list(masks)} but not for input {name!r}")
-            m = masks[name]
-            if tuple(m.shape) != (batch, count):
-                raise ValueError(f"mask of {name!r} must have shape {(batch, count)}, got {tuple(m.shape)}")
-            parts.append(m.bool())
-        return torch.cat(parts, dim=1)
+            m = masks.get(name)
+            if m is not None and tuple(m.shape) != (batch, count):
+                raise ValueError(f"{what[:-1]} of {name!r} must have shape {(batch, count)}, got {tuple(m.shape)}")
+
+    def token_validity(self, inputs: Mapping[str, Tensor], valid: Mapping[str, Tensor] | None = None
+                       ) -> dict[str, Tensor]:
+        """``{input: (B, N_m) bool}``: tokens that exist: ``valid`` where given, else what the data
+        says (padding of a sequence); modalities whose tokens all exist are left out."""
+        layout = self.layout(inputs)
+        B = next(iter(inputs.values())).shape[0]
+        if valid:
+            self._check_masks(layout, valid, B, "valid masks")
+        out = {}
+        for name in layout.names:
+            v = valid.get(name) if valid else None
+            own = self._adapter(name).default_valid(inputs[name])
+            if v is not None and own is not None:
+                v = v.bool() & own.to(v.device)
+            v = own if v is None else v.bool()
+            if v is not None and not bool(v.all()):
+                out[name] = v
+        return out
 
     # ----------------------------------------------------------------- forward
     def forward_encoder(
@@ -204,25 +237,48 @@ class MultiModalViT(nn.Module):
         inputs: Mapping[str, Tensor],
         masks: Mapping[str, Tensor] | None = None,
         return_layers: Sequence[int] = (),
+        valid: Mapping[str, Tensor] | None = None,
     ) -> EncoderOutput:
         """Encode the visible tokens of ``inputs``.
 
         Args:
-            inputs: ``{modality: prepared tensor}``; dense (B, C, H, W), categorical (B, H/s, W/s).
-            masks: ``{modality: (B, N_m) bool}``, True = masked (not encoded). None encodes every
-                token (the fine-tuning / inference encoder). Samples may keep different numbers of
-                tokens: shorter rows are padded and the padding is excluded from attention.
+            inputs: ``{modality: prepared tensor}``; dense (B, C, H, W), categorical (B, H/s, W/s),
+                tokens (B, L) ids, vectors (B, G, C).
+            masks: ``{modality: (B, N_m) bool}``, True = hidden (not encoded). None encodes every
+                valid token (the fine-tuning / inference encoder). Samples may keep different numbers
+                of tokens: shorter rows are padded and the padding is excluded from attention.
             return_layers: indices of blocks whose outputs are kept in ``intermediates``.
+            valid: ``{modality: (B, N_m) bool}``, True = the token exists (see `token_validity`);
+                invalid tokens are never encoded. A sequence's padding is found from its ids.
         """
         layout = self.layout(inputs)
-        tokens = torch.cat([self.input_adapters[n](inputs[n]) for n in layout.names], dim=1)  # (B, N, D)
+        B = next(iter(inputs.values())).shape[0]
+        invalid = self.token_validity(inputs, valid)
+        if masks is not None:
+            self._check_masks(layout, masks, B, "masks")
+            missing = [n for n in layout.names if n not in masks]
+            if missing:
+                raise ValueError(f"masks given for {list(masks)} but not for input {missing[0]!r}")
+        hidden: dict[str, Tensor] = {}
+        if masks is not None or invalid:
+            for name, count in zip(layout.names, layout.counts):
+                h = masks[name].bool() if masks is not None else None
+                if name in invalid:
+                    v = invalid[name].to(h.device if h is not None else invalid[name].device)
+                    h = ~v if h is None else h | ~v
+                hidden[name] = h if h is not None else torch.zeros(B, count, dtype=torch.bool)
+        parts = []
+        for name in layout.names:
+            encoded = ~hidden[name] if name in hidden else None
+            parts.append(self._adapter(name)(inputs[name], encoded))
+        tokens = torch.cat(parts, dim=1)  # (B, N, D)
         B, N, D = tokens.shape
         padding = None
-        if masks is None:
+        if not hidden:
             ids = torch.arange(N, device=tokens.device).expand(B, N)
             x = tokens
         else:
-            mask = self._concat_mask(layout, masks, B).to(tokens.device)
+            mask = torch.cat([hidden[n].to(tokens.device) for n in layout.names], dim=1)
             num_vis = (~mask).sum(dim=1)  # (B,)
             V = int(num_vis.max())
             if V == 0:
@@ -250,4 +306,4 @@ class MultiModalViT(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names excluded from weight decay (tokens, positional tables)."""
-        return {n for n, _ in self.named_parameters() if n.endswith(("pos_emb", "global_tokens"))}
+        return {n for n, _ in self.named_parameters() if n.endswith(("pos_emb", "mod_emb", "global_tokens"))}

@@ -7,18 +7,23 @@ Usage::
     model = MultiMAE(model_config("tiny", encoder={"image_size": 64, "patch_size": 8}))
     masks = model.sample_masks(inputs, num_visible=32, generator=g)   # or your own masks
     out = model(inputs, masks)           # out.preds["depth"]: (B, 1, 64, 64)
+
+or, with typed records (`multimae.modalities.batch.ModalityBatch`: data, valid, hidden, target)::
+
+    out = model.forward_batch({"rgb": ModalityBatch(rgb, valid, hidden, target), ...})
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from multimae.modalities.batch import ModalityBatch
 from multimae.model.config import MultiMAEConfig
-from multimae.model.decoder import SpatialDecoder
+from multimae.model.decoder import CrossAttentionDecoder, Decoder
 from multimae.model.encoder import EncoderOutput, MultiModalViT
 from multimae.model.init import init_weights
 
@@ -27,34 +32,47 @@ from multimae.model.init import init_weights
 class MultiMAEOutput:
     """Attributes:
     preds: ``{output modality: (B, C, H, W)}`` float; class logits for categorical outputs, at
-        the modality's own resolution (image size / stride).
-    masks: ``{output modality: (B, N) bool}``, True = masked (predicted from context, counted in
-        the loss); an output whose source modality was not given is fully masked. Derived
-        outputs (norm_rgb) share the mask of their source (rgb).
+        the modality's own resolution (image size / stride); ``(B, L, C)`` for a sequence.
+    masks: ``{output modality: (B, N) bool}``, True = counted in the loss (a valid target token):
+        by default the hidden tokens of the output's source; an output whose source modality
+        was not given is predicted everywhere it is valid. Derived outputs (norm_rgb) share the
+        mask of their source (rgb).
     encoder: the encoder's output (visible tokens, their ids, the token layout).
+    valid: ``{output modality: (B, N) bool}``, True = the target token exists, for outputs where
+        some do not (padding, samples lacking the modality); absent = all exist.
     """
 
     preds: dict[str, Tensor]
     masks: dict[str, Tensor]
     encoder: EncoderOutput
+    valid: dict[str, Tensor] = field(default_factory=dict)
 
 
 class MultiMAE(MultiModalViT):
-    """Multi-modal multi-task masked autoencoder (paper Sec. 3).
+    """Multi-modal multi-task masked autoencoder (paper Sec. 3): the encoder plus decoders.
 
-    The state dict has the official key names (``input_adapters.*``, ``encoder.*``,
-    ``global_tokens``, ``output_adapters.<modality>.*``).
+    The decoders are composed behind the `Decoder` interface (by default one
+    `CrossAttentionDecoder` per output, held in ``output_adapters``); the encoder's parts are
+    the model's own top-level modules so that the state dict has the official key names
+    (``input_adapters.*``, ``encoder.*``, ``global_tokens``, ``output_adapters.<modality>.*``).
     """
 
-    def __init__(self, config: MultiMAEConfig) -> None:
+    def __init__(self, config: MultiMAEConfig, decoders: Mapping[str, Decoder] | None = None) -> None:
+        """``decoders``: ``{output modality: decoder}`` replacing the default cross-attention
+        decoders (each must serve its key's modality)."""
         specs = config.modality_specs()
         super().__init__(config.encoder, {n: specs[n] for n in config.inputs})
         self.model_config = config
         self.output_specs = {n: specs[n] for n in config.outputs}
         enc = config.encoder
+        chosen = dict(decoders or {})
+        wrong = [n for n, d in chosen.items() if n not in self.output_specs or n not in d.modalities]
+        if wrong:
+            raise ValueError(f"decoders given for {wrong}: each key must be an output the decoder serves")
         self.output_adapters = nn.ModuleDict(
             {
-                name: SpatialDecoder(spec, config.decoder, enc.dim, config.inputs, enc.patch_size, enc.image_size)
+                name: chosen.get(name) or CrossAttentionDecoder(
+                    spec, config.decoder, enc.dim, config.inputs, enc.patch_size, enc.image_size)
                 for name, spec in self.output_specs.items()
             }
         )
@@ -66,17 +84,32 @@ class MultiMAE(MultiModalViT):
             n for n, _ in self.named_parameters() if n.endswith("mask_token") or ".task_embeddings." in n
         }
 
-    def output_masks(self, enc: EncoderOutput, masks: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
-        """Per-output masks (True = predicted), derived from the input masks."""
+    def output_masks(
+        self,
+        enc: EncoderOutput,
+        masks: Mapping[str, Tensor] | None,
+        targets: Mapping[str, Tensor] | None = None,
+        valid: Mapping[str, Tensor] | None = None,
+        names: Sequence[str] | None = None,
+    ) -> dict[str, Tensor]:
+        """Per-output loss masks (True = counted): ``targets[source]`` when given, else the hidden
+        input tokens of the source (MultiMAE), else every token; always restricted to valid tokens."""
         B = enc.tokens.shape[0]
-        n = enc.layout.grid[0] * enc.layout.grid[1]
+        device = enc.tokens.device
         out = {}
-        for name, spec in self.output_specs.items():
-            src = spec.source_name
-            if src in enc.layout.names:
-                out[name] = masks[src].bool() if masks is not None else torch.zeros(B, n, dtype=torch.bool, device=enc.tokens.device)
+        for name in self.output_specs if names is None else names:
+            dec = self.output_adapters[name]
+            src = self.output_specs[name].source_name
+            _, n = dec.query_shape(enc.layout)  # type: ignore[operator]
+            if targets is not None and src in targets:
+                m = targets[src].bool().to(device)
+            elif src in enc.layout.names:
+                m = masks[src].bool() if masks is not None else torch.zeros(B, n, dtype=torch.bool, device=device)
             else:
-                out[name] = torch.ones(B, n, dtype=torch.bool, device=enc.tokens.device)
+                m = torch.ones(B, n, dtype=torch.bool, device=device)
+            if valid is not None and src in valid:
+                m = m & valid[src].to(m.device)
+            out[name] = m
         return out
 
     def forward(  # type: ignore[override]
@@ -84,19 +117,48 @@ class MultiMAE(MultiModalViT):
         inputs: Mapping[str, Tensor],
         masks: Mapping[str, Tensor] | None = None,
         outputs: Sequence[str] | None = None,
+        targets: Mapping[str, Tensor] | None = None,
+        valid: Mapping[str, Tensor] | None = None,
     ) -> MultiMAEOutput:
         """Encode the visible tokens of ``inputs`` and decode every (or each listed) output.
 
         Args:
             inputs: ``{modality: prepared tensor}``, any non-empty subset of the model's inputs.
-            masks: ``{input modality: (B, N_m) bool}``, True = masked; None = nothing masked.
+            masks: ``{input modality: (B, N_m) bool}``, True = hidden; None = nothing hidden.
             outputs: decoders to run (default: all).
+            targets: ``{modality: (B, N_m) bool}``, True = predicted and counted, for targets
+                that are not simply the hidden tokens (4M: disjoint input and target sets).
+            valid: ``{modality: (B, N_m) bool}``, True = the token exists (a sample lacking a
+                modality has an all-False row: never encoded, never counted).
         """
         names = list(self.output_adapters) if outputs is None else list(outputs)
         unknown = [n for n in names if n not in self.output_adapters]
         if unknown:
             raise ValueError(f"unknown output modality {unknown}; this model predicts {list(self.output_adapters)}")
-        enc = self.forward_encoder(inputs, masks)
-        preds = {n: self.output_adapters[n](enc) for n in names}
-        all_masks = self.output_masks(enc, masks)
-        return MultiMAEOutput(preds, {n: all_masks[n] for n in names}, enc)
+        enc_valid = {k: v for k, v in (valid or {}).items() if k in self.input_adapters and k in inputs}
+        enc = self.forward_encoder(inputs, masks, valid=enc_valid or None)
+        preds: dict[str, Tensor] = {}
+        for n in names:
+            if n not in preds:
+                preds.update(self.output_adapters[n].decode(enc))  # type: ignore[operator]
+        preds = {n: preds[n] for n in names}
+        full_valid = dict(valid or {})
+        for name, v in self.token_validity(inputs, enc_valid or None).items():
+            full_valid[name] = v
+        out_valid = {n: full_valid[self.output_specs[n].source_name] for n in names
+                     if self.output_specs[n].source_name in full_valid}
+        return MultiMAEOutput(preds, self.output_masks(enc, masks, targets, full_valid or None, names), enc, out_valid)
+
+    def forward_batch(self, batch: Mapping[str, ModalityBatch], outputs: Sequence[str] | None = None) -> MultiMAEOutput:
+        """`forward` over typed records: inputs = the records of input modalities, hidden masks,
+        target masks and validity as the records say (a record without ``hidden`` is fully given;
+        one without ``target`` leaves MultiMAE's default: the hidden tokens are the targets)."""
+        inputs = {n: r.data for n, r in batch.items() if n in self.input_adapters}
+        given = [n for n in inputs if batch[n].hidden is not None]
+        masks = None
+        if given:
+            masks = {n: batch[n].hidden if batch[n].hidden is not None else torch.zeros_like(batch[n].valid)
+                     for n in inputs}
+        targets = {n: r.target for n, r in batch.items() if r.target is not None}
+        valid = {n: r.valid for n, r in batch.items()}
+        return self(inputs, masks, outputs, targets or None, valid)

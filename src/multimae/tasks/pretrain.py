@@ -48,7 +48,7 @@ class PretrainTask:
         batch = prepare_batch(raw, self.model.input_specs, self.model.output_specs)
         masks = self.masks(batch.inputs, global_batch, rows, step, 2)
         out = forward(batch.inputs, masks)
-        return self.loss_fn(out.preds, batch.targets, out.masks)
+        return self.loss_fn(out.preds, batch.targets, out.masks, out.valid)
 
     @torch.no_grad()
     def validate(self, raw_batches: Iterable[Mapping[str, Tensor]],
@@ -66,7 +66,7 @@ class PretrainTask:
             masks = self.masks(batch.inputs, B, slice(0, B), 10**6, i, 3)  # the same every evaluation
             out = self.model(batch.inputs, masks)
             preds = out.preds if baseline is None else {k: baseline[k].expand_as(v) for k, v in out.preds.items()}
-            losses = self.loss_fn(preds, batch.targets, out.masks)
+            losses = self.loss_fn(preds, batch.targets, out.masks, out.valid)
             for k, v in losses.per_task.items():
                 totals[k] = totals.get(k, 0.0) + float(v)
             totals["total"] = totals.get("total", 0.0) + float(losses.total)
