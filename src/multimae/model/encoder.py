@@ -77,6 +77,8 @@ class EncoderOutput:
         layout: which modalities were given, their token counts and the token grid.
         num_global_tokens: G.
         intermediates: outputs of the blocks listed in ``return_layers`` (same layout as tokens).
+        valid: ``{modality: (B, N_m) bool}``, True = the token exists, for the given modalities
+            where some tokens do not (padding, samples lacking the modality).
     """
 
     tokens: Tensor
@@ -85,6 +87,7 @@ class EncoderOutput:
     layout: TokenLayout
     num_global_tokens: int
     intermediates: list[Tensor] = field(default_factory=list)
+    valid: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def patch_tokens(self) -> Tensor:
@@ -212,11 +215,11 @@ class MultiModalViT(nn.Module):
             if m is not None and tuple(m.shape) != (batch, count):
                 raise ValueError(f"{what[:-1]} of {name!r} must have shape {(batch, count)}, got {tuple(m.shape)}")
 
-    def token_validity(self, inputs: Mapping[str, Tensor], valid: Mapping[str, Tensor] | None = None
-                       ) -> dict[str, Tensor]:
+    def token_validity(self, inputs: Mapping[str, Tensor], valid: Mapping[str, Tensor] | None = None,
+                       layout: TokenLayout | None = None) -> dict[str, Tensor]:
         """``{input: (B, N_m) bool}``: tokens that exist: ``valid`` where given, else what the data
         says (padding of a sequence); modalities whose tokens all exist are left out."""
-        layout = self.layout(inputs)
+        layout = layout or self.layout(inputs)
         B = next(iter(inputs.values())).shape[0]
         if valid:
             self._check_masks(layout, valid, B, "valid masks")
@@ -253,7 +256,7 @@ class MultiModalViT(nn.Module):
         """
         layout = self.layout(inputs)
         B = next(iter(inputs.values())).shape[0]
-        invalid = self.token_validity(inputs, valid)
+        invalid = self.token_validity(inputs, valid, layout)
         if masks is not None:
             self._check_masks(layout, masks, B, "masks")
             missing = [n for n in layout.names if n not in masks]
@@ -299,7 +302,7 @@ class MultiModalViT(nn.Module):
             x = block(x, attn_mask=attn_mask)
             if i in wanted:
                 intermediates.append(x)
-        return EncoderOutput(x, ids, padding, layout, G, intermediates)
+        return EncoderOutput(x, ids, padding, layout, G, intermediates, invalid)
 
     def forward(self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None) -> EncoderOutput:
         return self.forward_encoder(inputs, masks)

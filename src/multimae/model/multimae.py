@@ -142,9 +142,7 @@ class MultiMAE(MultiModalViT):
             if n not in preds:
                 preds.update(self.output_adapters[n].decode(enc))  # type: ignore[operator]
         preds = {n: preds[n] for n in names}
-        full_valid = dict(valid or {})
-        for name, v in self.token_validity(inputs, enc_valid or None).items():
-            full_valid[name] = v
+        full_valid = dict(valid or {}) | enc.valid
         out_valid = {n: full_valid[self.output_specs[n].source_name] for n in names
                      if self.output_specs[n].source_name in full_valid}
         return MultiMAEOutput(preds, self.output_masks(enc, masks, targets, full_valid or None, names), enc, out_valid)

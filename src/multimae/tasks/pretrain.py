@@ -16,7 +16,7 @@ from torch import Tensor
 from multimae.config.schema import LossConfig, MaskingConfig
 from multimae.data.stream import derive_seed
 from multimae.losses import LossOutput, MultiMAELoss, patch_standardize
-from multimae.masking import sample_masks
+from multimae.masking.samplers import DirichletInputMasking, MaskDraw, MaskSampler
 from multimae.modalities import prepare_batch
 from multimae.model import MultiMAE, MultiMAEOutput
 from multimae.tasks.metrics import ConfusionMatrix, masked_l1
@@ -28,26 +28,40 @@ class PretrainTask:
     masking: MaskingConfig
     loss: LossConfig
     seed: int = 0
+    sampler: MaskSampler | None = None  # default: MultiMAE's Dirichlet sampler of the masking config
     loss_fn: MultiMAELoss = field(init=False)
 
     def __post_init__(self) -> None:
         self.loss_fn = MultiMAELoss(self.model.output_specs, self.model.config.patch_size,
                                     self.loss.all_patches, self.loss.weights)
 
-    def masks(self, inputs: Mapping[str, Tensor], global_batch: int, rows: slice, *seed_parts: int) -> dict[str, Tensor]:
-        """This process's rows of the global batch's masks, drawn from (seed, *seed_parts)."""
+    def _sampler(self, inputs: Sequence[str]) -> MaskSampler:
+        if self.sampler is not None:
+            return self.sampler
+        return DirichletInputMasking(self.masking.num_visible, self.masking.concentrations(list(inputs)))
+
+    def draw(self, inputs: Mapping[str, Tensor], global_batch: int, rows: slice, *seed_parts: int) -> MaskDraw:
+        """This process's rows of the global batch's hidden and target masks, drawn from (seed, *seed_parts)."""
         g = torch.Generator().manual_seed(derive_seed(self.seed, *seed_parts))
         counts = self.model.num_tokens(inputs)
-        masks = sample_masks(counts, global_batch, self.masking.num_visible, self.masking.concentrations(list(counts)), g)
-        device = next(iter(inputs.values())).device
-        return {k: v[rows].to(device) for k, v in masks.items()}
+        draw = self._sampler(list(counts))(counts, global_batch, g)
+        return draw.rows(rows, next(iter(inputs.values())).device)
+
+    def masks(self, inputs: Mapping[str, Tensor], global_batch: int, rows: slice, *seed_parts: int) -> dict[str, Tensor]:
+        """The hidden masks of `draw` (True = not given to the encoder)."""
+        return self.draw(inputs, global_batch, rows, *seed_parts).hidden
+
+    @staticmethod
+    def _forward(forward: Callable[..., MultiMAEOutput], inputs: Mapping[str, Tensor], draw: MaskDraw
+                 ) -> MultiMAEOutput:
+        return forward(inputs, draw.hidden, targets=draw.target)
 
     def __call__(self, forward: Callable[..., MultiMAEOutput], raw: Mapping[str, Tensor], step: int,
                  global_batch: int, rows: slice) -> LossOutput:
         """Losses of ``raw``: the rows ``rows`` of the global batch of ``step``."""
         batch = prepare_batch(raw, self.model.input_specs, self.model.output_specs)
-        masks = self.masks(batch.inputs, global_batch, rows, step, 2)
-        out = forward(batch.inputs, masks)
+        draw = self.draw(batch.inputs, global_batch, rows, step, 2)
+        out = self._forward(forward, batch.inputs, draw)
         return self.loss_fn(out.preds, batch.targets, out.masks, out.valid)
 
     @torch.no_grad()
@@ -63,8 +77,8 @@ class PretrainTask:
         for i, raw in enumerate(raw_batches):
             batch = prepare_batch(raw, self.model.input_specs, self.model.output_specs)
             B = next(iter(batch.inputs.values())).shape[0]
-            masks = self.masks(batch.inputs, B, slice(0, B), 10**6, i, 3)  # the same every evaluation
-            out = self.model(batch.inputs, masks)
+            draw = self.draw(batch.inputs, B, slice(0, B), 10**6, i, 3)  # the same every evaluation
+            out = self._forward(self.model, batch.inputs, draw)
             preds = out.preds if baseline is None else {k: baseline[k].expand_as(v) for k, v in out.preds.items()}
             losses = self.loss_fn(preds, batch.targets, out.masks, out.valid)
             for k, v in losses.per_task.items():
