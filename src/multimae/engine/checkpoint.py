@@ -30,11 +30,9 @@ version 1 (before ``specs`` and ``files``) still load: their specs are resolved 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import pickle
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +43,27 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from multimae.engine.file_table import (
+    FileEntry,
+    attach_file,
+    base_folder,
+    files_table,
+    verify_files,
+)
 from multimae.engine.files import atomic_path, save_atomic
 
 if TYPE_CHECKING:
     from multimae.modalities.spec import ModalitySpec
     from multimae.model.config import MultiMAEConfig
     from multimae.model.encoder import MultiModalViT
+
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "MODEL_KINDS", "TRAINER_KEYS", "Checkpoint", "FileEntry", "attach_file",
+    "build_model_from_checkpoint", "checkpoint_file", "checkpoint_path", "export_safetensors", "files_table",
+    "latest_checkpoint", "list_checkpoints", "load_checkpoint", "load_torch_file", "model_record",
+    "read_checkpoint", "read_ours_safetensors", "read_ours_torch", "save_checkpoint", "spec_to_dict",
+    "verify_files", "with_specs",
+]
 
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
 FORMAT = "multimae"
@@ -115,14 +128,6 @@ def load_checkpoint(path: Path, trusted: bool = False) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- what a file carries
-@dataclass(frozen=True)
-class FileEntry:
-    """A file that travels with a checkpoint: ``path`` relative to the checkpoint's folder."""
-
-    path: str
-    sha256: str
-
-
 @dataclass
 class Checkpoint:
     """A checkpoint or model file as read (`read_checkpoint`; foreign files: `multimae.convert`).
@@ -181,7 +186,7 @@ class Checkpoint:
         if name not in self.files:
             raise ValueError(f"{self.where}: no file named {name!r} in its files table (has {sorted(self.files)})")
         verify_files(self.path, {name: self.files[name]})
-        return _base(self.path) / self.files[name].path
+        return base_folder(self.path) / self.files[name].path
 
 
 def spec_to_dict(spec: ModalitySpec) -> dict[str, Any]:
@@ -257,19 +262,6 @@ def _json(metadata: Mapping[str, str], key: str, where: object) -> Any:
         return json.loads(metadata[key]) if key in metadata else None
     except json.JSONDecodeError as err:
         raise ValueError(f"{where}: metadata entry {key!r} is not valid JSON ({err})") from None
-
-
-def files_table(data: Any, where: object) -> dict[str, FileEntry]:
-    """A stored files table (plain data) as `FileEntry` by name; a ValueError naming ``where``
-    when it is malformed."""
-    if not data:
-        return {}
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: its files table is not a mapping of name -> {{path, sha256}}")
-    try:
-        return {str(n): FileEntry(str(e["path"]), str(e["sha256"])) for n, e in data.items()}
-    except (KeyError, TypeError):
-        raise ValueError(f"{where}: a files table entry lacks 'path' or 'sha256': {dict(data)!r}") from None
 
 
 def _specs(data: Any, where: object) -> dict[str, ModalitySpec]:
@@ -437,63 +429,3 @@ def build_model_from_checkpoint(source: str | Path | Checkpoint, trusted: bool =
                          f"(missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})")
     return model.eval()
 
-
-# ---------------------------------------------------------------------------- the files table
-def _base(path: Path | None) -> Path:
-    return Path(path).parent if path is not None else Path(".")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_files(checkpoint: Path | None, files: Mapping[str, FileEntry]) -> None:
-    """A ValueError naming the first file of the table that is missing beside ``checkpoint`` or
-    whose SHA-256 differs from the recorded one."""
-    for name, entry in files.items():
-        file = _base(checkpoint) / entry.path
-        if not file.is_file():
-            raise ValueError(f"{checkpoint}: file {name!r} ({file}) of its files table is missing")
-        found = sha256_file(file)
-        if found != entry.sha256:
-            raise ValueError(f"{checkpoint}: file {name!r} ({file}) has SHA-256 {found}, not the recorded "
-                             f"{entry.sha256}: it was changed or replaced since the checkpoint was written")
-
-
-def attach_file(checkpoint: str | Path, name: str, source: str | Path, relative: str | None = None) -> FileEntry:
-    """Copy ``source`` next to ``checkpoint`` (as ``relative``, default its own name; kept where it
-    already is) and record it with its SHA-256 in the checkpoint's files table (the checkpoint is
-    rewritten atomically). Returns the entry."""
-    checkpoint, source = Path(checkpoint), Path(source)
-    if not source.is_file():
-        raise ValueError(f"{source}: no such file to attach to {checkpoint}")
-    rel = Path(relative or source.name)
-    if rel.is_absolute() or ".." in rel.parts:
-        raise ValueError(f"{rel}: an attached file's path must be relative to the checkpoint's folder, inside it")
-    target = checkpoint.parent / rel
-    if target.resolve() != source.resolve():
-        with atomic_path(target) as tmp:
-            shutil.copyfile(source, tmp)
-    entry = FileEntry(rel.as_posix(), sha256_file(target))
-    _rewrite_files(checkpoint, {name: entry})
-    return entry
-
-
-def _rewrite_files(checkpoint: Path, added: Mapping[str, FileEntry]) -> None:
-    if checkpoint.suffix == ".safetensors":
-        with safe_open(str(checkpoint), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        table = {**(_json(meta, "files", checkpoint) or {}), **{n: dataclasses.asdict(e) for n, e in added.items()}}
-        with atomic_path(checkpoint) as tmp:
-            save_file(tensors, str(tmp), metadata={**meta, "files": json.dumps(table)})
-        return
-    state = load_torch_file(checkpoint)
-    if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{checkpoint}: not a multimae checkpoint: cannot record files in it")
-    state["files"] = {**(state.get("files") or {}), **{n: dataclasses.asdict(e) for n, e in added.items()}}
-    save_atomic(state, checkpoint)
