@@ -232,3 +232,31 @@ def test_a_pretraining_run_writes_specs_into_every_checkpoint_and_its_export(tmp
     # and a resume reads the new format
     assert main(["pretrain", "--quiet", "--resume", str(run), "train.steps=3"]) == 0
     assert read_checkpoint(run).trainer == {} and read_checkpoint(list_checkpoints(run)[-1]).trainer["step"] == 3
+
+
+def test_an_old_fine_tuning_run_export_rebuilds_from_its_config_yaml(tmp_path):
+    """Version 1 fine-tuning export: weights with only ``step`` metadata, config.yaml beside."""
+    from multimae.config import load_config, to_yaml
+    from multimae.config.finetune import FinetuneConfig
+    from multimae.tasks.finetune_arch import build_model
+    from multimae.tasks.loading import load_finetuned
+
+    cfg = load_config(FinetuneConfig, None, ["model.encoder={dim: 32, depth: 4, num_heads: 2, patch_size: 8}",
+                                             "data.image_size=32", "task.kind=segmentation", "head.embed_dim=32",
+                                             "model.modality_overrides={semseg: {num_channels: 7}}"])
+    run = tmp_path / "ft"
+    run.mkdir()
+    (run / "config.yaml").write_text(to_yaml(cfg))
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(run / "model.safetensors"),
+              metadata={"step": "3"})
+    ckpt = read_checkpoint(run)
+    assert (ckpt.version, ckpt.kind, ckpt.head["kind"]) == (1, "finetune", "convnext")
+    assert ckpt.head["config"]["num_classes"] == 7
+    assert_identical(model, build_model_from_checkpoint(ckpt))
+    loaded, again = load_finetuned(run)
+    assert again == cfg
+    assert_identical(model, loaded)
+    with pytest.raises(ValueError, match="fine-tuning run, not a pre-training run"):
+        load_pretrained(run / "model.safetensors")

@@ -25,7 +25,7 @@ from multimae.convert.official import SPATIAL_DECODER_KEYS, official_to_multimae
 from multimae.convert.report import ConversionReport
 from multimae.convert.timm_vit import TIMM_ARCH, multimae_to_timm, timm_to_multimae
 from multimae.engine.checkpoint import (
-    Checkpoint, build_model_from_checkpoint, checkpoint_file, export_safetensors, read_checkpoint,
+    Checkpoint, build_model_from_checkpoint, export_safetensors, read_checkpoint,
 )
 from multimae.engine.files import atomic_path, save_atomic
 from multimae.model.encoder import MultiModalViT
@@ -55,7 +55,9 @@ def load_any(
 ) -> tuple[MultiModalViT, ConversionReport]:
     """Our model (eval mode) from any supported checkpoint, and what the conversion did: a
     `MultiMAE` (pre-training checkpoints; encoder-only ones have no decoders) or a `FineTuneModel`
-    (fine-tuned checkpoints: encoder + one head).
+    (fine-tuned checkpoints: encoder + one head). Files of ours are rebuilt by
+    `multimae.engine.checkpoint.build_model_from_checkpoint` (their config and stored specs; the
+    foreign-format arguments below do not apply to them).
 
     Args:
         source: a path (run folder, ``.pth``/``.pt``/``.safetensors``), a state dict or a `Checkpoint`.
@@ -72,7 +74,7 @@ def load_any(
     if fmt not in SOURCES:
         raise ValueError(f"unknown source format {fmt!r}; choose one of {SOURCES}")
     if isinstance(source, (str, Path)) and _is_run_folder_or_checkpoint(Path(source)):
-        ckpt = read_checkpoint(checkpoint_file(source), trusted)
+        ckpt = read_checkpoint(source, trusted)
     elif isinstance(source, Checkpoint):
         ckpt = source
     elif isinstance(source, (str, Path)):
@@ -93,13 +95,6 @@ def load_any(
         return official_to_multimae(ckpt.state, num_heads=num_heads, decoder_num_heads=decoder_num_heads,
                                     args=ckpt.args, input_order=input_order)
     return timm_to_multimae(ckpt.state, num_heads=num_heads, metadata=ckpt.metadata)
-
-
-def _check_fmt(model: MultiModalViT, report: ConversionReport, found: str, wanted: str, where: object
-               ) -> tuple[MultiModalViT, ConversionReport]:
-    if wanted not in ("auto", found):
-        raise ValueError(f"{where}: looks like a {found!r} checkpoint, not {wanted!r}")
-    return model, report
 
 
 def save_multimae(model: MultiModalViT, path: str | Path) -> Path:
