@@ -229,9 +229,26 @@ def test_a_pretraining_run_writes_specs_into_every_checkpoint_and_its_export(tmp
     assert last.trainer["step"] == 2 and export.trainer == {}
     a, b = build_model_from_checkpoint(last), build_model_from_checkpoint(export)
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
-    # and a resume reads the new format
+    # A resume reads the new format, and a file attached to the checkpoint travels on to the next ones.
+    (tmp_path / "vocab.txt").write_text("a b c")
+    entry = attach_file(list_checkpoints(run)[-1], "tokenizer", tmp_path / "vocab.txt")
     assert main(["pretrain", "--quiet", "--resume", str(run), "train.steps=3"]) == 0
-    assert read_checkpoint(run).trainer == {} and read_checkpoint(list_checkpoints(run)[-1]).trainer["step"] == 3
+    resumed = read_checkpoint(list_checkpoints(run)[-1])
+    assert resumed.trainer["step"] == 3 and resumed.files == {"tokenizer": entry}
+    assert read_checkpoint(run).files == {"tokenizer": entry} and read_checkpoint(run).trainer == {}
+
+
+def test_a_newer_format_or_a_spec_that_does_not_build_is_refused_by_name(tmp_path):
+    model = custom_model()
+    path = write_training_checkpoint(model, tmp_path)
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "format_version": FORMAT_VERSION + 1}, path)
+    with pytest.raises(ValueError, match=f"checkpoint format {FORMAT_VERSION + 1}, newer than"):
+        read_checkpoint(path)
+    state["specs"]["thermal"]["colour"] = "red"  # a field this version does not know
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="stored modality spec does not build.*colour"):
+        read_checkpoint(path)
 
 
 def test_an_old_fine_tuning_run_export_rebuilds_from_its_config_yaml(tmp_path):
