@@ -17,36 +17,29 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from multimae.convert.finetune import (
-    build_finetune, encoder_config, finetune_to_model, head_from_dict, head_names, head_to_dict,
+    finetune_to_model, head_names,
 )
-from multimae.convert.io import Checkpoint, from_state_dict, read_checkpoint
-from multimae.convert.official import SPATIAL_DECODER_KEYS, build_model, load_matching, official_to_multimae
+from multimae.convert.io import from_state_dict
+from multimae.convert.io import read_checkpoint as read_io_checkpoint
+from multimae.convert.official import SPATIAL_DECODER_KEYS, official_to_multimae
 from multimae.convert.report import ConversionReport
 from multimae.convert.timm_vit import TIMM_ARCH, multimae_to_timm, timm_to_multimae
+from multimae.engine.checkpoint import (
+    Checkpoint, build_model_from_checkpoint, export_safetensors, read_checkpoint,
+)
 from multimae.engine.files import atomic_path, save_atomic
-from multimae.model.config import MultiMAEConfig
 from multimae.model.encoder import MultiModalViT
 from multimae.model.finetune import FineTuneModel
 from multimae.model.multimae import MultiMAE
-from multimae.tasks.loading import load_run_model
 
 SOURCES = ("auto", "multimae", "official", "timm")
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-\d+\.pt$")  # a training run's checkpoints
 TARGETS = ("multimae", "timm")
 
 
-def _is_run_output(path: Path) -> bool:
-    """A run folder, a training checkpoint, or weights exported by a run (config.yaml beside them)."""
-    if path.is_dir() or _CHECKPOINT_NAME.match(path.name):
-        return True
-    return path.suffix == ".safetensors" and (path.parent / "config.yaml").exists() and _no_config_metadata(path)
-
-
-def _no_config_metadata(path: Path) -> bool:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return "model_config" not in (f.metadata() or {})
+def _is_run_folder_or_checkpoint(path: Path) -> bool:
+    """A run folder or a training run's checkpoint: read as ours (never as a foreign format)."""
+    return path.is_dir() or bool(_CHECKPOINT_NAME.match(path.name))
 
 
 def load_any(
@@ -62,7 +55,9 @@ def load_any(
 ) -> tuple[MultiModalViT, ConversionReport]:
     """Our model (eval mode) from any supported checkpoint, and what the conversion did: a
     `MultiMAE` (pre-training checkpoints; encoder-only ones have no decoders) or a `FineTuneModel`
-    (fine-tuned checkpoints: encoder + one head).
+    (fine-tuned checkpoints: encoder + one head). Files of ours are rebuilt by
+    `multimae.engine.checkpoint.build_model_from_checkpoint` (their config and stored specs; the
+    foreign-format arguments below do not apply to them).
 
     Args:
         source: a path (run folder, ``.pth``/``.pt``/``.safetensors``), a state dict or a `Checkpoint`.
@@ -78,33 +73,19 @@ def load_any(
     """
     if fmt not in SOURCES:
         raise ValueError(f"unknown source format {fmt!r}; choose one of {SOURCES}")
-    if isinstance(source, (str, Path)) and _is_run_output(Path(source)):
-        model = load_run_model(Path(source), trusted)
-        return _check_fmt(model, ConversionReport("multimae run", "multimae"), "multimae", fmt, source)
-    if isinstance(source, Checkpoint):
+    if isinstance(source, (str, Path)) and _is_run_folder_or_checkpoint(Path(source)):
+        ckpt = read_checkpoint(source, trusted)
+    elif isinstance(source, Checkpoint):
         ckpt = source
     elif isinstance(source, (str, Path)):
-        ckpt = read_checkpoint(source, trusted)
+        ckpt = read_io_checkpoint(source, trusted)
     else:
         ckpt = from_state_dict(source)
     where = ckpt.path or "state dict"
     if fmt not in ("auto", ckpt.format):
         raise ValueError(f"{where}: looks like a {ckpt.format!r} checkpoint, not {fmt!r}")
     if ckpt.format == "multimae":
-        assert ckpt.config is not None
-        config = MultiMAEConfig.from_dict(ckpt.config)
-        model: MultiModalViT
-        if ckpt.head is not None:
-            name, head = head_from_dict(ckpt.head)
-            model = build_finetune(config, head, name, ckpt.state)
-        else:
-            model = build_model(lambda: MultiMAE(config), ckpt.state)
-        report = ConversionReport("multimae", "multimae")
-        load_matching(model, ckpt.state, report, "not in the model its config describes")
-        if report.dropped or report.missing:
-            raise ValueError(f"{where}: weights do not match the config they carry "
-                             f"(extra {list(report.dropped)[:5]}, missing {report.missing[:5]})")
-        return model.eval(), report
+        return build_model_from_checkpoint(ckpt), ConversionReport("multimae", "multimae")
     if ckpt.format == "official":
         heads = head_names(ckpt.state)
         decoders = [k for k in ckpt.state if k.startswith("output_adapters.") and k.endswith(SPATIAL_DECODER_KEYS[0])]
@@ -116,31 +97,17 @@ def load_any(
     return timm_to_multimae(ckpt.state, num_heads=num_heads, metadata=ckpt.metadata)
 
 
-def _check_fmt(model: MultiModalViT, report: ConversionReport, found: str, wanted: str, where: object
-               ) -> tuple[MultiModalViT, ConversionReport]:
-    if wanted not in ("auto", found):
-        raise ValueError(f"{where}: looks like a {found!r} checkpoint, not {wanted!r}")
-    return model, report
-
-
 def save_multimae(model: MultiModalViT, path: str | Path) -> Path:
-    """Our weights with their config in the metadata: a self-contained ``.safetensors`` file that
-    `load_any` (and ``multimae predict --checkpoint``) reads back exactly. ``model`` is a
-    `MultiMAE` or a `FineTuneModel` (whose head config is stored too)."""
+    """Our weights with their config, resolved modality specs (and a fine-tuned model's head) in
+    the metadata (`multimae.engine.checkpoint.model_record`): a self-contained ``.safetensors``
+    file that `load_any` (and ``multimae predict --checkpoint``) reads back exactly. ``model`` is a
+    `MultiMAE` or a `FineTuneModel`."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: multimae weights are written as .safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if isinstance(model, FineTuneModel):
-        meta = {"format": "multimae", "model_config": json.dumps(encoder_config(model).to_dict()),
-                "head": json.dumps(head_to_dict(model))}
-    elif isinstance(model, MultiMAE):
-        meta = {"format": "multimae", "model_config": json.dumps(model.model_config.to_dict())}
-    else:
+    if not isinstance(model, (MultiMAE, FineTuneModel)):
         raise ValueError(f"cannot save a {type(model).__name__}: expected a MultiMAE or a FineTuneModel")
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    export_safetensors(model, path)
     return path
 
 

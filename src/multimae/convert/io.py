@@ -11,41 +11,17 @@ that official checkpoints store under ``args``; anything else needs ``trusted=Tr
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
 from torch import Tensor
 
+from multimae.engine.checkpoint import Checkpoint, read_ours_safetensors, read_ours_torch
+
 FORMATS = ("multimae", "official", "timm")
 # Container entries that hold the weights, in the order they are looked for.
 _WEIGHT_ENTRIES = ("model", "state_dict", "model_state")
-
-
-@dataclass
-class Checkpoint:
-    """Attributes:
-    state: the flat ``{key: tensor}`` state dict.
-    format: ``"multimae"`` (our own files, which carry their config), ``"official"`` (the official
-        MultiMAE / MultiViT key layout, which ours shares) or ``"timm"`` (timm ``VisionTransformer``
-        and MAE keys).
-    config: our model config (a dict) when the file carries one (for a fine-tuned model: its
-        encoder, as a config without outputs).
-    head: our fine-tuning head (name, kind, config) when the file carries one.
-    args: the official training arguments (``ckpt["args"]``) as a dict, when present.
-    metadata: safetensors metadata (str -> str).
-    path: where it was read from (None for in-memory state dicts).
-    """
-
-    state: dict[str, Tensor]
-    format: str
-    config: dict[str, Any] | None = None
-    head: dict[str, Any] | None = None
-    args: dict[str, Any] = field(default_factory=dict)
-    metadata: dict[str, str] = field(default_factory=dict)
-    path: Path | None = None
 
 
 def _torch_load(path: Path, trusted: bool) -> Any:
@@ -95,7 +71,9 @@ def from_state_dict(state: dict[str, Tensor], where: str = "state dict") -> Chec
 
 
 def read_checkpoint(path: str | Path, trusted: bool = False) -> Checkpoint:
-    """Read ``path`` (``.pth``/``.pt``/``.bin``/``.safetensors``) and recognise its format."""
+    """Read ``path`` (``.pth``/``.pt``/``.bin``/``.safetensors``) and recognise its format. Files of
+    ours are read by `multimae.engine.checkpoint` (the one reader of our format); others are
+    unwrapped to their state dict and told apart by their keys."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
@@ -105,20 +83,15 @@ def read_checkpoint(path: str | Path, trusted: bool = False) -> Checkpoint:
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
             state = {k: f.get_tensor(k) for k in f.keys()}
+        ours = read_ours_safetensors(state, metadata, path) if metadata.get("format") != "timm" else None
     else:
-        state, rest = _unwrap(_torch_load(path, trusted), str(path))
+        contents = _torch_load(path, trusted)
+        ours = read_ours_torch(contents, path)
+        if ours is None:
+            state, rest = _unwrap(contents, str(path))
+    if ours is not None:
+        return ours
     state = _strip_module_prefix(state)
-    config = None
-    if "model_config" in metadata:
-        config = json.loads(metadata["model_config"])
-    elif isinstance(rest.get("model_config"), dict):
-        config = rest["model_config"]
-    elif isinstance(rest.get("config"), dict) and "model" in rest["config"]:  # a training checkpoint of ours
-        from multimae.config import RunConfig, build_dataclass
-
-        config = build_dataclass(RunConfig, rest["config"]).model.build().to_dict()
-    head = json.loads(metadata["head"]) if "head" in metadata else rest.get("head")
     args = rest.get("args")
     args = vars(args) if isinstance(args, argparse.Namespace) else dict(args) if isinstance(args, dict) else {}
-    fmt = "multimae" if config is not None else detect_format(state, str(path))
-    return Checkpoint(state, fmt, config, head if isinstance(head, dict) else None, args, metadata, path)
+    return Checkpoint(state, detect_format(state, str(path)), args=args, metadata=metadata, path=path)

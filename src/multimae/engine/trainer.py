@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,13 +19,16 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from multimae.config.schema import OptimConfig, TrainConfig
-from multimae.engine.checkpoint import export_safetensors, latest_checkpoint, load_checkpoint, save_checkpoint
+from multimae.engine.checkpoint import (
+    FileEntry, export_safetensors, latest_checkpoint, files_table, load_checkpoint, model_record, save_checkpoint,
+)
 from multimae.engine.distributed import DistInfo
 from multimae.engine.logger import MetricLogger, drop_metrics_after
 from multimae.engine.optim import lr_at, param_groups, set_lr
 from multimae.engine.precision import PrecisionChoice, autocast, choose_precision
 from multimae.engine.threads import ThreadChoice, ThreadTuner, plan_threads, restart_rate
 from multimae.losses import LossOutput
+from multimae.modalities.spec import ModalitySpec
 
 
 class Stream(Protocol):
@@ -62,13 +65,17 @@ class Trainer:
         progress: bool = True,
         desc: str = "pretrain",
         precision: PrecisionChoice | None = None,
+        extra_specs: Mapping[str, ModalitySpec] | None = None,
     ) -> None:
         """``precision``: `train.precision` resolved (`choose_precision`); by default resolved here
-        with a generic matmul size."""
+        with a generic matmul size. ``extra_specs``: specs of modalities the run prepares beyond the
+        model's inputs and outputs (a fine-tuning target), stored with every checkpoint."""
         self.model, self.task, self.stream = model.to(device), task, stream
         self.optim_cfg, self.train_cfg = optim, train
         self.run_dir, self.dist, self.device = run_dir, dist_info, device
         self.config = config or {}
+        self.extra_specs = dict(extra_specs or {})
+        self.files: dict[str, FileEntry] = {}  # files that travel with every checkpoint (see `attach_file`)
         self.on_validate, self.on_picture = on_validate, on_picture
         self.progress = progress and dist_info.is_main
         self.desc = desc
@@ -118,8 +125,14 @@ class Trainer:
         self._note("threads", choice.reason, choice.as_dict())
 
     # ------------------------------------------------------------------ state
+    def record(self, with_config: bool = True) -> dict[str, Any]:
+        """What every checkpoint and export of this run carries besides the weights (`model_record`);
+        ``with_config``: the run's config too (a training checkpoint has it under ``config``)."""
+        return model_record(self.model, self.config if with_config else None, self.extra_specs, self.files)
+
     def state_dict(self) -> dict[str, Any]:
         return {
+            **self.record(with_config=False),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -134,6 +147,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        self.files = files_table(state.get("files"), "checkpoint")
         self.stream.load_state_dict(state["stream"])
         torch.set_rng_state(state["torch_rng"])
 
@@ -251,7 +265,8 @@ class Trainer:
             bar.close()
         self.save()
         if self.dist.is_main:
-            export_safetensors(self.model, self.run_dir / "model.safetensors", {"step": str(self.step)})
+            export_safetensors(self.model, self.run_dir / "model.safetensors", {"step": str(self.step)},
+                               self.record())
         return last
 
     def run(self, checkpoint: Path | dict[str, Any] | None = None, source: Path | None = None) -> float:

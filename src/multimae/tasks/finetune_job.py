@@ -115,7 +115,7 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
     precision = run_precision(cfg.train, device, micro // info.world_size * tokens, model.config.dim)
     trainer = make_trainer(cfg, model, task, stream, run_dir, info, device, precision,
                            on_validate=evaluating(model, lambda: task.evaluate(val)) if val else None,
-                           progress=progress, desc="finetune")
+                           progress=progress, desc="finetune", extra_specs=cfg.model.specs(cfg.modalities))
     wall = trainer.run(saved, ckpt)
     if info.is_main:
         model.eval()

@@ -18,12 +18,13 @@ from torch import Tensor
 
 from multimae.config.finetune import FinetuneConfig, FinetuneModelSection
 from multimae.convert.io import read_checkpoint
+from multimae.engine.checkpoint import build_model_from_checkpoint, spec_to_dict
 from multimae.convert.timm_vit import TIMM_PREFIX, read_timm_source, timm_to_multimae
 from multimae.errors import reading
 from multimae.layers.pos_embed import resize_pos_embed
-from multimae.model import FineTuneModel
+from multimae.model import FineTuneModel, MultiMAE
 from multimae.tasks.finetune_data import data_num_labels, data_num_segment_classes
-from multimae.tasks.loading import load_pretrained
+from multimae.tasks.loading import read_run_checkpoint
 
 __all__ = ["load_encoder_weights", "resolve"]
 
@@ -49,10 +50,14 @@ def _read_initial_weights(source: str, cfg: FinetuneConfig, trusted: bool) -> tu
         vit, _ = timm_to_multimae(state, num_heads=heads)
         section = FinetuneModelSection(size="base", encoder=dataclasses.asdict(vit.config))
         return vit.state_dict(), section, f"timm ViT {source}"
-    model, run = load_pretrained(source, trusted)
-    section = FinetuneModelSection(size=run.model.size, encoder=dataclasses.asdict(run.model.build().encoder),
-                                   modality_overrides=run.model.modality_overrides,
-                                   custom_modalities=run.model.custom_modalities)
+    ckpt = read_run_checkpoint(source, "pretrain", trusted)
+    model = build_model_from_checkpoint(ckpt)
+    assert isinstance(model, MultiMAE)
+    config = model.model_config  # the checkpoint's stored specs in force (`Checkpoint.config`)
+    size = (ckpt.run_config or {}).get("model", {}).get("size", "base")
+    section = FinetuneModelSection(size=size, encoder=dataclasses.asdict(config.encoder),
+                                   modality_overrides=config.modality_overrides,
+                                   custom_modalities={n: spec_to_dict(s) for n, s in config.custom_modalities.items()})
     return model.state_dict(), section, f"multimae {source} (inputs {list(model.input_specs)})"
 
 

@@ -27,7 +27,11 @@ def config_kind(config: Mapping[str, Any]) -> str:
 
 def check_kind(where: str | Path, config: Mapping[str, Any], expected: str) -> None:
     """A ValueError saying what ``where`` is when its config is not of kind ``expected``."""
-    kind = config_kind(config)
+    check_run_kind(where, config_kind(config), expected)
+
+
+def check_run_kind(where: str | Path, kind: str, expected: str) -> None:
+    """A ValueError saying what ``where`` is when its kind is not ``expected``."""
     if kind != expected:
         raise ValueError(f"{where}: this is a {KINDS[kind]}, not a {KINDS[expected]} "
                          f"(use it with {_COMMANDS[kind]})")
