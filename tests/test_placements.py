@@ -213,3 +213,18 @@ def test_record_masks_mean_what_they_say():
     assert r.counted.tolist() == [[True, False, False]]  # ... nor counted
     with pytest.raises(ValueError, match="hidden must be a"):
         ModalityBatch(torch.zeros(1, 3), valid, hidden=torch.zeros(1, 4, dtype=torch.bool))
+
+
+def test_checkpoint_round_trip_rebuilds_a_model_with_a_sequence_and_a_coarse_grid(tmp_path):
+    from multimae.engine.checkpoint import build_model_from_checkpoint, export_safetensors
+
+    model = caption_model(inputs=("rgb", "caption", "coarse"), outputs=("rgb", "caption"))
+    export_safetensors(model, tmp_path / "m.safetensors")
+    again = build_model_from_checkpoint(tmp_path / "m.safetensors")
+    assert again.input_specs["caption"] == CAPTION and again.input_specs["coarse"] == COARSE
+    state, other = model.state_dict(), again.state_dict()
+    assert state.keys() == other.keys() and all(torch.equal(state[k], other[k]) for k in state)
+    inputs = {"rgb": make_inputs()["rgb"], "caption": captions(), "coarse": torch.randn(2, 1, 32, 32)}
+    a, b = model(inputs), again(inputs)
+    for k in a.preds:
+        torch.testing.assert_close(b.preds[k], a.preds[k], atol=0, rtol=0)
