@@ -6,7 +6,11 @@ Every sampler is called as ``sampler(num_tokens, batch_size, generator, valid)``
 `MaskDraw`: ``hidden[m]`` (B, N_m) bool, True = not given to the encoder, and ``target[m]``
 (B, N_m) bool, True = predicted and counted (see `multimae.modalities.batch.ModalityBatch`).
 ``valid`` (optional, ``{m: (B, N_m) bool}``) marks the tokens that exist; samplers never spend a
-budget on invalid tokens.
+budget on invalid tokens, always hide them and never make them targets. Masks live on the
+generator's device (else ``valid``'s, else the CPU).
+
+Here: `DirichletInputMasking` (MultiMAE), `FixedRatioMasking` (M3AE), `ExplicitMasking` (given
+masks); 4M's `DirichletInputTargetMasking` is in `multimae.masking.input_target`.
 
 The model treats an output whose modality is absent from ``target`` as fully predicted (MultiMAE:
 an output whose source was not given is predicted everywhere).
