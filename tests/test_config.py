@@ -96,11 +96,11 @@ def test_mask_sampler_from_the_config():
     mixture = ("masking.mixture=[{alpha: {rgb: 1000, depth: 0, semseg: 0}, target_alpha: 0.5},"
                " {alpha: 0.5, target_alpha: {rgb: 0, depth: 1, semseg: 1}, weight: 3}]")
     four = load_config(RunConfig, preset_path("cpu"), ["masking.sampler=input_target", "masking.input_budget=[24, 40]",
-                                                       "masking.target_budget=32", mixture])
+                                                       "masking.target_budget=32", "masking.min_tokens=2", mixture])
     assert four.masking.input_budget == (24, 40) and four.masking.target_budget == 32
     assert build_mask_sampler(four.masking, inputs) == DirichletInputTargetMasking(
         (24, 40), 32, [BudgetDirichlet({"rgb": 1000, "depth": 0, "semseg": 0}, 0.5),
-                       BudgetDirichlet(0.5, {"rgb": 0, "depth": 1, "semseg": 1})], [1.0, 3.0])
+                       BudgetDirichlet(0.5, {"rgb": 0, "depth": 1, "semseg": 1})], [1.0, 3.0], min_tokens=2)
     single = load_config(RunConfig, preset_path("cpu"), ["masking.sampler=input_target", "masking.target_alpha=0.2"])
     assert build_mask_sampler(single.masking, inputs) == DirichletInputTargetMasking(
         single.masking.num_visible, None, [BudgetDirichlet(single.masking.alpha, 0.2)], None)
@@ -130,6 +130,8 @@ def test_mask_sampler_configs_round_trip(tmp_path):
         (["masking.sampler=input_target", "masking.mixture=[{alpha: 1, weight: -1}]"], r"masking.mixture\[0\].weight must be"),
         (["masking.sampler=input_target", "masking.mixture=[{alpha: 1, weight: 0}]"], "every component's weight is 0"),
         (["masking.alpha=0"], "masking.alpha must be > 0"),
+        (["masking.min_tokens=2"], "masking.min_tokens is only used by masking.sampler=input_target"),
+        (["masking.sampler=input_target", "masking.min_tokens=-1"], "masking.min_tokens must be >= 0"),
     ],
 )
 def test_bad_mask_sampler_configs(overrides, message):

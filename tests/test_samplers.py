@@ -211,11 +211,25 @@ def test_input_target_masking_per_modality_alpha():
     assert (skew_tgt[:, 1:] == 0).float().mean() > 0.99
 
 
+def test_input_target_masking_min_tokens_redraws_short_splits():
+    names = list(THREE)
+    caps = torch.tensor([[16, 16, 8]] * 500 + [[16, 1, 8]] * 12)  # the last rows: depth can hold 1 token only
+    plain = DirichletInputTargetMasking(24, None, [BudgetDirichlet(0.2)])
+    picky = DirichletInputTargetMasking(24, None, [BudgetDirichlet(0.2)], min_tokens=3)
+    _, short, _ = plain.sample_budgets(caps, names, gen(17))
+    _, inputs, _ = picky.sample_budgets(caps, names, gen(17))
+    assert (short < 3).any()  # alpha 0.2: without redraws some modality often gets < 3
+    assert (inputs >= caps.clamp_max(3)).all()  # every modality gets min(3, its cap)
+    assert (inputs.sum(dim=1) <= 24).all() and (inputs <= caps).all()
+
+
 def test_input_target_masking_rejects_bad_settings():
     with pytest.raises(ValueError, match="input_budget must be n >= 0 or \\(min, max\\)"):
         DirichletInputTargetMasking((10, 5))
     with pytest.raises(ValueError, match="weights must be 2 numbers"):
         DirichletInputTargetMasking(4, None, [BudgetDirichlet(), BudgetDirichlet()], weights=[1.0])
+    with pytest.raises(ValueError, match="min_tokens must be >= 0"):
+        DirichletInputTargetMasking(4, min_tokens=-1)
     with pytest.raises(ValueError, match="input_alpha\\['rgb'\\] must be a finite number >= 0"):
         BudgetDirichlet({"rgb": -1.0})
     sampler = DirichletInputTargetMasking(4, 4, [BudgetDirichlet({"rgb": 1.0, "depth": 1.0})])

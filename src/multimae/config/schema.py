@@ -111,6 +111,7 @@ class MaskingConfig:
     target_alpha: float | dict[str, float] = 1.0  # input_target: concentration of the target split, values >= 0
     mixture: list[MaskingComponent] = field(default_factory=list)  # input_target: several (alpha, target_alpha,
     # weight) components, one picked per sample; [] = the one component (alpha, target_alpha)
+    min_tokens: int = 0  # input_target: redraw a split (up to 100 times) while a modality gets fewer tokens (0: off)
 
     def validate(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -135,6 +136,8 @@ class MaskingConfig:
             _check_alphas(f"masking.mixture[{i}].target_alpha", c.target_alpha, zero_ok=True)
             if not (0.0 <= c.weight < math.inf):
                 raise ValueError(f"masking.mixture[{i}].weight must be a finite number >= 0, got {c.weight}")
+        if self.min_tokens < 0:
+            raise ValueError(f"masking.min_tokens must be >= 0 (0: off), got {self.min_tokens}")
         if self.mixture and not any(c.weight > 0 for c in self.mixture):
             raise ValueError("masking.mixture: every component's weight is 0: none could be picked")
         if self.sampler == "fixed_ratio" and not self.ratios:
@@ -144,7 +147,8 @@ class MaskingConfig:
                   "input_budget": self.sampler != "input_target" and self.input_budget is not None,
                   "target_budget": self.sampler != "input_target" and self.target_budget is not None,
                   "target_alpha": self.sampler != "input_target" and self.target_alpha != 1.0,
-                  "mixture": self.sampler != "input_target" and bool(self.mixture)}
+                  "mixture": self.sampler != "input_target" and bool(self.mixture),
+                  "min_tokens": self.sampler != "input_target" and self.min_tokens != 0}
         for key, bad in unused.items():
             if bad:
                 used_by = "fixed_ratio" if key == "ratios" else "input_target"

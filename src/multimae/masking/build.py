@@ -17,7 +17,7 @@ def build_mask_sampler(cfg: MaskingConfig, inputs: Sequence[str]) -> MaskSampler
 
     dirichlet: `DirichletInputMasking` (num_visible, alpha); fixed_ratio: `FixedRatioMasking` (ratios,
     each naming an input); input_target: `DirichletInputTargetMasking` (input_budget or num_visible,
-    target_budget, mixture or the one component (alpha, target_alpha)).
+    target_budget, mixture or the one component (alpha, target_alpha), min_tokens).
     """
     cfg.validate()
     if cfg.sampler == "dirichlet":
@@ -33,5 +33,5 @@ def build_mask_sampler(cfg: MaskingConfig, inputs: Sequence[str]) -> MaskSampler
                       else [BudgetDirichlet(cfg.alpha, cfg.target_alpha)])
         weights = [c.weight for c in mixture] if mixture and any(c.weight != 1.0 for c in mixture) else None
         budget = cfg.num_visible if cfg.input_budget is None else cfg.input_budget
-        return DirichletInputTargetMasking(budget, cfg.target_budget, components, weights)
+        return DirichletInputTargetMasking(budget, cfg.target_budget, components, weights, cfg.min_tokens)
     raise ValueError(f"masking.sampler={cfg.sampler!r} is not a sampler")  # validate() catches it first
