@@ -80,3 +80,65 @@ def test_per_modality_alpha_from_the_config_reaches_the_sampler():
                        ("{rgb: 1, depth: 0, semseg: 1}", "masking.alpha.depth")]:
         with pytest.raises(ValueError, match=re.escape(words)):
             load_config(RunConfig, preset_path("cpu"), [*tiny, f"masking.alpha={bad}"])
+
+
+def test_mask_sampler_from_the_config():
+    from multimae.masking import (
+        BudgetDirichlet, DirichletInputMasking, DirichletInputTargetMasking, FixedRatioMasking, build_mask_sampler,
+    )
+
+    inputs = ("rgb", "depth", "semseg")
+    default = load_config(RunConfig, preset_path("cpu"), ["masking.alpha={semseg: 0.5, rgb: 2, depth: 1}"])
+    assert default.masking.sampler == "dirichlet"
+    assert build_mask_sampler(default.masking, inputs) == DirichletInputMasking(default.masking.num_visible, [2, 1, 0.5])
+    fixed = load_config(RunConfig, preset_path("cpu"), ["masking.sampler=fixed_ratio", "masking.ratios={rgb: 0.75, depth: 0.5}"])
+    assert build_mask_sampler(fixed.masking, inputs) == FixedRatioMasking({"rgb": 0.75, "depth": 0.5})
+    mixture = ("masking.mixture=[{alpha: {rgb: 1000, depth: 0, semseg: 0}, target_alpha: 0.5},"
+               " {alpha: 0.5, target_alpha: {rgb: 0, depth: 1, semseg: 1}, weight: 3}]")
+    four = load_config(RunConfig, preset_path("cpu"), ["masking.sampler=input_target", "masking.input_budget=[24, 40]",
+                                                       "masking.target_budget=32", "masking.min_tokens=2", mixture])
+    assert four.masking.input_budget == (24, 40) and four.masking.target_budget == 32
+    assert build_mask_sampler(four.masking, inputs) == DirichletInputTargetMasking(
+        (24, 40), 32, [BudgetDirichlet({"rgb": 1000, "depth": 0, "semseg": 0}, 0.5),
+                       BudgetDirichlet(0.5, {"rgb": 0, "depth": 1, "semseg": 1})], [1.0, 3.0], min_tokens=2)
+    single = load_config(RunConfig, preset_path("cpu"), ["masking.sampler=input_target", "masking.target_alpha=0.2"])
+    assert build_mask_sampler(single.masking, inputs) == DirichletInputTargetMasking(
+        single.masking.num_visible, None, [BudgetDirichlet(single.masking.alpha, 0.2)], None)
+
+
+def test_mask_sampler_configs_round_trip(tmp_path):
+    for overrides in (["masking.sampler=fixed_ratio", "masking.ratios={rgb: 0.75}"],
+                      ["masking.sampler=input_target", "masking.input_budget=[8, 16]", "masking.target_budget=[4, 8]",
+                       "masking.mixture=[{alpha: 0.5, target_alpha: {rgb: 0, depth: 1, semseg: 1}, weight: 2}]"]):
+        cfg = load_config(RunConfig, preset_path("cpu"), overrides)
+        path = tmp_path / "again.yaml"
+        path.write_text(to_yaml(cfg))
+        assert load_config(RunConfig, path) == cfg
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["masking.sampler=random"], "masking.sampler: must be one of"),
+        (["masking.sampler=fixed_ratio"], "masking.ratios must name at least one input"),
+        (["masking.sampler=fixed_ratio", "masking.ratios={rgb: 1.5}"], r"masking.ratios.rgb must be in \[0, 1\]"),
+        (["masking.sampler=fixed_ratio", "masking.ratios={rbg: 0.5}"], r"masking.ratios names \['rbg'\], which are not inputs"),
+        (["masking.ratios={rgb: 0.5}"], "masking.ratios is only used by masking.sampler=fixed_ratio"),
+        (["masking.target_budget=4"], "masking.target_budget is only used by masking.sampler=input_target"),
+        (["masking.sampler=input_target", "masking.input_budget=[40, 24]"], r"masking.input_budget must be n >= 0 or \[min, max\]"),
+        (["masking.sampler=input_target", "masking.target_alpha={rgb: -1}"], "masking.target_alpha.rgb must be a finite number >= 0"),
+        (["masking.sampler=input_target", "masking.mixture=[{alpha: 1, weight: -1}]"], r"masking.mixture\[0\].weight must be"),
+        (["masking.sampler=input_target", "masking.mixture=[{alpha: 1, weight: 0}]"], "every component's weight is 0"),
+        (["masking.alpha=0"], "masking.alpha must be > 0"),
+        (["masking.min_tokens=2"], "masking.min_tokens is only used by masking.sampler=input_target"),
+        (["masking.sampler=input_target", "masking.min_tokens=-1"], "masking.min_tokens must be >= 0"),
+    ],
+)
+def test_bad_mask_sampler_configs(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(RunConfig, preset_path("cpu"), overrides)
+
+
+def test_input_target_allows_zero_alpha():
+    cfg = load_config(RunConfig, preset_path("cpu"), ["masking.sampler=input_target", "masking.alpha={rgb: 1, depth: 0, semseg: 0}"])
+    assert cfg.masking.alpha == {"rgb": 1.0, "depth": 0.0, "semseg": 0.0}

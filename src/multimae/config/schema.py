@@ -82,21 +82,78 @@ class DataConfig:
                 raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
+SAMPLERS: tuple[str, ...] = ("dirichlet", "fixed_ratio", "input_target")
+
+
+@dataclass
+class MaskingComponent:
+    """One component of ``masking.mixture`` (input_target): the input and target Dirichlet splits."""
+
+    alpha: float | dict[str, float] = 1.0  # concentration of the input split: one value or {modality: value}; 0 = never
+    target_alpha: float | dict[str, float] = 1.0  # the same for the target split
+    weight: float = 1.0  # how often this component is picked, relative to the others
+
+
 @dataclass
 class MaskingConfig:
+    # dirichlet: MultiMAE (num_visible tokens given, split by Dirichlet(alpha), every other input token predicted);
+    # fixed_ratio: M3AE (a fixed fraction of each named input hidden and predicted);
+    # input_target: 4M (an input and a target budget per sample, split by Dirichlet(alpha) and Dirichlet(target_alpha))
+    sampler: Literal["dirichlet", "fixed_ratio", "input_target"] = "dirichlet"
     num_visible: int = 98  # visible tokens per sample, over all input modalities
     # Dirichlet concentration of the per-input token budgets: one for all inputs (symmetric; .inf for an
-    # equal split), or one per input, e.g. {rgb: 1.0, depth: 0.5, semseg: 0.5} (every input named)
+    # equal split), or one per input, e.g. {rgb: 1.0, depth: 0.5, semseg: 0.5} (every input named);
+    # input_target: the input split, values >= 0 (0: never given), every sampled modality named
     alpha: float | dict[str, float] = 1.0
+    ratios: dict[str, float] = field(default_factory=dict)  # fixed_ratio: {input: hidden fraction in [0, 1]}; others fully given
+    input_budget: int | tuple[int, int] | None = None  # input_target: tokens given per sample, n or [min, max]; null = num_visible
+    target_budget: int | tuple[int, int] | None = None  # input_target: tokens predicted per sample; null = all not given
+    target_alpha: float | dict[str, float] = 1.0  # input_target: concentration of the target split, values >= 0
+    mixture: list[MaskingComponent] = field(default_factory=list)  # input_target: several (alpha, target_alpha,
+    # weight) components, one picked per sample; [] = the one component (alpha, target_alpha)
+    min_tokens: int = 0  # input_target: redraw a split (up to 100 times) while a modality gets fewer tokens (0: off)
 
     def validate(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"masking.sampler must be one of {list(SAMPLERS)}, got {self.sampler!r}")
         if self.num_visible < 1:
             raise ValueError(f"masking.num_visible must be >= 1, got {self.num_visible}")
-        values = self.alpha.items() if isinstance(self.alpha, dict) else [("", self.alpha)]
-        for name, value in values:
-            if not value > 0:  # NaN fails too
-                key = f"masking.alpha.{name}" if name else "masking.alpha"
-                raise ValueError(f"{key} must be > 0 (.inf for an equal split), got {value}")
+        if self.sampler == "input_target":
+            _check_alphas("masking.alpha", self.alpha, zero_ok=True)
+        else:
+            _check_alphas("masking.alpha", self.alpha, zero_ok=False)
+        for name, r in self.ratios.items():
+            if not 0.0 <= r <= 1.0:  # NaN fails too
+                raise ValueError(f"masking.ratios.{name} must be in [0, 1] (the hidden fraction), got {r}")
+        for key in ("input_budget", "target_budget"):
+            value = getattr(self, key)
+            lo, hi = (value, value) if value is None or isinstance(value, int) else value
+            if value is not None and not 0 <= lo <= hi:
+                raise ValueError(f"masking.{key} must be n >= 0 or [min, max] with 0 <= min <= max, got {value}")
+        _check_alphas("masking.target_alpha", self.target_alpha, zero_ok=True)
+        for i, c in enumerate(self.mixture):
+            _check_alphas(f"masking.mixture[{i}].alpha", c.alpha, zero_ok=True)
+            _check_alphas(f"masking.mixture[{i}].target_alpha", c.target_alpha, zero_ok=True)
+            if not (0.0 <= c.weight < math.inf):
+                raise ValueError(f"masking.mixture[{i}].weight must be a finite number >= 0, got {c.weight}")
+        if self.min_tokens < 0:
+            raise ValueError(f"masking.min_tokens must be >= 0 (0: off), got {self.min_tokens}")
+        if self.mixture and not any(c.weight > 0 for c in self.mixture):
+            raise ValueError("masking.mixture: every component's weight is 0: none could be picked")
+        if self.sampler == "fixed_ratio" and not self.ratios:
+            raise ValueError("masking.ratios must name at least one input for masking.sampler=fixed_ratio "
+                             "(with none, nothing is hidden and nothing predicted)")
+        unused = {"ratios": self.sampler != "fixed_ratio" and bool(self.ratios),
+                  "input_budget": self.sampler != "input_target" and self.input_budget is not None,
+                  "target_budget": self.sampler != "input_target" and self.target_budget is not None,
+                  "target_alpha": self.sampler != "input_target" and self.target_alpha != 1.0,
+                  "mixture": self.sampler != "input_target" and bool(self.mixture),
+                  "min_tokens": self.sampler != "input_target" and self.min_tokens != 0}
+        for key, bad in unused.items():
+            if bad:
+                used_by = "fixed_ratio" if key == "ratios" else "input_target"
+                raise ValueError(f"masking.{key} is only used by masking.sampler={used_by}, "
+                                 f"but masking.sampler={self.sampler}: remove it or change the sampler")
 
     def concentrations(self, inputs: Sequence[str]) -> float | list[float]:
         """``alpha`` for the input modalities ``inputs``, in their order (what the sampler takes)."""
@@ -107,6 +164,17 @@ class MaskingConfig:
             raise ValueError(f"masking.alpha names {sorted(self.alpha)}; it must name each input {list(inputs)} once"
                              + (f" (missing: {missing})" if missing else "") + (f" (not inputs: {unknown})" if unknown else ""))
         return [self.alpha[n] for n in inputs]
+
+
+def _check_alphas(key: str, alpha: float | dict[str, float], zero_ok: bool) -> None:
+    """A ValueError naming ``key`` (``key.<modality>`` for a mapping) for a concentration out of range."""
+    values = alpha.items() if isinstance(alpha, dict) else [("", alpha)]
+    for name, value in values:
+        where = f"{key}.{name}" if name else key
+        if zero_ok and not 0.0 <= value < math.inf:  # NaN fails too
+            raise ValueError(f"{where} must be a finite number >= 0 (0: never), got {value}")
+        if not zero_ok and not value > 0:
+            raise ValueError(f"{where} must be > 0 (.inf for an equal split), got {value}")
 
 
 @dataclass
@@ -213,11 +281,13 @@ class RunConfig:
         model = self.model.build()
         size, patch = self.data.image_size, model.encoder.patch_size
         tokens = len(model.inputs) * (size // patch) ** 2
-        if self.masking.num_visible >= tokens:
+        if self.masking.sampler == "dirichlet" and self.masking.num_visible >= tokens:
             raise ValueError(
                 f"masking.num_visible={self.masking.num_visible} must be below the {tokens} tokens of the inputs "
                 f"({len(model.inputs)} x ({size}/{patch})^2): with none masked there is nothing to predict")
-        self.masking.concentrations(model.inputs)
+        from multimae.masking.build import build_mask_sampler  # masking imports no config: no cycle
+
+        build_mask_sampler(self.masking, model.inputs)
         unknown = sorted(set(self.loss.weights) - set(model.outputs))
         if unknown:
             raise ValueError(f"loss.weights: {unknown} not among the outputs {list(model.outputs)}")

@@ -16,13 +16,8 @@ import torch
 from torch import Tensor
 
 
-def sample_gamma(concentration: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Gamma(concentration, 1) samples, same shape as ``concentration`` (Marsaglia & Tsang 2000).
-
-    Vectorised rejection sampling driven by ``generator`` (torch's own gamma sampler takes none).
-    For concentration < 1 it uses Gamma(a) = Gamma(a + 1) * U ** (1 / a).
-    """
-    a = concentration.double()
+def _marsaglia(a: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Gamma(a, 1) draws for a >= 1 and Gamma(a + 1, 1) draws where a < 1 (``boost``), float64."""
     boost = a < 1
     d = torch.where(boost, a + 1, a) - 1.0 / 3.0
     c = 1.0 / torch.sqrt(9.0 * d)
@@ -36,10 +31,47 @@ def sample_gamma(concentration: Tensor, generator: torch.Generator | None = None
         accept = todo & ok
         out = torch.where(accept, d * v, out)
         todo = todo & ~ok
+    return out, boost
+
+
+def sample_gamma(concentration: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Gamma(concentration, 1) samples, same shape as ``concentration`` (Marsaglia & Tsang 2000).
+
+    Vectorised rejection sampling driven by ``generator`` (torch's own gamma sampler takes none).
+    For concentration < 1 it uses Gamma(a) = Gamma(a + 1) * U ** (1 / a).
+    """
+    a = concentration.double()
+    out, boost = _marsaglia(a, generator)
     if bool(boost.any()):
         u = torch.rand(a.shape, generator=generator, dtype=a.dtype, device=a.device)
         out = torch.where(boost, out * u ** (1.0 / a), out)
     return out.to(concentration.dtype)
+
+
+def sample_log_gamma(concentration: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """log of Gamma(concentration, 1) samples, float64, same shape; the same random calls as `sample_gamma`.
+
+    In log space a tiny concentration (1e-9) gives a very negative number instead of an underflow to 0,
+    so Dirichlet draws with near-zero concentrations stay well defined (`sample_dirichlet`).
+    """
+    a = concentration.double()
+    out, boost = _marsaglia(a, generator)
+    log = torch.log(out)
+    if bool(boost.any()):
+        u = torch.rand(a.shape, generator=generator, dtype=a.dtype, device=a.device)
+        log = torch.where(boost, log + torch.log(u.clamp_min(1e-300)) / a, log)
+    return log
+
+
+def sample_dirichlet(concentration: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Dirichlet draws ``(..., M)`` float64 for concentrations ``(..., M)`` (every entry > 0); rows sum to 1.
+
+    Normalised in log space: with every concentration tiny the draw is (numerically) one-hot, as its
+    limit is, instead of 0 / 0.
+    """
+    if not bool((concentration > 0).all()):
+        raise ValueError(f"Dirichlet concentrations must be > 0, got {concentration.tolist()}")
+    return torch.softmax(sample_log_gamma(concentration, generator), dim=-1)
 
 
 def sample_proportions(
@@ -69,21 +101,28 @@ def sample_proportions(
 
 
 def apportion(
-    proportions: Tensor, total: int, caps: Tensor, generator: torch.Generator | None = None
+    proportions: Tensor, total: int | Tensor, caps: Tensor, generator: torch.Generator | None = None
 ) -> Tensor:
     """Integer counts ``(B, M)`` from ``proportions`` ``(B, M)``: rows sum to ``total``, ``counts <= caps``.
 
+    ``total``: one number, or one per row ``(B,)``; ``caps``: ``(M,)`` or per row ``(B, M)``.
     Largest-remainder rounding with random tie-breaks; what a full modality cannot take is
     re-distributed over the others in proportion to their weights (at most M rounds).
     """
     B, M = proportions.shape
     caps = caps.to(proportions.device).long().expand(B, M)
-    if total > int(caps[0].sum()):
-        raise ValueError(f"cannot keep {total} visible tokens: only {int(caps[0].sum())} tokens in total")
-    if total < 0:
-        raise ValueError(f"the number of visible tokens must be >= 0, got {total}")
+    if isinstance(total, Tensor):
+        remaining = total.to(proportions.device).long().expand(B).clone()
+    else:
+        remaining = torch.full((B,), total, dtype=torch.long, device=proportions.device)
+    room = caps.sum(dim=1)
+    if bool((remaining > room).any()):
+        row = int((remaining > room).nonzero()[0])
+        raise ValueError(f"cannot keep {int(remaining[row])} visible tokens: only {int(room[row])} tokens "
+                         f"in total (row {row})")
+    if bool((remaining < 0).any()):
+        raise ValueError(f"the number of visible tokens must be >= 0, got {remaining.min().item()}")
     counts = torch.zeros(B, M, dtype=torch.long, device=proportions.device)
-    remaining = torch.full((B,), total, dtype=torch.long, device=proportions.device)
     weights = proportions.double()
     for _ in range(M):
         if not bool((remaining > 0).any()):
@@ -108,10 +147,18 @@ def apportion(
     return counts
 
 
-def select_tokens(counts: Tensor, num_tokens: int, generator: torch.Generator | None = None) -> Tensor:
-    """Mask ``(B, N)`` keeping ``counts`` ``(B,)`` tokens visible, chosen uniformly without replacement."""
+def select_tokens(
+    counts: Tensor, num_tokens: int, generator: torch.Generator | None = None, valid: Tensor | None = None
+) -> Tensor:
+    """Mask ``(B, N)`` keeping ``counts`` ``(B,)`` tokens visible, chosen uniformly without replacement.
+
+    ``valid`` ``(B, N)`` bool: only valid tokens are chosen (``counts`` must not exceed their number);
+    the random calls are the same with or without it.
+    """
     B = counts.shape[0]
     noise = torch.rand(B, num_tokens, generator=generator, device=counts.device)
+    if valid is not None:
+        noise = noise.masked_fill(~valid, 2.0)  # after every valid token in the order
     rank = noise.argsort(dim=1).argsort(dim=1)
     return rank >= counts.unsqueeze(1)
 
