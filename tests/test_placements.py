@@ -228,3 +228,25 @@ def test_checkpoint_round_trip_rebuilds_a_model_with_a_sequence_and_a_coarse_gri
     a, b = model(inputs), again(inputs)
     for k in a.preds:
         torch.testing.assert_close(b.preds[k], a.preds[k], atol=0, rtol=0)
+
+
+def test_pretrain_task_with_4m_input_and_target_budgets():
+    from multimae.config.schema import LossConfig, MaskingConfig
+    from multimae.tasks.pretrain import PretrainTask
+
+    torch.manual_seed(0)
+    model = MultiMAE(tiny_config(outputs=("rgb", "depth", "semseg")))
+    task = PretrainTask(model, MaskingConfig(sampler="input_target", input_budget=10, target_budget=12), LossConfig())
+    inputs = make_inputs(batch=4)
+    draw = task.draw(inputs, 4, slice(0, 4), 0, 2)
+    out = task._forward(model, inputs, draw)
+    for name in ("rgb", "depth", "semseg"):
+        given = ~draw.hidden[name]
+        assert not (given & out.masks[name]).any(), f"{name}: a given token is a target"
+    assert all(int((~draw.hidden[n]).sum(1).max()) <= 10 for n in draw.hidden)
+    assert [int(sum(out.masks[n][i].sum() for n in out.masks)) for i in range(4)] == [12] * 4
+    assert sum(int((~(draw.hidden[n] | out.masks[n])).sum()) for n in draw.hidden) > 0  # positions in neither set
+    raw = {"rgb": torch.rand(4, 3, 32, 32), "depth": torch.rand(4, 1, 32, 32) + 1,
+           "semseg": torch.randint(0, 5, (4, 32, 32))}
+    loss = task(model, raw, step=0, global_batch=4, rows=slice(0, 4))
+    assert torch.isfinite(loss.total) and set(loss.per_task) == {"rgb", "depth", "semseg"}

@@ -16,7 +16,8 @@ from torch import Tensor
 from multimae.config.schema import LossConfig, MaskingConfig
 from multimae.data.stream import derive_seed
 from multimae.losses import LossOutput, MultiMAELoss, patch_standardize
-from multimae.masking.samplers import DirichletInputMasking, MaskDraw, MaskSampler
+from multimae.masking.build import build_mask_sampler
+from multimae.masking.samplers import MaskDraw, MaskSampler
 from multimae.modalities import prepare_batch
 from multimae.model import MultiMAE, MultiMAEOutput
 from multimae.tasks.metrics import ConfusionMatrix, masked_l1
@@ -28,7 +29,7 @@ class PretrainTask:
     masking: MaskingConfig
     loss: LossConfig
     seed: int = 0
-    sampler: MaskSampler | None = None  # default: MultiMAE's Dirichlet sampler of the masking config
+    sampler: MaskSampler | None = None  # default: the sampler the masking config names (build_mask_sampler)
     loss_fn: MultiMAELoss = field(init=False)
 
     def __post_init__(self) -> None:
@@ -38,7 +39,7 @@ class PretrainTask:
     def _sampler(self, inputs: Sequence[str]) -> MaskSampler:
         if self.sampler is not None:
             return self.sampler
-        return DirichletInputMasking(self.masking.num_visible, self.masking.concentrations(list(inputs)))
+        return build_mask_sampler(self.masking, list(inputs))
 
     def draw(self, inputs: Mapping[str, Tensor], global_batch: int, rows: slice, *seed_parts: int) -> MaskDraw:
         """This process's rows of the global batch's hidden and target masks, drawn from (seed, *seed_parts)."""
