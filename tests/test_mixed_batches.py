@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from multimae.data.batch_augment import BatchRandomResizedCropFlip
-from multimae.data.collate import PRESENT_KEY, batch_to, collate
+from multimae.data.collate import PRESENT_KEY, batch_rows, batch_to, collate
 from multimae.data.folder import FolderDataset
 from multimae.data.generated import encode_world_sample
 from multimae.data.mixture import WeightedInterleave
@@ -101,6 +101,12 @@ def test_batch_to_moves_the_nested_presence_record():
     batch = batch_to(collate([_full(0), _without(_full(1), "depth")]), "meta")
     assert batch["depth"].device.type == "meta" and batch[PRESENT_KEY]["depth"].device.type == "meta"
     assert batch["key"] == ["00000000", "00000001"]
+
+
+def test_batch_rows_slices_nested_presence_and_lists():
+    rows = batch_rows(collate([_full(0), _without(_full(1), "depth"), _full(2)]), slice(1, 3))
+    assert rows["depth"].shape == (2, 1, H, W) and torch.isnan(rows["depth"][0]).all()
+    assert rows[PRESENT_KEY]["depth"].tolist() == [False, True] and rows["key"] == ["00000001", "00000002"]
 
 
 # ------------------------------------------------------------------------------- augmentation

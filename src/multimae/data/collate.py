@@ -93,6 +93,20 @@ def batch_to(batch: Mapping[str, object], device: torch.device | str, non_blocki
     return out
 
 
+def batch_rows(batch: Mapping[str, object], rows: slice) -> dict[str, object]:
+    """Rows ``rows`` of every tensor and list of ``batch`` (and of nested dicts such as
+    ``batch[PRESENT_KEY]``); other values unchanged."""
+    out: dict[str, object] = {}
+    for key, value in batch.items():
+        if isinstance(value, (torch.Tensor, list)):
+            out[key] = value[rows]
+        elif isinstance(value, Mapping):
+            out[key] = batch_rows(value, rows)
+        else:
+            out[key] = value
+    return out
+
+
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """The augmentation generator of sample ``index`` in ``epoch``: independent of workers."""
     state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, np.uint32)
