@@ -9,8 +9,10 @@ from collections import Counter
 
 import pytest
 import torch
+from conftest import tiny_config
 from torch.utils.data import DataLoader
 
+from multimae.config.schema import LossConfig, MaskingConfig
 from multimae.data.batch_augment import BatchRandomResizedCropFlip
 from multimae.data.collate import PRESENT_KEY, batch_rows, batch_to, collate
 from multimae.data.folder import FolderDataset
@@ -22,6 +24,8 @@ from multimae.data.transforms import RandomResizedCropFlip, Resize
 from multimae.data.world import world_sample
 from multimae.data.writer import GenerateConfig, generate
 from multimae.modalities import ModalitySpec, prepare_batch, robust_standardize
+from multimae.model import MultiMAE
+from multimae.tasks.pretrain import PretrainTask
 
 H = W = 8
 DEPTH = ModalitySpec(name="depth", kind="dense", num_channels=1, normalization="robust_standardize", loss="l1")
@@ -210,6 +214,23 @@ def test_prepare_batch_explicit_presence_blanks_real_data():
         prepare_batch(batch, {"depth": DEPTH}, {}, present={"depth": torch.ones(3, dtype=torch.bool)})
     with pytest.raises(ValueError, match="bool tensor"):
         prepare_batch(batch, {"depth": DEPTH}, {}, present={"depth": torch.ones(2)})
+
+
+def test_pretraining_loss_of_a_mixed_batch_is_finite_with_gradients():
+    torch.manual_seed(0)
+    model = MultiMAE(tiny_config())
+    task = PretrainTask(model, MaskingConfig(num_visible=8), LossConfig(), seed=0)
+    samples = []
+    for i in range(4):
+        g = torch.Generator().manual_seed(i)
+        sample = {"rgb": torch.rand(3, 32, 32, generator=g), "depth": 1 + torch.rand(1, 32, 32, generator=g),
+                  "semseg": torch.randint(0, 5, (32, 32), generator=g)}
+        samples.append(_without(sample, "depth") if i == 1 else sample)
+    raw = batch_to(collate(samples), "cpu")
+    losses = task(model, raw, step=0, global_batch=4, rows=slice(0, 4))
+    losses.total.backward()
+    assert torch.isfinite(losses.total) and torch.isfinite(losses.per_task["depth"])
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
 def test_robust_normalisation_of_an_all_nan_sample_gives_no_nan_inputs():

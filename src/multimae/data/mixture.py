@@ -13,7 +13,9 @@ in a permutation drawn per pass from (seed, epoch, source, pass), consumer ``g``
 iterated as they are. A source with a ``set_epoch`` is set, before each pass, to
 `pass_epoch` (epoch, pass) (pass 0, 1, ... in epoch 0), for new shuffles and augmentations. A
 source that runs out is, with ``exhausted="cycle"`` (the default), started again for its next
-pass, so the stream is endless unless ``length`` ends it; with ``exhausted="stop"`` the epoch ends the first time a draw picks an
+pass (an iterable source must then be re-iterable: a list or a dataset, not a generator, which
+raises a ValueError when its second pass is empty), so the stream is endless unless ``length``
+ends it; with ``exhausted="stop"`` the epoch ends the first time a draw picks an
 exhausted source. ``length``: draws per epoch over all consumers (None: endless with ``cycle``).
 Every epoch starts each source at its first pass again.
 

@@ -92,7 +92,7 @@ def _presence(raw: Mapping[str, Any], present: Mapping[str, Tensor] | None) -> d
 
 def _blank(x: Tensor, absent: Tensor, value: float) -> Tensor:
     """``x`` (B, ...) with the rows where ``absent`` (B,) is True set to ``value``."""
-    return torch.where(absent.view(-1, *([1] * (x.dim() - 1))), torch.full_like(x, value), x)
+    return torch.where(absent.to(x.device).view(-1, *([1] * (x.dim() - 1))), torch.full_like(x, value), x)
 
 
 def prepare_batch(
