@@ -250,3 +250,33 @@ def test_pretrain_task_with_4m_input_and_target_budgets():
            "semseg": torch.randint(0, 5, (4, 32, 32))}
     loss = task(model, raw, step=0, global_batch=4, rows=slice(0, 4))
     assert torch.isfinite(loss.total) and set(loss.per_task) == {"rgb", "depth", "semseg"}
+
+
+def test_collated_batch_lacking_depth_in_one_sample_through_the_pretrain_task():
+    from multimae.config.schema import LossConfig, MaskingConfig
+    from multimae.data.collate import collate
+    from multimae.modalities import prepare_batch
+    from multimae.tasks.pretrain import PretrainTask
+
+    torch.manual_seed(0)
+    model = MultiMAE(tiny_config())
+    g = torch.Generator().manual_seed(0)
+    samples = [{"rgb": torch.rand(3, 32, 32, generator=g), "depth": torch.rand(1, 32, 32, generator=g) + 1,
+                "semseg": torch.randint(0, 5, (32, 32), generator=g)} for _ in range(3)]
+    del samples[1]["depth"]
+    raw = collate(samples)
+    task = PretrainTask(model, MaskingConfig(num_visible=10), LossConfig())
+    batch = prepare_batch(raw, model.input_specs, model.output_specs)
+    assert batch.present["depth"].tolist() == [True, False, True]
+    draw = task.draw(batch.inputs, 3, slice(0, 3), 0, 2, present=batch.present)
+    assert draw.hidden["depth"][1].all()  # no budget on the missing depth
+    assert [int(sum((~draw.hidden[n][i]).sum() for n in draw.hidden)) for i in range(3)] == [10, 10, 10]
+    out = task._forward(model, batch.inputs, draw, batch.present)
+    assert not out.masks["depth"][1].any() and out.masks["depth"][0].any()
+    loss = task(model, raw, step=0, global_batch=3, rows=slice(0, 3))
+    loss.total.backward()
+    assert torch.isfinite(loss.total)
+    # The placeholder's values never matter: the same loss with a different fill.
+    raw2 = dict(raw, depth=raw["depth"].clone())
+    raw2["depth"][1] = 7.0
+    torch.testing.assert_close(task(model, raw2, step=0, global_batch=3, rows=slice(0, 3)).total, loss.total)

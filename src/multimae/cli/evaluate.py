@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from multimae.data.collate import batch_rows
     from multimae.engine.files import write_text_atomic
     from multimae.errors import check_positive, reading
     from multimae.tasks.finetune_data import eval_batches
@@ -53,5 +54,5 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         write_text_atomic(Path(args.out), text + "\n")
     if args.picture:
-        save_prediction_picture(task, cfg, {k: v[:4] for k, v in batches[0].items()}, Path(args.picture))
+        save_prediction_picture(task, cfg, batch_rows(batches[0], slice(0, 4)), Path(args.picture))
     return 0

@@ -58,6 +58,7 @@ class DataConfig:
     cache_dir: str | None = None  # where rendered pools are kept (default ~/.cache/multimae)
     val_root: str | None = None  # folder / shards: validation data (default: none)
     on_error: Literal["raise", "skip"] = "raise"  # folder / shards: an undecodable sample stops the run, or is skipped
+    allow_missing: bool = False  # folder / shards: read samples lacking some modalities (batches record presence)
 
     def validate(self) -> None:
         if self.source != "world" and not self.root:

@@ -5,7 +5,8 @@ drawn by `multimae.data.transforms.crop_params`) then a horizontal flip with pro
 Class maps are sampled with nearest neighbour; float maps bilinearly, NaN-aware (an output pixel
 is invalid when less than half of its bilinear weight falls on valid pixels); ``normals`` are
 renormalised and their x component changes sign under a flip. It runs on whatever device the
-batch is on. Shapes: B batch, C channels, H W input pixels, S output size.
+batch is on. Missing modalities (`multimae.data.collate.PRESENT_KEY`) need nothing: their NaN
+placeholders stay NaN, their integer ones 0, and the presence record passes through. Shapes: B batch, C channels, H W input pixels, S output size.
 """
 
 from __future__ import annotations

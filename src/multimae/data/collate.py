@@ -1,34 +1,110 @@
-"""Batching samples and seeding their per-sample augmentation."""
+"""Batching samples (some of which may lack a modality) and seeding their per-sample augmentation.
+
+Shapes: B batch.
+
+Mixed batches: samples need not have the same keys (an image without depth, a text-only sample
+beside image samples). A tensor missing from some samples is filled, for those samples, with a
+placeholder of the shape and dtype the other samples give it: NaN for floating-point tensors (NaN
+already means "invalid pixel" everywhere) and 0 (False) for integer and bool tensors, a value
+nobody may read: the batch then holds ``batch[PRESENT_KEY] = {key: (B,) bool}``, True where the
+sample has the key. `PRESENT_KEY` lists exactly the tensor keys missing from at least one sample,
+and is itself absent when every sample has every tensor key (so complete batches are what they
+always were); a key not listed is present in every sample. A key no sample has is absent from the
+batch. Strings (and other objects) missing from some samples are ``None`` in their list; integers
+(labels) cannot be filled without making up a class, so a missing integer raises a ValueError.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
+PRESENT_KEY = "present"  # batch[PRESENT_KEY][key]: (B,) bool, True where the sample has ``key``
 
-def collate(samples: Sequence[dict[str, object]]) -> dict[str, object]:
-    """Stack a list of samples: tensors -> ``(B, ...)``, ints -> int64 ``(B,)``, strings -> list."""
+
+def placeholder(like: torch.Tensor) -> torch.Tensor:
+    """The stand-in for a missing tensor shaped like ``like``: NaN if floating point, else 0."""
+    if like.is_floating_point() or like.is_complex():
+        return torch.full_like(like, float("nan"))
+    return torch.zeros_like(like)
+
+
+def _stack(key: str, values: list[object]) -> torch.Tensor:
+    """Stack the tensors of ``values`` (None = missing, filled with a `placeholder`)."""
+    tensors = [v for v in values if v is not None]
+    if any(not isinstance(v, torch.Tensor) for v in tensors):
+        raise ValueError(f"{key!r} is a tensor in some samples and not in others")
+    shapes = {tuple(v.shape) for v in tensors}  # type: ignore[union-attr]
+    if len(shapes) > 1:
+        raise ValueError(f"cannot stack {key!r}: samples have shapes {sorted(shapes)}")
+    filler = placeholder(tensors[0])  # type: ignore[arg-type]
+    return torch.stack([filler if v is None else v for v in values])  # type: ignore[misc]
+
+
+def collate(samples: Sequence[Mapping[str, object]]) -> dict[str, object]:
+    """Stack a list of samples: tensors -> ``(B, ...)``, ints -> int64 ``(B,)``, strings -> list.
+
+    Samples may lack keys (see the module docstring for the placeholders and ``batch[PRESENT_KEY]``).
+    """
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
-    keys = samples[0].keys()
-    for i, s in enumerate(samples):
-        if s.keys() != keys:
-            raise ValueError(f"sample {i} has keys {sorted(s)}, sample 0 has {sorted(keys)}")
+    if any(PRESENT_KEY in s for s in samples):
+        raise ValueError(f"samples may not hold the key {PRESENT_KEY!r}: collate writes it for the batch")
+    keys: list[str] = []
+    for s in samples:
+        keys += [k for k in s if k not in keys]
     batch: dict[str, object] = {}
+    present: dict[str, torch.Tensor] = {}
     for key in keys:
-        values = [s[key] for s in samples]
-        if isinstance(values[0], torch.Tensor):
-            shapes = {tuple(v.shape) for v in values}  # type: ignore[union-attr]
-            if len(shapes) > 1:
-                raise ValueError(f"cannot stack {key!r}: samples have shapes {sorted(shapes)}")
-            batch[key] = torch.stack(values)  # type: ignore[arg-type]
-        elif isinstance(values[0], (int, np.integer)):
+        values = [s.get(key) for s in samples]
+        has = [key in s for s in samples]
+        first = next(v for v, h in zip(values, has) if h)
+        if isinstance(first, torch.Tensor):
+            batch[key] = _stack(key, values)
+            if not all(has):
+                present[key] = torch.tensor(has, dtype=torch.bool)
+        elif isinstance(first, (int, np.integer)):
+            if not all(has):
+                lacking = [i for i, h in enumerate(has) if not h]
+                raise ValueError(f"cannot collate the integer {key!r}: sample(s) {lacking[:5]} lack it and an "
+                                 "integer has no placeholder; give every sample one, or none")
             batch[key] = torch.tensor(values, dtype=torch.int64)
         else:
             batch[key] = list(values)
+    if present:
+        batch[PRESENT_KEY] = present
     return batch
+
+
+def batch_to(batch: Mapping[str, object], device: torch.device | str, non_blocking: bool = False
+             ) -> dict[str, object]:
+    """``batch`` with its tensors (and those of nested dicts such as ``batch[PRESENT_KEY]``) moved to
+    ``device``; other values unchanged."""
+    out: dict[str, object] = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            out[key] = value.to(device, non_blocking=non_blocking)
+        elif isinstance(value, Mapping):
+            out[key] = batch_to(value, device, non_blocking)
+        else:
+            out[key] = value
+    return out
+
+
+def batch_rows(batch: Mapping[str, object], rows: slice) -> dict[str, object]:
+    """Rows ``rows`` of every tensor and list of ``batch`` (and of nested dicts such as
+    ``batch[PRESENT_KEY]``); other values unchanged."""
+    out: dict[str, object] = {}
+    for key, value in batch.items():
+        if isinstance(value, (torch.Tensor, list)):
+            out[key] = value[rows]
+        elif isinstance(value, Mapping):
+            out[key] = batch_rows(value, rows)
+        else:
+            out[key] = value
+    return out
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:

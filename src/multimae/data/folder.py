@@ -2,7 +2,8 @@
 
 ``root/<split>/<modality>/[<class>/]<name>.<ext>``: the class level is optional and detected
 (or forced with ``class_level``); a folder that mixes class folders and files, a modality folder
-without readable files, a sample present in one modality and missing in another, an undecodable
+without readable files, a sample present in one modality and missing in another (unless ``allow_missing=True``: the
+sample's dict then lacks that modality, see `multimae.data.collate` for batching), an undecodable
 file, maps of different sizes and class ids above the declared count all raise a ValueError that
 names the file (``on_error="skip"`` logs and counts bad samples instead and returns the next one).
 Encodings are those of `multimae.data.codecs`; depth scale, class count and the semseg ignore
@@ -66,12 +67,17 @@ class FolderDataset(Dataset):
     Items are sample dicts (see `multimae.data.codecs`) with ``key`` (``class/name`` or ``name``)
     and, with a class level, ``label``: the class index in ``class_names`` (default: the
     manifest's ``label_names``, else the sorted class folder names).
+
+    ``allow_missing``: read the samples found in any of ``modalities``; a sample lacking a file of
+    some modality has no such key. The default (False) refuses a split where a sample lacks one.
+    Each modality folder must still exist and hold at least one file.
     """
 
     def __init__(self, root: str | Path, split: str = "train", modalities: Sequence[str] = ("rgb",),
                  class_level: bool | None = None, class_names: Sequence[str] | None = None,
                  num_classes: int | None = None, depth_scale: float | None = None,
-                 transform: Transform | None = None, on_error: str = "raise", seed: int = 0) -> None:
+                 transform: Transform | None = None, on_error: str = "raise", seed: int = 0,
+                 allow_missing: bool = False) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         unknown = set(modalities) - set(MODALITIES)
@@ -86,8 +92,9 @@ class FolderDataset(Dataset):
         self.depth_scale = depth_scale or manifest.get("depth", {}).get("scale", DEPTH_SCALE)
         self.ignore_index = manifest.get("semseg", {}).get("ignore_index")  # unlabelled pixels (imported data)
         self.transform, self.on_error, self.seed, self.epoch, self.num_skipped = transform, on_error, seed, 0, 0
+        self.allow_missing = allow_missing
         self.files, self.has_classes = self._index(split_dir, class_level)
-        self.keys = sorted(next(iter(self.files.values())))
+        self.keys = sorted(set().union(*(set(f) for f in self.files.values())))
         self.class_names: tuple[str, ...] = ()
         if self.has_classes:
             present = sorted({k.split("/", 1)[0] for k in self.keys})
@@ -102,13 +109,16 @@ class FolderDataset(Dataset):
         if len(set(levels.values())) > 1:
             raise ValueError(f"{split_dir}: some modalities have a class level and some do not: {levels}")
         files = {m: s[1] for m, s in scans.items()}
+        if self.allow_missing:
+            return files, levels[self.modalities[0]]
         common = set.intersection(*(set(f) for f in files.values()))
         for m, f in files.items():
             others = set().union(*(set(g) for g in files.values())) - set(f)
             if others:
                 example = sorted(others)[0]
                 message = (f"{split_dir / m}: {len(others)} sample(s) found in other modalities are missing here, "
-                           f"e.g. {example} ({next(files[o][example] for o in files if example in files[o])})")
+                           f"e.g. {example} ({next(files[o][example] for o in files if example in files[o])}); "
+                           "pass allow_missing=True to read such samples without it")
                 if self.on_error == "raise":
                     raise ValueError(message)
                 log.warning("skipping: %s", message)
@@ -126,7 +136,9 @@ class FolderDataset(Dataset):
         key = self.keys[index]
         sample: dict[str, object] = {}
         for m in self.modalities:
-            path = self.files[m][key]
+            path = self.files[m].get(key)
+            if path is None:  # only with allow_missing: the sample lacks the modality
+                continue
             sample[m] = decode_modality(m, read_file(path), str(path), self.num_classes, self.depth_scale,
                                         self.ignore_index)
         check_sample(sample, f"{self.root / self.split}/*/{key}")

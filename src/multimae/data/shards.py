@@ -102,6 +102,10 @@ class ShardDataset(IterableDataset):
     consumers, as with DataLoader round-robin at whole multiples of ``batch_size * num_workers``).
     Skipped samples are not decoded.
 
+    ``allow_missing``: a sample lacking some of ``modalities`` is read without them (its dict lacks
+    those keys; see `multimae.data.collate` for batching); one holding none of them is still an
+    error. The default (False) raises on a sample lacking any.
+
     ``on_error="skip"`` logs and counts undecodable samples (``num_skipped``) instead of raising.
     Depth scale and class count default to the manifest next to the shards.
     """
@@ -109,7 +113,8 @@ class ShardDataset(IterableDataset):
     def __init__(self, source: str | Path | Sequence[str | Path], modalities: Sequence[str] | None = None,
                  transform: Transform | None = None, shuffle: bool = False, buffer_size: int = 256,
                  seed: int = 0, rank: int | None = None, world_size: int | None = None,
-                 num_classes: int | None = None, depth_scale: float | None = None, on_error: str = "raise") -> None:
+                 num_classes: int | None = None, depth_scale: float | None = None, on_error: str = "raise",
+                 allow_missing: bool = False) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.paths = list_shards(source)
@@ -121,7 +126,7 @@ class ShardDataset(IterableDataset):
         self.num_classes = num_classes if num_classes is not None else manifest.get("num_classes")
         self.depth_scale = depth_scale or manifest.get("depth", {}).get("scale", DEPTH_SCALE)
         self.transform, self.shuffle, self.buffer_size, self.seed = transform, shuffle, buffer_size, seed
-        self.rank, self.world_size, self.on_error = rank, world_size, on_error
+        self.rank, self.world_size, self.on_error, self.allow_missing = rank, world_size, on_error, allow_missing
         self.epoch, self.skip_consumed, self.num_skipped = 0, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -181,8 +186,9 @@ class ShardDataset(IterableDataset):
                 except (UnicodeDecodeError, ValueError):
                     raise ValueError(f"{name}: label is not an integer") from None
         missing = set(self.modalities or ()) - set(sample)
-        if missing:
-            raise ValueError(f"{where}{key}: missing modalities {sorted(missing)} (has {sorted(files)})")
+        if missing and not (self.allow_missing and len(missing) < len(self.modalities or ())):
+            hint = "" if self.allow_missing else "; pass allow_missing=True to read such samples without them"
+            raise ValueError(f"{where}{key}: missing modalities {sorted(missing)} (has {sorted(files)}){hint}")
         check_sample(sample, f"{where}{key}")
         sample["key"] = key
         return sample

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from multimae.data.batch_augment import BatchRandomResizedCropFlip
-from multimae.data.collate import collate
+from multimae.data.collate import PRESENT_KEY, collate
 from multimae.data.pool import pool_to_raw
 
 
@@ -165,7 +165,7 @@ class LoaderStream:
             except ValueError as err:  # a bad sample, raised in a worker: its message without the worker's traceback
                 raise ValueError(_worker_message(err)) from None
             self.index += 1
-            tensors = {k: v for k, v in batch.items() if isinstance(v, Tensor)}
+            tensors = {k: v for k, v in batch.items() if isinstance(v, Tensor) or k == PRESENT_KEY}
             return self.to_raw(tensors) if self.to_raw else tensors
         raise RuntimeError("the dataset yielded no batch in a whole epoch")
 

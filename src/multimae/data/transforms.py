@@ -7,7 +7,8 @@ Per-modality rules, chosen from the values: integer maps ``(H, W)`` (semseg, ins
 with nearest neighbour; float maps ``(C, H, W)`` bilinearly with anti-aliasing, NaN-aware when
 they hold NaN (invalid depth stays invalid and never bleeds into valid pixels); vector maps
 (``normals``) are renormalised and their x component changes sign on a horizontal flip.
-Non-tensor values (label, caption, key) pass through.
+Non-tensor values (label, caption, key) pass through. A transform applies to whichever maps a
+sample has (a sample may lack modalities); a sample without any map is returned unchanged.
 """
 
 from __future__ import annotations
@@ -107,8 +108,11 @@ def hflip(sample: Mapping[str, object]) -> Sample:
     return out
 
 
-def _map_size(sample: Mapping[str, object]) -> tuple[int, int]:
+def _map_size(sample: Mapping[str, object]) -> tuple[int, int] | None:
+    """The one (H, W) of the sample's maps; None when it has no map (a text-only sample)."""
     sizes = {tuple(v.shape[-2:]) for v in sample.values() if isinstance(v, torch.Tensor) and v.ndim >= 2}
+    if not sizes:
+        return None
     if len(sizes) != 1:
         raise ValueError(f"sample maps must share one size to be transformed jointly, got {sorted(sizes)}")
     return sizes.pop()  # type: ignore[return-value]
@@ -126,7 +130,10 @@ class RandomResizedCropFlip:
 
     def __call__(self, sample: Sample, generator: torch.Generator | None = None) -> Sample:
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
-        height, width = _map_size(sample)
+        size = _map_size(sample)
+        if size is None:
+            return dict(sample)
+        height, width = size
         out = resized_crop(sample, crop_params(height, width, self.scale, self.ratio, generator), self.size)
         if torch.rand(1, generator=generator).item() < self.flip_p:
             out = hflip(out)
@@ -140,5 +147,5 @@ class Resize:
     size: int | tuple[int, int]
 
     def __call__(self, sample: Sample, generator: torch.Generator | None = None) -> Sample:
-        height, width = _map_size(sample)
-        return resized_crop(sample, (0, 0, height, width), self.size)
+        size = _map_size(sample)
+        return dict(sample) if size is None else resized_crop(sample, (0, 0, *size), self.size)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from multimae.config.schema import OptimConfig, TrainConfig
+from multimae.data.collate import batch_to
 from multimae.engine.checkpoint import (
     FileEntry, export_safetensors, latest_checkpoint, files_table, load_checkpoint, model_record, save_checkpoint,
 )
@@ -165,7 +166,7 @@ class Trainer:
 
     # ------------------------------------------------------------------- loop
     def _micro_step(self, micro: int) -> LossOutput:
-        raw = {k: v.to(self.device, non_blocking=True) for k, v in next(self.stream).items()}
+        raw = batch_to(next(self.stream), self.device, non_blocking=True)  # nested: batch[PRESENT_KEY]
         last = micro == self.optim_cfg.accum_steps - 1
         sync = self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()
         with sync:

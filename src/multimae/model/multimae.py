@@ -128,13 +128,16 @@ class MultiMAE(MultiModalViT):
             outputs: decoders to run (default: all).
             targets: ``{modality: (B, N_m) bool}``, True = predicted and counted, for targets
                 that are not simply the hidden tokens (4M: disjoint input and target sets).
-            valid: ``{modality: (B, N_m) bool}``, True = the token exists (a sample lacking a
-                modality has an all-False row: never encoded, never counted).
+            valid: ``{modality: (B, N_m) or (B,) bool}``, True = the token (or the sample's whole
+                modality, as `PreparedBatch.present` gives it) exists: a sample lacking a modality
+                is never encoded there and never counted there.
         """
         names = list(self.output_adapters) if outputs is None else list(outputs)
         unknown = [n for n in names if n not in self.output_adapters]
         if unknown:
             raise ValueError(f"unknown output modality {unknown}; this model predicts {list(self.output_adapters)}")
+        if valid and any(v.dim() == 1 for v in valid.values()):
+            valid = self.token_valid(inputs, valid)
         enc_valid = {k: v for k, v in (valid or {}).items() if k in self.input_adapters and k in inputs}
         enc = self.forward_encoder(inputs, masks, valid=enc_valid or None)
         preds: dict[str, Tensor] = {}
@@ -146,6 +149,25 @@ class MultiMAE(MultiModalViT):
         out_valid = {n: full_valid[self.output_specs[n].source_name] for n in names
                      if self.output_specs[n].source_name in full_valid}
         return MultiMAEOutput(preds, self.output_masks(enc, masks, targets, full_valid or None, names), enc, out_valid)
+
+    def token_valid(self, inputs: Mapping[str, Tensor], valid: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``valid`` with per-sample flags (B,) spread over the modality's tokens (B, N_m): the
+        input's tokens, or the queries of the outputs it is the source of; (B, N_m) entries kept."""
+        layout = self.layout(inputs)
+        out = {}
+        for name, v in valid.items():
+            v = v.bool()
+            if v.dim() == 1:
+                if name in layout.names:
+                    n = layout.counts[layout.names.index(name)]
+                else:
+                    dec = next((self.output_adapters[o] for o, s in self.output_specs.items() if s.source_name == name), None)
+                    if dec is None:
+                        continue  # neither an input given nor the source of an output: nothing to mark
+                    n = dec.query_shape(layout)[1]  # type: ignore[operator]
+                v = v[:, None].expand(v.shape[0], n)
+            out[name] = v
+        return out
 
     def forward_batch(self, batch: Mapping[str, ModalityBatch], outputs: Sequence[str] | None = None) -> MultiMAEOutput:
         """`forward` over typed records: inputs = the records of input modalities, hidden masks,

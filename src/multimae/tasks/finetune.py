@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from multimae.config.finetune import TaskSection
+from multimae.data.collate import batch_to
 from multimae.data.stream import derive_seed
 from multimae.losses import LossOutput
 from multimae.modalities import prepare_batch
@@ -158,7 +159,7 @@ class FinetuneTask:
     def predict(self, raw: Mapping[str, Tensor]) -> Tensor:
         """Class ids (B,) / (B, H, W), or dense predictions (B, C, H, W), on the CPU."""
         device = next(self.model.parameters()).device
-        out = self.model(self.inputs({k: v.to(device) for k, v in raw.items()})).cpu()
+        out = self.model(self.inputs(batch_to(raw, device))).cpu()
         return out.argmax(dim=1) if self.task.kind in ("classification", "segmentation") else out.float()
 
     @torch.no_grad()
@@ -176,7 +177,7 @@ class FinetuneTask:
         else:
             dm, mae = DepthMetrics(), MeanAbsoluteError()
         for raw in raw_batches:
-            raw = {k: v.to(device) for k, v in raw.items()}
+            raw = batch_to(raw, device)
             out = self.model(self.inputs(raw))
             target = self.target(raw)
             loss_sum += float(self.loss(out, target)) * target.shape[0]

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from multimae.config.finetune import FinetuneConfig
-from multimae.data.collate import collate
+from multimae.data.collate import PRESENT_KEY, collate
 from multimae.data.folder import FolderDataset
 from multimae.data.stream import LoaderStream
 from multimae.data.transforms import Resize
@@ -39,7 +39,7 @@ def _folder(cfg: FinetuneConfig, split: str, transform: Any) -> FolderDataset:
     d = cfg.data
     root = d.root if split == "train" or not d.val_root else d.val_root
     return FolderDataset(root, split, cfg.modalities, transform=transform, seed=cfg.train.seed,
-                         on_error=cfg.data.on_error)  # type: ignore[arg-type]
+                         on_error=cfg.data.on_error, allow_missing=cfg.data.allow_missing)  # type: ignore[arg-type]
 
 
 def train_stream(cfg: FinetuneConfig, info: DistInfo, micro_batch: int, progress: bool) -> Any:
@@ -54,7 +54,8 @@ def train_stream(cfg: FinetuneConfig, info: DistInfo, micro_batch: int, progress
         from multimae.data.shards import ShardDataset
 
         dataset = ShardDataset(d.root, cfg.modalities, transform=transform, shuffle=True, seed=seed,  # type: ignore[arg-type]
-                               rank=info.rank, world_size=info.world_size, on_error=d.on_error)
+                               rank=info.rank, world_size=info.world_size, on_error=d.on_error,
+                               allow_missing=d.allow_missing)
     return LoaderStream(dataset, micro_batch, seed, info.rank, info.world_size, d.num_workers)
 
 
@@ -77,7 +78,7 @@ def eval_batches(cfg: FinetuneConfig, split: str = "val", progress: bool = False
     if max_samples is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(max_samples, len(dataset))))  # type: ignore[assignment]
     loader = DataLoader(dataset, batch_size=EVAL_BATCH, shuffle=False, collate_fn=collate, num_workers=0)
-    return [{k: v for k, v in b.items() if isinstance(v, Tensor)} for b in loader]
+    return [{k: v for k, v in b.items() if isinstance(v, Tensor) or k == PRESENT_KEY} for b in loader]
 
 
 def data_num_labels(cfg: FinetuneConfig) -> tuple[int | None, Sequence[str] | None]:

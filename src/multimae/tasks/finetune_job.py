@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from multimae.config.finetune import FinetuneConfig
+from multimae.data.collate import batch_rows
 from multimae.engine.distributed import from_rank0
 from multimae.model import FineTuneModel
 from multimae.tasks.finetune import FinetuneTask
@@ -127,7 +128,7 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
         def pictures() -> list[Path]:
             if not val:
                 return []
-            picture = save_prediction_picture(task, cfg, {k: v[:4] for k, v in val[0].items()}, run_dir / "predictions.png")
+            picture = save_prediction_picture(task, cfg, batch_rows(val[0], slice(0, 4)), run_dir / "predictions.png")
             return [picture] if picture is not None else []
 
         finish_run(trainer, run_dir, report, report["val"], pictures)

@@ -41,11 +41,25 @@ class PretrainTask:
             return self.sampler
         return build_mask_sampler(self.masking, list(inputs))
 
-    def draw(self, inputs: Mapping[str, Tensor], global_batch: int, rows: slice, *seed_parts: int) -> MaskDraw:
-        """This process's rows of the global batch's hidden and target masks, drawn from (seed, *seed_parts)."""
+    def draw(self, inputs: Mapping[str, Tensor], global_batch: int, rows: slice, *seed_parts: int,
+             present: Mapping[str, Tensor] | None = None) -> MaskDraw:
+        """This process's rows of the global batch's hidden and target masks, drawn from (seed, *seed_parts).
+
+        ``present`` ({modality: (B,) bool} for this process's rows) keeps the sampler off the tokens
+        of samples that lack a modality; other processes' rows count as complete (each process
+        only keeps its own rows, which depend on its own samples alone).
+        """
         g = torch.Generator().manual_seed(derive_seed(self.seed, *seed_parts))
         counts = self.model.num_tokens(inputs)
-        draw = self._sampler(list(counts))(counts, global_batch, g)
+        valid = None
+        if present and any(n in counts for n in present):
+            valid = {}
+            for name, n in counts.items():
+                v = torch.ones(global_batch, n, dtype=torch.bool)
+                if name in present:
+                    v[rows] = present[name].cpu()[:, None]
+                valid[name] = v
+        draw = self._sampler(list(counts))(counts, global_batch, g, valid)
         return draw.rows(rows, next(iter(inputs.values())).device)
 
     def masks(self, inputs: Mapping[str, Tensor], global_batch: int, rows: slice, *seed_parts: int) -> dict[str, Tensor]:
@@ -53,16 +67,18 @@ class PretrainTask:
         return self.draw(inputs, global_batch, rows, *seed_parts).hidden
 
     @staticmethod
-    def _forward(forward: Callable[..., MultiMAEOutput], inputs: Mapping[str, Tensor], draw: MaskDraw
-                 ) -> MultiMAEOutput:
+    def _forward(forward: Callable[..., MultiMAEOutput], inputs: Mapping[str, Tensor], draw: MaskDraw,
+                 present: Mapping[str, Tensor] | None = None) -> MultiMAEOutput:
+        if present:
+            return forward(inputs, draw.hidden, targets=draw.target, valid=present)
         return forward(inputs, draw.hidden, targets=draw.target)
 
     def __call__(self, forward: Callable[..., MultiMAEOutput], raw: Mapping[str, Tensor], step: int,
                  global_batch: int, rows: slice) -> LossOutput:
         """Losses of ``raw``: the rows ``rows`` of the global batch of ``step``."""
         batch = prepare_batch(raw, self.model.input_specs, self.model.output_specs)
-        draw = self.draw(batch.inputs, global_batch, rows, step, 2)
-        out = self._forward(forward, batch.inputs, draw)
+        draw = self.draw(batch.inputs, global_batch, rows, step, 2, present=batch.present)
+        out = self._forward(forward, batch.inputs, draw, batch.present)
         return self.loss_fn(out.preds, batch.targets, out.masks, out.valid)
 
     @torch.no_grad()
@@ -78,8 +94,8 @@ class PretrainTask:
         for i, raw in enumerate(raw_batches):
             batch = prepare_batch(raw, self.model.input_specs, self.model.output_specs)
             B = next(iter(batch.inputs.values())).shape[0]
-            draw = self.draw(batch.inputs, B, slice(0, B), 10**6, i, 3)  # the same every evaluation
-            out = self._forward(self.model, batch.inputs, draw)
+            draw = self.draw(batch.inputs, B, slice(0, B), 10**6, i, 3, present=batch.present)  # fixed
+            out = self._forward(self.model, batch.inputs, draw, batch.present)
             preds = out.preds if baseline is None else {k: baseline[k].expand_as(v) for k, v in out.preds.items()}
             losses = self.loss_fn(preds, batch.targets, out.masks, out.valid)
             for k, v in losses.per_task.items():

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from multimae.config.schema import RunConfig
+from multimae.data.collate import batch_rows
 from multimae.data.folder import FolderDataset
 from multimae.data.stream import LoaderStream
 from multimae.data.transforms import Resize
@@ -60,7 +61,7 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
     transform = train_transform(d)
     if d.source == "folder":
         dataset: Any = FolderDataset(d.root, "train", mods, transform=transform, seed=seed,  # type: ignore[arg-type]
-                                     on_error=d.on_error)
+                                     on_error=d.on_error, allow_missing=d.allow_missing)
         warn_if_incomplete(dataset.root)
         if not d.val_root:
             held = set(held_out_keys(dataset.keys, seed))
@@ -72,7 +73,8 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
         shards = list_shards(d.root)  # type: ignore[arg-type]
         train_shards = shards[:-1] if not d.val_root and len(shards) > 1 else shards
         dataset = ShardDataset(train_shards, mods, transform=transform, shuffle=True, seed=seed,
-                               rank=info.rank, world_size=info.world_size, on_error=d.on_error)
+                               rank=info.rank, world_size=info.world_size, on_error=d.on_error,
+                               allow_missing=d.allow_missing)
     stream = LoaderStream(dataset, micro_batch, seed, info.rank, info.world_size, d.num_workers)
     vset, where = val_set(cfg, model)
     batch = min(64, len(vset)) if hasattr(vset, "__len__") else 64
@@ -115,9 +117,11 @@ def val_set(cfg: RunConfig, model: MultiMAE) -> tuple[Any, str]:
     d = cfg.data
     mods, size = needed_modalities(model), d.image_size
     if d.val_root:
-        return FolderDataset(d.val_root, "val", mods, transform=Resize(size)), f"the val split of {d.val_root}"
+        return (FolderDataset(d.val_root, "val", mods, transform=Resize(size), allow_missing=d.allow_missing),
+                f"the val split of {d.val_root}")
     if d.source == "folder":
-        vset = FolderDataset(d.root, "train", mods, transform=Resize(size))  # type: ignore[arg-type]
+        vset = FolderDataset(d.root, "train", mods, transform=Resize(size),  # type: ignore[arg-type]
+                             allow_missing=d.allow_missing)
         vset.keys = held_out_keys(vset.keys, cfg.train.seed)
         n = len(vset)
         return vset, f"{n} sample{'s' if n != 1 else ''} held out of {d.root} (not trained on; no data.val_root)"
@@ -125,9 +129,9 @@ def val_set(cfg: RunConfig, model: MultiMAE) -> tuple[Any, str]:
 
     shards = list_shards(d.root)  # type: ignore[arg-type]
     if len(shards) > 1:
-        return (ShardDataset(shards[-1:], mods, transform=Resize(size)),
+        return (ShardDataset(shards[-1:], mods, transform=Resize(size), allow_missing=d.allow_missing),
                 f"the last shard {shards[-1]} held out (not trained on; no data.val_root)")
-    return (ShardDataset(shards, mods, transform=Resize(size)),
+    return (ShardDataset(shards, mods, transform=Resize(size), allow_missing=d.allow_missing),
             f"the first samples of the only shard {shards[0]}, which is also trained on (no data.val_root: "
             "these numbers are not held-out ones; set data.val_root)")
 
@@ -228,7 +232,7 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
         print(f"validation data: {val_data}")
     task = PretrainTask(model, cfg.masking, cfg.loss, cfg.train.seed)
     validate = evaluating(model, lambda: val_record(task.validate(val), from_rgb(model, cfg, val)))
-    pictured = {k: v[:4] for k, v in val[0].items()} if val else None
+    pictured = batch_rows(val[0], slice(0, 4)) if val else None
 
     def picture(step: int) -> Path | None:
         if not info.is_main or pictured is None:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from multimae.data.collate import PRESENT_KEY, batch_rows, batch_to
 from multimae.losses.masked import token_mask_to_pixels
 from multimae.modalities import denormalize, prepare_batch
 from multimae.viz.colormaps import distinct_colors, draw
@@ -76,7 +77,9 @@ class _Painter:
         self.raw = {k: v[:max_samples].to(device) for k, v in raw.items() if isinstance(v, Tensor)}
         # Modalities drawn: the model's inputs and outputs, less derived targets (norm_rgb).
         specs = {**model.input_specs, **{n: s for n, s in model.output_specs.items() if s.source_name == n}}
-        self.batch = prepare_batch(self.raw, model.input_specs, specs)
+        rows = slice(0, max_samples)
+        present = batch_to(batch_rows(raw.get(PRESENT_KEY) or {}, rows), device)  # type: ignore[arg-type]
+        self.batch = prepare_batch(self.raw, model.input_specs, specs, present=present)
         if not self.batch.inputs:
             raise ValueError(f"the raw batch has none of the model's inputs {list(model.input_specs)}; "
                              f"it has {sorted(self.raw)}")
