@@ -45,6 +45,8 @@ DEFAULT_TASK_TARGETS: Mapping[str, str] = MappingProxyType(
     {"segmentation": "semseg", "depth": "depth", "regression": "normals"})
 # Maps that readers and the built-in world produce but no model takes: how each is drawn.
 _DATA_ONLY_DISPLAYS: Mapping[str, str] = MappingProxyType({"instance": "instances"})
+# ... and how each is stored: instance ids (not checked against a class count) and UTF-8 text.
+_DATA_ONLY_ENCODINGS: Mapping[str, str] = MappingProxyType({"instance": "instance_ids", "caption": "text"})
 
 
 def get_modality(name: str, custom: Mapping[str, ModalitySpec] | None = None) -> ModalitySpec:
@@ -67,6 +69,14 @@ def display_of(name: str, custom: Mapping[str, ModalitySpec] | None = None) -> s
     if name in BUILTIN_MODALITIES:
         return BUILTIN_MODALITIES[name].drawn_as
     return _DATA_ONLY_DISPLAYS.get(name)
+
+
+def stored_modalities() -> dict[str, str]:
+    """``{name: encoding}`` of every modality that data files hold, in the registry's order: the
+    built-ins that are not derived from another (norm_rgb is made from rgb), by
+    `ModalitySpec.stored_as`, then the data-only maps and text (``instance_ids``, ``text``)."""
+    stored = {n: s.stored_as for n, s in BUILTIN_MODALITIES.items() if s.source is None}
+    return {**stored, **_DATA_ONLY_ENCODINGS}
 
 
 def spec_from_dict(fields: Mapping[str, Any]) -> ModalitySpec:
