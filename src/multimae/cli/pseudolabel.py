@@ -125,7 +125,12 @@ def _next_step(config: object, manifest_path: object) -> str:
     manifest = json.loads(Path(str(manifest_path)).read_text())
     source = "folder" if manifest.get("format") == "folder" else "shards"
     root = config.out if source == "folder" else str(Path(config.out) / config.split)  # type: ignore[attr-defined]
-    from multimae.modalities.registry import BUILTIN_MODALITIES, DEFAULT_IMAGE_MODALITY, DEFAULT_INPUTS, DEFAULT_OUTPUTS
+    from multimae.modalities.registry import (
+        BUILTIN_MODALITIES,
+        DEFAULT_IMAGE_MODALITY,
+        DEFAULT_INPUTS,
+        DEFAULT_OUTPUTS,
+    )
     from multimae.pseudolabel.base import LABELED_MODALITIES
 
     labelled = manifest.get("labelers", {})

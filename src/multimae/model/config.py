@@ -7,7 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from multimae.modalities.registry import DEFAULT_INPUTS, DEFAULT_OUTPUTS, resolve_modalities
+from multimae.modalities.registry import (
+    DEFAULT_INPUTS,
+    DEFAULT_OUTPUTS,
+    resolve_modalities,
+)
 from multimae.modalities.spec import ModalitySpec
 
 

@@ -35,7 +35,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from multimae.modalities.registry import BUILTIN_MODALITIES, DEFAULT_IMAGE_MODALITY, stored_modalities
+from multimae.modalities.registry import (
+    BUILTIN_MODALITIES,
+    DEFAULT_IMAGE_MODALITY,
+    stored_modalities,
+)
 
 # What a labeller may produce from the image: every built-in map stored in files but the image itself.
 LABELED_MODALITIES = tuple(m for m in stored_modalities() if m in BUILTIN_MODALITIES and m != DEFAULT_IMAGE_MODALITY)

@@ -34,7 +34,7 @@ from multimae.engine.distributed import resolve_device
 from multimae.engine.files import write_text_atomic
 from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY, get_modality
 from multimae.pseudolabel.base import LABELED_MODALITIES, Labeler
-from multimae.pseudolabel.registry import build_labeler, default_labeler
+from multimae.pseudolabel.registry import DEFAULT_LABELERS, build_labeler, default_labeler
 from multimae.pseudolabel.sources import discover_images
 from multimae.pseudolabel.store import encoding_entries
 from multimae.pseudolabel.writers import (
@@ -55,7 +55,7 @@ class PseudolabelConfig:
     out: str  # output root (the data pipeline's ``data.root``)
     images: str | None = None  # a folder of images (flat, or one level of class folders)
     shards: str | None = None  # or tar shards: a directory of *.tar, a glob, or one file
-    tasks: tuple[str, ...] = ("depth", "semseg")  # modalities to label
+    tasks: tuple[str, ...] = tuple(DEFAULT_LABELERS)  # modalities to label: those with a built-in labeller
     labelers: dict[str, str] = field(default_factory=dict)  # registry name (default: DEFAULT_LABELERS)
     models: dict[str, str] = field(default_factory=dict)  # hub name or local directory (default: the labeler's)
     revisions: dict[str, str] = field(default_factory=dict)  # hub revision (branch, tag or commit)
