@@ -13,6 +13,10 @@ import io
 import tokenize
 from pathlib import Path
 
+import pytest
+import torch
+
+from multimae.modalities import ModalitySpec
 from multimae.modalities.registry import BUILTIN_MODALITIES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "multimae"
@@ -100,3 +104,34 @@ def test_the_check_sees_names_and_not_prose(tmp_path):
     code = tmp_path / "code.py"
     code.write_text('"""Reads rgb."""\nif name == "depth":  # "semseg"\n    x = f"{name} rgb" + \'norm_rgb\'\n')
     assert [(n, name) for n, _, name in _literal_hits(code)] == [(2, "depth"), (3, "norm_rgb")]
+
+
+def test_spec_metric_and_encoding_resolve_by_kind():
+    dense, classes = ModalitySpec("height", num_channels=1), ModalitySpec("parts", kind="categorical",
+                                                                          loss="cross_entropy")
+    assert (dense.scored_by, dense.stored_as) == ("none", "array")
+    assert (classes.scored_by, classes.stored_as) == ("segmentation", "class_ids")
+    assert BUILTIN_MODALITIES["depth"].scored_by == "l1" and BUILTIN_MODALITIES["depth"].stored_as == "depth16"
+    for bad in ({"metric": "segmentation"}, {"encoding": "class_ids"}, {"metric": "psnr"}, {"encoding": "jpeg"}):
+        with pytest.raises(ValueError):
+            dense.replace(**bad)
+
+
+def test_transfer_metrics_are_keyed_by_the_output_names():
+    """A user's modalities get the built-ins' metrics: segmentation for a class map, L1 where asked."""
+    from conftest import make_inputs, tiny_config
+
+    from multimae.model import MultiMAE
+    from multimae.tasks.pretrain import transfer_metrics
+
+    custom = {"height": ModalitySpec("height", num_channels=1, metric="l1", is_input=False),
+              "parts": ModalitySpec("parts", kind="categorical", num_channels=5, loss="cross_entropy", stride=4,
+                                    is_input=False)}
+    torch.manual_seed(0)
+    model = MultiMAE(tiny_config(inputs=("rgb",), outputs=("rgb", "height", "parts"), custom_modalities=custom,
+                                 modality_overrides={})).eval()
+    raw = make_inputs()  # semseg ids are given at 1/4 resolution: made full resolution here (raw data)
+    raw = {"rgb": raw["rgb"].sigmoid(), "height": raw["depth"].exp(),
+           "parts": raw["semseg"].repeat_interleave(4, 1).repeat_interleave(4, 2)}
+    out = transfer_metrics(lambda x: model(x).preds, model, [raw], object_classes=[1, 2])
+    assert set(out) == {"parts_miou", "parts_acc", "parts_object_iou", "parts_object_acc", "height_l1"}
