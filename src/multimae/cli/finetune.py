@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from multimae.cli.training import add_run_arguments, launch, resolve_run_config
+from multimae.config.finetune import TASK_KINDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "come from a preset or YAML file plus key=value overrides, e.g. `multimae finetune --task segmentation "
         "--inputs rgb,depth --checkpoint runs/pretrain-x optim.lr=5e-4`.",
     )
-    parser.add_argument("--task", choices=("classification", "segmentation", "depth", "regression"),
+    parser.add_argument("--task", choices=TASK_KINDS,
                         help="task kind (sets task.kind)")
     parser.add_argument("--inputs", help="comma-separated input modalities, e.g. rgb,depth (sets task.inputs)")
     parser.add_argument("--checkpoint", help="initial weights: multimae run folder / checkpoint-*.pt / .safetensors, "

@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-BUILTIN_INPUTS = ("rgb", "depth", "semseg", "normals")
+from multimae.modalities.registry import BUILTIN_MODALITIES
+
+BUILTIN_INPUTS = tuple(n for n, s in BUILTIN_MODALITIES.items() if s.is_input)  # each gets an --<name> option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -125,10 +125,21 @@ def _next_step(config: object, manifest_path: object) -> str:
     manifest = json.loads(Path(str(manifest_path)).read_text())
     source = "folder" if manifest.get("format") == "folder" else "shards"
     root = config.out if source == "folder" else str(Path(config.out) / config.split)  # type: ignore[attr-defined]
-    mods = [m for m in ("rgb", "depth", "semseg", "normals") if m == "rgb" or m in manifest.get("labelers", {})]
+    from multimae.modalities.registry import (
+        BUILTIN_MODALITIES,
+        DEFAULT_IMAGE_MODALITY,
+        DEFAULT_INPUTS,
+        DEFAULT_OUTPUTS,
+    )
+    from multimae.pseudolabel.base import LABELED_MODALITIES
+
+    labelled = manifest.get("labelers", {})
+    mods = [DEFAULT_IMAGE_MODALITY, *(m for m in LABELED_MODALITIES if m in labelled)]
+    derived = [m for m in DEFAULT_OUTPUTS if m not in DEFAULT_INPUTS]  # norm_rgb
     extra = []
-    if set(mods) != {"rgb", "depth", "semseg"}:
-        extra.append(f"model.inputs={','.join(mods)} model.outputs={','.join(mods)},norm_rgb")
-    if "semseg" in mods:  # the default preset (cpu) has the 9 classes of the built-in world
-        extra.append(f"'model.modality_overrides={{semseg: {{num_channels: {manifest['num_classes']}}}}}'")
+    if set(mods) != set(DEFAULT_INPUTS):
+        extra.append(f"model.inputs={','.join(mods)} model.outputs={','.join(mods + derived)}")
+    for m in (m for m in mods if BUILTIN_MODALITIES[m].is_categorical):  # the default preset (cpu) has
+        # the 9 classes of the built-in world
+        extra.append(f"'model.modality_overrides={{{m}: {{num_channels: {manifest['num_classes']}}}}}'")
     return f"pre-train on it: multimae pretrain data.source={source} data.root={root} {' '.join(extra)}".rstrip()

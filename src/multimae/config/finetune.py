@@ -8,13 +8,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from multimae.config.schema import DataConfig, OptimConfig, TrainConfig
-from multimae.modalities.registry import resolve_modalities, spec_from_dict
+from multimae.modalities.registry import (
+    DEFAULT_IMAGE_MODALITY,
+    DEFAULT_TASK_TARGETS,
+    resolve_modalities,
+    spec_from_dict,
+)
 from multimae.modalities.spec import ModalitySpec
 from multimae.model.config import EncoderConfig, model_config
 
 TaskKind = Literal["classification", "segmentation", "depth", "regression"]
 TASK_KINDS: tuple[str, ...] = ("classification", "segmentation", "depth", "regression")
-DEFAULT_TARGETS = {"segmentation": "semseg", "depth": "depth", "regression": "normals"}
+DEFAULT_TARGETS = DEFAULT_TASK_TARGETS  # the modality a dense task predicts by default, by kind
 DEFAULT_LOSSES = {"classification": "cross_entropy", "segmentation": "cross_entropy", "depth": "berhu",
                   "regression": "l1"}
 
@@ -22,7 +27,7 @@ DEFAULT_LOSSES = {"classification": "cross_entropy", "segmentation": "cross_entr
 @dataclass
 class TaskSection:
     kind: TaskKind = "classification"
-    inputs: tuple[str, ...] = ("rgb",)  # modalities given to the encoder
+    inputs: tuple[str, ...] = (DEFAULT_IMAGE_MODALITY,)  # modalities given to the encoder
     target: str | None = None  # dense tasks: the predicted modality (default semseg / depth / normals)
     num_classes: int | None = None  # classification: default from the data; segmentation: the target's classes
     loss: Literal["auto", "cross_entropy", "l1", "mse", "berhu"] = "auto"  # auto: CE, CE, berHu, L1 by kind
@@ -91,7 +96,8 @@ class FinetuneModelSection:
 
     def encoder_config(self, image_size: int) -> EncoderConfig:
         """The encoder, with positional tables stored for ``image_size``."""
-        enc = model_config(self.size, encoder=self.encoder, inputs=("rgb",), outputs=(), modality_overrides={}).encoder
+        enc = model_config(self.size, encoder=self.encoder, inputs=(DEFAULT_IMAGE_MODALITY,), outputs=(),
+                           modality_overrides={}).encoder
         return dataclasses.replace(enc, image_size=image_size)
 
     def specs(self, names: tuple[str, ...]) -> dict[str, ModalitySpec]:
@@ -135,4 +141,5 @@ class FinetuneConfig:
     def head_modalities(self) -> tuple[str, ...]:
         if self.head.modalities:
             return self.head.modalities
-        return ("rgb",) if "rgb" in self.task.inputs else self.task.inputs[:1]
+        image = DEFAULT_IMAGE_MODALITY
+        return (image,) if image in self.task.inputs else self.task.inputs[:1]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from multimae.modalities.registry import DEFAULT_INPUTS, DEFAULT_OUTPUTS
 from multimae.model.config import MultiMAEConfig, model_config
 
 
@@ -16,8 +17,8 @@ class ModelSection:
     size: str = "base"  # tiny | small | base | large
     encoder: dict[str, Any] = field(default_factory=dict)  # EncoderConfig overrides
     decoder: dict[str, Any] = field(default_factory=dict)  # DecoderConfig overrides
-    inputs: tuple[str, ...] = ("rgb", "depth", "semseg")
-    outputs: tuple[str, ...] = ("rgb", "depth", "semseg", "norm_rgb")
+    inputs: tuple[str, ...] = DEFAULT_INPUTS
+    outputs: tuple[str, ...] = DEFAULT_OUTPUTS
     modality_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     custom_modalities: dict[str, dict[str, Any]] = field(default_factory=dict)  # spec fields by name
 

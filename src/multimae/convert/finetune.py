@@ -29,6 +29,7 @@ from multimae.convert.official import (
     note_positional_tables,
 )
 from multimae.convert.report import ConversionReport
+from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
 from multimae.model.config import MultiMAEConfig
 from multimae.model.finetune import FineTuneModel
 from multimae.model.heads import (
@@ -77,7 +78,8 @@ def infer_head(
     args = args or {}
     prefix = f"output_adapters.{name}."
     width = _head_input_width(state, prefix)
-    modalities: tuple[str, ...] = ("rgb",)
+    image = DEFAULT_IMAGE_MODALITY  # the official fine-tuning heads read the rgb tokens unless told otherwise
+    modalities: tuple[str, ...] = (image,)
     if width is not None:
         if width % enc_dim:
             raise ValueError(f"head {name!r} takes {width} features, not a multiple of the encoder width {enc_dim}")
@@ -87,8 +89,8 @@ def infer_head(
         elif _main_tasks(args) is not None:
             modalities, how = _main_tasks(args), "from the checkpoint's decoder_main_tasks"  # type: ignore[assignment]
         else:
-            modalities = ("rgb",) if count == 1 and "rgb" in inputs else tuple(inputs[:count])
-            how = ("not stored in the weights: official default (rgb)" if modalities == ("rgb",)
+            modalities = (image,) if count == 1 and image in inputs else tuple(inputs[:count])
+            how = (f"not stored in the weights: official default ({image})" if modalities == (image,)
                    else "not stored in the weights: the first inputs")
         if len(modalities) != count or any(m not in inputs for m in modalities):
             raise ValueError(f"head {name!r} reads {count} modalities' tokens; {list(modalities)} does not fit the "

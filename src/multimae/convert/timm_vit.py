@@ -36,6 +36,7 @@ from torch import Tensor
 
 from multimae.convert.official import ENCODER_HEAD_DIM, num_blocks
 from multimae.convert.report import ConversionReport
+from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
 from multimae.model.config import EncoderConfig, MultiMAEConfig
 from multimae.model.encoder import MultiModalViT
 from multimae.model.multimae import MultiMAE
@@ -81,7 +82,7 @@ def timm_kwargs(config: EncoderConfig) -> dict[str, Any]:
     }
 
 
-def multimae_to_timm(model: MultiModalViT, modality: str = "rgb"
+def multimae_to_timm(model: MultiModalViT, modality: str = DEFAULT_IMAGE_MODALITY
                      ) -> tuple[dict[str, Tensor], dict[str, Any], ConversionReport]:
     """(timm state dict, ``timm.create_model`` kwargs, report) for the encoder with one dense input.
 
@@ -186,13 +187,14 @@ def timm_to_multimae(
     report.infer("patch size", P, "patch_embed.proj kernel")
     report.infer("image size", side * P, f"{side}x{side} positional grid")
     report.infer("global tokens", G, "cls_token / reg_token")
-    overrides = {"rgb": {"num_channels": C}} if C != 3 else {}
+    image = DEFAULT_IMAGE_MODALITY  # a timm ViT is an image encoder
+    overrides = {image: {"num_channels": C}} if C != 3 else {}
     cfg = MultiMAEConfig(
         encoder=EncoderConfig(dim=D, depth=depth, num_heads=num_heads,
                               mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / D,
                               qkv_bias="blocks.0.attn.qkv.bias" in state, num_global_tokens=G,
                               patch_size=P, image_size=side * P),
-        inputs=("rgb",), outputs=(), modality_overrides=overrides,
+        inputs=(image,), outputs=(), modality_overrides=overrides,
     )
     model = MultiMAE(cfg)
     ours: dict[str, Tensor] = {}

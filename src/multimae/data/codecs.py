@@ -35,24 +35,23 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from multimae.modalities.registry import stored_modalities
+
 DEPTH_SCALE = 1000.0  # stored value per scene unit: millimetres when the unit is the metre
 DEPTH_MAX = 65535 / DEPTH_SCALE  # the largest depth a 16-bit PNG can hold
-DENSE = ("rgb", "depth", "normals")
-CLASS_MAPS = ("semseg", "instance")
+STORED = stored_modalities()  # {modality: encoding}, from the registry (`ModalitySpec.encoding`)
+DENSE = tuple(m for m, e in STORED.items() if e in ("rgb8", "depth16", "unit_vectors8"))
+CLASS_MAPS = tuple(m for m, e in STORED.items() if e in ("class_ids", "instance_ids"))
 MAPS = DENSE + CLASS_MAPS
-TEXT = ("caption",)
+TEXT = tuple(m for m, e in STORED.items() if e == "text")
 MODALITIES = MAPS + TEXT
+# The extensions a reader accepts for each encoding, the first being the one written.
+EXTENSIONS = {"rgb8": (".png", ".jpg", ".jpeg"), "depth16": (".png", ".npy"), "unit_vectors8": (".png",),
+              "class_ids": (".png",), "instance_ids": (".png",), "text": (".txt",)}
 # The one modality <-> file-name table: the extensions a reader accepts for each modality, the
 # first being the one written. Folders hold ``<modality>/.../<key><ext>``; shard members are
 # ``<key>.<modality><ext>`` (`member_suffix`), but a caption is ``<key>.txt`` and a label ``<key>.cls``.
-READABLE = {
-    "rgb": (".png", ".jpg", ".jpeg"),
-    "depth": (".png", ".npy"),
-    "normals": (".png",),
-    "semseg": (".png",),
-    "instance": (".png",),
-    "caption": (".txt",),
-}
+READABLE = {m: EXTENSIONS[STORED[m]] for m in MODALITIES}
 SUFFIX = {m: exts[0][1:] for m, exts in READABLE.items()}  # the extension written, without the dot
 LABEL_SUFFIX = "cls"  # the label's shard member suffix (decimal text)
 
@@ -114,24 +113,26 @@ def class_map_dtype(num_classes: int) -> type:
 # --------------------------------------------------------------------------- decoding
 
 def decode_dense(modality: str, array: np.ndarray, name: str, depth_scale: float = DEPTH_SCALE) -> torch.Tensor:
-    """A stored array -> float32 ``(C, H, W)``; ``name`` (the file) is quoted in errors."""
-    if modality == "rgb":
+    """A stored array -> float32 ``(C, H, W)`` as ``modality``'s encoding says (`STORED`); ``name``
+    (the file) is quoted in errors."""
+    encoding = STORED.get(modality)
+    if encoding == "rgb8":
         if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-            raise ValueError(f"{name}: rgb must be an 8-bit 3-channel image, got {array.dtype} {array.shape}")
+            raise ValueError(f"{name}: {modality} must be an 8-bit 3-channel image, got {array.dtype} {array.shape}")
         return rgb_from_storage(torch.from_numpy(array.transpose(2, 0, 1).copy()))  # a copy: it may be read-only
-    if modality == "depth":
+    if encoding == "depth16":
         if array.ndim != 2:
-            raise ValueError(f"{name}: depth must be a single-channel map, got shape {array.shape}")
+            raise ValueError(f"{name}: {modality} must be a single-channel map, got shape {array.shape}")
         if array.dtype.kind == "f":
             if not np.isfinite(array).all():
-                raise ValueError(f"{name}: depth has NaN or inf values (store invalid pixels as 0)")
+                raise ValueError(f"{name}: {modality} has NaN or inf values (store invalid pixels as 0)")
             if (array < 0).any():
-                raise ValueError(f"{name}: depth has negative values")
+                raise ValueError(f"{name}: {modality} has negative values")
             return torch.from_numpy(np.where(array == 0, np.float32(np.nan), array.astype(np.float32))[None])
         return depth_from_storage(torch.from_numpy(array.astype(np.int32)), depth_scale)[None]
-    if modality == "normals":
+    if encoding == "unit_vectors8":
         if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-            raise ValueError(f"{name}: normals must be an 8-bit 3-channel image, got {array.dtype} {array.shape}")
+            raise ValueError(f"{name}: {modality} must be an 8-bit 3-channel image, got {array.dtype} {array.shape}")
         n = array.transpose(2, 0, 1).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
         n /= np.maximum(np.sqrt((n * n).sum(0, keepdims=True)), np.float32(1e-6))
         return torch.from_numpy(n)
@@ -247,17 +248,28 @@ def read_array(data: bytes, name: str, rgb: bool = False) -> np.ndarray:
 def decode_modality(modality: str, data: bytes, name: str, num_classes: int | None = None,
                     depth_scale: float = DEPTH_SCALE, ignore_index: int | None = None) -> torch.Tensor | str:
     """Bytes of one stored modality -> its sample value (see the table above)."""
-    if modality == "caption":
+    encoding = STORED.get(modality)
+    if encoding == "text":
         try:
             return data.decode("utf-8").strip()
         except UnicodeDecodeError:
-            raise ValueError(f"{name}: caption is not UTF-8 text") from None
-    array = read_array(data, name, rgb=modality == "rgb")
-    if modality in CLASS_MAPS:
-        if modality == "semseg":
-            return decode_class_map(array, name, num_classes, ignore_index)
+            raise ValueError(f"{name}: {modality} is not UTF-8 text") from None
+    array = read_array(data, name, rgb=encoding == "rgb8")
+    if encoding == "class_ids":
+        return decode_class_map(array, name, num_classes, ignore_index)
+    if encoding == "instance_ids":
         return decode_class_map(array, name)
     return decode_dense(modality, array, name, depth_scale)
+
+
+def manifest_entry(manifest: Mapping[str, object], encoding: str) -> Mapping[str, object]:
+    """A manifest's entry (``{"scale": ..., "ignore_index": ...}``) for the first stored modality with
+    ``encoding`` (``depth16``: its scale; ``class_ids``: its ignore index); empty when it has none."""
+    for modality, enc in STORED.items():
+        entry = manifest.get(modality)
+        if enc == encoding and isinstance(entry, Mapping):
+            return entry
+    return {}
 
 
 def check_sample(sample: Mapping[str, object], name: str) -> None:

@@ -19,10 +19,19 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from multimae.data.codecs import DEPTH_SCALE, MODALITIES, READABLE, check_sample, decode_modality, read_file
+from multimae.data.codecs import (
+    DEPTH_SCALE,
+    MODALITIES,
+    READABLE,
+    check_sample,
+    decode_modality,
+    manifest_entry,
+    read_file,
+)
 from multimae.data.collate import sample_generator
 from multimae.data.manifest import read_manifest
 from multimae.data.transforms import Transform
+from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
 
 log = logging.getLogger(__name__)
 LAYOUT = "root/<split>/<modality>/[<class>/]<name>.<ext>"
@@ -73,7 +82,7 @@ class FolderDataset(Dataset):
     Each modality folder must still exist and hold at least one file.
     """
 
-    def __init__(self, root: str | Path, split: str = "train", modalities: Sequence[str] = ("rgb",),
+    def __init__(self, root: str | Path, split: str = "train", modalities: Sequence[str] = (DEFAULT_IMAGE_MODALITY,),
                  class_level: bool | None = None, class_names: Sequence[str] | None = None,
                  num_classes: int | None = None, depth_scale: float | None = None,
                  transform: Transform | None = None, on_error: str = "raise", seed: int = 0,
@@ -89,8 +98,8 @@ class FolderDataset(Dataset):
             raise ValueError(f"{split_dir}: split folder not found (expected layout {LAYOUT})")
         manifest = read_manifest(self.root) or {}
         self.num_classes = num_classes if num_classes is not None else manifest.get("num_classes")
-        self.depth_scale = depth_scale or manifest.get("depth", {}).get("scale", DEPTH_SCALE)
-        self.ignore_index = manifest.get("semseg", {}).get("ignore_index")  # unlabelled pixels (imported data)
+        self.depth_scale = depth_scale or manifest_entry(manifest, "depth16").get("scale", DEPTH_SCALE)
+        self.ignore_index = manifest_entry(manifest, "class_ids").get("ignore_index")  # unlabelled (imported data)
         self.transform, self.on_error, self.seed, self.epoch, self.num_skipped = transform, on_error, seed, 0, 0
         self.allow_missing = allow_missing
         self.files, self.has_classes = self._index(split_dir, class_level)

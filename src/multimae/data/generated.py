@@ -6,7 +6,11 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from multimae.data.codecs import (
+    CLASS_MAPS,
     LABEL_SUFFIX,
+    MAPS,
+    STORED,
+    TEXT,
     class_map_dtype,
     decode_class_map,
     decode_dense,
@@ -19,25 +23,21 @@ from multimae.data.collate import sample_generator
 from multimae.data.transforms import Transform
 from multimae.data.world import NUM_CLASSES, WorldSample, check_world_settings, scene_rng, world_sample
 
-WORLD_MODALITIES = ("rgb", "depth", "normals", "semseg", "instance")
+WORLD_MODALITIES = MAPS  # the world renders every stored map (`WorldSample.rendering` has one field each)
 
 
 def storage_arrays(ws: WorldSample) -> dict[str, np.ndarray]:
-    """The stored form of each map (see `multimae.data.codecs`)."""
-    r = ws.rendering
-    return {
-        "rgb": r.rgb,
-        "depth": quantize_depth(r.depth),
-        "normals": quantize_normals(r.normals),
-        "semseg": r.semseg.astype(class_map_dtype(NUM_CLASSES)),
-        "instance": r.instance.astype(np.uint8),
-    }
+    """The stored form of each map (see `multimae.data.codecs`), as its encoding says."""
+    store = {"rgb8": lambda a: a, "depth16": quantize_depth, "unit_vectors8": quantize_normals,
+             "class_ids": lambda a: a.astype(class_map_dtype(NUM_CLASSES)), "instance_ids": lambda a: a.astype(np.uint8)}
+    return {m: store[STORED[m]](getattr(ws.rendering, m)) for m in WORLD_MODALITIES}
 
 
 def encode_world_sample(ws: WorldSample) -> dict[str, bytes]:
     """Files of one sample, keyed by suffix (``rgb.png``, ..., ``txt``, ``cls``)."""
     files = {member_suffix(m): encode_png(a) for m, a in storage_arrays(ws).items()}
-    files[member_suffix("caption")] = ws.caption.encode("utf-8")
+    for m in TEXT:  # the caption
+        files[member_suffix(m)] = getattr(ws, m).encode("utf-8")
     files[LABEL_SUFFIX] = str(ws.label).encode("ascii")
     return files
 
@@ -48,12 +48,12 @@ def decode_world_sample(ws: WorldSample, key: str, modalities: tuple[str, ...] =
     arrays = storage_arrays(ws)
     sample: dict[str, object] = {}
     for m in modalities:
-        if m in ("semseg", "instance"):
-            sample[m] = decode_class_map(arrays[m], key, NUM_CLASSES if m == "semseg" else None)
+        if m in CLASS_MAPS:  # class ids are checked against the world's classes, instance ids are not
+            sample[m] = decode_class_map(arrays[m], key, NUM_CLASSES if STORED[m] == "class_ids" else None)
         else:
             sample[m] = decode_dense(m, arrays[m], key)
     sample["label"] = ws.label
-    sample["caption"] = ws.caption
+    sample.update({m: getattr(ws, m) for m in TEXT})
     sample["key"] = key
     return sample
 

@@ -6,11 +6,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from multimae.data.codecs import DEPTH_SCALE
+from multimae.data.codecs import DEPTH_SCALE, MAPS, STORED
 from multimae.data.world import CLASS_NAMES, GENERATOR_VERSION, LABEL_NAMES, PALETTE
 from multimae.engine.files import write_text_atomic
 
 MANIFEST = "manifest.json"
+# How the world's files of each encoding are written, as the manifest tells readers.
+_ENTRIES: dict[str, dict[str, Any]] = {
+    "depth16": {"encoding": "png16", "scale": DEPTH_SCALE, "units": "millimetres (value = depth * scale)",
+                "invalid": 0},
+    "unit_vectors8": {"encoding": "png8", "decode": "value / 127.5 - 1, renormalised",
+                      "frame": "camera: x right, y down, z forward"},
+    "class_ids": {"encoding": "png8 (png16 above 256 classes)"},
+}
 
 
 def world_manifest(fmt: str, size: int, difficulty: float, class_colors: float = 0.0) -> dict[str, Any]:
@@ -26,11 +34,7 @@ def world_manifest(fmt: str, size: int, difficulty: float, class_colors: float =
         "num_classes": len(CLASS_NAMES),
         "palette": [list(c) for c in PALETTE],
         "label_names": list(LABEL_NAMES),
-        "depth": {"encoding": "png16", "scale": DEPTH_SCALE, "units": "millimetres (value = depth * scale)",
-                  "invalid": 0},
-        "normals": {"encoding": "png8", "decode": "value / 127.5 - 1, renormalised",
-                    "frame": "camera: x right, y down, z forward"},
-        "semseg": {"encoding": "png8 (png16 above 256 classes)"},
+        **{m: dict(_ENTRIES[STORED[m]]) for m in MAPS if STORED[m] in _ENTRIES},  # depth, normals, semseg
         "splits": {},
     }
 

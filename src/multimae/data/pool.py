@@ -26,15 +26,16 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from multimae.data.codecs import depth_from_storage, depth_to_storage, rgb_from_storage, rgb_to_storage
+from multimae.data.codecs import STORED, depth_from_storage, depth_to_storage, rgb_from_storage, rgb_to_storage
 from multimae.data.collate import collate
-from multimae.data.generated import WorldDataset
+from multimae.data.generated import WORLD_MODALITIES, WorldDataset
 from multimae.data.transforms import unit_vectors
 from multimae.data.world import GENERATOR_VERSION, NUM_CLASSES
 from multimae.engine.checkpoint import load_torch_file
 from multimae.engine.files import save_atomic
+from multimae.modalities.registry import DEFAULT_INPUTS
 
-POOL_MODALITIES = ("rgb", "depth", "normals", "semseg", "instance")
+POOL_MODALITIES = WORLD_MODALITIES
 
 
 def default_cache_dir() -> Path:
@@ -46,11 +47,11 @@ def _to_storage(batch: dict[str, object], modalities: Sequence[str]) -> dict[str
     for m in modalities:
         x = batch[m]
         assert isinstance(x, torch.Tensor)
-        if m == "rgb":
+        if STORED[m] == "rgb8":
             out[m] = rgb_to_storage(x)
-        elif m == "depth":
+        elif STORED[m] == "depth16":
             out[m] = depth_to_storage(x)
-        elif m == "normals":
+        elif STORED[m] == "unit_vectors8":
             out[m] = (x * 127).round().to(torch.int8)
         else:
             out[m] = x.to(torch.uint8 if NUM_CLASSES <= 256 else torch.int16)
@@ -64,7 +65,7 @@ def render_pool(
     size: int,
     difficulty: float = 1.0,
     class_colors: float = 0.0,
-    modalities: Sequence[str] = ("rgb", "depth", "semseg"),
+    modalities: Sequence[str] = DEFAULT_INPUTS,
     workers: int = 2,
     progress: bool = True,
 ) -> dict[str, torch.Tensor]:
@@ -90,7 +91,7 @@ def load_or_render_pool(
     size: int,
     difficulty: float = 1.0,
     class_colors: float = 0.0,
-    modalities: Sequence[str] = ("rgb", "depth", "semseg"),
+    modalities: Sequence[str] = DEFAULT_INPUTS,
     workers: int = 2,
     cache_dir: str | Path | None = None,
     progress: bool = True,
@@ -116,11 +117,11 @@ def pool_to_raw(pool: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str,
     out: dict[str, torch.Tensor] = {}
     for m, x in pool.items():
         rows = x[index]
-        if m == "rgb":
+        if STORED.get(m) == "rgb8":
             out[m] = rgb_from_storage(rows)
-        elif m == "depth":
+        elif STORED.get(m) == "depth16":
             out[m] = depth_from_storage(rows)
-        elif m == "normals":
+        elif STORED.get(m) == "unit_vectors8":
             out[m] = unit_vectors(rows.float())
         else:
             out[m] = rows.long()

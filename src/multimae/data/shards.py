@@ -25,6 +25,7 @@ from multimae.data.codecs import (
     MODALITIES,
     check_sample,
     decode_modality,
+    manifest_entry,
 )
 from multimae.data.collate import sample_generator
 from multimae.data.manifest import read_manifest
@@ -124,7 +125,7 @@ class ShardDataset(IterableDataset):
         manifest = read_manifest(self.paths[0].parent) or {}
         self.modalities = tuple(modalities) if modalities else None
         self.num_classes = num_classes if num_classes is not None else manifest.get("num_classes")
-        self.depth_scale = depth_scale or manifest.get("depth", {}).get("scale", DEPTH_SCALE)
+        self.depth_scale = depth_scale or manifest_entry(manifest, "depth16").get("scale", DEPTH_SCALE)
         self.transform, self.shuffle, self.buffer_size, self.seed = transform, shuffle, buffer_size, seed
         self.rank, self.world_size, self.on_error, self.allow_missing = rank, world_size, on_error, allow_missing
         self.epoch, self.skip_consumed, self.num_skipped = 0, 0, 0

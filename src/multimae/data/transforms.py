@@ -20,9 +20,12 @@ from dataclasses import dataclass
 import torch
 import torchvision.transforms.v2.functional as F
 
+from multimae.modalities.registry import BUILTIN_MODALITIES
+
 Sample = dict[str, object]
 Transform = Callable[[Sample, torch.Generator], Sample]
-VECTOR_MODALITIES = ("normals",)  # x component flips sign under a horizontal flip
+# Camera-frame unit vectors (normals): their x component flips sign under a horizontal flip.
+VECTOR_MODALITIES = tuple(n for n, s in BUILTIN_MODALITIES.items() if s.stored_as == "unit_vectors8")
 
 
 def crop_params(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],

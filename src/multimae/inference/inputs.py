@@ -61,8 +61,9 @@ class RawInput:
 MAX_DEPTH = 1e12  # larger depth values overflow the float32 statistics of standardisation
 
 
-def _array(data: Any, name: str) -> tuple[np.ndarray, str, str, list[str]]:
-    """(array, source, file kind, conversions) from a path, PIL image, numpy array or tensor.
+def _array(data: Any, name: str, rgb: bool) -> tuple[np.ndarray, str, str, list[str]]:
+    """(array, source, file kind, conversions) from a path, PIL image, numpy array or tensor;
+    ``rgb``: a picture is converted to 8-bit RGB (a modality stored as ``rgb8``).
 
     Files are opened by `multimae.data.codecs.read_image`, the rule every reader follows (EXIF
     orientation applied; rgb of any mode, 16-bit grey included, to 8-bit RGB)."""
@@ -74,10 +75,10 @@ def _array(data: Any, name: str) -> tuple[np.ndarray, str, str, list[str]]:
             return np.load(path, allow_pickle=False), path.name, "npy", []
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise ValueError(f"{name}: {path}: expected an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy array")
-        array, conversions = read_image(path.read_bytes(), path.name, rgb=name == "rgb")
+        array, conversions = read_image(path.read_bytes(), path.name, rgb=rgb)
         return array, path.name, "image", conversions
     if isinstance(data, Image.Image):
-        if name == "rgb":
+        if rgb:
             conversions: list[str] = []
             return to_rgb8(data, conversions), "PIL image", "image", conversions
         return np.asarray(data), "PIL image", "image", []
@@ -99,26 +100,26 @@ def _channels_first(a: np.ndarray, channels: int, name: str, source: str) -> np.
     raise ValueError(f"{name}: {source}: expected ({channels}, H, W) or (H, W, {channels}), got shape {a.shape}")
 
 
-def _rgb(a: np.ndarray, source: str) -> RawInput:
-    a = _channels_first(a, 3, "rgb", source)
+def _rgb(a: np.ndarray, name: str, source: str) -> RawInput:
+    a = _channels_first(a, 3, name, source)
     if a.dtype == np.uint8:
         return RawInput(torch.from_numpy(a.astype(np.float32) / 255.0), source, "8-bit RGB / 255 -> [0, 1]")
     if a.dtype.kind != "f":
-        raise ValueError(f"rgb: {source}: expected uint8 or float values, got {a.dtype}")
+        raise ValueError(f"{name}: {source}: expected uint8 or float values, got {a.dtype}")
     bad = int((~np.isfinite(a)).sum())
     if bad:
-        raise ValueError(f"rgb: {source}: {bad} of {a.size} values are NaN or infinite")
+        raise ValueError(f"{name}: {source}: {bad} of {a.size} values are NaN or infinite")
     lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
     if lo < -1e-3 or hi > 1 + 1e-3:
-        raise ValueError(f"rgb: {source}: float images must lie in [0, 1], found values in [{lo:.3g}, {hi:.3g}]")
+        raise ValueError(f"{name}: {source}: float images must lie in [0, 1], found values in [{lo:.3g}, {hi:.3g}]")
     return RawInput(torch.from_numpy(a.astype(np.float32)), source, "float RGB in [0, 1]")
 
 
-def _depth(a: np.ndarray, source: str, kind: str) -> RawInput:
-    a = _channels_first(a, 1, "depth", source)
+def _depth(a: np.ndarray, name: str, source: str, kind: str) -> RawInput:
+    a = _channels_first(a, 1, name, source)
     if a.dtype.kind in "ui":
         if a.dtype.kind == "i" and (a < 0).any():
-            raise ValueError(f"depth: {source}: {int((a < 0).sum())} negative values (down to {int(a.min())}): "
+            raise ValueError(f"{name}: {source}: {int((a < 0).sum())} negative values (down to {int(a.min())}): "
                              "integer depth is unsigned millimetres, 0 = invalid")
         d = a.astype(np.float32) / np.float32(DEPTH_SCALE)
         d[a == 0] = np.nan
@@ -128,11 +129,11 @@ def _depth(a: np.ndarray, source: str, kind: str) -> RawInput:
         d[~np.isfinite(d) | (d <= 0)] = np.nan
         how = "float depth, values <= 0 or non-finite = invalid"
     else:
-        raise ValueError(f"depth: {source}: expected integer or float values, got {a.dtype}")
+        raise ValueError(f"{name}: {source}: expected integer or float values, got {a.dtype}")
     if not np.isfinite(d).any():
-        raise ValueError(f"depth: {source}: no valid pixel (all zero or invalid)")
+        raise ValueError(f"{name}: {source}: no valid pixel (all zero or invalid)")
     if np.nanmax(d) > MAX_DEPTH:
-        raise ValueError(f"depth: {source}: values up to {np.nanmax(d):.3g}, above {MAX_DEPTH:g}: rescale the depth "
+        raise ValueError(f"{name}: {source}: values up to {np.nanmax(d):.3g}, above {MAX_DEPTH:g}: rescale the depth "
                          "(its statistics would overflow)")
     if kind == "image" and a.dtype == np.uint8:
         how += " (an 8-bit picture: only its relative values matter)"
@@ -150,18 +151,18 @@ def _class_map(a: np.ndarray, spec: ModalitySpec, source: str) -> RawInput:
 
 def read_input(spec: ModalitySpec, data: Any) -> RawInput:
     """Read one input (a path, PIL image, array or tensor) for the modality ``spec``."""
-    a, source, kind, conversions = _array(data, spec.name)
+    a, source, kind, conversions = _array(data, spec.name, spec.stored_as == "rgb8")
     if spec.is_categorical:
         return _class_map(a, spec, source)
-    if spec.name == "rgb" or spec.normalization == "imagenet":
-        raw = _rgb(a, source)
+    if spec.stored_as == "rgb8" or spec.normalization == "imagenet":
+        raw = _rgb(a, spec.name, source)
         if conversions:
             raw.how = f"{'; '.join(conversions)}; {raw.how}"
         return raw
-    if spec.name == "depth":
-        return _depth(a, source, kind)
-    if spec.name == "normals" and a.dtype == np.uint8:
-        n = _channels_first(a, 3, "normals", source).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    if spec.stored_as == "depth16":
+        return _depth(a, spec.name, source, kind)
+    if spec.stored_as == "unit_vectors8" and a.dtype == np.uint8:
+        n = _channels_first(a, 3, spec.name, source).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
         n /= np.maximum(np.linalg.norm(n, axis=0, keepdims=True), np.float32(1e-6))
         return RawInput(torch.from_numpy(n), source, "8-bit (n + 1) / 2 -> unit vectors")
     if a.dtype.kind not in "uif":

@@ -62,6 +62,9 @@ class Prediction:
         units: ``{output modality: what its values mean}``.
         norm_rgb_view: (3, H, W) in [0, 1], the norm_rgb prediction with patch statistics put back
             (see the module docstring); None when the model has no norm_rgb output.
+        norm_pix: ``{output: its source modality}`` for the outputs trained against per-patch
+            standardised targets (loss ``norm_pix_mse``: norm_rgb -> rgb); ``norm_rgb_view``
+            shows the first.
         notes: sentences on how each input was read, sized and normalised, and on the masks.
         patch_size: P.
     """
@@ -74,6 +77,7 @@ class Prediction:
     norm_rgb_view: Tensor | None = None
     notes: list[str] = field(default_factory=list)
     patch_size: int = 16
+    norm_pix: dict[str, str] = field(default_factory=dict)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -209,8 +213,10 @@ def predict(
         return result
     for name, pred in out.preds.items():
         _un_normalise(model.output_specs[name], pred[0].float().cpu(), raw, result)
-    if "norm_rgb" in result.outputs:
-        result.norm_rgb_view = _norm_rgb_view(model, result, out.preds, batch.inputs)
+    result.norm_pix = {n: s.source_name for n, s in model.output_specs.items()
+                       if s.loss == "norm_pix_mse" and n in result.outputs}
+    if result.norm_pix:
+        result.norm_rgb_view = _norm_rgb_view(model, next(iter(result.norm_pix)), result, out.preds, batch.inputs)
     return result
 
 
@@ -280,29 +286,30 @@ def _patch_stats(x: Tensor, patch: int) -> tuple[Tensor, Tensor]:
     return up(mean), up(std)
 
 
-def _norm_rgb_view(model: MultiMAE, result: Prediction, preds: Mapping[str, Tensor],
+def _norm_rgb_view(model: MultiMAE, name: str, result: Prediction, preds: Mapping[str, Tensor],
                    model_inputs: Mapping[str, Tensor]) -> Tensor:
-    """norm_rgb with patch statistics put back, in [0, 1] (see the module docstring)."""
-    spec = model.output_specs["norm_rgb"]
+    """The norm-pix output ``name`` (norm_rgb) with patch statistics put back, in [0, 1] (see the
+    module docstring)."""
+    spec = model.output_specs[name]
     source = model.output_specs.get(spec.source_name) or model.input_specs.get(spec.source_name)
-    z = result.outputs["norm_rgb"]
-    P = result.patch_size
+    z = result.outputs[name]
+    P, src = result.patch_size, spec.source_name
     src_pred = preds.get(spec.source_name)
     src_in = model_inputs.get(spec.source_name)
     if src_pred is None and src_in is None:
         lo = -F.max_pool2d(-z[None], P)[0].repeat_interleave(P, 1).repeat_interleave(P, 2)
         hi = F.max_pool2d(z[None], P)[0].repeat_interleave(P, 1).repeat_interleave(P, 2)
-        result.notes.append("norm_rgb view: each patch stretched to its own min-max (no rgb to take statistics from)")
+        result.notes.append(f"{name} view: each patch stretched to its own min-max (no {src} to take statistics from)")
         return ((z - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
     mean, std = _patch_stats((src_pred if src_pred is not None else src_in)[0].float().cpu(), P)
-    how = "rgb prediction"
+    how = f"{src} prediction"
     if src_in is not None:
         in_mean, in_std = _patch_stats(src_in[0].float().cpu(), P)
         visible = ~token_mask_to_pixels(result.masks[spec.source_name].reshape(1, -1), result.grid, P).bool()
         mean, std = torch.where(visible, in_mean, mean), torch.where(visible, in_std, std)
-        how = ("input rgb at visible patches, rgb prediction at masked ones" if src_pred is not None
-               else "input rgb (no rgb decoder: masked patches too)")
-    result.notes.append(f"norm_rgb view: per-patch mean and spread put back from the {how}")
+        how = (f"input {src} at visible patches, {src} prediction at masked ones" if src_pred is not None
+               else f"input {src} (no {src} decoder: masked patches too)")
+    result.notes.append(f"{name} view: per-patch mean and spread put back from the {how}")
     view = z * std + mean
     assert source is not None
     return denormalize(source, view[None])[0].clamp(0, 1)

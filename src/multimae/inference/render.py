@@ -50,7 +50,7 @@ class _Painter:
         return draw(display, value, self.palette, self.ranges.get(name))
 
     def output_picture(self, name: str) -> np.ndarray:
-        if name == "norm_rgb" and self.pred.norm_rgb_view is not None:
+        if self.pred.norm_rgb_view is not None and name == next(iter(self.pred.norm_pix), None):
             return rgb_to_uint8(self.pred.norm_rgb_view)
         return self.picture(name, self.pred.outputs[name])
 
@@ -88,13 +88,13 @@ def _is_map(value: Tensor) -> bool:
 
 
 def _columns(pred: Prediction) -> list[str]:
-    """Inputs in model order with their outputs; derived outputs (norm_rgb) right after their source."""
+    """Inputs in model order with their outputs; norm-pix outputs (norm_rgb) right after their source."""
     names = list(pred.inputs)
     for name in pred.outputs:
         if name in names or not _is_map(pred.outputs[name]):
             continue
-        if name == "norm_rgb" and "rgb" in names:
-            names.insert(names.index("rgb") + 1, name)
+        if pred.norm_pix.get(name) in names:
+            names.insert(names.index(pred.norm_pix[name]) + 1, name)
         else:
             names.append(name)
     return names
@@ -113,7 +113,7 @@ def prediction_figure(pred: Prediction, palette: Sequence[Sequence[int]] | None 
             [p.output_picture(n) if n in pred.outputs and _is_map(pred.outputs[n]) else blank for n in names]]
     notes = ["inputs (grey: masked patches); visible tokens: "
              + ", ".join(f"{n} {c}" for n, c in pred.visible_counts().items()),
-             "predictions" + (" (norm_rgb with patch statistics put back)" if "norm_rgb" in pred.outputs else "")
+             "predictions" + "".join(f" ({n} with patch statistics put back)" for n in list(pred.norm_pix)[:1])
              + "".join(f"; {n}: {top_classes(v)}" for n, v in pred.outputs.items() if not _is_map(v))]
     if masked_any:
         rows.append([p.pasted(n) if n in pred.inputs and n in pred.outputs and _is_map(pred.outputs[n]) else blank
@@ -150,8 +150,8 @@ def save_prediction(pred: Prediction, out_dir: str | Path, palette: Sequence[Seq
             png(name, p.output_picture(name))
         if name in pred.logits:
             npy(f"{name}_logits", pred.logits[name])
-        if name == "norm_rgb":
-            png("norm_rgb_as_predicted", rgb_to_uint8((pred.outputs[name] / 6 + 0.5).clamp(0, 1)))
+        if name in pred.norm_pix:
+            png(f"{name}_as_predicted", rgb_to_uint8((pred.outputs[name] / 6 + 0.5).clamp(0, 1)))
     for name in pred.inputs:
         png(f"input_{name}", p.masked_input(name))
     np.savez(out / "mask.npz", **{n: m.numpy().astype(np.uint8) for n, m in pred.masks.items()})

@@ -18,14 +18,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _BUILTINS = (
     ModalitySpec(
         name="rgb", kind="dense", num_channels=3, normalization="imagenet", loss="mse",
-        mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, encoding="rgb8",
     ),
-    ModalitySpec(name="depth", kind="dense", num_channels=1, normalization="robust_standardize", loss="l1"),
+    ModalitySpec(name="depth", kind="dense", num_channels=1, normalization="robust_standardize", loss="l1",
+                 metric="l1", encoding="depth16"),
     ModalitySpec(
         name="semseg", kind="categorical", num_channels=133, loss="cross_entropy", stride=4,
         class_emb_dim=64,
     ),
-    ModalitySpec(name="normals", kind="dense", num_channels=3, normalization="none", loss="l1", display="normals"),
+    ModalitySpec(name="normals", kind="dense", num_channels=3, normalization="none", loss="l1", display="normals",
+                 encoding="unit_vectors8"),
     ModalitySpec(
         name="norm_rgb", kind="dense", num_channels=3, normalization="imagenet", loss="norm_pix_mse",
         is_input=False, source="rgb", mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -33,8 +35,18 @@ _BUILTINS = (
 )
 
 BUILTIN_MODALITIES: Mapping[str, ModalitySpec] = MappingProxyType({s.name: s for s in _BUILTINS})
+
+# Defaults that name built-ins, read by configs and command lines instead of repeating the names.
+DEFAULT_IMAGE_MODALITY = "rgb"  # the photograph: what labellers read, what transfer metrics start from
+DEFAULT_INPUTS: tuple[str, ...] = ("rgb", "depth", "semseg")  # a pre-training model's inputs
+DEFAULT_OUTPUTS: tuple[str, ...] = ("rgb", "depth", "semseg", "norm_rgb")  # ... and its outputs
+# The modality a dense fine-tuning task predicts when its config names none, by task kind.
+DEFAULT_TASK_TARGETS: Mapping[str, str] = MappingProxyType(
+    {"segmentation": "semseg", "depth": "depth", "regression": "normals"})
 # Maps that readers and the built-in world produce but no model takes: how each is drawn.
 _DATA_ONLY_DISPLAYS: Mapping[str, str] = MappingProxyType({"instance": "instances"})
+# ... and how each is stored: instance ids (not checked against a class count) and UTF-8 text.
+_DATA_ONLY_ENCODINGS: Mapping[str, str] = MappingProxyType({"instance": "instance_ids", "caption": "text"})
 
 
 def get_modality(name: str, custom: Mapping[str, ModalitySpec] | None = None) -> ModalitySpec:
@@ -57,6 +69,14 @@ def display_of(name: str, custom: Mapping[str, ModalitySpec] | None = None) -> s
     if name in BUILTIN_MODALITIES:
         return BUILTIN_MODALITIES[name].drawn_as
     return _DATA_ONLY_DISPLAYS.get(name)
+
+
+def stored_modalities() -> dict[str, str]:
+    """``{name: encoding}`` of every modality that data files hold, in the registry's order: the
+    built-ins that are not derived from another (norm_rgb is made from rgb), by
+    `ModalitySpec.stored_as`, then the data-only maps and text (``instance_ids``, ``text``)."""
+    stored = {n: s.stored_as for n, s in BUILTIN_MODALITIES.items() if s.source is None}
+    return {**stored, **_DATA_ONLY_ENCODINGS}
 
 
 def spec_from_dict(fields: Mapping[str, Any]) -> ModalitySpec:

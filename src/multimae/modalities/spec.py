@@ -41,6 +41,15 @@ _PLACEMENTS: dict[str, str] = {"dense": "grid", "categorical": "grid", "tokens":
 LOSSES: tuple[str, ...] = ("mse", "l1", "cross_entropy", "norm_pix_mse")
 NORMALIZATIONS: tuple[str, ...] = ("none", "imagenet", "robust_standardize", "unit_range")
 DISPLAYS: tuple[str, ...] = ("rgb", "colormap", "palette", "normals", "instances")
+# How a map is scored when predicted from the image alone (`multimae.tasks.pretrain.transfer_metrics`).
+Metric = Literal["auto", "segmentation", "l1", "none"]
+METRICS: tuple[str, ...] = ("auto", "segmentation", "l1", "none")
+# How a map is stored in files (`multimae.data.codecs`): ``rgb8`` 8-bit colour picture <-> [0, 1];
+# ``depth16`` 16-bit PNG of ``value * scale``, 0 = invalid (or float ``.npy``); ``unit_vectors8``
+# 8-bit ``(n + 1) / 2`` camera-frame unit vectors (x right: its sign flips under a horizontal flip);
+# ``class_ids`` 8/16-bit PNG of class ids; ``array`` as given; ``auto``: class_ids or array by kind.
+Encoding = Literal["auto", "rgb8", "depth16", "unit_vectors8", "class_ids", "array"]
+ENCODINGS: tuple[str, ...] = ("auto", "rgb8", "depth16", "unit_vectors8", "class_ids", "array")
 
 
 def default_display(categorical: bool, num_channels: int) -> str:
@@ -94,6 +103,11 @@ class ModalitySpec:
         positions: 1-D positions of a sequence: ``index`` (a token's position in the sequence,
             MAE-style) or ``visible`` (a running count over the tokens given to the encoder, as 4M
             does, so the visible tokens have dense positions 0, 1, 2, ...).
+        metric: how predictions from the image alone are scored (see `scored_by`): ``segmentation``
+            (mIoU and pixel accuracy), ``l1`` (mean absolute error on valid pixels), ``none``, or
+            ``auto`` (segmentation for categorical maps, none for dense ones).
+        encoding: how the map is stored in files and read from them (see `stored_as` and the
+            ``Encoding`` comment above); ``auto``: ``class_ids`` or ``array`` by kind.
     """
 
     name: str
@@ -115,6 +129,8 @@ class ModalitySpec:
     max_length: int = 0
     pad_id: int = 0
     positions: Positions = "index"
+    metric: Metric = "auto"
+    encoding: Encoding = "auto"
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -130,6 +146,15 @@ class ModalitySpec:
             )
         if self.display is not None and self.display not in DISPLAYS:
             raise ValueError(f"modality {self.name!r}: display must be one of {DISPLAYS}, got {self.display!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"modality {self.name!r}: metric must be one of {METRICS}, got {self.metric!r}")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"modality {self.name!r}: encoding must be one of {ENCODINGS}, got {self.encoding!r}")
+        if (self.metric == "segmentation" and self.kind != "categorical") or (
+                self.metric == "l1" and self.kind != "dense"):
+            raise ValueError(f"modality {self.name!r}: metric {self.metric!r} does not fit a {self.kind} map")
+        if (self.encoding == "class_ids") != (self.kind == "categorical") and self.encoding != "auto":
+            raise ValueError(f"modality {self.name!r}: encoding {self.encoding!r} does not fit a {self.kind} map")
         if self.num_channels < 1:
             raise ValueError(f"modality {self.name!r}: num_channels must be >= 1, got {self.num_channels}")
         if self.stride < 1:
@@ -185,6 +210,20 @@ class ModalitySpec:
     def drawn_as(self) -> str:
         """How a picture of the modality is drawn: ``display``, else `default_display`."""
         return self.display or default_display(self.is_categorical, self.num_channels)
+
+    @property
+    def scored_by(self) -> str:
+        """How predictions are scored: ``metric``, with ``auto`` resolved by kind."""
+        if self.metric != "auto":
+            return self.metric
+        return "segmentation" if self.is_categorical else "none"
+
+    @property
+    def stored_as(self) -> str:
+        """How the map is stored in files: ``encoding``, with ``auto`` resolved by kind."""
+        if self.encoding != "auto":
+            return self.encoding
+        return "class_ids" if self.is_categorical else "array"
 
     def patch_size(self, model_patch_size: int) -> int:
         """Patch side in pixels on this modality's own map, for a model patch size ``P`` (1 for

@@ -7,7 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from multimae.modalities.registry import resolve_modalities
+from multimae.modalities.registry import (
+    DEFAULT_INPUTS,
+    DEFAULT_OUTPUTS,
+    resolve_modalities,
+)
 from multimae.modalities.spec import ModalitySpec
 
 
@@ -37,8 +41,8 @@ class DecoderConfig:
 class MultiMAEConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    inputs: tuple[str, ...] = ("rgb", "depth", "semseg")  # modalities the encoder accepts
-    outputs: tuple[str, ...] = ("rgb", "depth", "semseg", "norm_rgb")  # one decoder each
+    inputs: tuple[str, ...] = DEFAULT_INPUTS  # modalities the encoder accepts
+    outputs: tuple[str, ...] = DEFAULT_OUTPUTS  # one decoder each
     # Per-modality spec field overrides, e.g. {"semseg": {"num_channels": 40}}.
     modality_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     # User-defined modalities by name (a spec, or a dict of spec fields from a config file).

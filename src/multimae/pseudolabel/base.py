@@ -35,7 +35,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-LABELED_MODALITIES = ("depth", "semseg", "normals")
+from multimae.modalities.registry import (
+    BUILTIN_MODALITIES,
+    DEFAULT_IMAGE_MODALITY,
+    stored_modalities,
+)
+
+# What a labeller may produce from the image: every built-in map stored in files but the image itself.
+LABELED_MODALITIES = tuple(m for m in stored_modalities() if m in BUILTIN_MODALITIES and m != DEFAULT_IMAGE_MODALITY)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -32,8 +32,9 @@ import torch
 from multimae.data.manifest import MANIFEST, read_manifest, write_manifest
 from multimae.engine.distributed import resolve_device
 from multimae.engine.files import write_text_atomic
+from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY, get_modality
 from multimae.pseudolabel.base import LABELED_MODALITIES, Labeler
-from multimae.pseudolabel.registry import NO_NORMALS, build_labeler, default_labeler
+from multimae.pseudolabel.registry import DEFAULT_LABELERS, build_labeler, default_labeler
 from multimae.pseudolabel.sources import discover_images
 from multimae.pseudolabel.store import encoding_entries
 from multimae.pseudolabel.writers import (
@@ -54,7 +55,7 @@ class PseudolabelConfig:
     out: str  # output root (the data pipeline's ``data.root``)
     images: str | None = None  # a folder of images (flat, or one level of class folders)
     shards: str | None = None  # or tar shards: a directory of *.tar, a glob, or one file
-    tasks: tuple[str, ...] = ("depth", "semseg")  # modalities to label
+    tasks: tuple[str, ...] = tuple(DEFAULT_LABELERS)  # modalities to label: those with a built-in labeller
     labelers: dict[str, str] = field(default_factory=dict)  # registry name (default: DEFAULT_LABELERS)
     models: dict[str, str] = field(default_factory=dict)  # hub name or local directory (default: the labeler's)
     revisions: dict[str, str] = field(default_factory=dict)  # hub revision (branch, tag or commit)
@@ -133,8 +134,9 @@ def label_precision(config: PseudolabelConfig, device: torch.device) -> str:
 
 def build_labelers(config: PseudolabelConfig, device: torch.device) -> dict[str, Labeler]:
     """The labelers of ``config.tasks``, not yet loaded."""
-    if "normals" in config.tasks and "normals" not in config.labelers:
-        raise ValueError(NO_NORMALS)
+    for m in config.tasks:  # a modality without a default labeller (normals) needs one named, before any work
+        if m not in config.labelers:
+            default_labeler(m)
     precision = label_precision(config, device)
     return {
         m: build_labeler(m, config.labelers.get(m) or default_labeler(m), config.models.get(m),
@@ -175,7 +177,7 @@ def prepare_manifest(root: Path, fmt: str, split: str, labelers: Mapping[str, La
                              "choose another --out")
         recorded[modality] = info
         manifest.update(encoding_entries(modality, labeler.num_classes))
-        if modality == "semseg":
+        if get_modality(modality).is_categorical:
             manifest["num_classes"] = labeler.num_classes
             manifest["classes"] = list(labeler.class_names)
     splits = manifest.setdefault("splits", {})
@@ -241,7 +243,7 @@ def run_pseudolabel(config: PseudolabelConfig, labelers: Mapping[str, Labeler] |
     desc = f"labelling {config.split}" + (f" (rank {rank}/{world})" if world > 1 else "")
     show = config.progress and rank == 0
     if fmt == "folder":
-        in_place = Path(config.images).resolve() == (split_dir / "rgb").resolve()  # type: ignore[arg-type]
+        in_place = Path(config.images).resolve() == (split_dir / DEFAULT_IMAGE_MODALITY).resolve()  # type: ignore[arg-type]
         target = FolderTarget(split_dir, "none" if in_place else config.rgb)
         progress = label_folder(items, target, labelers, config.batch_size, config.workers, config.max_images,
                                 show, desc)

@@ -43,7 +43,7 @@ def get_labeler(name: str) -> type[Labeler]:
 
 
 def default_labeler(modality: str) -> str:
-    if modality == "normals":
+    if modality in LABELED_MODALITIES and modality not in DEFAULT_LABELERS:  # normals: no built-in model
         raise ValueError(NO_NORMALS)
     if modality not in DEFAULT_LABELERS:
         raise ValueError(f"cannot pseudo-label {modality!r}: labelled modalities are {LABELED_MODALITIES}")

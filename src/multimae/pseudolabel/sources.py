@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from multimae.data.codecs import READABLE, read_image
+from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
@@ -114,7 +115,7 @@ def decode_file(item: ImageItem) -> DecodedImage:
         data = item.path.read_bytes()
     except OSError as err:
         raise ValueError(f"{item.path}: cannot read ({err.strerror})") from None
-    return decode_image(data, str(item.path), item.path.suffix.lower() in READABLE["rgb"])
+    return decode_image(data, str(item.path), item.path.suffix.lower() in READABLE[DEFAULT_IMAGE_MODALITY])
 
 
 def shard_image_member(files: dict[str, bytes]) -> str | None:

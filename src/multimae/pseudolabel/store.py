@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from multimae.data.codecs import class_map_dtype, encode_png, quantize_normals
+from multimae.modalities.registry import stored_modalities
 
 RELATIVE_DEPTH_SCALE = 65535.0
 
@@ -52,27 +53,35 @@ def encode_normal_map(normals: np.ndarray) -> bytes:
     return encode_png(quantize_normals(np.nan_to_num(normals)))
 
 
+def _encoding(modality: str) -> str | None:
+    """How the readers store ``modality`` (`multimae.modalities.registry.stored_modalities`)."""
+    return stored_modalities().get(modality)
+
+
 def encode_label(modality: str, label: np.ndarray, num_classes: int | None = None) -> bytes:
-    if modality == "depth":
+    """A labeller's output -> the file bytes, as the modality's encoding says."""
+    encoding = _encoding(modality)
+    if encoding == "depth16":
         return encode_relative_depth(label)
-    if modality == "semseg":
+    if encoding == "class_ids":
         if num_classes is None:
-            raise ValueError("semseg labels need the labeler's number of classes")
+            raise ValueError(f"{modality} labels need the labeler's number of classes")
         return encode_class_map(label, num_classes)
-    if modality == "normals":
+    if encoding == "unit_vectors8":
         return encode_normal_map(label)
     raise ValueError(f"no encoding for labelled modality {modality!r}")
 
 
 def encoding_entries(modality: str, num_classes: int | None = None) -> dict[str, Any]:
     """The manifest fields that tell the readers how ``modality`` is stored."""
-    if modality == "depth":
-        return {"depth": {"encoding": "png16", "scale": RELATIVE_DEPTH_SCALE, "invalid": 0,
-                          "units": "relative: per image, value = depth / max(depth) * 65535"}}
-    if modality == "semseg":
+    encoding = _encoding(modality)
+    if encoding == "depth16":
+        return {modality: {"encoding": "png16", "scale": RELATIVE_DEPTH_SCALE, "invalid": 0,
+                           "units": "relative: per image, value = depth / max(depth) * 65535"}}
+    if encoding == "class_ids":
         assert num_classes is not None
-        return {"semseg": {"encoding": "png8" if num_classes <= 256 else "png16"}}
-    if modality == "normals":
-        return {"normals": {"encoding": "png8", "decode": "value / 127.5 - 1, renormalised",
-                            "frame": "camera: x right, y down, z forward"}}
+        return {modality: {"encoding": "png8" if num_classes <= 256 else "png16"}}
+    if encoding == "unit_vectors8":
+        return {modality: {"encoding": "png8", "decode": "value / 127.5 - 1, renormalised",
+                           "frame": "camera: x right, y down, z forward"}}
     raise ValueError(f"no encoding for labelled modality {modality!r}")

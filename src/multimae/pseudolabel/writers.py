@@ -26,6 +26,7 @@ from multimae.data.codecs import encode_png
 from multimae.data.shards import iter_shard, write_shard
 from multimae.engine.children import die_with_parent
 from multimae.engine.files import atomic_path
+from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
 from multimae.pseudolabel.base import Labeler
 from multimae.pseudolabel.sources import (
     SHARD_IMAGE_SUFFIXES,
@@ -122,13 +123,13 @@ class FolderTarget:
 
     def rgb_paths(self, item: ImageItem) -> tuple[Path, Path]:
         """(the copy keeping the original bytes, the PNG written when they are not readable as is)."""
-        folder = self.split_dir / "rgb" / item.rel_dir
+        folder = self.split_dir / DEFAULT_IMAGE_MODALITY / item.rel_dir
         return folder / f"{item.stem}{item.path.suffix}", folder / f"{item.stem}.png"
 
     def missing(self, item: ImageItem, modalities: Sequence[str]) -> set[str]:
         need = {m for m in modalities if not self.label_path(item, m).is_file()}
         if self.rgb_mode != "none" and not any(p.is_file() for p in self.rgb_paths(item)):
-            need.add("rgb")
+            need.add(DEFAULT_IMAGE_MODALITY)
         return need
 
     def write_rgb(self, item: ImageItem, image: DecodedImage) -> None:
@@ -164,7 +165,7 @@ def label_folder(items: Sequence[ImageItem], target: FolderTarget, labelers: Map
             for (item, need, decoded), files in zip(good, encoded):
                 for modality, data in files.items():
                     write_atomic(target.label_path(item, modality), data)
-                if "rgb" in need:
+                if DEFAULT_IMAGE_MODALITY in need:
                     target.write_rgb(item, decoded)
                 if target.rgb_mode == "none" and not decoded.keep_bytes:
                     log.warning("%s is not an 8-bit RGB PNG/JPEG: the data pipeline will not read it", item.path)

@@ -22,11 +22,12 @@ from multimae.data.folder import FolderDataset
 from multimae.data.stream import LoaderStream
 from multimae.data.transforms import Resize
 from multimae.engine.distributed import DistInfo
+from multimae.modalities.registry import DEFAULT_INPUTS
 from multimae.tasks.job import train_transform
 from multimae.tasks.world_data import pool_stream, resized_batches, world_pool
 
 EVAL_BATCH = 64
-_WORLD_SHARED = ("rgb", "depth", "semseg")  # rendered together, so that every task shares one cached pool
+_WORLD_SHARED = DEFAULT_INPUTS  # rendered together (as for pre-training), so that every task shares one cached pool
 
 
 def _world_pool(cfg: FinetuneConfig, split: str, count: int, progress: bool,

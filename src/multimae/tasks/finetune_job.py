@@ -44,12 +44,12 @@ def make_task(cfg: FinetuneConfig, model: FineTuneModel) -> FinetuneTask:
 
 
 def _data_ignore_index(cfg: FinetuneConfig) -> int:
-    """The folder's ``semseg.ignore_index`` (imported datasets: 255 = unlabelled), else -100 (none)."""
+    """The folder manifest's ``<target>.ignore_index`` (imported datasets: 255 = unlabelled), else -100 (none)."""
     if cfg.data.source != "folder" or cfg.data.root is None:
         return -100
     from multimae.data.manifest import read_manifest
 
-    value = ((read_manifest(Path(cfg.data.root)) or {}).get("semseg") or {}).get("ignore_index")
+    value = ((read_manifest(Path(cfg.data.root)) or {}).get(cfg.task.target_name) or {}).get("ignore_index")
     return int(value) if value is not None else -100
 
 

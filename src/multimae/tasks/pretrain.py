@@ -19,6 +19,7 @@ from multimae.losses import LossOutput, MultiMAELoss, patch_standardize
 from multimae.masking.build import build_mask_sampler
 from multimae.masking.samplers import MaskDraw, MaskSampler
 from multimae.modalities import prepare_batch
+from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
 from multimae.model import MultiMAE, MultiMAEOutput
 from multimae.tasks.metrics import ConfusionMatrix, masked_l1
 
@@ -110,34 +111,39 @@ def transfer_metrics(
     predict: Callable[[dict[str, Tensor]], Mapping[str, Tensor]],
     model: MultiMAE,
     raw_batches: Iterable[Mapping[str, Tensor]],
-    sources: Sequence[str] = ("rgb",),
+    sources: Sequence[str] = (DEFAULT_IMAGE_MODALITY,),
     object_classes: Sequence[int] | None = None,
 ) -> dict[str, float]:
-    """Dense predictions from the full ``sources`` only: semseg mIoU / object IoU / accuracy, depth L1.
+    """Dense predictions from the full ``sources`` only, scored as each output's spec says
+    (`ModalitySpec.scored_by`): ``<name>_miou`` / ``_acc`` (and ``_object_iou`` / ``_object_acc``
+    over ``object_classes``) for segmentation, ``<name>_l1`` on valid pixels for l1.
 
     ``predict(inputs)`` returns ``{output: prediction}`` (the model, or a baseline).
     """
     specs = model.output_specs
-    seg = next((n for n, s in specs.items() if s.is_categorical), None)
-    confusion = ConfusionMatrix(specs[seg].num_channels, specs[seg].ignore_index) if seg else None
-    l1_sum, l1_n = 0.0, 0
+    confusions = {n: ConfusionMatrix(s.num_channels, s.ignore_index)
+                  for n, s in specs.items() if s.scored_by == "segmentation"}
+    l1 = {n: [0.0, 0] for n, s in specs.items() if s.scored_by == "l1"}
     for raw in raw_batches:
         batch = prepare_batch(raw, model.input_specs, model.output_specs)
         preds = predict({k: v for k, v in batch.inputs.items() if k in sources})
-        if confusion is not None and seg in preds and seg in batch.targets:
-            confusion.update(preds[seg].argmax(dim=1).expand_as(batch.targets[seg]), batch.targets[seg])
-        if "depth" in preds and "depth" in batch.targets:
-            s, n = masked_l1(preds["depth"].expand_as(batch.targets["depth"]), batch.targets["depth"])
-            l1_sum, l1_n = l1_sum + s, l1_n + n
+        for name, confusion in confusions.items():
+            if name in preds and name in batch.targets:
+                confusion.update(preds[name].argmax(dim=1).expand_as(batch.targets[name]), batch.targets[name])
+        for name, acc in l1.items():
+            if name in preds and name in batch.targets:
+                s, n = masked_l1(preds[name].expand_as(batch.targets[name]), batch.targets[name])
+                acc[0], acc[1] = acc[0] + s, acc[1] + n
     out: dict[str, float] = {}
-    if confusion is not None:
-        out["semseg_miou"] = confusion.mean_iou()
-        out["semseg_acc"] = confusion.accuracy()
+    for name, confusion in confusions.items():
+        out[f"{name}_miou"] = confusion.mean_iou()
+        out[f"{name}_acc"] = confusion.accuracy()
         if object_classes:
-            out["semseg_object_iou"] = confusion.mean_iou(object_classes)
-            out["semseg_object_acc"] = confusion.accuracy(object_classes)
-    if l1_n:
-        out["depth_l1"] = l1_sum / l1_n
+            out[f"{name}_object_iou"] = confusion.mean_iou(object_classes)
+            out[f"{name}_object_acc"] = confusion.accuracy(object_classes)
+    for name, (total, count) in l1.items():
+        if count:
+            out[f"{name}_l1"] = total / count
     return out
 
 

@@ -17,6 +17,7 @@ from multimae.data.folder import FolderDataset
 from multimae.data.stream import LoaderStream
 from multimae.data.transforms import Resize
 from multimae.engine.distributed import DistInfo
+from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
 from multimae.model import MultiMAE
 from multimae.tasks.job import (
     evaluating,
@@ -185,10 +186,11 @@ def object_classes(cfg: RunConfig) -> list[int] | None:
 
 
 def from_rgb(model: MultiMAE, cfg: RunConfig, val: list[dict[str, Tensor]]) -> dict[str, float]:
-    """The model's predictions from the full RGB image alone, scored (empty without an rgb input)."""
-    if "rgb" not in model.input_specs:
+    """The model's predictions from the full image (`DEFAULT_IMAGE_MODALITY`) alone, scored (empty
+    without that input)."""
+    if DEFAULT_IMAGE_MODALITY not in model.input_specs:
         return {}
-    return transfer_metrics(lambda x: model(x).preds, model, val, ("rgb",), object_classes(cfg))
+    return transfer_metrics(lambda x: model(x).preds, model, val, (DEFAULT_IMAGE_MODALITY,), object_classes(cfg))
 
 
 def val_record(losses: dict[str, float], rgb_metrics: dict[str, float]) -> dict[str, float]:
@@ -201,14 +203,15 @@ def final_report(task: PretrainTask, model: MultiMAE, cfg: RunConfig, val: list[
     """Masked-reconstruction losses on held-out and on training scenes (fixed masks, no
     augmentation) and from-RGB transfer metrics, of the model and of the mean baseline."""
     report: dict[str, Any] = {"val": task.validate(val)}
-    if "rgb" in model.input_specs:
+    if DEFAULT_IMAGE_MODALITY in model.input_specs:
         report["from_rgb"] = from_rgb(model, cfg, val)
     if train_sample:
         base = mean_baseline(model, train_sample)
         report["train"] = task.validate(train_sample)
         report["baseline_train"] = task.validate(train_sample, baseline=base)
         report["baseline_val"] = task.validate(val, baseline=base)
-        report["baseline_from_rgb"] = transfer_metrics(lambda x: base, model, val, ("rgb",), object_classes(cfg))
+        report["baseline_from_rgb"] = transfer_metrics(lambda x: base, model, val, (DEFAULT_IMAGE_MODALITY,),
+                                                       object_classes(cfg))
     return report
 
 

@@ -7,11 +7,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from multimae.data.codecs import MAPS, TEXT
 from multimae.modalities.registry import display_of
 from multimae.viz.colormaps import draw
 from multimae.viz.grid import image_grid
 
-ORDER = ("rgb", "depth", "normals", "semseg", "instance")  # column order (multimae.data.codecs.MAPS)
+ORDER = MAPS  # column order: every stored map (dense ones, then class maps)
 
 
 def modality_picture(name: str, value: object, palette: Sequence[Sequence[int]]) -> np.ndarray:
@@ -29,6 +30,6 @@ def samples_figure(samples: Sequence[Mapping[str, object]], class_names: Sequenc
     row and the semseg palette as a legend."""
     names = [m for m in ORDER if m in samples[0]]
     rows = [[modality_picture(m, s[m], palette) for m in names] for s in samples]
-    notes = [str(s.get("caption", "")) for s in samples]
+    notes = ["; ".join(str(s[m]) for m in TEXT if m in s) for s in samples]
     legend = list(zip(class_names, palette)) if any(display_of(m) == "palette" for m in names) else None
     return image_grid(rows, names, notes, legend, tile=tile)

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
+from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
 from multimae.model.heads.convnext import ConvNeXtHead, ConvNeXtHeadConfig
 from multimae.model.heads.dpt import DPTHead, DPTHeadConfig
 from multimae.model.heads.linear import LinearHead, LinearHeadConfig
@@ -27,7 +28,7 @@ def build_head(config: HeadConfig) -> nn.Module:
 
 
 def head_config_from_state_dict(state: Mapping[str, Tensor], prefix: str = "",
-                                modalities: Sequence[str] = ("rgb",), hooks: Sequence[int] = (2, 5, 8, 11)
+                                modalities: Sequence[str] = (DEFAULT_IMAGE_MODALITY,), hooks: Sequence[int] = (2, 5, 8, 11)
                                 ) -> HeadConfig:
     """Recognise the head stored under ``prefix`` (linear, ConvNeXt or DPT) and read its config.
 

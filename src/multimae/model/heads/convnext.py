@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
 from multimae.model.encoder import EncoderOutput
 from multimae.model.heads.tokens import select_tokens
 
@@ -32,7 +33,7 @@ from multimae.model.heads.tokens import select_tokens
 class ConvNeXtHeadConfig:
     dim: int  # encoder width D
     num_classes: int  # K
-    modalities: tuple[str, ...] = ("rgb",)  # tokens read; several are concatenated along features
+    modalities: tuple[str, ...] = (DEFAULT_IMAGE_MODALITY,)  # tokens read; several are concatenated along features
     embed_dim: int = 6144  # E, width after proj_dec (official: 8 * 768)
     preds_per_patch: int = 16  # S^2 sub-positions per token (a square number; 16 -> H/4 at patch 16)
     depth: int = 4  # ConvNeXt blocks
@@ -58,7 +59,7 @@ class ConvNeXtHeadConfig:
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Tensor], prefix: str = "",
-                        modalities: Sequence[str] = ("rgb",), interpolate_mode: str = "bilinear") -> ConvNeXtHeadConfig:
+                        modalities: Sequence[str] = (DEFAULT_IMAGE_MODALITY,), interpolate_mode: str = "bilinear") -> ConvNeXtHeadConfig:
         """The config of the head whose weights are ``state[prefix + ...]``.
 
         Everything but ``modalities`` (which only sets D = input width / M) is read from shapes.

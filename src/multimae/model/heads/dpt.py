@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
 from multimae.model.encoder import EncoderOutput
 from multimae.model.heads.tokens import select_tokens, tokens_to_map
 
@@ -54,7 +55,7 @@ def default_hooks(depth: int) -> tuple[int, ...]:
 class DPTHeadConfig:
     dim: int  # encoder width D
     num_channels: int = 1  # K output channels (1 for depth, 3 for surface normals)
-    modalities: tuple[str, ...] = ("rgb",)  # tokens read; several are concatenated along features
+    modalities: tuple[str, ...] = (DEFAULT_IMAGE_MODALITY,)  # tokens read; several are concatenated along features
     # Encoder blocks read, shallow to deep (`default_hooks`); a block may repeat (e.g. (0, 1, 2, 2)
     # for a 3-block encoder), as the official DPTOutputAdapter allows.
     hooks: tuple[int, ...] = (2, 5, 8, 11)
@@ -72,7 +73,7 @@ class DPTHeadConfig:
             raise ValueError(f"DPTHeadConfig: sizes must be positive: {self}")
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Tensor], prefix: str = "", modalities: Sequence[str] = ("rgb",),
+    def from_state_dict(cls, state: Mapping[str, Tensor], prefix: str = "", modalities: Sequence[str] = (DEFAULT_IMAGE_MODALITY,),
                         hooks: Sequence[int] = (2, 5, 8, 11)) -> DPTHeadConfig:
         """The config of the head whose weights are ``state[prefix + ...]`` (canonical or alias names).
 
