@@ -280,3 +280,17 @@ def test_collated_batch_lacking_depth_in_one_sample_through_the_pretrain_task():
     raw2 = dict(raw, depth=raw["depth"].clone())
     raw2["depth"][1] = 7.0
     torch.testing.assert_close(task(model, raw2, step=0, global_batch=3, rows=slice(0, 3)).total, loss.total)
+
+
+def test_output_sides_own_query_shapes_and_assembly():
+    model = caption_model(inputs=("rgb",), outputs=("rgb", "caption", "coarse"))
+    layout = model.layout({"rgb": torch.zeros(1, 3, 32, 32)})
+    rgb, cap, coarse = (model.output_sides[n] for n in ("rgb", "caption", "coarse"))
+    assert rgb.query_shape(layout) == ((4, 4), 16) and rgb.values_per_token == 3 * 8 * 8
+    assert cap.query_shape(layout) == (None, LENGTH) and cap.values_per_token == VOCAB
+    assert coarse.query_shape(layout) == ((2, 2), 4) and coarse.values_per_token == 16 * 16
+    y = torch.arange(16 * 192, dtype=torch.float).reshape(1, 16, 192)
+    img = rgb.assemble(y, (4, 4))
+    # Token 5 is row 1, column 1; its value c * 64 + ph * 8 + pw lands at pixel (c, 8 + ph, 8 + pw).
+    assert img.shape == (1, 3, 32, 32) and img[0, 2, 8 + 3, 8 + 4] == y[0, 5, 2 * 64 + 3 * 8 + 4]
+    assert cap.assemble(y[:, :LENGTH, :VOCAB], None).shape == (1, LENGTH, VOCAB)

@@ -4,10 +4,15 @@ Shapes: B batch, C channels, H W pixels of the modality's own map, P patch side 
 h w token grid (h = H / P), N tokens (h * w for a grid, L for a sequence, G global tokens),
 D token width, K classes or vocabulary size.
 
-Every adapter honours one small interface (`InputAdapter`): ``num_tokens(data)``,
-``token_grid(data)`` (the (h, w) grid, or None off a grid), ``frame(data)`` (the full-resolution
-image size a grid lies on), ``default_valid(data)`` (padding of a sequence) and
-``forward(data, encoded)``.
+A modality's adapters own both of its sides, chosen here by its kind and nowhere else:
+
+* the encoder side, an `InputAdapter` module: ``num_tokens(data)``, ``token_grid(data)`` (the
+  (h, w) grid, or None off a grid), ``frame(data)`` (the full-resolution image size a grid lies
+  on), ``default_valid(data)`` (padding of a sequence) and ``forward(data, encoded)``;
+* the decoder side, an `OutputSide`: where the modality's queries sit (``query_shape(layout)``),
+  how many values a decoder predicts per query (``values_per_token``) and how those become the
+  prediction (``assemble``: unpatchify a map, or keep per-token logits). It holds no parameters,
+  so decoders keep their official state-dict keys.
 
 Grid adapters add the fixed 2-D sin-cos positional table (stored for the configured image size as
 a frozen parameter ``pos_emb`` of shape (1, D, h0, w0), as in official checkpoints, and resized to
@@ -23,9 +28,19 @@ import torch
 from torch import Tensor, nn
 
 from timm.layers import trunc_normal_
+from typing import Protocol
 
 from multimae.layers.pos_embed import build_1d_sincos_pos_embed, build_2d_sincos_pos_embed, resize_pos_embed
 from multimae.modalities.spec import ModalitySpec
+
+
+class TokenLayoutLike(Protocol):
+    """What an output side reads of `multimae.model.encoder.TokenLayout`."""
+
+    names: tuple[str, ...]
+    counts: tuple[int, ...]
+    grids: tuple[tuple[int, int] | None, ...]
+    frame: tuple[int, int] | None
 
 
 class InputAdapter(nn.Module):
@@ -220,6 +235,60 @@ class GlobalInputAdapter(InputAdapter):
     def forward(self, x: Tensor, encoded: Tensor | None = None) -> Tensor:
         G = self.num_tokens(x)
         return self.proj(x.to(self.proj.weight.dtype)) + self.pos_emb[:, :G]
+
+
+class OutputSide:
+    """The decoder side of a modality (see the module docstring). Shapes: N queries, K values each."""
+
+    def __init__(self, spec: ModalitySpec, model_patch: int) -> None:
+        self.spec = spec
+        self.model_patch = model_patch
+        self.patch = spec.patch_size(model_patch)  # P on the modality's own map (1 off a grid)
+
+    @property
+    def values_per_token(self) -> int:
+        """K: what a decoder predicts per query (C * P * P for a map, C for a token or a vector)."""
+        return self.spec.num_channels * self.patch * self.patch
+
+    def query_shape(self, layout: TokenLayoutLike) -> tuple[tuple[int, int] | None, int]:
+        """(grid, N) of the modality's queries: its source's tokens when that was given, else the
+        full set (a map's grid on the image frame, a sequence's max_length)."""
+        source = self.spec.source_name
+        if source in layout.names:
+            i = layout.names.index(source)
+            return layout.grids[i], layout.counts[i]
+        return self.default_shape(layout)
+
+    def default_shape(self, layout: TokenLayoutLike) -> tuple[tuple[int, int] | None, int]:
+        return None, self.spec.max_length
+
+    def assemble(self, y: Tensor, grid: tuple[int, int] | None) -> Tensor:
+        """(B, N, K) per-query values -> the prediction: (B, N, C) off a grid."""
+        return y
+
+
+class MapOutputSide(OutputSide):
+    """A map's queries are its patch grid; per-patch values are unpatchified to (B, C, h*P, w*P)."""
+
+    def default_shape(self, layout: TokenLayoutLike) -> tuple[tuple[int, int] | None, int]:
+        if layout.frame is None:
+            raise ValueError(f"{self.spec.name}: cannot decode a map when no map was given as input")
+        H, W = layout.frame
+        P = self.patch * self.spec.stride  # patch side at full resolution
+        return (H // P, W // P), (H // P) * (W // P)
+
+    def assemble(self, y: Tensor, grid: tuple[int, int] | None) -> Tensor:
+        """(B, h*w, C*P*P) with per-token values ordered (c, ph, pw) -> (B, C, h*P, w*P)."""
+        assert grid is not None
+        (h, w), B = grid, y.shape[0]
+        P, C = self.patch, self.spec.num_channels
+        x = y.reshape(B, h, w, C, P, P).permute(0, 3, 1, 4, 2, 5)  # (B, C, h, P, w, P)
+        return x.reshape(B, C, h * P, w * P)
+
+
+def build_output_side(spec: ModalitySpec, model_patch: int) -> OutputSide:
+    """The decoder side for ``spec``'s placement."""
+    return MapOutputSide(spec, model_patch) if spec.placement == "grid" else OutputSide(spec, model_patch)
 
 
 def build_input_adapter(spec: ModalitySpec, dim: int, patch_size: int, image_size: int) -> InputAdapter:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from multimae.layers.cross_attention import CrossAttention
 from multimae.layers.pos_embed import build_1d_sincos_pos_embed, build_2d_sincos_pos_embed, resize_pos_embed
+from multimae.model.adapters import build_output_side
 from multimae.model.config import DecoderConfig
 from multimae.model.encoder import EncoderOutput, TokenLayout
 from multimae.modalities.spec import ModalitySpec
@@ -65,7 +66,7 @@ class CrossAttentionDecoder(Decoder):
         self.spec = spec
         self.modalities = (spec.name,)
         self.model_patch = patch_size
-        self.patch = spec.patch_size(patch_size)
+        self.side = build_output_side(spec, patch_size)  # the modality's decoder side: queries, assembly
         self.task_embeddings = nn.ParameterDict(
             {name: nn.Parameter(torch.zeros(1, 1, E)) for name in context_modalities}
         )
@@ -82,7 +83,7 @@ class CrossAttentionDecoder(Decoder):
         self.decoder_transformer = nn.Sequential(
             *[Block(E, config.num_heads, config.mlp_ratio, qkv_bias=config.qkv_bias) for _ in range(config.depth)]
         )
-        self.out_proj = nn.Linear(E, spec.num_channels * self.patch * self.patch)
+        self.out_proj = nn.Linear(E, self.side.values_per_token)
         self.proj_context = nn.Linear(encoder_dim, E)
 
     def _embedding(self, name: str, pos: Tensor) -> Tensor:
@@ -110,19 +111,8 @@ class CrossAttentionDecoder(Decoder):
         return cache[key]
 
     def query_shape(self, layout: TokenLayout) -> tuple[tuple[int, int] | None, int]:
-        """(grid, N) of this decoder's queries: the source modality's tokens when it was given, else
-        its grid on the image frame (a map) or its full length (a sequence)."""
-        spec, source = self.spec, self.spec.source_name
-        if source in layout.names:
-            i = layout.names.index(source)
-            return layout.grids[i], layout.counts[i]
-        if spec.placement != "grid":
-            return None, spec.max_length
-        if layout.frame is None:
-            raise ValueError(f"{spec.name}: cannot decode a map when no map was given as input")
-        H, W = layout.frame
-        P = self.patch * spec.stride  # patch side at full resolution
-        return (H // P, W // P), (H // P) * (W // P)
+        """(grid, N) of this decoder's queries (see `OutputSide.query_shape`)."""
+        return self.side.query_shape(layout)
 
     def decode(self, enc: EncoderOutput) -> dict[str, Tensor]:
         return {self.spec.name: self(enc)}
@@ -162,14 +152,4 @@ class CrossAttentionDecoder(Decoder):
         y = self.decoder(self.query_norm(queries), self.context_norm(context), context_keep)
         y = y + self.mlp(self.out_norm(y))
         y = self.decoder_transformer(y)
-        y = self.out_proj(y)
-        if grid is None:
-            return y  # (B, L, C)
-        return self.unpatchify(y, *grid)
-
-    def unpatchify(self, x: Tensor, h: int, w: int) -> Tensor:
-        """(B, h*w, C*P*P) with per-token values ordered (c, ph, pw) -> (B, C, h*P, w*P)."""
-        B = x.shape[0]
-        P, C = self.patch, self.spec.num_channels
-        x = x.reshape(B, h, w, C, P, P).permute(0, 3, 1, 4, 2, 5)  # (B, C, h, P, w, P)
-        return x.reshape(B, C, h * P, w * P)
+        return self.side.assemble(self.out_proj(y), grid)

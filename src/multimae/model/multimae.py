@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from multimae.modalities.batch import ModalityBatch
+from multimae.model.adapters import OutputSide, build_output_side
 from multimae.model.config import MultiMAEConfig
 from multimae.model.decoder import CrossAttentionDecoder, Decoder
 from multimae.model.encoder import EncoderOutput, MultiModalViT
@@ -65,6 +66,10 @@ class MultiMAE(MultiModalViT):
         self.model_config = config
         self.output_specs = {n: specs[n] for n in config.outputs}
         enc = config.encoder
+        # Each output's decoder side (query shapes, assembly): what the model needs of an output
+        # whatever decoder serves it.
+        self.output_sides: dict[str, OutputSide] = {
+            n: build_output_side(spec, enc.patch_size) for n, spec in self.output_specs.items()}
         chosen = dict(decoders or {})
         wrong = [n for n, d in chosen.items() if n not in self.output_specs or n not in d.modalities]
         if wrong:
@@ -98,9 +103,8 @@ class MultiMAE(MultiModalViT):
         device = enc.tokens.device
         out = {}
         for name in self.output_specs if names is None else names:
-            dec = self.output_adapters[name]
             src = self.output_specs[name].source_name
-            _, n = dec.query_shape(enc.layout)  # type: ignore[operator]
+            _, n = self.output_sides[name].query_shape(enc.layout)
             if targets is not None and src in targets:
                 m = targets[src].bool().to(device)
             elif src in enc.layout.names:
@@ -161,10 +165,10 @@ class MultiMAE(MultiModalViT):
                 if name in layout.names:
                     n = layout.counts[layout.names.index(name)]
                 else:
-                    dec = next((self.output_adapters[o] for o, s in self.output_specs.items() if s.source_name == name), None)
-                    if dec is None:
+                    side = next((self.output_sides[o] for o, s in self.output_specs.items() if s.source_name == name), None)
+                    if side is None:
                         continue  # neither an input given nor the source of an output: nothing to mark
-                    n = dec.query_shape(layout)[1]  # type: ignore[operator]
+                    n = side.query_shape(layout)[1]
                 v = v[:, None].expand(v.shape[0], n)
             out[name] = v
         return out
