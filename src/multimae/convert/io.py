@@ -14,10 +14,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
 from torch import Tensor
 
-from multimae.engine.checkpoint import Checkpoint, read_ours_safetensors, read_ours_torch
+from multimae.engine.checkpoint import Checkpoint, read_ours_safetensors, read_ours_torch, read_safetensors
 
 FORMATS = ("multimae", "official", "timm")
 # Container entries that hold the weights, in the order they are looked for.
@@ -80,9 +79,7 @@ def read_checkpoint(path: str | Path, trusted: bool = False) -> Checkpoint:
     metadata: dict[str, str] = {}
     rest: dict[str, Any] = {}
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        state, metadata = read_safetensors(path)
         ours = read_ours_safetensors(state, metadata, path) if metadata.get("format") != "timm" else None
     else:
         contents = _torch_load(path, trusted)

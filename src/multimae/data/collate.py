@@ -16,7 +16,8 @@ batch. Strings (and other objects) missing from some samples are ``None`` in the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,33 +79,25 @@ def collate(samples: Sequence[Mapping[str, object]]) -> dict[str, object]:
     return batch
 
 
+def _map_batch(batch: Mapping[str, object], fn: Callable[[Any], Any], kinds: tuple[type, ...]) -> dict[str, object]:
+    """``batch`` with ``fn`` applied to every value of one of ``kinds``, also inside nested dicts such
+    as ``batch[PRESENT_KEY]``; other values unchanged."""
+    return {key: fn(value) if isinstance(value, kinds) else
+            _map_batch(value, fn, kinds) if isinstance(value, Mapping) else value
+            for key, value in batch.items()}
+
+
 def batch_to(batch: Mapping[str, object], device: torch.device | str, non_blocking: bool = False
              ) -> dict[str, object]:
     """``batch`` with its tensors (and those of nested dicts such as ``batch[PRESENT_KEY]``) moved to
     ``device``; other values unchanged."""
-    out: dict[str, object] = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
-            out[key] = value.to(device, non_blocking=non_blocking)
-        elif isinstance(value, Mapping):
-            out[key] = batch_to(value, device, non_blocking)
-        else:
-            out[key] = value
-    return out
+    return _map_batch(batch, lambda v: v.to(device, non_blocking=non_blocking), (torch.Tensor,))
 
 
 def batch_rows(batch: Mapping[str, object], rows: slice) -> dict[str, object]:
     """Rows ``rows`` of every tensor and list of ``batch`` (and of nested dicts such as
     ``batch[PRESENT_KEY]``); other values unchanged."""
-    out: dict[str, object] = {}
-    for key, value in batch.items():
-        if isinstance(value, (torch.Tensor, list)):
-            out[key] = value[rows]
-        elif isinstance(value, Mapping):
-            out[key] = batch_rows(value, rows)
-        else:
-            out[key] = value
-    return out
+    return _map_batch(batch, lambda v: v[rows], (torch.Tensor, list))
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:

@@ -61,7 +61,8 @@ __all__ = [
     "FORMAT", "FORMAT_VERSION", "MODEL_KINDS", "TRAINER_KEYS", "Checkpoint", "FileEntry", "attach_file",
     "build_model_from_checkpoint", "checkpoint_file", "checkpoint_path", "export_safetensors", "files_table",
     "latest_checkpoint", "list_checkpoints", "load_checkpoint", "load_torch_file", "model_record",
-    "read_checkpoint", "read_ours_safetensors", "read_ours_torch", "save_checkpoint", "spec_to_dict",
+    "read_checkpoint", "read_ours_safetensors", "read_ours_torch", "read_safetensors", "save_checkpoint",
+    "spec_to_dict",
     "verify_files", "with_specs",
 ]
 
@@ -116,6 +117,12 @@ def load_torch_file(path: str | Path, trusted: bool = False, allowed: Sequence[t
             "(unpickling them could run code); nothing was run. If you trust the file, pass --trust "
             "(API: trusted=True)."
         ) from None
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(tensors, metadata) of a ``.safetensors`` file."""
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118 (not a dict)
 
 
 def load_checkpoint(path: Path, trusted: bool = False) -> dict[str, Any]:
@@ -336,20 +343,18 @@ def _config_from_run(run_config: Mapping[str, Any], kind: str, where: object) ->
 def read_ours_safetensors(state: dict[str, Tensor], metadata: Mapping[str, str], path: Path) -> Checkpoint | None:
     """Our `Checkpoint` for a ``.safetensors`` file's contents, or None when it is not ours (no
     multimae metadata, and no run ``config.yaml`` beside it)."""
-    meta = dict(metadata)
-    if meta.get("format") != FORMAT and "model_config" not in meta:
-        beside = path.parent / "config.yaml"
-        if not beside.exists() or meta.get("format") not in (None, FORMAT):
-            return None
-        from multimae.tasks.runs import read_run_config
+    from multimae.tasks.runs import read_run_config
 
-        record: dict[str, Any] = {"run_config": read_run_config(path.parent)}  # a version-1 run export
+    meta = dict(metadata)
+    beside = (path.parent / "config.yaml").exists()
+    if meta.get("format") != FORMAT and "model_config" not in meta:
+        if not beside or meta.get("format") not in (None, FORMAT):
+            return None
+        record: dict[str, Any] = {}  # a version-1 run export: all from the run's config
     else:
         record = {k: meta[k] if k in ("format", "kind") else _json(meta, k, path) for k in _RECORD_KEYS if k in meta}
-        if record.get("run_config") is None and (path.parent / "config.yaml").exists():
-            from multimae.tasks.runs import read_run_config
-
-            record["run_config"] = read_run_config(path.parent)
+    if record.get("run_config") is None and beside:
+        record["run_config"] = read_run_config(path.parent)
     ckpt = _from_record(state, record, path, meta)
     verify_files(path, ckpt.files)
     return ckpt
@@ -389,10 +394,7 @@ def read_checkpoint(path: str | Path, trusted: bool = False) -> Checkpoint:
     files (official MultiMAE, timm) are read by `multimae.convert.read_checkpoint`."""
     path = checkpoint_file(path)
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k) for k in f.keys()}
-        ckpt = read_ours_safetensors(state, metadata, path)
+        ckpt = read_ours_safetensors(*read_safetensors(path), path)
     else:
         ckpt = read_ours_torch(load_torch_file(path, trusted), path)
     if ckpt is None:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from multimae.engine.files import atomic_path, save_atomic
@@ -87,9 +86,9 @@ def attach_file(checkpoint: str | Path, name: str, source: str | Path, relative:
 
 def _rewrite_files(checkpoint: Path, added: Mapping[str, FileEntry]) -> None:
     if checkpoint.suffix == ".safetensors":
-        with safe_open(str(checkpoint), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        from multimae.engine.checkpoint import read_safetensors
+
+        tensors, meta = read_safetensors(checkpoint)
         table = {**json.loads(meta.get("files") or "{}"), **{n: dataclasses.asdict(e) for n, e in added.items()}}
         with atomic_path(checkpoint) as tmp:
             save_file(tensors, str(tmp), metadata={**meta, "files": json.dumps(table)})

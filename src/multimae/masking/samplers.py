@@ -112,7 +112,8 @@ class DirichletInputMasking:
             raise ValueError("DirichletInputMasking needs at least one modality")
         device = sampler_device(generator, valid)
         if valid is None or all(bool(v.all()) for v in valid.values()):
-            full_valid(num_tokens, batch_size, valid, device)  # shapes checked all the same
+            if valid is not None:
+                full_valid(num_tokens, batch_size, valid, device)  # shapes checked all the same
             hidden = sample_masks(num_tokens, batch_size, self.num_visible, self.alpha, generator, device)
             return MaskDraw(hidden, dict(hidden))
         masks = full_valid(num_tokens, batch_size, valid, device)

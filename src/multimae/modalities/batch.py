@@ -20,7 +20,7 @@ Conversion to the official 4M polarity: ``input_mask = ~encoded``, ``target_mask
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -73,8 +73,3 @@ class ModalityBatch:
     def present(self) -> Tensor:
         """(B,) bool: samples that have the modality (at least one valid token)."""
         return self.valid.any(dim=1)
-
-    def with_masks(self, hidden: Tensor | None = None, target: Tensor | None = None) -> ModalityBatch:
-        """A copy with ``hidden`` and/or ``target`` set (the others kept)."""
-        return replace(self, hidden=self.hidden if hidden is None else hidden.bool(),
-                       target=self.target if target is None else target.bool())

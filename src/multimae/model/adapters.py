@@ -184,18 +184,23 @@ class SequenceInputAdapter(InputAdapter):
         self.mod_emb = nn.Parameter(torch.zeros(1, 1, dim))
         trunc_normal_(self.mod_emb, std=0.02)
 
-    def _check(self, x: Tensor) -> None:
+    def _check_shape(self, x: Tensor) -> None:
         spec = self.spec
         if x.dim() != 2 or x.is_floating_point() or x.dtype == torch.bool:
             raise ValueError(f"{spec.name}: expected a (B, L) integer tensor of token ids, got {x.dtype} {tuple(x.shape)}")
         if x.shape[1] > spec.max_length:
             raise ValueError(f"{spec.name}: sequence of {x.shape[1]} tokens, longer than max_length {spec.max_length}")
+
+    def _check(self, x: Tensor) -> None:
+        """Shape and every id in range (the forward pass: values are read once, there)."""
+        spec = self.spec
+        self._check_shape(x)
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= spec.num_channels):
             raise ValueError(f"{spec.name}: token id out of range: found ids in [{int(x.min())}, {int(x.max())}], "
                              f"the vocabulary has {spec.num_channels}")
 
     def num_tokens(self, data: Tensor) -> int:
-        self._check(data)
+        self._check_shape(data)
         return data.shape[1]
 
     def default_valid(self, data: Tensor) -> Tensor:

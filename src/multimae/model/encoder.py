@@ -50,10 +50,6 @@ class TokenLayout:
             raise ValueError(f"no single token grid: the inputs {list(self.names)} have grids {list(self.grids)}")
         return grids.pop()
 
-    def grid_of(self, name: str) -> tuple[int, int] | None:
-        """(h, w) of ``name``'s tokens, None when they are not on a grid."""
-        return self.grids[self.names.index(name)]
-
     def span(self, name: str) -> tuple[int, int]:
         """[start, end) of ``name``'s tokens in the concatenation."""
         start = 0
@@ -265,11 +261,10 @@ class MultiModalViT(nn.Module):
         hidden: dict[str, Tensor] = {}
         if masks is not None or invalid:
             for name, count in zip(layout.names, layout.counts):
-                h = masks[name].bool() if masks is not None else None
+                h = masks[name].bool() if masks is not None else torch.zeros(B, count, dtype=torch.bool)
                 if name in invalid:
-                    v = invalid[name].to(h.device if h is not None else invalid[name].device)
-                    h = ~v if h is None else h | ~v
-                hidden[name] = h if h is not None else torch.zeros(B, count, dtype=torch.bool)
+                    h = h.to(invalid[name].device) | ~invalid[name]
+                hidden[name] = h
         parts = []
         for name in layout.names:
             encoded = ~hidden[name] if name in hidden else None

@@ -141,7 +141,7 @@ class MultiMAE(MultiModalViT):
         if unknown:
             raise ValueError(f"unknown output modality {unknown}; this model predicts {list(self.output_adapters)}")
         if valid and any(v.dim() == 1 for v in valid.values()):
-            valid = self.token_valid(inputs, valid)
+            valid = self.spread_presence(inputs, valid)
         enc_valid = {k: v for k, v in (valid or {}).items() if k in self.input_adapters and k in inputs}
         enc = self.forward_encoder(inputs, masks, valid=enc_valid or None)
         preds: dict[str, Tensor] = {}
@@ -149,12 +149,12 @@ class MultiMAE(MultiModalViT):
             if n not in preds:
                 preds.update(self.output_adapters[n].decode(enc))  # type: ignore[operator]
         preds = {n: preds[n] for n in names}
-        full_valid = dict(valid or {}) | enc.valid
-        out_valid = {n: full_valid[self.output_specs[n].source_name] for n in names
-                     if self.output_specs[n].source_name in full_valid}
-        return MultiMAEOutput(preds, self.output_masks(enc, masks, targets, full_valid or None, names), enc, out_valid)
+        all_valid = dict(valid or {}) | enc.valid
+        out_valid = {n: all_valid[self.output_specs[n].source_name] for n in names
+                     if self.output_specs[n].source_name in all_valid}
+        return MultiMAEOutput(preds, self.output_masks(enc, masks, targets, all_valid or None, names), enc, out_valid)
 
-    def token_valid(self, inputs: Mapping[str, Tensor], valid: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def spread_presence(self, inputs: Mapping[str, Tensor], valid: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """``valid`` with per-sample flags (B,) spread over the modality's tokens (B, N_m): the
         input's tokens, or the queries of the outputs it is the source of; (B, N_m) entries kept."""
         layout = self.layout(inputs)

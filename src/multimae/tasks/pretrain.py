@@ -32,15 +32,20 @@ class PretrainTask:
     seed: int = 0
     sampler: MaskSampler | None = None  # default: the sampler the masking config names (build_mask_sampler)
     loss_fn: MultiMAELoss = field(init=False)
+    _built: dict[tuple[str, ...], MaskSampler] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.loss_fn = MultiMAELoss(self.model.output_specs, self.model.config.patch_size,
                                     self.loss.all_patches, self.loss.weights)
 
     def _sampler(self, inputs: Sequence[str]) -> MaskSampler:
+        """The given sampler, else the config's for this set of inputs (built once per set)."""
         if self.sampler is not None:
             return self.sampler
-        return build_mask_sampler(self.masking, list(inputs))
+        key = tuple(inputs)
+        if key not in self._built:
+            self._built[key] = build_mask_sampler(self.masking, list(inputs))
+        return self._built[key]
 
     def draw(self, inputs: Mapping[str, Tensor], global_batch: int, rows: slice, *seed_parts: int,
              present: Mapping[str, Tensor] | None = None) -> MaskDraw:
