@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from multimae.masking.samplers import require_each
 from multimae.modalities.registry import DEFAULT_INPUTS, DEFAULT_OUTPUTS
 from multimae.model.config import MultiMAEConfig, model_config
 
@@ -161,10 +162,7 @@ class MaskingConfig:
         """``alpha`` for the input modalities ``inputs``, in their order (what the sampler takes)."""
         if not isinstance(self.alpha, dict):
             return self.alpha
-        missing, unknown = [n for n in inputs if n not in self.alpha], sorted(set(self.alpha) - set(inputs))
-        if missing or unknown:
-            raise ValueError(f"masking.alpha names {sorted(self.alpha)}; it must name each input {list(inputs)} once"
-                             + (f" (missing: {missing})" if missing else "") + (f" (not inputs: {unknown})" if unknown else ""))
+        require_each(self.alpha, list(inputs), "masking.alpha", each="input", outside="not inputs")
         return [self.alpha[n] for n in inputs]
 
 

@@ -32,22 +32,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
+from multimae.data.shards import consumer
 from multimae.data.stream import derive_seed
 
 Exhausted = Literal["cycle", "stop"]
 CHUNK = 1024  # choices are drawn this many at a time (part of the reproducible sequence)
-
-
-def _consumer() -> tuple[int, int]:
-    """(consumer index g, consumer count G) over DDP ranks and DataLoader workers."""
-    rank, world = 0, 1
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    info = get_worker_info()
-    workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-    return rank * workers + worker, world * workers
 
 
 def pass_epoch(epoch: int, passes: int) -> int:
@@ -143,7 +134,7 @@ class WeightedInterleave(IterableDataset):
             yield from rng.choice(len(self.probs), size=CHUNK, p=self.probs).tolist()
 
     def __iter__(self) -> Iterator[dict[str, object]]:
-        g, total = _consumer()
+        g, total = consumer()
         readers = [_Reader(s, i, self.seed, self.epoch, g, total, self.exhausted == "cycle")
                    for i, s in enumerate(self.sources)]
         draws = None if self.length is None else len(range(g, self.length, total))

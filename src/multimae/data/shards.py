@@ -81,12 +81,16 @@ def list_shards(source: str | Path | Sequence[str | Path]) -> list[Path]:
     return paths
 
 
-def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    if rank is not None and world_size is not None:
-        return rank, world_size
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+def consumer(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """(consumer index g, consumer count G) of the calling process and DataLoader worker, over DDP
+    ranks (``rank`` / ``world_size``, else torch.distributed's, else one process) and workers."""
+    if rank is None or world_size is None:
+        rank, world_size = 0, 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    info = get_worker_info()
+    workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+    return rank * workers + worker, world_size * workers
 
 
 class ShardDataset(IterableDataset):
@@ -136,12 +140,6 @@ class ShardDataset(IterableDataset):
     def set_position(self, epoch: int, consumed: int) -> None:
         """Resume ``epoch`` after ``consumed`` samples (over all consumers) were already used."""
         self.epoch, self.skip_consumed = epoch, consumed
-
-    def _consumer(self) -> tuple[int, int]:
-        rank, world = _rank_and_world(self.rank, self.world_size)
-        info = get_worker_info()
-        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        return rank * workers + worker, world * workers
 
     def _raw(self, g: int, total: int) -> Iterator[tuple[str, str, dict[str, bytes]]]:
         order = list(range(len(self.paths)))
@@ -195,7 +193,7 @@ class ShardDataset(IterableDataset):
         return sample
 
     def __iter__(self) -> Iterator[dict[str, object]]:
-        g, total = self._consumer()
+        g, total = consumer(self.rank, self.world_size)
         skip = self.skip_consumed // total
         for position, (where, key, files) in enumerate(self._mixed(self._raw(g, total), g)):
             if position < skip:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from multimae.masking.dirichlet import sample_dirichlet
-from multimae.masking.samplers import MaskDraw, full_valid, sampler_device
+from multimae.masking.samplers import MaskDraw, full_valid, require_each, sampler_device
 
 # The official code clamps concentrations to >= 1e-9 (so 0 means "almost never"); so do we.
 MIN_ALPHA = 1e-9
@@ -69,11 +69,7 @@ class BudgetDirichlet:
         value = getattr(self, kind)
         if not isinstance(value, Mapping):
             return [float(value)] * len(names)
-        missing, unknown = [n for n in names if n not in value], sorted(set(value) - set(names))
-        if missing or unknown:
-            raise ValueError(f"BudgetDirichlet: {kind} names {sorted(value)}; it must name each modality "
-                             f"{list(names)}" + (f" (missing: {missing})" if missing else "")
-                             + (f" (not sampled: {unknown})" if unknown else ""))
+        require_each(value, names, f"BudgetDirichlet: {kind}", outside="not sampled")
         return [float(value[n]) for n in names]
 
 

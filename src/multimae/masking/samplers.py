@@ -18,7 +18,7 @@ an output whose source was not given is predicted everywhere).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -59,6 +59,18 @@ def sampler_device(generator: torch.Generator | None, valid: Mapping[str, Tensor
     if valid:
         return next(iter(valid.values())).device
     return torch.device("cpu")
+
+
+def require_each(named: Iterable[str], wanted: Sequence[str], what: str, each: str = "modality",
+                 outside: str = "not asked for") -> None:
+    """A ValueError unless ``named`` holds each name of ``wanted`` and no other: ``"<what> names [...];
+    it must name each <each> [...] (missing: [...]) (<outside>: [...])"``."""
+    named = list(named)
+    missing, unknown = [n for n in wanted if n not in named], sorted(set(named) - set(wanted))
+    if missing or unknown:
+        raise ValueError(f"{what} names {sorted(named)}; it must name each {each} {list(wanted)}"
+                         + (f" (missing: {missing})" if missing else "")
+                         + (f" ({outside}: {unknown})" if unknown else ""))
 
 
 def full_valid(
@@ -188,12 +200,7 @@ class ExplicitMasking:
 
     def __call__(self, num_tokens: Mapping[str, int], batch_size: int,
                  generator: torch.Generator | None = None, valid: Mapping[str, Tensor] | None = None) -> MaskDraw:
-        missing = [n for n in num_tokens if n not in self.hidden]
-        unknown = sorted(set(self.hidden) - set(num_tokens))
-        if missing or unknown:
-            raise ValueError(f"ExplicitMasking: hidden names {list(self.hidden)}; it must name each modality "
-                             f"{list(num_tokens)}" + (f" (missing: {missing})" if missing else "")
-                             + (f" (not asked for: {unknown})" if unknown else ""))
+        require_each(self.hidden, list(num_tokens), "ExplicitMasking: hidden")
         for kind, masks in (("hidden", self.hidden), ("target", self.target)):
             for name, m in masks.items():
                 n = num_tokens.get(name, m.shape[1])
