@@ -57,15 +57,11 @@ class PretrainTask:
         """
         g = torch.Generator().manual_seed(derive_seed(self.seed, *seed_parts))
         counts = self.model.num_tokens(inputs)
-        valid = None
-        if present and any(n in counts for n in present):
-            valid = {}
-            for name, n in counts.items():
-                v = torch.ones(global_batch, n, dtype=torch.bool)
-                if name in present:
-                    v[rows] = present[name].cpu()[:, None]
-                valid[name] = v
-        draw = self._sampler(list(counts))(counts, global_batch, g, valid)
+        valid = {}
+        for name in (n for n in counts if n in (present or {})):
+            valid[name] = torch.ones(global_batch, counts[name], dtype=torch.bool)
+            valid[name][rows] = present[name].cpu()[:, None]  # type: ignore[index]
+        draw = self._sampler(list(counts))(counts, global_batch, g, valid or None)
         return draw.rows(rows, next(iter(inputs.values())).device)
 
     def masks(self, inputs: Mapping[str, Tensor], global_batch: int, rows: slice, *seed_parts: int) -> dict[str, Tensor]:
@@ -75,9 +71,7 @@ class PretrainTask:
     @staticmethod
     def _forward(forward: Callable[..., MultiMAEOutput], inputs: Mapping[str, Tensor], draw: MaskDraw,
                  present: Mapping[str, Tensor] | None = None) -> MultiMAEOutput:
-        if present:
-            return forward(inputs, draw.hidden, targets=draw.target, valid=present)
-        return forward(inputs, draw.hidden, targets=draw.target)
+        return forward(inputs, draw.hidden, targets=draw.target, valid=present or None)
 
     def __call__(self, forward: Callable[..., MultiMAEOutput], raw: Mapping[str, Tensor], step: int,
                  global_batch: int, rows: slice) -> LossOutput:
