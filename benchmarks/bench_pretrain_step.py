@@ -83,12 +83,13 @@ def main() -> None:
     inputs = make_batch(args.batch, args.image_size, args.num_classes)
     targets = {**inputs, "norm_rgb": inputs["rgb"]}
     g = torch.Generator().manual_seed(0)
+    encoder = getattr(model, "backbone", model)  # commits before the composition: the model is the encoder
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model {args.size}: {n_params / 1e6:.1f} M parameters, {args.image_size} px, patch {args.patch_size}, "
           f"batch {args.batch}, {args.num_visible} visible tokens, inputs rgb/depth/semseg, outputs {list(model.output_adapters)}")
 
     def step(precision: str) -> None:
-        masks = model.sample_masks(inputs, args.num_visible, generator=g)
+        masks = encoder.sample_masks(inputs, args.num_visible, generator=g)
         with autocast(model, "cpu", precision):
             out = model(inputs, masks)
             loss = loss_fn(out.preds, targets, out.masks).total
@@ -100,7 +101,7 @@ def main() -> None:
     # does not see inside the fused CPU attention kernels, and the model computes the same thing.
     counter = FlopCounterMode(display=False)
     with counter:
-        masks = model.sample_masks(inputs, args.num_visible, generator=g)
+        masks = encoder.sample_masks(inputs, args.num_visible, generator=g)
         set_fused_attention(model, False)
         out = model(inputs, masks)
         loss_fn(out.preds, targets, out.masks).total.backward()

@@ -145,7 +145,7 @@ def main() -> None:
         data_s = (time.perf_counter() - data_t) / args.steps
         print(f"   data pipeline ({threads} thread{'s' if threads > 1 else ''}): {1e3 * data_s:.1f} ms/batch")
 
-    shape = probe_shape(B * cfg.masking.num_visible, model.config.dim)
+    shape = probe_shape(B * cfg.masking.num_visible, model.backbone.config.dim)
     auto = choose_precision("auto", "cpu", shape)
     print(f"precision auto picks {auto.reason} (cached per machine)")
     if results:

@@ -61,7 +61,7 @@ def assert_identical(model: MultiMAE, rebuilt: torch.nn.Module) -> None:
     inputs = {k: v for k, v in custom_inputs().items() if k in model.input_specs}
     if isinstance(model, MultiMAE):
         assert rebuilt.output_specs == model.output_specs
-        masks = model.sample_masks(inputs, num_visible=5, generator=torch.Generator().manual_seed(1))
+        masks = model.backbone.sample_masks(inputs, num_visible=5, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             a, b = model(inputs, masks), rebuilt(inputs, masks)
         assert set(a.preds) == set(b.preds)
@@ -120,7 +120,7 @@ def test_the_stored_specs_win_over_what_the_config_and_the_registry_say(tmp_path
     ours, theirs = model.state_dict(), rebuilt.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours) and list(ours) == list(theirs)
     inputs = {"rgb": make_inputs()["rgb"], "depth": torch.randn(2, 2, 32, 32, generator=torch.Generator().manual_seed(2))}
-    masks = model.sample_masks(inputs, num_visible=6, generator=torch.Generator().manual_seed(4))
+    masks = model.backbone.sample_masks(inputs, num_visible=6, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         assert torch.equal(model(inputs, masks).preds["depth"], rebuilt(inputs, masks).preds["depth"])
 

@@ -78,7 +78,7 @@ def test_official_mae_and_encoder_only_checkpoints(pretrain_state):
     assert set(report.mapped) == set(state) and not report.missing
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        assert model.forward_encoder({"rgb": x}).tokens.shape == (1, 197, 768)
+        assert model.backbone.forward_encoder({"rgb": x}).tokens.shape == (1, 197, 768)
 
 
 def finetune_state(table: str) -> dict[str, torch.Tensor]:
@@ -107,7 +107,7 @@ def test_official_finetune_checkpoints_map_every_key_to_encoder_and_head(table, 
     ours = model.state_dict()
     assert all(torch.equal(ours[report.mapped[k]], v) for k, v in state.items())  # aliases onto one tensor
     grid = state["input_adapters.rgb.pos_emb"].shape[-1]
-    assert model.config.image_size == grid * 16 and model.config.num_heads == 12
+    assert model.backbone.config.image_size == grid * 16 and model.backbone.config.num_heads == 12
     assert tuple(model.input_specs) == tuple(n for n in ("rgb", "depth") if f"input_adapters.{n}.proj.weight" in state)
     assert "not stored in the weights" in " ".join(report.inferred.values())
 
@@ -182,7 +182,7 @@ def test_golden_fixture_through_the_converter(tmp_path, container):
         out_ = model(inputs, {k: data[f"mask_main_{k}"] for k in MODALITIES})
         losses = MultiMAELoss(model.output_specs, spec["patch_size"])(out_.preds, {**inputs, "norm_rgb": inputs["rgb"]},
                                                                        out_.masks)
-        layers = model.forward_encoder(inputs, return_layers=range(spec["depth"])).intermediates
+        layers = model.backbone.forward_encoder(inputs, return_layers=range(spec["depth"])).intermediates
     for k, pred in out_.preds.items():
         torch.testing.assert_close(pred, ref[f"pred_{k}"], **tol["outputs/tokens"])
     torch.testing.assert_close(out_.encoder.tokens, ref["encoder_visible_sorted"], **tol["outputs/tokens"])
@@ -249,7 +249,7 @@ def test_encoder_width_off_convention_asks_for_heads():
     state = MultiMAE(cfg).state_dict()
     with pytest.raises(ValueError, match="num_heads"):
         load_any(state)
-    assert load_any(state, num_heads=3, decoder_num_heads=2)[0].config.num_heads == 3
+    assert load_any(state, num_heads=3, decoder_num_heads=2)[0].backbone.config.num_heads == 3
 
 
 # ------------------------------------------------------------------------------ timm
@@ -269,7 +269,7 @@ def test_ours_to_timm_computes_the_same_tokens_and_round_trips_exactly(G):
     vit.load_state_dict(state, strict=True)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        ours = model.forward_encoder({"rgb": x}).tokens  # [patches, global]
+        ours = model.backbone.forward_encoder({"rgb": x}).tokens  # [patches, global]
         theirs = vit.forward_features(x)  # [global, patches]
     torch.testing.assert_close(theirs, torch.cat([ours[:, 16:], ours[:, :16]], dim=1), atol=1e-5, rtol=1e-4)
     back, back_report = timm_to_multimae(state, num_heads=2)
@@ -289,10 +289,10 @@ def test_timm_export_file_loads_in_timm_by_file_and_reads_back(tmp_path):
     vit = timm.create_model(TIMM_ARCH, pretrained=True, pretrained_cfg_overlay=dict(file=str(out)), **kwargs).eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(vit.forward_features(x)[:, 1:], model.forward_encoder({"rgb": x}).tokens[:, :-1],
+        torch.testing.assert_close(vit.forward_features(x)[:, 1:], model.backbone.forward_encoder({"rgb": x}).tokens[:, :-1],
                                    atol=1e-5, rtol=1e-4)
     back, rep = load_any(out)  # the head count comes back from the file's metadata
-    assert back.config.num_heads == 2 and "metadata" in rep.inferred["encoder heads"]
+    assert back.backbone.config.num_heads == 2 and "metadata" in rep.inferred["encoder heads"]
 
 
 def test_standard_timm_vit_imports_with_class_position_folded_in():
@@ -303,12 +303,12 @@ def test_standard_timm_vit_imports_with_class_position_folded_in():
     with torch.no_grad():
         vit.pos_embed.normal_()
     model, report = timm_to_multimae(vit.state_dict())
-    assert model.config.num_heads == 1 and model.config.image_size == 32
+    assert model.backbone.config.num_heads == 1 and model.backbone.config.image_size == 32
     assert {"norm.weight", "head.weight"} <= set(report.dropped)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = vit.blocks(vit.norm_pre(vit._pos_embed(vit.patch_embed(x))))
-        ours = model.forward_encoder({"rgb": x}).tokens
+        ours = model.backbone.forward_encoder({"rgb": x}).tokens
     torch.testing.assert_close(ours, torch.cat([ref[:, 1:], ref[:, :1]], dim=1), atol=1e-5, rtol=1e-4)
 
 

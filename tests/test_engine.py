@@ -13,6 +13,7 @@ from multimae.engine.distributed import DistInfo, resolve_device
 from multimae.engine.optim import lr_at, param_groups
 from multimae.engine.trainer import DivergenceError, Trainer
 from multimae.model import MultiMAE
+from multimae.model.state_keys import checkpoint_names
 from multimae.tasks.pretrain import PretrainTask
 
 from conftest import assert_same_training, tiny_config
@@ -54,7 +55,7 @@ def test_lr_schedule_warms_up_then_decays_to_min():
 def test_weight_decay_skips_norms_biases_tokens_and_embeddings():
     model = MultiMAE(tiny_config())
     decay, no_decay = param_groups(model, 0.05, model.no_weight_decay())
-    names = {id(p): n for n, p in model.named_parameters()}
+    names = checkpoint_names(model)  # official names
     no = {names[id(p)] for p in no_decay["params"]}
     yes = {names[id(p)] for p in decay["params"]}
     assert "global_tokens" in no and "encoder.0.norm1.weight" in no and "encoder.0.attn.qkv.bias" in no

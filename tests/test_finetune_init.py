@@ -30,13 +30,13 @@ def test_timm_vit_weights_reproduce_the_timm_encoder():
     vit = tiny_timm()
     state = vit.state_dict()
     vit_ours, _ = timm_to_multimae(state, num_heads=2)
-    enc = vit_ours.config
+    enc = vit_ours.backbone.config
     assert (enc.dim, enc.depth, enc.patch_size, enc.image_size, enc.num_global_tokens) == (32, 2, 8, 32, 1)
     model = FineTuneModel(enc, {"rgb": get_modality("rgb")}, LinearHeadConfig(dim=32, num_classes=3), "cls").eval()
     assert load_encoder_weights(model, vit_ours.state_dict()) == []
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        ours = model.forward_encoder({"rgb": x}).tokens  # patch tokens, then the global token
+        ours = model.backbone.forward_encoder({"rgb": x}).tokens  # patch tokens, then the global token
         t = vit.patch_embed(x)
         t = vit._pos_embed(t)  # class token first
         t = vit.blocks(t)
@@ -56,7 +56,7 @@ def test_finetuning_config_resolves_a_timm_weights_file(tmp_path):
     assert resolved.model.encoder["num_heads"] == 2 and resolved.model.encoder["depth"] == 2
     model = build_model(resolved)
     load_encoder_weights(model, state)  # 4x4 timm grid resized to 6x6
-    assert model.input_adapters.rgb.pos_emb.shape == (1, 32, 6, 6)
+    assert model.backbone.input_adapters.rgb.pos_emb.shape == (1, 32, 6, 6)
     assert any("timm ViT" in n for n in notes)
 
 

@@ -11,6 +11,7 @@ from conftest import tiny_config
 from multimae.engine.optim import layer_id, layer_scale, param_groups, set_lr
 from multimae.model import FineTuneModel
 from multimae.model.heads import LinearHeadConfig
+from multimae.model.state_keys import named_checkpoint_parameters
 from multimae.tasks.metrics import (
     ConfusionMatrix,
     DepthMetrics,
@@ -105,7 +106,7 @@ def test_layer_decay_assigns_the_documented_rates_to_every_parameter():
         "output_adapters.cls.head.weight": 1.0,
         "output_adapters.cls.norm.bias": 1.0,
     }
-    params = dict(model.named_parameters())
+    params = named_checkpoint_parameters(model)  # official names
     for name, scale in expected.items():
         assert rate[id(params[name])] == pytest.approx(1e-3 * scale), name
     assert wd[id(params["encoder.0.attn.qkv.weight"])] == 0.05

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from multimae.losses import MultiMAELoss
 from multimae.model import MultiMAE, model_config
+from multimae.model.state_keys import named_checkpoint_parameters
 
 from conftest import GOLDEN
 
@@ -52,7 +53,7 @@ def test_outputs_losses_and_gradients_match_the_official_model(golden):
         torch.testing.assert_close(v, ref[f"loss_{k}"], atol=0, rtol=1e-5)
     torch.testing.assert_close(losses.total, ref["loss_total"], atol=0, rtol=1e-5)
     losses.total.backward()
-    params = dict(model.named_parameters())
+    params = named_checkpoint_parameters(model)  # official names
     for key in (k for k in ref if k.startswith("grad.")):
         torch.testing.assert_close(params[key[5:]].grad, ref[key], atol=1e-6, rtol=1e-4)
     norms = json.loads((GOLDEN / "grad_norms.json").read_text())
@@ -64,8 +65,8 @@ def test_unmasked_encoder_matches_every_official_layer(golden):
     model, data, inputs = golden[:3]
     ref = load_file(GOLDEN / "fixture_unmasked.safetensors")
     with torch.no_grad():
-        enc = model.forward_encoder(inputs, return_layers=range(len(model.encoder)))
-        tokens = {k: model.input_adapters[k](inputs[k]) for k in MODALITIES}
+        enc = model.backbone.forward_encoder(inputs, return_layers=range(len(model.backbone.encoder)))
+        tokens = {k: model.backbone.input_adapters[k](inputs[k]) for k in MODALITIES}
     for k in MODALITIES:
         torch.testing.assert_close(tokens[k], ref[f"tokens_{k}"], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(torch.stack(enc.intermediates), ref["encoder_all_layers"], atol=1e-5, rtol=1e-4)

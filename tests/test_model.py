@@ -16,7 +16,7 @@ SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(INPUTS, r)]
 @pytest.mark.parametrize("subset", SUBSETS, ids="+".join)
 def test_shapes_for_every_subset_of_inputs(tiny_model, subset):
     inputs = {k: v for k, v in make_inputs().items() if k in subset}
-    masks = tiny_model.sample_masks(inputs, num_visible=4, generator=torch.Generator().manual_seed(0))
+    masks = tiny_model.backbone.sample_masks(inputs, num_visible=4, generator=torch.Generator().manual_seed(0))
     out = tiny_model(inputs, masks)
     assert out.preds["rgb"].shape == (2, 3, 32, 32) and out.preds["norm_rgb"].shape == (2, 3, 32, 32)
     assert out.preds["depth"].shape == (2, 1, 32, 32)
@@ -27,7 +27,7 @@ def test_shapes_for_every_subset_of_inputs(tiny_model, subset):
         if name not in subset:  # not given: everything is predicted
             assert out.masks[name].all()
     assert torch.equal(out.masks["norm_rgb"], out.masks["rgb"])
-    unmasked = tiny_model.forward_encoder(inputs)
+    unmasked = tiny_model.backbone.forward_encoder(inputs)
     assert {k: v.shape for k, v in unmasked.modality_tokens().items()} == {k: (2, 16, 32) for k in subset}
 
 
@@ -42,7 +42,7 @@ def test_unmasked_path_equals_masked_path_with_everything_visible(tiny_model):
 
 def test_only_visible_tokens_are_encoded_and_masked_ones_do_not_leak(tiny_model):
     inputs = make_inputs()
-    masks = tiny_model.sample_masks(inputs, num_visible=6, generator=torch.Generator().manual_seed(1))
+    masks = tiny_model.backbone.sample_masks(inputs, num_visible=6, generator=torch.Generator().manual_seed(1))
     out = tiny_model(inputs, masks)
     changed = {k: v.clone() for k, v in inputs.items()}
     changed["rgb"][:, :, :8, :8] += 10  # patch 0 of rgb
@@ -57,7 +57,7 @@ def test_samples_may_keep_different_numbers_of_tokens(tiny_model):
     """Explicit masks with per-sample visible counts (the official code is wrong for B > 1)."""
     inputs = make_inputs(batch=3)
     g = torch.Generator().manual_seed(2)
-    per_sample = [tiny_model.sample_masks({k: v[i : i + 1] for k, v in inputs.items()}, n, generator=g) for i, n in enumerate((3, 9, 5))]
+    per_sample = [tiny_model.backbone.sample_masks({k: v[i : i + 1] for k, v in inputs.items()}, n, generator=g) for i, n in enumerate((3, 9, 5))]
     batch_masks = {k: torch.cat([m[k] for m in per_sample]) for k in INPUTS}
     out = tiny_model(inputs, batch_masks)
     assert out.encoder.padding is not None and out.encoder.padding.sum(dim=1).tolist() == [6, 0, 4]
@@ -71,7 +71,7 @@ def test_every_trainable_parameter_gets_a_gradient():
     torch.manual_seed(0)
     model = MultiMAE(tiny_config())
     inputs = make_inputs()
-    masks = model.sample_masks(inputs, num_visible=8, generator=torch.Generator().manual_seed(3))
+    masks = model.backbone.sample_masks(inputs, num_visible=8, generator=torch.Generator().manual_seed(3))
     out = model(inputs, masks)
     loss = MultiMAELoss(model.output_specs, 8)(out.preds, make_targets(inputs), out.masks).total
     loss.backward()
@@ -85,7 +85,7 @@ def test_every_trainable_parameter_gets_a_gradient():
 
 def test_other_input_sizes_interpolate_the_positional_tables(tiny_model):
     inputs = make_inputs(size=48)  # stored tables are 4x4, this is a 6x6 grid
-    out = tiny_model(inputs, tiny_model.sample_masks(inputs, 10, generator=torch.Generator().manual_seed(4)))
+    out = tiny_model(inputs, tiny_model.backbone.sample_masks(inputs, 10, generator=torch.Generator().manual_seed(4)))
     assert out.preds["rgb"].shape == (2, 3, 48, 48) and out.preds["semseg"].shape == (2, NUM_CLASSES, 12, 12)
     rect = {"rgb": torch.randn(1, 3, 32, 48)}
     assert tiny_model(rect).preds["depth"].shape == (1, 1, 32, 48)
@@ -97,7 +97,7 @@ def test_seeded_construction_and_forward_are_deterministic():
         torch.manual_seed(5)
         model = MultiMAE(tiny_config())
         inputs = make_inputs(seed=1)
-        masks = model.sample_masks(inputs, 8, generator=torch.Generator().manual_seed(6))
+        masks = model.backbone.sample_masks(inputs, 8, generator=torch.Generator().manual_seed(6))
         outs.append(model(inputs, masks).preds["semseg"])
     assert torch.equal(outs[0], outs[1])
 
@@ -108,7 +108,7 @@ def test_a_user_added_modality_trains_without_library_changes():
     cfg = tiny_config(inputs=("rgb", "thermal"), outputs=("thermal", "edges"), custom_modalities={"thermal": thermal, "edges": edges}, modality_overrides={})
     model = MultiMAE(cfg)
     inputs = {"rgb": torch.randn(2, 3, 32, 32), "thermal": torch.randn(2, 1, 32, 32)}
-    out = model(inputs, model.sample_masks(inputs, 6, generator=torch.Generator().manual_seed(7)))
+    out = model(inputs, model.backbone.sample_masks(inputs, 6, generator=torch.Generator().manual_seed(7)))
     assert out.preds["thermal"].shape == (2, 1, 32, 32) and out.preds["edges"].shape == (2, 1, 32, 32)
     assert out.masks["edges"].all()  # no edges input: everything is predicted
     assert "input_adapters.thermal.proj.weight" in model.state_dict()
@@ -156,5 +156,5 @@ def test_named_sizes_match_the_paper():
     n_params = sum(p.numel() for p in base.parameters())
     # The official ViT-B pre-training model (rgb/depth/semseg in, 4 decoders) has 98,569,360.
     assert n_params == 98_569_360
-    assert (base.config.dim, base.config.depth, base.config.num_heads) == (768, 12, 12)
+    assert (base.backbone.config.dim, base.backbone.config.depth, base.backbone.config.num_heads) == (768, 12, 12)
     assert base.model_config.decoder.dim == 256 and base.model_config.decoder.depth == 2

@@ -38,7 +38,7 @@ def captions() -> torch.Tensor:
 def test_sequence_padding_is_never_encoded_nor_attended_to():
     model = caption_model()
     rgb = make_inputs()["rgb"]
-    out = model.forward_encoder({"rgb": rgb, "caption": captions()})
+    out = model.backbone.forward_encoder({"rgb": rgb, "caption": captions()})
     layout = out.layout
     assert layout.counts == (16, LENGTH) and layout.grids == ((4, 4), None)
     # Visible: 16 patches + 4 tokens for sample 0, 16 + 2 for sample 1 (padded row).
@@ -52,20 +52,20 @@ def test_sequence_padding_is_never_encoded_nor_attended_to():
     other = captions()
     other[1, 2:] = 9
     valid = {"caption": captions() != PAD}
-    again = model.forward_encoder({"rgb": rgb, "caption": other}, valid=valid)
+    again = model.backbone.forward_encoder({"rgb": rgb, "caption": other}, valid=valid)
     keep = ~out.padding
     torch.testing.assert_close(again.patch_tokens[keep], out.patch_tokens[keep], atol=0, rtol=0)
 
 
 def test_sequence_positions_by_index_or_over_visible_tokens():
     model = caption_model()
-    adapter = model.input_adapters["caption"]
+    adapter = model.backbone.input_adapters["caption"]
     ids = torch.tensor([[3, 4, 5, 6]])
     hidden_second = torch.tensor([[True, False, True, True]])
     by_index = adapter(ids, hidden_second)
     pos = adapter.pos_emb[0]
     torch.testing.assert_close(by_index[0, 2] - adapter.token_emb.weight[5] - adapter.mod_emb[0, 0], pos[2])
-    visible = caption_model(caption=CAPTION.replace(positions="visible")).input_adapters["caption"]
+    visible = caption_model(caption=CAPTION.replace(positions="visible")).backbone.input_adapters["caption"]
     tokens = visible(ids, hidden_second)
     # The third token is the second one given to the encoder: position 1.
     torch.testing.assert_close(tokens[0, 2] - visible.token_emb.weight[5] - visible.mod_emb[0, 0], pos[1])
@@ -133,7 +133,7 @@ def test_batch_where_some_samples_lack_depth_trains_and_the_loss_ignores_them():
     targets = dict(inputs)
     targets["norm_rgb"] = inputs["rgb"]
     targets["depth"] = torch.where(present[:, None, None, None], inputs["depth"], torch.nan)
-    masks = model.sample_masks(inputs, num_visible=12, generator=torch.Generator().manual_seed(0))
+    masks = model.backbone.sample_masks(inputs, num_visible=12, generator=torch.Generator().manual_seed(0))
     loss_fn = MultiMAELoss(model.output_specs, 8)
     out = model(inputs, masks, valid=valid)
     assert not out.masks["depth"][1].any()
@@ -179,7 +179,7 @@ def test_a_coarse_grid_and_global_tokens_beside_patches():
     assert out.preds["coarse"].shape == (2, 1, 32, 32) and out.preds["rgb"].shape == (2, 3, 32, 32)
     # Common frame: each cell of the 2x2 grid sits at the centre of a 2x2 block of the 4x4 grid,
     # i.e. at frame coordinates (0.5, 0.5), (0.5, 2.5), ...: the sin-cos of those coordinates.
-    coarse_pos = model.input_adapters["coarse"].pos_emb  # (1, D, 2, 2)
+    coarse_pos = model.backbone.input_adapters["coarse"].pos_emb  # (1, D, 2, 2)
     D = coarse_pos.shape[1]
     omega = 1.0 / 10000 ** (torch.arange(D // 4, dtype=torch.float64) / (D // 4))
     r, c = 0.5, 2.5
@@ -187,7 +187,7 @@ def test_a_coarse_grid_and_global_tokens_beside_patches():
     torch.testing.assert_close(coarse_pos[0, :, 0, 1], expected)
     # The 4x4 image table at integer coordinates: cell (0, 2) of the coarse grid lies between
     # image cells (0, 2), (0, 3), (1, 2), (1, 3).
-    rgb_pos = model.input_adapters["rgb"].pos_emb
+    rgb_pos = model.backbone.input_adapters["rgb"].pos_emb
     assert torch.allclose(rgb_pos[0, :, :2, 2:].mean(dim=(1, 2)), coarse_pos[0, :, 0, 1], atol=0.2)
     # The coarse map can be predicted when it is not given (its grid comes from the image frame).
     only_rgb = model({"rgb": rgb}, outputs=["coarse"])
@@ -200,7 +200,7 @@ def test_prepare_tokens_pads_and_checks():
     with pytest.raises(ValueError, match="longer than max_length 6"):
         prepare_tokens(CAPTION, torch.ones(1, 7, dtype=torch.long))
     with pytest.raises(ValueError, match="vocabulary has 11"):
-        caption_model().input_adapters["caption"](torch.tensor([[3, 11]]))
+        caption_model().backbone.input_adapters["caption"](torch.tensor([[3, 11]]))
     with pytest.raises(ValueError, match="needs max_length"):
         ModalitySpec(name="t", kind="tokens", num_channels=4, loss="cross_entropy")
 
@@ -284,7 +284,7 @@ def test_collated_batch_lacking_depth_in_one_sample_through_the_pretrain_task():
 
 def test_output_sides_own_query_shapes_and_assembly():
     model = caption_model(inputs=("rgb",), outputs=("rgb", "caption", "coarse"))
-    layout = model.layout({"rgb": torch.zeros(1, 3, 32, 32)})
+    layout = model.backbone.layout({"rgb": torch.zeros(1, 3, 32, 32)})
     rgb, cap, coarse = (model.output_sides[n] for n in ("rgb", "caption", "coarse"))
     assert rgb.query_shape(layout) == ((4, 4), 16) and rgb.values_per_token == 3 * 8 * 8
     assert cap.query_shape(layout) == (None, LENGTH) and cap.values_per_token == VOCAB

@@ -101,7 +101,7 @@ def test_an_injected_precision_choice_drives_autocast_and_the_scaler(tmp_path):
     trainer = make_trainer(tmp_path, steps=2, precision="auto", choice=choice)
     assert trainer.precision is choice and not trainer.scaler.is_enabled()
     trainer.train_step()
-    assert not trainer.model.encoder[0].attn.fused_attn  # the CPU bf16 path: explicit attention
+    assert not trainer.model.backbone.encoder[0].attn.fused_attn  # the CPU bf16 path: explicit attention
     assert trainer.setup_report()["precision"]["reason"] == choice.reason
     trainer.close()
     fp16 = make_trainer(tmp_path / "b", steps=2, precision="auto", choice=PrecisionChoice("fp16", "auto", "fp16: test"))

@@ -135,7 +135,7 @@ def test_deterministic_given_the_generator(model):
 @pytest.mark.parametrize("training", [True, False])
 def test_eval_mode_without_gradients_and_mode_restored(model, training):
     seen = []
-    hook = model.encoder[0].register_forward_hook(
+    hook = model.backbone.encoder[0].register_forward_hook(
         lambda mod, args, out: seen.append((mod.training, torch.is_grad_enabled()))
     )
     model.train(training)

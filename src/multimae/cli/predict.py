@@ -100,8 +100,9 @@ def _palette(num_classes: int) -> tuple[Any, Any, str | None]:
 def _precision(requested: str, model: Any, num_inputs: int) -> Any:
     """``--precision`` resolved for the model's device, timed at its encoder's size (all tokens)."""
     from multimae.engine.precision import choose_precision, probe_shape
+    from multimae.model.encoder import encoder_of
 
-    cfg = model.config
+    cfg = encoder_of(model).config
     tokens = num_inputs * (cfg.image_size // cfg.patch_size) ** 2
     return choose_precision(requested, next(model.parameters()).device, probe_shape(tokens, cfg.dim))
 

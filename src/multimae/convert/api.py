@@ -28,7 +28,6 @@ from multimae.engine.checkpoint import (
     Checkpoint, build_model_from_checkpoint, export_safetensors, read_checkpoint,
 )
 from multimae.engine.files import atomic_path, save_atomic
-from multimae.model.encoder import MultiModalViT
 from multimae.model.finetune import FineTuneModel
 from multimae.model.multimae import MultiMAE
 
@@ -52,7 +51,7 @@ def load_any(
     hooks: Sequence[int] | None = None,
     input_order: Sequence[str] | None = None,
     trusted: bool = False,
-) -> tuple[MultiModalViT, ConversionReport]:
+) -> tuple[MultiMAE | FineTuneModel, ConversionReport]:
     """Our model (eval mode) from any supported checkpoint, and what the conversion did: a
     `MultiMAE` (pre-training checkpoints; encoder-only ones have no decoders) or a `FineTuneModel`
     (fine-tuned checkpoints: encoder + one head). Files of ours are rebuilt by
@@ -97,7 +96,7 @@ def load_any(
     return timm_to_multimae(ckpt.state, num_heads=num_heads, metadata=ckpt.metadata)
 
 
-def save_multimae(model: MultiModalViT, path: str | Path) -> Path:
+def save_multimae(model: MultiMAE | FineTuneModel, path: str | Path) -> Path:
     """Our weights with their config, resolved modality specs (and a fine-tuned model's head) in
     the metadata (`multimae.engine.checkpoint.model_record`): a self-contained ``.safetensors``
     file that `load_any` (and ``multimae predict --checkpoint``) reads back exactly. ``model`` is a
@@ -111,7 +110,7 @@ def save_multimae(model: MultiModalViT, path: str | Path) -> Path:
     return path
 
 
-def save_timm(model: MultiModalViT, path: str | Path) -> tuple[Path, dict[str, Any], ConversionReport]:
+def save_timm(model: MultiMAE | FineTuneModel, path: str | Path) -> tuple[Path, dict[str, Any], ConversionReport]:
     """The RGB encoder as timm ``VisionTransformer`` weights (``.safetensors``, or ``.pth``).
 
     Load them with ``timm.create_model(TIMM_ARCH, pretrained=True,

@@ -190,6 +190,6 @@ def encoder_config(model: FineTuneModel) -> MultiMAEConfig:
                    if getattr(spec, f.name) != getattr(builtin, f.name)}
         if changed:
             overrides[name] = changed
-    return MultiMAEConfig(encoder=model.config, inputs=tuple(model.input_specs), outputs=(),
+    return MultiMAEConfig(encoder=model.backbone.config, inputs=tuple(model.input_specs), outputs=(),
                           modality_overrides=overrides, custom_modalities=custom)
 

@@ -32,13 +32,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from multimae.convert.official import ENCODER_HEAD_DIM, num_blocks
 from multimae.convert.report import ConversionReport
 from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
 from multimae.model.config import EncoderConfig, MultiMAEConfig
-from multimae.model.encoder import MultiModalViT
+from multimae.model.encoder import encoder_of
 from multimae.model.multimae import MultiMAE
 
 SOURCE_FORMAT = "timm VisionTransformer"
@@ -82,7 +82,7 @@ def timm_kwargs(config: EncoderConfig) -> dict[str, Any]:
     }
 
 
-def multimae_to_timm(model: MultiModalViT, modality: str = DEFAULT_IMAGE_MODALITY
+def multimae_to_timm(model: nn.Module, modality: str = DEFAULT_IMAGE_MODALITY
                      ) -> tuple[dict[str, Tensor], dict[str, Any], ConversionReport]:
     """(timm state dict, ``timm.create_model`` kwargs, report) for the encoder with one dense input.
 
@@ -91,13 +91,14 @@ def multimae_to_timm(model: MultiModalViT, modality: str = DEFAULT_IMAGE_MODALIT
     ``[patch tokens, global tokens]`` (same values).
     """
     report = ConversionReport("multimae", SOURCE_FORMAT)
-    if modality not in model.input_adapters:
-        raise ValueError(f"the model has no {modality!r} input to export (inputs: {list(model.input_adapters)})")
-    spec = model.input_specs[modality]
+    encoder = encoder_of(model)
+    if modality not in encoder.input_specs:
+        raise ValueError(f"the model has no {modality!r} input to export (inputs: {list(encoder.input_specs)})")
+    spec = encoder.input_specs[modality]
     if spec.is_categorical or spec.stride != 1:
         raise ValueError(f"{modality!r} is not a dense stride-1 input; a timm ViT takes images")
-    cfg = model.config
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    cfg = encoder.config
+    state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}  # official names
     out: dict[str, Tensor] = {}
 
     def put(src: str, dst: str, value: Tensor) -> None:

@@ -55,7 +55,7 @@ from multimae.engine.files import atomic_path, save_atomic
 if TYPE_CHECKING:
     from multimae.modalities.spec import ModalitySpec
     from multimae.model.config import MultiMAEConfig
-    from multimae.model.encoder import MultiModalViT
+    from multimae.model import Model
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "MODEL_KINDS", "TRAINER_KEYS", "Checkpoint", "FileEntry", "attach_file",
@@ -403,7 +403,7 @@ def read_checkpoint(path: str | Path, trusted: bool = False) -> Checkpoint:
     return ckpt
 
 
-def build_model_from_checkpoint(source: str | Path | Checkpoint, trusted: bool = False) -> MultiModalViT:
+def build_model_from_checkpoint(source: str | Path | Checkpoint, trusted: bool = False) -> Model:
     """The model (eval mode, on the CPU) a checkpoint of ours describes, its weights loaded
     exactly: a `MultiMAE` (``kind`` pretrain) or a `FineTuneModel` (finetune). ``source``: a
     `Checkpoint` or a path as `read_checkpoint` takes it."""
@@ -414,7 +414,7 @@ def build_model_from_checkpoint(source: str | Path | Checkpoint, trusted: bool =
     if ckpt.format != FORMAT:
         raise ValueError(f"{ckpt.where}: a {ckpt.format!r} checkpoint; load it with multimae.convert.load_any")
     config = ckpt.config()
-    model: MultiModalViT
+    model: Model
     if ckpt.kind == "finetune":
         if ckpt.head is None:
             raise ValueError(f"{ckpt.where}: a fine-tuned model's checkpoint without its head config")

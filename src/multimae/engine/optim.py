@@ -8,6 +8,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from multimae.model.state_keys import named_checkpoint_parameters
+
 
 def layer_id(name: str, num_layers: int) -> int:
     """Depth of parameter ``name`` for layer-wise lr decay, in a model with ``num_layers`` blocks.
@@ -33,22 +35,24 @@ def param_groups(model: nn.Module, weight_decay: float, skip: Iterable[str] = ()
                  num_layers: int | None = None) -> list[dict]:
     """AdamW groups: decayed weight matrices, and undecayed norms, biases, tokens and embeddings.
 
-    A parameter is not decayed when it has at most one dimension (norm weights, biases) or is
-    named in ``skip`` (tokens, positional and modality embeddings: `no_weight_decay()`).
-    Frozen parameters are left out. With ``layer_decay`` < 1 the groups are further split by
-    `layer_id` and each carries ``lr_scale`` = `layer_scale` (`set_lr` multiplies by it);
-    ``num_layers`` defaults to the number of blocks in ``model.encoder``.
+    Parameters are named by their state-dict keys (the official checkpoint names, also for a
+    composed model). A parameter is not decayed when it has at most one dimension (norm weights,
+    biases) or is named in ``skip`` (tokens, positional and modality embeddings:
+    `no_weight_decay()`). Frozen parameters are left out. With ``layer_decay`` < 1 the groups are
+    further split by `layer_id` and each carries ``lr_scale`` = `layer_scale` (`set_lr`
+    multiplies by it); ``num_layers`` defaults to the number of encoder blocks (``encoder.<i>.*``).
     """
     skip = set(skip)
     if not 0.0 < layer_decay <= 1.0:
         raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+    named = named_checkpoint_parameters(model)
     if layer_decay < 1.0 and num_layers is None:
-        encoder = getattr(model, "encoder", None)
-        if encoder is None:
-            raise ValueError("layer-wise lr decay needs num_layers (the model has no `encoder` blocks)")
-        num_layers = len(encoder)
+        blocks = {int(n.split(".")[1]) for n in named if n.startswith("encoder.")}
+        if not blocks:
+            raise ValueError("layer-wise lr decay needs num_layers (the model has no `encoder.<i>` blocks)")
+        num_layers = max(blocks) + 1
     groups: dict[tuple[int, bool], dict] = {}  # key (layer, not decayed): per layer, the decayed group first
-    for name, p in model.named_parameters():
+    for name, p in named.items():
         if not p.requires_grad:
             continue
         layer = layer_id(name, num_layers) if layer_decay < 1.0 else 0  # type: ignore[arg-type]

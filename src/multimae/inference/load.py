@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from multimae.convert.api import load_any
-from multimae.model.encoder import MultiModalViT
+from multimae.model import Model
 
 
 def load_model(
@@ -22,7 +22,7 @@ def load_model(
     hooks: Sequence[int] | None = None,
     input_order: Sequence[str] | None = None,
     trusted: bool = False,
-) -> MultiModalViT:
+) -> Model:
     """A model in eval mode on ``device`` from: our run folder, training checkpoint or exported
     weights; an official MultiMAE / MultiViT ``.pth`` (a `MultiMAE`, or a `FineTuneModel` for
     fine-tuned checkpoints); timm or MAE ViT weights (an encoder without decoders); or a state

@@ -37,7 +37,6 @@ from torch import Tensor
 from multimae.engine.precision import autocast
 from multimae.inference.inputs import Fit, fit_size, read_input
 from multimae.losses.masked import patch_stats, token_mask_to_pixels
-from multimae.model.encoder import MultiModalViT
 from multimae.model.finetune import FineTuneModel
 from multimae.model.heads import ConvNeXtHeadConfig, LinearHeadConfig
 from multimae.model.multimae import MultiMAE
@@ -129,7 +128,7 @@ def _explicit_masks(mask: Mapping[str, Any], names: list[str], grid: tuple[int, 
 
 def _masks(model: MultiMAE, inputs: Mapping[str, Tensor], num_visible: int | None, mask: Mapping[str, Any] | None,
            alpha: float, seed: int) -> tuple[dict[str, Tensor] | None, str]:
-    layout = model.layout(inputs)
+    layout = model.backbone.layout(inputs)
     total = layout.num_tokens
     if mask is not None and num_visible is not None:
         raise ValueError("give either num_visible or mask, not both")
@@ -140,12 +139,12 @@ def _masks(model: MultiMAE, inputs: Mapping[str, Tensor], num_visible: int | Non
     if not 1 <= num_visible <= total:
         raise ValueError(f"num_visible must be in [1, {total}] (tokens of the given inputs), got {num_visible}")
     g = torch.Generator().manual_seed(seed)
-    masks = model.sample_masks(inputs, num_visible, alpha, g)
+    masks = model.backbone.sample_masks(inputs, num_visible, alpha, g)
     return masks, f"masks: random, {num_visible} of {total} tokens visible, Dirichlet alpha {alpha}, seed {seed}"
 
 
 def predict(
-    model: MultiModalViT,
+    model: MultiMAE | FineTuneModel,
     inputs: Mapping[str, Any],
     *,
     num_visible: int | None = None,
@@ -183,7 +182,7 @@ def predict(
         raise ValueError(f"the model does not take {unknown} as input; it accepts {list(model.input_specs)}")
     names = [n for n in model.input_specs if n in inputs]
     read = {n: read_input(model.input_specs[n], inputs[n]) for n in names}
-    cfg = model.config
+    cfg = model.backbone.config
     raw, how_sized = fit_size({n: r.value for n, r in read.items()}, cfg.image_size, cfg.patch_size, fit)
     device = next(model.parameters()).device
     output_specs = model.output_specs if isinstance(model, MultiMAE) else {}
@@ -202,7 +201,7 @@ def predict(
             out = model(batch.inputs) if isinstance(model, FineTuneModel) else model(batch.inputs, masks)
     finally:
         model.train(was_training)
-    grid = model.layout(batch.inputs).grid
+    grid = model.backbone.layout(batch.inputs).grid
     token_masks = {n: (masks[n][0] if masks is not None else torch.zeros(grid[0] * grid[1], dtype=torch.bool))
                    .reshape(grid).cpu() for n in names}
     counts = ", ".join(f"{n} {int((~m).sum())}" for n, m in token_masks.items())

@@ -305,3 +305,12 @@ class MultiModalViT(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Parameter names excluded from weight decay (tokens, positional tables)."""
         return {n for n, _ in self.named_parameters() if n.endswith(("pos_emb", "mod_emb", "global_tokens"))}
+
+
+def encoder_of(model: nn.Module) -> MultiModalViT:
+    """The `MultiModalViT` of ``model``: the model itself, or the ``backbone`` a composed model
+    (`MultiMAE`, `FineTuneModel`) holds."""
+    encoder = model if isinstance(model, MultiModalViT) else getattr(model, "backbone", None)
+    if not isinstance(encoder, MultiModalViT):
+        raise TypeError(f"{type(model).__name__} holds no multi-modal ViT encoder")
+    return encoder

@@ -2,9 +2,10 @@
 
 Shapes: B batch, K classes or output channels, H W image pixels.
 
-State-dict keys: the encoder's (``input_adapters.*``, ``encoder.*``, ``global_tokens``) and the
-head's under ``output_adapters.<head name>.*`` (official names: ``cls``, ``semseg``, ``depth``),
-so official fine-tuned checkpoints load by name.
+The model is composed of the encoder (``backbone``, a `MultiModalViT`) and the head. State-dict
+keys: the encoder's without the ``backbone.`` prefix (``input_adapters.*``, ``encoder.*``,
+``global_tokens``) and the head's under ``output_adapters.<head name>.*`` (official names:
+``cls``, ``semseg``, ``depth``), so official fine-tuned checkpoints load by name.
 
 Usage::
 
@@ -24,14 +25,16 @@ from multimae.model.config import EncoderConfig
 from multimae.model.encoder import MultiModalViT
 from multimae.model.heads import DPTHeadConfig, HeadConfig, build_head
 from multimae.model.init import init_weights
+from multimae.model.state_keys import lift_child_keys
 
 
-class FineTuneModel(MultiModalViT):
+class FineTuneModel(nn.Module):
     """Encodes every token of the given inputs (no masking) and applies the head."""
 
     def __init__(self, encoder: EncoderConfig, input_specs: Mapping[str, ModalitySpec], head: HeadConfig,
                  head_name: str) -> None:
-        super().__init__(encoder, input_specs)
+        super().__init__()
+        self.backbone = MultiModalViT(encoder, input_specs)
         if head.dim != encoder.dim:
             raise ValueError(f"the head expects {head.dim}-wide tokens but the encoder is {encoder.dim} wide")
         read = getattr(head, "modalities", ())
@@ -43,16 +46,26 @@ class FineTuneModel(MultiModalViT):
         self.head_name = head_name
         self.head_config = head
         self.output_adapters = nn.ModuleDict({head_name: build_head(head)})
+        lift_child_keys(self, "backbone")
         init_weights(self)
+
+    @property
+    def input_specs(self) -> dict[str, ModalitySpec]:
+        """The input modalities the encoder accepts, in its order."""
+        return self.backbone.input_specs
+
+    def no_weight_decay(self) -> set[str]:
+        """State-dict names of the encoder's tokens and positional tables."""
+        return self.backbone.no_weight_decay()
 
     @property
     def head(self) -> nn.Module:
         return self.output_adapters[self.head_name]
 
-    def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:  # type: ignore[override]
+    def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         """``inputs``: ``{modality: prepared tensor}``, any subset of the inputs that holds the
         modalities the head reads. Returns logits (B, K) or dense predictions (B, K, H, W)."""
-        enc = self.forward_encoder(inputs, return_layers=getattr(self.head, "return_layers", ()))
+        enc = self.backbone.forward_encoder(inputs, return_layers=getattr(self.head, "return_layers", ()))
         h, w = enc.layout.grid
-        P = self.config.patch_size
+        P = self.backbone.config.patch_size
         return self.head(enc, (h * P, w * P))

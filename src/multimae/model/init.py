@@ -31,7 +31,7 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv2d) and name.startswith("input_adapters.") and name.endswith("proj"):
+        elif isinstance(module, nn.Conv2d) and "input_adapters" in name.split(".") and name.endswith("proj"):
             weight = module.weight.data
             nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
         elif isinstance(module, nn.Embedding):

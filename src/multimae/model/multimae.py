@@ -5,7 +5,7 @@ Shapes: B batch, N_m tokens of modality m, C channels, H W pixels of a modality'
 Usage::
 
     model = MultiMAE(model_config("tiny", encoder={"image_size": 64, "patch_size": 8}))
-    masks = model.sample_masks(inputs, num_visible=32, generator=g)   # or your own masks
+    masks = model.backbone.sample_masks(inputs, num_visible=32, generator=g)   # or your own masks
     out = model(inputs, masks)           # out.preds["depth"]: (B, 1, 64, 64)
 
 or, with typed records (`multimae.modalities.batch.ModalityBatch`: data, valid, hidden, target)::
@@ -22,11 +22,13 @@ import torch
 from torch import Tensor, nn
 
 from multimae.modalities.batch import ModalityBatch
+from multimae.modalities.spec import ModalitySpec
 from multimae.model.adapters import OutputSide, build_output_side
 from multimae.model.config import MultiMAEConfig
 from multimae.model.decoder import CrossAttentionDecoder, Decoder
 from multimae.model.encoder import EncoderOutput, MultiModalViT
 from multimae.model.init import init_weights
+from multimae.model.state_keys import lift_child_keys
 
 
 @dataclass
@@ -49,20 +51,22 @@ class MultiMAEOutput:
     valid: dict[str, Tensor] = field(default_factory=dict)
 
 
-class MultiMAE(MultiModalViT):
-    """Multi-modal multi-task masked autoencoder (paper Sec. 3): the encoder plus decoders.
+class MultiMAE(nn.Module):
+    """Multi-modal multi-task masked autoencoder (paper Sec. 3): an encoder composed with decoders.
 
-    The decoders are composed behind the `Decoder` interface (by default one
-    `CrossAttentionDecoder` per output, held in ``output_adapters``); the encoder's parts are
-    the model's own top-level modules so that the state dict has the official key names
-    (``input_adapters.*``, ``encoder.*``, ``global_tokens``, ``output_adapters.<modality>.*``).
+    ``backbone`` is the `MultiModalViT` encoder; ``output_adapters`` holds one decoder per output
+    behind the `Decoder` interface (by default a `CrossAttentionDecoder` each; a decoder that
+    serves several outputs is held under each of them). The state dict has the official key
+    names (``input_adapters.*``, ``encoder.*``, ``global_tokens``, ``output_adapters.<modality>.*``:
+    the backbone's entries are listed without its prefix, `multimae.model.state_keys`).
     """
 
     def __init__(self, config: MultiMAEConfig, decoders: Mapping[str, Decoder] | None = None) -> None:
         """``decoders``: ``{output modality: decoder}`` replacing the default cross-attention
         decoders (each must serve its key's modality)."""
+        super().__init__()
         specs = config.modality_specs()
-        super().__init__(config.encoder, {n: specs[n] for n in config.inputs})
+        self.backbone = MultiModalViT(config.encoder, {n: specs[n] for n in config.inputs})
         self.model_config = config
         self.output_specs = {n: specs[n] for n in config.outputs}
         enc = config.encoder
@@ -81,12 +85,19 @@ class MultiMAE(MultiModalViT):
                 for name, spec in self.output_specs.items()
             }
         )
+        lift_child_keys(self, "backbone")
         init_weights(self)
 
+    @property
+    def input_specs(self) -> dict[str, ModalitySpec]:
+        """The input modalities the encoder accepts, in its order."""
+        return self.backbone.input_specs
+
     def no_weight_decay(self) -> set[str]:
-        """Encoder tokens and tables plus the decoders' mask tokens and modality embeddings."""
-        return super().no_weight_decay() | {
-            n for n, _ in self.named_parameters() if n.endswith("mask_token") or ".task_embeddings." in n
+        """State-dict names of the encoder's tokens and tables and the decoders' mask tokens and
+        modality embeddings."""
+        return self.backbone.no_weight_decay() | {
+            n for n in self.state_dict() if n.endswith("mask_token") or ".task_embeddings." in n
         }
 
     def output_masks(
@@ -116,7 +127,7 @@ class MultiMAE(MultiModalViT):
             out[name] = m
         return out
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         inputs: Mapping[str, Tensor],
         masks: Mapping[str, Tensor] | None = None,
@@ -142,8 +153,8 @@ class MultiMAE(MultiModalViT):
             raise ValueError(f"unknown output modality {unknown}; this model predicts {list(self.output_adapters)}")
         if valid and any(v.dim() == 1 for v in valid.values()):
             valid = self.spread_presence(inputs, valid)
-        enc_valid = {k: v for k, v in (valid or {}).items() if k in self.input_adapters and k in inputs}
-        enc = self.forward_encoder(inputs, masks, valid=enc_valid or None)
+        enc_valid = {k: v for k, v in (valid or {}).items() if k in self.input_specs and k in inputs}
+        enc = self.backbone.forward_encoder(inputs, masks, valid=enc_valid or None)
         preds: dict[str, Tensor] = {}
         for n in names:
             if n not in preds:
@@ -157,7 +168,7 @@ class MultiMAE(MultiModalViT):
     def spread_presence(self, inputs: Mapping[str, Tensor], valid: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """``valid`` with per-sample flags (B,) spread over the modality's tokens (B, N_m): the
         input's tokens, or the queries of the outputs it is the source of; (B, N_m) entries kept."""
-        layout = self.layout(inputs)
+        layout = self.backbone.layout(inputs)
         out = {}
         for name, v in valid.items():
             v = v.bool()
@@ -177,7 +188,7 @@ class MultiMAE(MultiModalViT):
         """`forward` over typed records: inputs = the records of input modalities, hidden masks,
         target masks and validity as the records say (a record without ``hidden`` is fully given;
         one without ``target`` leaves MultiMAE's default: the hidden tokens are the targets)."""
-        inputs = {n: r.data for n, r in batch.items() if n in self.input_adapters}
+        inputs = {n: r.data for n, r in batch.items() if n in self.input_specs}
         given = [n for n in inputs if batch[n].hidden is not None]
         masks = None
         if given:

@@ -112,8 +112,8 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
             print(f"output bias set to the mean training target {[round(v, 4) for v in mean.tolist()]}")
 
     # this process's micro-batch of all input tokens
-    tokens = len(cfg.task.inputs) * (cfg.data.image_size // model.config.patch_size) ** 2
-    precision = run_precision(cfg.train, device, micro // info.world_size * tokens, model.config.dim)
+    tokens = len(cfg.task.inputs) * (cfg.data.image_size // model.backbone.config.patch_size) ** 2
+    precision = run_precision(cfg.train, device, micro // info.world_size * tokens, model.backbone.config.dim)
     trainer = make_trainer(cfg, model, task, stream, run_dir, info, device, precision,
                            on_validate=evaluating(model, lambda: task.evaluate(val)) if val else None,
                            progress=progress, desc="finetune", extra_specs=cfg.model.specs(cfg.modalities))

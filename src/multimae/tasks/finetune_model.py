@@ -48,7 +48,7 @@ def _read_initial_weights(source: str, cfg: FinetuneConfig, trusted: bool) -> tu
         if heads is None and cfg.model.encoder.get("dim") == state["patch_embed.proj.weight"].shape[0]:
             heads = cfg.model.encoder.get("num_heads")  # a file does not store it: the config's, for this width
         vit, _ = timm_to_multimae(state, num_heads=heads)
-        section = FinetuneModelSection(size="base", encoder=dataclasses.asdict(vit.config))
+        section = FinetuneModelSection(size="base", encoder=dataclasses.asdict(vit.backbone.config))
         return vit.state_dict(), section, f"timm ViT {source}"
     ckpt = read_run_checkpoint(source, "pretrain", trusted)
     model = build_model_from_checkpoint(ckpt)
@@ -116,7 +116,7 @@ def load_encoder_weights(model: FineTuneModel, state: Mapping[str, Tensor]) -> l
     keep: dict[str, Tensor] = {}
     for key, value in state.items():
         if not (key.startswith(("encoder.", "global_tokens")) or
-                (key.startswith("input_adapters.") and key.split(".")[1] in model.input_adapters)):
+                (key.startswith("input_adapters.") and key.split(".")[1] in model.input_specs)):
             continue
         if key not in own:
             raise ValueError(f"checkpoint tensor {key} has no place in the model (different adapter type?)")

@@ -35,7 +35,7 @@ class PretrainTask:
     _built: dict[tuple[str, ...], MaskSampler] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.loss_fn = MultiMAELoss(self.model.output_specs, self.model.config.patch_size,
+        self.loss_fn = MultiMAELoss(self.model.output_specs, self.model.backbone.config.patch_size,
                                     self.loss.all_patches, self.loss.weights)
 
     def _sampler(self, inputs: Sequence[str]) -> MaskSampler:
@@ -56,7 +56,7 @@ class PretrainTask:
         only keeps its own rows, which depend on its own samples alone).
         """
         g = torch.Generator().manual_seed(derive_seed(self.seed, *seed_parts))
-        counts = self.model.num_tokens(inputs)
+        counts = self.model.backbone.num_tokens(inputs)
         valid = {}
         for name in (n for n in counts if n in (present or {})):
             valid[name] = torch.ones(global_batch, counts[name], dtype=torch.bool)
@@ -164,7 +164,7 @@ def mean_baseline(model: MultiMAE, raw_batches: Iterable[Mapping[str, Tensor]]) 
                 sums[name] = sums.get(name, 0) + onehot.permute(0, 3, 1, 2).sum(0, keepdim=True).double()
                 continue
             if spec.loss == "norm_pix_mse":
-                t = patch_standardize(t.float(), spec.patch_size(model.config.patch_size))
+                t = patch_standardize(t.float(), spec.patch_size(model.backbone.config.patch_size))
             valid = torch.isfinite(t)
             sums[name] = sums.get(name, 0) + torch.nan_to_num(t).sum(0, keepdim=True).double()
             counts[name] = counts.get(name, 0) + valid.sum(0, keepdim=True).double()

@@ -243,7 +243,7 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
         return save_pictures(model, cfg, pictured, run_dir, f"-{step:08d}", seed=cfg.train.seed)[0]
 
     # this process's micro-batch of visible tokens
-    precision = run_precision(cfg.train, device, micro // info.world_size * cfg.masking.num_visible, model.config.dim)
+    precision = run_precision(cfg.train, device, micro // info.world_size * cfg.masking.num_visible, model.backbone.config.dim)
     trainer = make_trainer(cfg, model, task, stream, run_dir, info, device, precision,
                            on_validate=validate if val else None, on_picture=picture, progress=progress)
     wall = trainer.run(state, ckpt)

@@ -86,8 +86,8 @@ class _Painter:
         self.specs = specs
         self.inputs = list(self.batch.inputs)  # present inputs, model order
         self.outputs = [n for n in model.output_specs if n in specs]
-        self.patch = model.config.patch_size
-        self.grid = model.layout(self.batch.inputs).grid
+        self.patch = model.backbone.config.patch_size
+        self.grid = model.backbone.layout(self.batch.inputs).grid
         self.size = (self.grid[0] * self.patch, self.grid[1] * self.patch)  # (H, W)
         self.num_samples = next(iter(self.batch.inputs.values())).shape[0]
         num_classes = max([s.num_channels for s in specs.values() if s.is_categorical], default=0)
@@ -217,7 +217,7 @@ def masked_reconstruction_panels(
         names = [n for n in p.specs if n in p.inputs or n in p.outputs]
         runs = []  # per mask: (token masks, display predictions, pixel masks)
         for _ in range(num_masks):
-            masks = model.sample_masks(p.batch.inputs, num_visible, alpha, generator)
+            masks = model.backbone.sample_masks(p.batch.inputs, num_visible, alpha, generator)
             out = model(p.batch.inputs, masks, outputs=p.outputs)
             preds = {n: p.prediction(n, out.preds[n]) for n in p.outputs}
             runs.append((masks, preds, {n: p.pixel_mask(m) for n, m in masks.items()}))
@@ -278,7 +278,7 @@ def masked_reconstruction_figure(
     """Masked multi-modal reconstructions (paper Figs. 1 and 3).
 
     For each of the first ``max_samples`` samples and each of ``num_masks`` masks drawn with
-    ``model.sample_masks(inputs, num_visible, alpha, generator)`` (one call per mask, on the whole
+    ``model.backbone.sample_masks(inputs, num_visible, alpha, generator)`` (one call per mask, on the whole
     batch), a row with, for every modality: the masked input (masked patches grey), the prediction
     with the real input kept at visible patches, the raw prediction (if ``raw_predictions``) and
     the ground truth. Outputs whose modality is not among the inputs show the full prediction.
