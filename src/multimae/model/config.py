@@ -28,13 +28,23 @@ class EncoderConfig:
     image_size: int = 224  # resolution the positional tables are stored for
 
 
+DECODER_KINDS = ("cross_attention", "joint")
+
+
 @dataclass
 class DecoderConfig:
     dim: int = 256  # decoder width
-    depth: int = 2  # Transformer blocks after the cross-attention + MLP
+    depth: int = 2  # Transformer blocks (after the cross-attention + MLP of a cross-attention decoder)
     num_heads: int = 8
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
+    # cross_attention: MultiMAE's, one decoder per output; joint: M3AE's, one self-attention
+    # decoder over every position of all outputs.
+    kind: str = "cross_attention"
+
+    def __post_init__(self) -> None:
+        if self.kind not in DECODER_KINDS:
+            raise ValueError(f"decoder kind must be one of {DECODER_KINDS}, got {self.kind!r}")
 
 
 @dataclass

@@ -46,6 +46,29 @@ class Decoder(nn.Module):
         raise NotImplementedError
 
 
+def place_visible(queries: Tensor, visible: Tensor, enc: EncoderOutput, source: str) -> Tensor:
+    """``queries`` (B, N, E) with ``source``'s own encoded tokens put at their positions.
+
+    ``visible`` (B, V, E) are the encoder's visible token slots (projected to E); every query of
+    ``source`` that was not encoded keeps its value (the mask token). Slots of other modalities
+    and padding slots go to a spare row that is dropped. ``source`` absent from the encoder's
+    inputs: ``queries`` unchanged.
+    """
+    layout = enc.layout
+    if source not in layout.names:
+        return queries
+    B, n, E = queries.shape
+    V = visible.shape[1]
+    start, end = layout.span(source)
+    ids = enc.visible_ids - start
+    own = (ids >= 0) & (ids < end - start)
+    if enc.padding is not None:
+        own &= ~enc.padding
+    slot = torch.where(own, ids, torch.full_like(ids, n))
+    spare = torch.cat([queries, queries.new_zeros(B, 1, E)], dim=1)
+    return spare.scatter(1, slot.unsqueeze(-1).expand(B, V, E), visible)[:, :n]
+
+
 class CrossAttentionDecoder(Decoder):
     """MultiMAE's per-task decoder: predicts one output modality's every token from the encoder's
     visible tokens."""
@@ -135,18 +158,7 @@ class CrossAttentionDecoder(Decoder):
 
         source = self.spec.source_name
         grid, n = self.query_shape(layout)
-        queries = self.mask_token.to(x.dtype).expand(B, n, E)
-        if source in layout.names:
-            # Put this modality's own visible tokens at their positions; every other slot keeps the
-            # mask token. Tokens of other modalities go to a spare slot that is dropped.
-            start, end = layout.span(source)
-            ids = enc.visible_ids - start
-            own = (ids >= 0) & (ids < end - start)
-            if enc.padding is not None:
-                own &= ~enc.padding
-            slot = torch.where(own, ids, torch.full_like(ids, n))
-            spare = torch.cat([queries, queries.new_zeros(B, 1, E)], dim=1)
-            queries = spare.scatter(1, slot.unsqueeze(-1).expand(B, V, E), visible)[:, :n]
+        queries = place_visible(self.mask_token.to(x.dtype).expand(B, n, E), visible, enc, source)
         queries = queries + self._embedding(source, self._positions(grid, n, x.dtype, cache, layout.frame))
 
         y = self.decoder(self.query_norm(queries), self.context_norm(context), context_keep)

@@ -28,6 +28,7 @@ from multimae.model.config import MultiMAEConfig
 from multimae.model.decoder import CrossAttentionDecoder, Decoder
 from multimae.model.encoder import EncoderOutput, MultiModalViT
 from multimae.model.init import init_weights
+from multimae.model.joint_decoder import JointDecoder
 from multimae.model.state_keys import lift_child_keys
 
 
@@ -54,9 +55,10 @@ class MultiMAEOutput:
 class MultiMAE(nn.Module):
     """Multi-modal multi-task masked autoencoder (paper Sec. 3): an encoder composed with decoders.
 
-    ``backbone`` is the `MultiModalViT` encoder; ``output_adapters`` holds one decoder per output
-    behind the `Decoder` interface (by default a `CrossAttentionDecoder` each; a decoder that
-    serves several outputs is held under each of them). The state dict has the official key
+    ``backbone`` is the `MultiModalViT` encoder; ``output_adapters`` holds the decoders behind
+    the `Decoder` interface: by default a `CrossAttentionDecoder` per output (MultiMAE), or with
+    ``decoder.kind: joint`` one `JointDecoder` over all outputs (M3AE), held under the outputs'
+    names joined by "+" (``output_adapters.rgb+caption.*``). The state dict has the official key
     names (``input_adapters.*``, ``encoder.*``, ``global_tokens``, ``output_adapters.<modality>.*``:
     the backbone's entries are listed without its prefix, `multimae.model.state_keys`).
     """
@@ -78,13 +80,17 @@ class MultiMAE(nn.Module):
         wrong = [n for n, d in chosen.items() if n not in self.output_specs or n not in d.modalities]
         if wrong:
             raise ValueError(f"decoders given for {wrong}: each key must be an output the decoder serves")
-        self.output_adapters = nn.ModuleDict(
-            {
-                name: chosen.get(name) or CrossAttentionDecoder(
-                    spec, config.decoder, enc.dim, config.inputs, enc.patch_size, enc.image_size)
-                for name, spec in self.output_specs.items()
-            }
-        )
+        rest = {n: s for n, s in self.output_specs.items() if n not in chosen}
+        if config.decoder.kind == "joint" and rest:
+            joint = JointDecoder(rest, config.decoder, enc.dim, enc.patch_size)
+            chosen |= dict.fromkeys(rest, joint)
+        for name, spec in rest.items():
+            chosen.setdefault(name, CrossAttentionDecoder(
+                spec, config.decoder, enc.dim, config.inputs, enc.patch_size, enc.image_size))
+        # Each decoder once, under its output's name (official keys) or, serving several, under
+        # their names joined by "+"; `decoder_key` finds it from an output.
+        self.decoder_key = {n: "+".join(d.modalities) for n, d in chosen.items()}
+        self.output_adapters = nn.ModuleDict({self.decoder_key[n]: chosen[n] for n in self.output_specs})
         lift_child_keys(self, "backbone")
         init_weights(self)
 
@@ -97,7 +103,8 @@ class MultiMAE(nn.Module):
         """State-dict names of the encoder's tokens and tables and the decoders' mask tokens and
         modality embeddings."""
         return self.backbone.no_weight_decay() | {
-            n for n in self.state_dict() if n.endswith("mask_token") or ".task_embeddings." in n
+            n for n in self.state_dict()
+            if n.endswith("mask_token") or any(f".{t}." in n for t in ("task_embeddings", "mask_tokens", "type_embeddings"))
         }
 
     def output_masks(
@@ -147,10 +154,10 @@ class MultiMAE(nn.Module):
                 modality, as `PreparedBatch.present` gives it) exists: a sample lacking a modality
                 is never encoded there and never counted there.
         """
-        names = list(self.output_adapters) if outputs is None else list(outputs)
-        unknown = [n for n in names if n not in self.output_adapters]
+        names = list(self.output_specs) if outputs is None else list(outputs)
+        unknown = [n for n in names if n not in self.output_specs]
         if unknown:
-            raise ValueError(f"unknown output modality {unknown}; this model predicts {list(self.output_adapters)}")
+            raise ValueError(f"unknown output modality {unknown}; this model predicts {list(self.output_specs)}")
         if valid and any(v.dim() == 1 for v in valid.values()):
             valid = self.spread_presence(inputs, valid)
         enc_valid = {k: v for k, v in (valid or {}).items() if k in self.input_specs and k in inputs}
@@ -158,7 +165,7 @@ class MultiMAE(nn.Module):
         preds: dict[str, Tensor] = {}
         for n in names:
             if n not in preds:
-                preds.update(self.output_adapters[n].decode(enc))  # type: ignore[operator]
+                preds.update(self.output_adapters[self.decoder_key[n]].decode(enc))  # type: ignore[operator]
         preds = {n: preds[n] for n in names}
         all_valid = dict(valid or {}) | enc.valid
         out_valid = {n: all_valid[self.output_specs[n].source_name] for n in names
