@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from multimae.data.world.captions import caption, scene_label, visible_objects
+from multimae.data.world.captions import FACTS, caption, scene_facts, scene_label, visible_objects
 from multimae.data.world.classes import (
     BACKGROUND_CLASSES,
     CLASS_NAMES,
@@ -21,9 +21,9 @@ from multimae.data.world.render import Rendering, render
 from multimae.data.world.scenes import GENERATOR_VERSION, SPLITS, Scene, check_world_settings, sample_scene, scene_rng
 
 __all__ = [
-    "BACKGROUND_CLASSES", "CLASS_NAMES", "GENERATOR_VERSION", "LABEL_NAMES", "NUM_CLASSES", "NUM_LABELS",
+    "BACKGROUND_CLASSES", "CLASS_NAMES", "FACTS", "GENERATOR_VERSION", "LABEL_NAMES", "NUM_CLASSES", "NUM_LABELS",
     "OBJECT_CLASSES", "PALETTE", "SPLITS", "Rendering", "Scene", "WorldSample", "check_world_settings", "render",
-    "sample_scene", "scene_rng", "world_sample",
+    "sample_scene", "scene_facts", "scene_rng", "visible_objects", "world_sample",
 ]
 
 _MAX_TRIES = 10

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from multimae.data.world.classes import OBJECT_CLASSES, TEXTURE_WORDS
+from multimae.data.world.classes import COLORS, OBJECT_CLASSES, TEXTURE_WORDS
 from multimae.data.world.render import Rendering
 from multimae.data.world.scenes import Scene, SceneObject
 
@@ -50,6 +50,20 @@ def scene_label(visible: list[VisibleObject]) -> int:
     if not visible:
         raise ValueError("a scene with no visible object has no label")
     return OBJECT_CLASSES.index(visible[0].obj.shape)
+
+
+# Facts about a scene that its caption states and its image shows (linear-probe targets), with
+# the number of classes of each: the label (largest object's class), how many objects are seen
+# (0-6, as the caption counts them), and the named colour of the largest object.
+FACTS: dict[str, int] = {"label": len(OBJECT_CLASSES), "objects": len(_NUMBERS), "color": len(COLORS)}
+
+
+def scene_facts(visible: list[VisibleObject]) -> dict[str, int]:
+    """``{fact: class index}`` for each of `FACTS` (``visible`` as `visible_objects` returns it)."""
+    if not visible:
+        raise ValueError("a scene with no visible object has no facts")
+    return {"label": scene_label(visible), "objects": min(len(visible), len(_NUMBERS) - 1),
+            "color": list(COLORS).index(visible[0].obj.color_name)}
 
 
 def object_phrase(obj: SceneObject) -> str:
