@@ -1,0 +1,127 @@
+"""The text data path: the caption tokenizer (train, encode, decode, save / load, cache)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from multimae.data.world import world_sample
+from multimae.text import TextTokenizer, load_or_train
+from multimae.text.tokenizer import CONFIG_FILE, SPECIAL_TOKENS, TOKENIZER_FILE
+
+
+@pytest.fixture(scope="module")
+def captions() -> list[str]:
+    return [world_sample("train", i, size=24).caption for i in range(24)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(captions) -> TextTokenizer:
+    return TextTokenizer.train(captions, vocab_size=200)
+
+
+def test_trained_vocabulary_starts_with_the_special_tokens(tokenizer):
+    assert tokenizer.pad_id == 0 and tokenizer.pad_token == "[PAD]"
+    assert [tokenizer._tokenizer.token_to_id(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+    assert 100 < tokenizer.vocab_size <= 200
+
+
+def test_padding_is_pad_id_and_valid_is_false_exactly_there(tokenizer):
+    enc = tokenizer.encode(["a red cube", "a small red cube left of a blue sphere"], max_length=16)
+    assert enc.ids.shape == enc.valid.shape == (2, 16) and enc.ids.dtype == torch.int64
+    assert enc.valid.dtype == torch.bool and enc.truncated == 0
+    counts = tokenizer.token_counts(["a red cube", "a small red cube left of a blue sphere"])
+    assert enc.lengths.tolist() == enc.valid.sum(1).tolist() == counts and 3 <= counts[0] < counts[1] < 16
+    assert (enc.ids[~enc.valid] == tokenizer.pad_id).all() and (enc.ids[enc.valid] != tokenizer.pad_id).all()
+    assert enc.valid[0, :counts[0]].all() and not enc.valid[0, counts[0]:].any()
+    assert not (enc.ids[enc.valid] < len(SPECIAL_TOKENS)).any()  # no [CLS] / [SEP] added
+
+
+def test_truncated_captions_are_counted_exactly(tokenizer, captions):
+    counts = tokenizer.token_counts(captions)
+    limit = sorted(counts)[len(counts) // 2]
+    enc = tokenizer.encode(captions, max_length=limit)
+    assert enc.truncated == sum(c > limit for c in counts) > 0
+    assert enc.lengths.tolist() == counts and enc.ids.shape == (len(captions), limit)
+    assert enc.valid.sum(1).tolist() == [min(c, limit) for c in counts]
+    assert tokenizer.encode(captions, max_length=max(counts)).truncated == 0
+
+
+def test_decode_of_encode_gives_the_lowercased_text(tokenizer, captions):
+    texts = [c.upper() if i % 2 else c for i, c in enumerate(captions[:6])] + ["Hello, World!"]
+    enc = tokenizer.encode(texts, max_length=40)
+    assert tokenizer.decode(enc.ids) == [t.lower() for t in texts]
+    cut = enc.valid.clone()
+    cut[0, 3:] = False  # `valid` False hides tokens as padding does
+    assert tokenizer.decode(enc.ids, cut)[0] == tokenizer.decode(enc.ids[:1, :3])[0] != texts[0]
+
+
+def test_save_and_load_give_identical_ids_and_hash(tokenizer, captions, tmp_path):
+    folder = tokenizer.save(tmp_path / "tok")
+    assert {p.name for p in folder.iterdir()} == {TOKENIZER_FILE, CONFIG_FILE}  # no temporary file left
+    loaded = TextTokenizer.load(folder)
+    assert loaded.content_hash == tokenizer.content_hash == json.loads((folder / CONFIG_FILE).read_text())[
+        "content_hash"]
+    import hashlib
+
+    assert tokenizer.content_hash == hashlib.sha256((folder / TOKENIZER_FILE).read_bytes()).hexdigest()
+    a, b = tokenizer.encode(captions, 20), loaded.encode(captions, 20)
+    assert torch.equal(a.ids, b.ids) and torch.equal(a.valid, b.valid) and a.truncated == b.truncated
+    assert TextTokenizer.from_pretrained(folder).content_hash == tokenizer.content_hash
+    assert TextTokenizer.from_pretrained(folder / TOKENIZER_FILE).pad_id == 0
+    other = TextTokenizer.train(["a completely different sentence"] * 3, vocab_size=120)
+    assert other.content_hash != tokenizer.content_hash
+
+
+def test_bad_captions_name_their_index(tokenizer):
+    with pytest.raises(ValueError, match=r"texts\[1\] is empty"):
+        tokenizer.encode(["a cube", "   "], 8)
+    with pytest.raises(ValueError, match=r"texts\[2\] is int, not str"):
+        tokenizer.encode(["a cube", "a cone", 3], 8)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"texts\[0\] is empty"):
+        TextTokenizer.train([""])
+    with pytest.raises(ValueError, match="one str"):
+        tokenizer.encode("a cube", 8)
+    with pytest.raises(ValueError, match="max_length"):
+        tokenizer.encode(["a cube"], 0)
+    with pytest.raises(ValueError, match="vocab_size must be at least"):
+        TextTokenizer.train(["a cube"], vocab_size=10)
+
+
+def test_unknown_names_and_bad_files_give_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="cannot load tokenizer 'no-such/tokenizer-xyz'.*HF_HUB_OFFLINE"):
+        TextTokenizer.from_pretrained("no-such/tokenizer-xyz")
+    (tmp_path / TOKENIZER_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="not a tokenizer file"):
+        TextTokenizer.load(tmp_path)
+    with pytest.raises(ValueError, match="no tokenizer file"):
+        TextTokenizer.load(tmp_path / "missing")
+
+
+def test_a_pretrained_tokenizer_without_pad_needs_one_named(tokenizer, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    bare = Tokenizer(models.WordLevel({"a": 0, "cube": 1, "<unk>": 2}, unk_token="<unk>"))
+    bare.pre_tokenizer = pre_tokenizers.Whitespace()
+    bare.save(str(tmp_path / TOKENIZER_FILE))
+    with pytest.raises(ValueError, match="no padding token"):
+        TextTokenizer.from_pretrained(tmp_path)
+    named = TextTokenizer.from_pretrained(tmp_path, pad_token="<unk>")
+    assert named.pad_id == 2 and named.encode(["a cube"], 3).ids.tolist() == [[0, 1, 2]]
+
+
+def test_load_or_train_trains_once_then_reads_the_cache(captions, tmp_path):
+    calls = []
+
+    def texts():
+        calls.append(1)
+        return captions
+
+    first = load_or_train(tmp_path / "tok", texts, vocab_size=150)
+    again = load_or_train(tmp_path / "tok", texts, vocab_size=150)
+    assert len(calls) == 1 and again.content_hash == first.content_hash
+    with pytest.raises(ValueError, match="trained with .*vocab_size.*150"):
+        load_or_train(tmp_path / "tok", texts, vocab_size=300)
