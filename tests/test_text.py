@@ -125,3 +125,61 @@ def test_load_or_train_trains_once_then_reads_the_cache(captions, tmp_path):
     assert len(calls) == 1 and again.content_hash == first.content_hash
     with pytest.raises(ValueError, match="trained with .*vocab_size.*150"):
         load_or_train(tmp_path / "tok", texts, vocab_size=300)
+
+
+# ------------------------------------------------------------------------------ mirrored captions
+def test_mirror_caption_swaps_whole_words_and_keeps_case():
+    from multimae.text.flip import mirror_caption
+
+    assert mirror_caption("a cube left of a cone") == "a cube right of a cone"
+    assert mirror_caption("Left: RIGHT, right-hand; Right") == "Right: LEFT, left-hand; Left"
+    assert mirror_caption("leftover brightness, a rightist") == "leftover brightness, a rightist"
+    text = "a red cube right of a cone left of a wall"
+    assert mirror_caption(text) == "a red cube left of a cone right of a wall"
+    assert mirror_caption(mirror_caption(text)) == text
+
+
+def _relation_index(split: str = "train", size: int = 32) -> int:
+    return next(i for i in range(50) if " left of " in world_sample(split, i, size).caption)
+
+
+def test_a_flipped_world_sample_says_the_true_relation():
+    """The caption of the mirrored picture, computed by the world from the mirrored instance map,
+    is what the real flip transform writes."""
+    import dataclasses
+
+    from multimae.data.generated import WorldDataset
+    from multimae.data.transforms import RandomResizedCropFlip
+    from multimae.data.world.captions import caption, visible_objects
+
+    size, index = 32, _relation_index()
+    ws = world_sample("train", index, size)
+    r = ws.rendering
+    mirrored = dataclasses.replace(r, instance=r.instance[:, ::-1].copy(), depth=r.depth[:, ::-1].copy())
+    truth = caption(ws.scene, visible_objects(ws.scene, mirrored), size)
+    sample = WorldDataset("train", size=size, length=index + 1)[index]
+    flip = RandomResizedCropFlip(size, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=1.0)
+    out = flip(sample, torch.Generator().manual_seed(0))
+    assert out["caption"] == truth != sample["caption"] and " right of " in truth
+    assert out["key"] == sample["key"]  # other strings pass through
+    kept = RandomResizedCropFlip(size, flip_p=0.0)(sample, torch.Generator().manual_seed(0))
+    assert kept["caption"] == sample["caption"]
+
+
+def test_batch_flip_mirrors_the_captions_of_flipped_samples_with_a_picture():
+    from multimae.data.batch_augment import BatchRandomResizedCropFlip
+    from multimae.data.collate import PRESENT_KEY, collate
+    from multimae.data.generated import WorldDataset
+
+    index = _relation_index(size=16)
+    data = WorldDataset("train", size=16, length=index + 1, modalities=("rgb",))
+    image = {k: v for k, v in data[index].items() if k != "label"}
+    text_only = {"caption": image["caption"], "key": "t"}
+    batch = collate([image, image, text_only])
+    assert batch[PRESENT_KEY]["rgb"].tolist() == [True, True, False]
+    aug = BatchRandomResizedCropFlip(16)
+    boxes = torch.tensor([[0.0, 0.0, 16.0, 16.0]] * 3)
+    out = aug.apply(batch, boxes, torch.tensor([True, False, True]))
+    original = data[index]["caption"]
+    assert out["caption"] == [original.replace(" left of ", " right of "), original, original]
+    assert torch.equal(out["rgb"][0], batch["rgb"][0].flip(-1)) and torch.equal(out["rgb"][1], batch["rgb"][1])
