@@ -183,3 +183,63 @@ def test_batch_flip_mirrors_the_captions_of_flipped_samples_with_a_picture():
     original = data[index]["caption"]
     assert out["caption"] == [original.replace(" left of ", " right of "), original, original]
     assert torch.equal(out["rgb"][0], batch["rgb"][0].flip(-1)) and torch.equal(out["rgb"][1], batch["rgb"][1])
+
+
+# ------------------------------------------------------------------------------ caption sources, CLI
+@pytest.fixture(scope="module")
+def world_sources(tmp_path_factory) -> dict[str, object]:
+    from multimae.data.writer import GenerateConfig, generate
+
+    root = tmp_path_factory.mktemp("sources")
+    generate(root / "folder", GenerateConfig(count=5, size=16, fmt="folder"), progress=False)
+    generate(root / "shards", GenerateConfig(count=5, size=16, fmt="shards", shard_size=2), progress=False)
+    truth = [world_sample("train", i, size=16).caption for i in range(5)]
+    (root / "lines.txt").write_text("\n".join(truth) + "\n\n")
+    (root / "pairs.jsonl").write_text("".join(json.dumps({"image": f"{i}.png", "caption": c}) + "\n"
+                                              for i, c in enumerate(truth)))
+    return {"root": root, "truth": truth}
+
+
+@pytest.mark.parametrize(("name", "kind"), [("folder", "folder"), ("shards", "shards"), ("lines.txt", "text file"),
+                                            ("pairs.jsonl", "jsonl"), ("folder/train/caption", "text folder")])
+def test_every_source_gives_the_world_captions(world_sources, name, kind):
+    from multimae.data.text_sources import read_captions
+
+    captions = read_captions(world_sources["root"] / name)
+    assert captions.kind == kind and captions.num_skipped == 0
+    assert sorted(captions.texts) == sorted(world_sources["truth"])
+
+
+def test_bad_caption_sources_name_the_file(tmp_path):
+    from multimae.data.text_sources import read_captions
+
+    (tmp_path / "c.txt").write_bytes(b"a cube\n\xff bad\na cone\n")
+    with pytest.raises(ValueError, match=r"c\.txt:2: caption is not UTF-8"):
+        read_captions(tmp_path / "c.txt")
+    skipped = read_captions(tmp_path / "c.txt", on_error="skip")
+    assert skipped.texts == ["a cube", "a cone"] and skipped.num_skipped == 1
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(ValueError, match="found neither"):
+        read_captions(tmp_path / "empty_dir")
+    with pytest.raises(ValueError, match="give a .jsonl"):
+        (tmp_path / "x.csv").write_text("a")
+        read_captions(tmp_path / "x.csv")
+
+
+def test_cli_trains_saves_and_reports_truncation(world_sources, tmp_path, capsys):
+    from multimae.cli.main import main
+
+    out = tmp_path / "tok"
+    assert main(["tokenizer", "train", "--data", str(world_sources["root"] / "shards"), "--vocab-size", "150",
+                 "--max-length", "12", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    tokenizer = TextTokenizer.load(out)
+    counts = tokenizer.token_counts(world_sources["truth"])
+    truncated = sum(c > 12 for c in counts)
+    assert "read 5 captions" in printed and f"vocab size {tokenizer.vocab_size};" in printed
+    assert f"max length 12: {truncated} of 5 captions truncated" in printed and truncated > 0
+    assert tokenizer.content_hash[:16] in printed
+    assert main(["tokenizer", "train", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(["tokenizer", "train", "--data", str(out), "--vocab-size", "0", "--out", str(out)]) == 2
+    assert "--vocab-size must be >= 1" in capsys.readouterr().err
