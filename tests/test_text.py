@@ -39,6 +39,13 @@ def test_padding_is_pad_id_and_valid_is_false_exactly_there(tokenizer):
     assert not (enc.ids[enc.valid] < len(SPECIAL_TOKENS)).any()  # no [CLS] / [SEP] added
 
 
+def test_special_tokens_written_in_a_caption_are_text(tokenizer):
+    enc = tokenizer.encode(["a [PAD] cube [MASK] [CLS]"], max_length=32)
+    assert enc.truncated == 0 and int(enc.valid.sum()) > 5
+    assert not (enc.ids[enc.valid] == tokenizer.pad_id).any()
+    assert not set(enc.ids[enc.valid].tolist()) & {0, 2, 3, 4}  # [CLS] [SEP] [MASK] never produced
+
+
 def test_truncated_captions_are_counted_exactly(tokenizer, captions):
     counts = tokenizer.token_counts(captions)
     limit = sorted(counts)[len(counts) // 2]

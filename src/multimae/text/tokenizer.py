@@ -10,8 +10,10 @@ needs the network) or from a local ``tokenizer.json``.
 Special tokens: a trained vocabulary starts with ``[PAD]`` (id 0), ``[UNK]``, ``[CLS]``, ``[SEP]``
 and ``[MASK]``, in that order. `encode` adds none of them: a caption's ids are its word pieces
 followed by ``[PAD]`` up to ``max_length`` (``[CLS]`` / ``[SEP]`` / ``[MASK]`` are reserved for
-models that want them; a masked model hides tokens with its own mask embedding). A caption longer
-than ``max_length`` is truncated and *counted* (`Encoded.truncated`), never silently.
+models that want them; a masked model hides tokens with its own mask embedding), and a caption
+that happens to contain the text ``[PAD]`` or ``[MASK]`` gets word pieces, not those ids. A
+caption longer than ``max_length`` is truncated and *counted* (`Encoded.truncated`), never
+silently.
 
 Training is not reproducible bit for bit (the library breaks ties between equally frequent pieces in
 hash order), which is why a trained tokenizer is saved once (`save`, `load_or_train`) and then
@@ -97,6 +99,7 @@ class TextTokenizer:
     def __init__(self, tokenizer, pad_token: str | None = None, training: dict[str, int] | None = None) -> None:
         tokenizer.no_padding()  # padding and truncation are done (and counted) by `encode`
         tokenizer.no_truncation()
+        tokenizer.encode_special_tokens = True  # "[PAD]" written in a caption is text, never the padding id
         self._tokenizer = tokenizer
         self.pad_token = _find_pad(tokenizer, pad_token)
         self.training = dict(training or {})
