@@ -250,3 +250,45 @@ def test_cli_trains_saves_and_reports_truncation(world_sources, tmp_path, capsys
     assert "no such file or folder" in capsys.readouterr().err
     assert main(["tokenizer", "train", "--data", str(out), "--vocab-size", "0", "--out", str(out)]) == 2
     assert "--vocab-size must be >= 1" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ batches of captions
+def test_tokenize_batch_pads_missing_captions_and_feeds_prepare_batch(tokenizer, captions):
+    from multimae.data.collate import PRESENT_KEY, collate
+    from multimae.modalities.prepare import prepare_batch
+    from multimae.modalities.spec import ModalitySpec
+    from multimae.text.batch import spec_for, tokenize_batch
+
+    rgb = torch.zeros(3, 4, 4)
+    batch = collate([{"rgb": rgb, "caption": captions[0], "key": "a"}, {"caption": captions[1], "key": "b"},
+                     {"rgb": rgb, "key": "c"}])
+    assert batch["caption"] == [captions[0], captions[1], None]
+    limit = 8
+    out, truncated = tokenize_batch(batch, tokenizer, "caption", max_length=limit)
+    expected = tokenizer.encode(captions[:2], limit)
+    assert truncated == expected.truncated == sum(c > limit for c in tokenizer.token_counts(captions[:2]))
+    assert out["caption"].shape == (3, limit) and torch.equal(out["caption"][:2], expected.ids)
+    assert (out["caption"][2] == tokenizer.pad_id).all()
+    assert out[PRESENT_KEY]["caption"].tolist() == [True, True, False]
+    assert out[PRESENT_KEY]["rgb"].tolist() == [True, False, True] and batch["caption"][2] is None  # not mutated
+
+    spec = spec_for(ModalitySpec("caption", kind="tokens", num_channels=2, loss="cross_entropy", max_length=limit),
+                    tokenizer)
+    assert (spec.num_channels, spec.pad_id) == (tokenizer.vocab_size, tokenizer.pad_id)
+    prepared = prepare_batch(out, {"caption": spec}, {"caption": spec})
+    assert torch.equal(prepared.inputs["caption"], out["caption"])
+    assert prepared.present["caption"].tolist() == [True, True, False]
+    with pytest.raises(ValueError, match="a dense modality"):
+        spec_for(ModalitySpec("height", num_channels=1), tokenizer)
+
+
+def test_tokenize_batch_names_the_bad_caption_and_passes_batches_without_text(tokenizer):
+    from multimae.text.batch import tokenize_batch
+
+    with pytest.raises(ValueError, match=r"batch\['caption'\]\[2\] is empty.*sample keys \['a', 'b', 'c'\]"):
+        tokenize_batch({"caption": ["a cube", None, " "], "key": ["a", "b", "c"]}, tokenizer, "caption", 8)
+    complete, _ = tokenize_batch({"caption": ["a cube", "a cone"]}, tokenizer, "caption", 8)
+    assert "present" not in complete
+    assert tokenize_batch({"key": ["a"]}, tokenizer, "caption", 8) == ({"key": ["a"]}, 0)
+    with pytest.raises(ValueError, match="collated list of captions"):
+        tokenize_batch({"caption": torch.zeros(2, 8)}, tokenizer, "caption", 8)
