@@ -292,3 +292,42 @@ def test_tokenize_batch_names_the_bad_caption_and_passes_batches_without_text(to
     assert tokenize_batch({"key": ["a"]}, tokenizer, "caption", 8) == ({"key": ["a"]}, 0)
     with pytest.raises(ValueError, match="collated list of captions"):
         tokenize_batch({"caption": torch.zeros(2, 8)}, tokenizer, "caption", 8)
+
+
+# ------------------------------------------------------------------------------ runs and checkpoints
+def test_run_tokenizer_is_trained_once_and_travels_with_checkpoints(captions, tmp_path):
+    from multimae.engine.checkpoint import Checkpoint
+    from multimae.text.run import from_checkpoint, run_tokenizer
+
+    calls = []
+
+    def texts():
+        calls.append(1)
+        return captions
+
+    run = tmp_path / "run"
+    tokenizer, files = run_tokenizer(run, "caption", texts, vocab_size=150)
+    again, files_again = run_tokenizer(run, "caption", texts, vocab_size=150)  # a resumed run
+    assert len(calls) == 1 and files == files_again and again.content_hash == tokenizer.content_hash
+    (entry,) = files.values()
+    assert entry.path == "tokenizer-caption/tokenizer.json" and entry.sha256 == tokenizer.content_hash
+    checkpoint = Checkpoint(state={}, format="multimae", path=run / "checkpoint-00000010.pt", files=files)
+    loaded = from_checkpoint(checkpoint, "caption")
+    assert loaded.content_hash == tokenizer.content_hash
+    assert torch.equal(loaded.encode(captions, 12).ids, tokenizer.encode(captions, 12).ids)
+    with pytest.raises(ValueError, match="no file named 'tokenizer:title'"):
+        from_checkpoint(checkpoint, "title")
+    (run / entry.path).write_text((run / entry.path).read_text().replace('"[MASK]"', '"[MASQ]"'))
+    with pytest.raises(ValueError, match="SHA-256"):
+        from_checkpoint(checkpoint, "caption")
+
+
+def test_run_tokenizer_from_a_pretrained_folder_and_a_changed_one(tokenizer, captions, tmp_path):
+    from multimae.text.run import run_tokenizer
+
+    source = tokenizer.save(tmp_path / "pretrained")
+    got, files = run_tokenizer(tmp_path / "run", "caption", lambda: [], pretrained=source)
+    assert got.content_hash == tokenizer.content_hash == files["tokenizer:caption"].sha256
+    other = TextTokenizer.train(["a completely different sentence"] * 3, vocab_size=120).save(tmp_path / "other")
+    with pytest.raises(ValueError, match="already has another caption tokenizer"):
+        run_tokenizer(tmp_path / "run", "caption", lambda: [], pretrained=other)
