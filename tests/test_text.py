@@ -326,8 +326,8 @@ def test_run_tokenizer_from_a_pretrained_folder_and_a_changed_one(tokenizer, cap
     from multimae.text.run import run_tokenizer
 
     source = tokenizer.save(tmp_path / "pretrained")
-    got, files = run_tokenizer(tmp_path / "run", "caption", lambda: [], pretrained=source)
+    got, files = run_tokenizer(tmp_path / "run", "caption", list, pretrained=source)
     assert got.content_hash == tokenizer.content_hash == files["tokenizer:caption"].sha256
     other = TextTokenizer.train(["a completely different sentence"] * 3, vocab_size=120).save(tmp_path / "other")
     with pytest.raises(ValueError, match="already has another caption tokenizer"):
-        run_tokenizer(tmp_path / "run", "caption", lambda: [], pretrained=other)
+        run_tokenizer(tmp_path / "run", "caption", list, pretrained=other)
