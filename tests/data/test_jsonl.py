@@ -58,6 +58,7 @@ def test_jsonl_custom_field_names_and_transform(tmp_path):
 @pytest.mark.parametrize(("line", "problem"), [
     (b'{"image": "a.png", "caption": "   "}', r"pairs\.jsonl:2: caption is empty"),
     (b'{"image": "a.png", "caption": "caf\xe9"}', r"pairs\.jsonl:2: not UTF-8"),
+    (b'{"image": "a.png", "caption": "' + b"word " * 2001 + b'"}', r"pairs\.jsonl:2: caption has 10004 characters"),
     (b'{"image": "a.png", "caption": "a cube"', r"pairs\.jsonl:2: not valid JSON"),
     (b'["a.png", "a cube"]', r"pairs\.jsonl:2: expected a JSON object"),
     (b'{"image": "a.png"}', r"pairs\.jsonl:2: field 'caption' is missing"),
@@ -104,7 +105,8 @@ def _folder_with_captions(root, captions: dict[str, bytes]):
 
 
 @pytest.mark.parametrize(("data", "problem"), [(b" \n\t", "caption is empty"),
-                                              (b"caf\xe9", "caption is not UTF-8 text")])
+                                              (b"caf\xe9", "caption is not UTF-8 text"),
+                                              (b"x" * 10_001, "caption has 10001 characters, more than")])
 def test_folder_reader_refuses_empty_and_non_utf8_captions_naming_the_file(tmp_path, data, problem):
     _folder_with_captions(tmp_path, {"a": b"a red cube\n", "b": data, "c": "a café".encode()})
     ds = FolderDataset(tmp_path, "train", ("rgb", "caption"))

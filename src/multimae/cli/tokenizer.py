@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--max-length", type=int, default=None,
                        help="report how many captions are longer than this many tokens (truncated in training)")
     train.add_argument("--out", type=Path, required=True, help="folder to write tokenizer.json into")
-    train.add_argument("--skip-bad", action="store_true", help="skip (and count) empty or non-UTF-8 captions")
+    train.add_argument("--skip-bad", action="store_true", help="skip (and count) empty, non-UTF-8 or over-long captions")
     train.set_defaults(func=run_train)
 
 

@@ -54,6 +54,7 @@ EXTENSIONS = {"rgb8": (".png", ".jpg", ".jpeg"), "depth16": (".png", ".npy"), "u
 READABLE = {m: EXTENSIONS[STORED[m]] for m in MODALITIES}
 SUFFIX = {m: exts[0][1:] for m, exts in READABLE.items()}  # the extension written, without the dot
 LABEL_SUFFIX = "cls"  # the label's shard member suffix (decimal text)
+MAX_TEXT_CHARS = 10_000  # a longer text file is not a caption (a wrong or corrupt file): an error
 
 
 def member_suffix(modality: str, ext: str | None = None) -> str:
@@ -247,10 +248,15 @@ def read_array(data: bytes, name: str, rgb: bool = False) -> np.ndarray:
 
 def check_text(text: str, name: str, modality: str) -> str:
     """``text`` without surrounding white space; a ValueError naming ``name`` when nothing is left
-    (an empty caption says nothing and cannot be tokenized)."""
+    (an empty caption says nothing and cannot be tokenized) or when it is longer than
+    `MAX_TEXT_CHARS` (not a caption: a wrong file). Token-level length is the tokenizer's business:
+    it truncates to ``max_length`` and counts (`multimae.text.Encoded.truncated`)."""
     text = text.strip()
     if not text:
         raise ValueError(f"{name}: {modality} is empty (or only white space)")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(f"{name}: {modality} has {len(text)} characters, more than a caption's {MAX_TEXT_CHARS} "
+                         f"(starts {text[:40]!r})")
     return text
 
 

@@ -8,8 +8,8 @@ in the folder reader's form: the image modality (`DEFAULT_IMAGE_MODALITY`: ``(3,
 str, stripped) and ``key``, the line number as 8 digits.
 
 Bad input raises a ValueError naming the file and line (``pairs.jsonl:7: ...``): a line that is
-not UTF-8 or not a JSON object, a missing or non-string field, an empty caption (all found when the
-file is opened), a missing or undecodable image (found when the item is read). ``on_error="skip"``
+not UTF-8 or not a JSON object, a missing or non-string field, an empty caption or one longer than
+`multimae.data.codecs.MAX_TEXT_CHARS` (all found when the file is opened), a missing or undecodable image (found when the item is read). ``on_error="skip"``
 logs and counts them in ``num_skipped`` instead (a bad image: the next readable item is returned,
 as `multimae.data.folder.FolderDataset` does).
 """
