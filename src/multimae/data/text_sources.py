@@ -5,10 +5,9 @@ A source is any of: a folder in the folder layout (``root/<split>/<modality>/...
 holding ``<split>/*.tar``; `multimae.data.shards.ShardDataset`), a JSON Lines file of
 image-caption pairs (``.jsonl``, `multimae.data.jsonl.JsonlDataset`), a plain text file with one
 caption per non-blank line (``.txt``), or a folder of ``.txt`` files, one caption each (searched
-recursively). Bad captions
-(empty, not UTF-8, longer than `multimae.data.codecs.MAX_TEXT_CHARS`) raise a ValueError naming
-the file (and line), or with ``on_error="skip"`` are counted in `Captions.num_skipped` and left
-out.
+recursively). Bad captions (empty, not UTF-8, longer than `multimae.data.codecs.MAX_TEXT_CHARS`)
+raise a ValueError naming the file (and line), or with ``on_error="skip"`` are counted in
+`Captions.num_skipped` and left out.
 """
 
 from __future__ import annotations
