@@ -45,6 +45,7 @@ ALLOWED: tuple[tuple[str, str, str], ...] = (
     ("viz/colormaps.py", 'if display == "normals"', "a display kind (ModalitySpec.display)"),
     ("viz/predictions.py", 'if display == "normals"', "a display kind (ModalitySpec.display)"),
     ("viz/reconstruction.py", 'spec.drawn_as == "rgb"', "a display kind (ModalitySpec.drawn_as)"),
+    ("data/jsonl.py", 'CAPTION_FIELD = "caption"', "a JSONL line's field name (file format), not the modality"),
     # Labellers: what a labeller produces is the point of it.
     ("pseudolabel/hf.py", 'modality = "depth"', "the DPT labeller produces depth"),
     ("pseudolabel/hf.py", 'modality = "semseg"', "the Mask2Former labeller produces semseg"),

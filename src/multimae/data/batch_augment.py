@@ -4,7 +4,9 @@ Same parameters for every modality of a sample: RandomResizedCrop (``scale``, ``
 drawn by `multimae.data.transforms.crop_params`) then a horizontal flip with probability 1/2.
 Class maps are sampled with nearest neighbour; float maps bilinearly, NaN-aware (an output pixel
 is invalid when less than half of its bilinear weight falls on valid pixels); ``normals`` are
-renormalised and their x component changes sign under a flip. It runs on whatever device the
+renormalised and their x component changes sign under a flip; captions (lists of str, as collated)
+swap left and right in the flipped samples (`multimae.text.flip.mirror_caption`), so tokenize
+captions after this augmentation, not before. It runs on whatever device the
 batch is on. Missing modalities (`multimae.data.collate.PRESENT_KEY`) need nothing: their NaN
 placeholders stay NaN, their integer ones 0, and the presence record passes through. Shapes: B batch, C channels, H W input pixels, S output size.
 """
@@ -17,7 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from multimae.data.transforms import VECTOR_MODALITIES, crop_params, mirror_vectors, resample_nan_aware, unit_vectors
+from multimae.data.collate import PRESENT_KEY
+from multimae.data.transforms import (
+    TEXT_MODALITIES,
+    VECTOR_MODALITIES,
+    crop_params,
+    mirror_vectors,
+    resample_nan_aware,
+    unit_vectors,
+)
+from multimae.text.flip import mirror_caption
 
 
 def crop_grids(
@@ -39,6 +50,24 @@ def crop_grids(
     gy = 2 * y_pix / H - 1
     gx = 2 * x_pix / W - 1
     return torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
+
+
+def mirror_captions(captions: list[str | None], flips: Tensor) -> list[str | None]:
+    """A batch's captions (None = missing) with left / right swapped where ``flips`` (B,) is True."""
+    if len(captions) != len(flips):
+        raise ValueError(f"{len(captions)} captions for a batch of {len(flips)} samples")
+    return [mirror_caption(c) if f and isinstance(c, str) else c for c, f in zip(captions, flips.tolist())]
+
+
+def _has_map(batch: Mapping[str, object], batch_size: int) -> Tensor:
+    """(B,) bool: the sample has at least one real map (a text-only sample of a mixed batch has only
+    placeholders, and nothing to mirror its caption with)."""
+    present = batch.get(PRESENT_KEY, {})
+    maps = [k for k, v in batch.items() if isinstance(v, Tensor) and v.dim() >= 3]
+    has = torch.zeros(batch_size, dtype=torch.bool)
+    for k in maps:
+        has |= present[k].cpu() if isinstance(present, Mapping) and k in present else True
+    return has
 
 
 def _bilinear(grid: Tensor) -> Callable[[Tensor], Tensor]:
@@ -65,6 +94,9 @@ class BatchRandomResizedCropFlip:
         in_size = sizes.pop()
         out: dict[str, Tensor] = {}
         for name, x in batch.items():
+            if name in TEXT_MODALITIES and isinstance(x, list):
+                out[name] = mirror_captions(x, flips & _has_map(batch, len(flips)))
+                continue
             if not isinstance(x, Tensor) or x.dim() < 3:
                 out[name] = x
                 continue

@@ -15,7 +15,7 @@ normals     8-bit RGB PNG, ``(n + 1) / 2``   float32 ``(3, H, W)`` unit vectors,
 semseg      8-bit PNG, or 16-bit PNG when    int64 ``(H, W)`` class ids
             there are more than 256 classes
 instance    8- or 16-bit PNG, 0 = none       int64 ``(H, W)``
-caption     UTF-8 text (``.txt``)            str
+caption     UTF-8 text (``.txt``), not empty  str, stripped of surrounding white space
 label       decimal text (``.cls``)          int
 ==========  ===============================  ==================================================
 
@@ -54,6 +54,7 @@ EXTENSIONS = {"rgb8": (".png", ".jpg", ".jpeg"), "depth16": (".png", ".npy"), "u
 READABLE = {m: EXTENSIONS[STORED[m]] for m in MODALITIES}
 SUFFIX = {m: exts[0][1:] for m, exts in READABLE.items()}  # the extension written, without the dot
 LABEL_SUFFIX = "cls"  # the label's shard member suffix (decimal text)
+MAX_TEXT_CHARS = 10_000  # a longer text file is not a caption (a wrong or corrupt file): an error
 
 
 def member_suffix(modality: str, ext: str | None = None) -> str:
@@ -245,15 +246,36 @@ def read_array(data: bytes, name: str, rgb: bool = False) -> np.ndarray:
     return read_image(data, name, rgb)[0]
 
 
+def check_text(text: str, name: str, modality: str) -> str:
+    """``text`` without surrounding white space; a ValueError naming ``name`` when nothing is left
+    (an empty caption says nothing and cannot be tokenized) or when it is longer than
+    `MAX_TEXT_CHARS` (not a caption: a wrong file). Token-level length is the tokenizer's business:
+    it truncates to ``max_length`` and counts (`multimae.text.Encoded.truncated`)."""
+    text = text.strip()
+    if not text:
+        raise ValueError(f"{name}: {modality} is empty (or only white space)")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(f"{name}: {modality} has {len(text)} characters, more than a caption's {MAX_TEXT_CHARS} "
+                         f"(starts {text[:40]!r})")
+    return text
+
+
+def decode_text(data: bytes, name: str, modality: str) -> str:
+    """UTF-8 bytes -> stripped text; a ValueError naming ``name`` when they are not UTF-8 or empty."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{name}: {modality} is not UTF-8 text (byte {err.start}: {data[err.start:err.start + 1]!r})"
+                         ) from None
+    return check_text(text, name, modality)
+
+
 def decode_modality(modality: str, data: bytes, name: str, num_classes: int | None = None,
                     depth_scale: float = DEPTH_SCALE, ignore_index: int | None = None) -> torch.Tensor | str:
     """Bytes of one stored modality -> its sample value (see the table above)."""
     encoding = STORED.get(modality)
     if encoding == "text":
-        try:
-            return data.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            raise ValueError(f"{name}: {modality} is not UTF-8 text") from None
+        return decode_text(data, name, modality)
     array = read_array(data, name, rgb=encoding == "rgb8")
     if encoding == "class_ids":
         return decode_class_map(array, name, num_classes, ignore_index)

@@ -6,8 +6,10 @@ A transform is a callable ``(sample, generator) -> sample``: every reader passes
 Per-modality rules, chosen from the values: integer maps ``(H, W)`` (semseg, instance) are resized
 with nearest neighbour; float maps ``(C, H, W)`` bilinearly with anti-aliasing, NaN-aware when
 they hold NaN (invalid depth stays invalid and never bleeds into valid pixels); vector maps
-(``normals``) are renormalised and their x component changes sign on a horizontal flip.
-Non-tensor values (label, caption, key) pass through. A transform applies to whichever maps a
+(``normals``) are renormalised and their x component changes sign on a horizontal flip. Text
+(captions) passes through a crop, and a horizontal flip swaps the words left and right in it
+(`multimae.text.flip.mirror_caption`), so the caption stays true of the mirrored picture; other
+non-tensor values (label, key) pass through. A transform applies to whichever maps a
 sample has (a sample may lack modalities); a sample without any map is returned unchanged.
 """
 
@@ -20,12 +22,15 @@ from dataclasses import dataclass
 import torch
 import torchvision.transforms.v2.functional as F
 
-from multimae.modalities.registry import BUILTIN_MODALITIES
+from multimae.modalities.registry import BUILTIN_MODALITIES, stored_modalities
+from multimae.text.flip import mirror_caption
 
 Sample = dict[str, object]
 Transform = Callable[[Sample, torch.Generator], Sample]
 # Camera-frame unit vectors (normals): their x component flips sign under a horizontal flip.
 VECTOR_MODALITIES = tuple(n for n, s in BUILTIN_MODALITIES.items() if s.stored_as == "unit_vectors8")
+# Text stored with a sample (captions): its words left / right swap under a horizontal flip.
+TEXT_MODALITIES = tuple(n for n, e in stored_modalities().items() if e == "text")
 
 
 def crop_params(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
@@ -100,13 +105,16 @@ def resized_crop(sample: Mapping[str, object], box: tuple[int, int, int, int], s
 
 
 def hflip(sample: Mapping[str, object]) -> Sample:
-    """Mirror every map left-right; vector maps also negate their x component. Its own inverse."""
+    """Mirror every map left-right; vector maps also negate their x component and captions swap
+    left / right (`mirror_caption`). Its own inverse."""
     out: Sample = {}
     for name, value in sample.items():
         if isinstance(value, torch.Tensor) and value.ndim >= 2:
             value = value.flip(-1)
             if name in VECTOR_MODALITIES:
                 value = mirror_vectors(value)
+        elif isinstance(value, str) and name in TEXT_MODALITIES:
+            value = mirror_caption(value)
         out[name] = value
     return out
 

@@ -38,6 +38,7 @@ BUILTIN_MODALITIES: Mapping[str, ModalitySpec] = MappingProxyType({s.name: s for
 
 # Defaults that name built-ins, read by configs and command lines instead of repeating the names.
 DEFAULT_IMAGE_MODALITY = "rgb"  # the photograph: what labellers read, what transfer metrics start from
+DEFAULT_TEXT_MODALITY = "caption"  # the sentence about the picture: what tokenizers are trained on
 DEFAULT_INPUTS: tuple[str, ...] = ("rgb", "depth", "semseg")  # a pre-training model's inputs
 DEFAULT_OUTPUTS: tuple[str, ...] = ("rgb", "depth", "semseg", "norm_rgb")  # ... and its outputs
 # The modality a dense fine-tuning task predicts when its config names none, by task kind.
@@ -46,7 +47,7 @@ DEFAULT_TASK_TARGETS: Mapping[str, str] = MappingProxyType(
 # Maps that readers and the built-in world produce but no model takes: how each is drawn.
 _DATA_ONLY_DISPLAYS: Mapping[str, str] = MappingProxyType({"instance": "instances"})
 # ... and how each is stored: instance ids (not checked against a class count) and UTF-8 text.
-_DATA_ONLY_ENCODINGS: Mapping[str, str] = MappingProxyType({"instance": "instance_ids", "caption": "text"})
+_DATA_ONLY_ENCODINGS: Mapping[str, str] = MappingProxyType({"instance": "instance_ids", DEFAULT_TEXT_MODALITY: "text"})
 
 
 def get_modality(name: str, custom: Mapping[str, ModalitySpec] | None = None) -> ModalitySpec:
