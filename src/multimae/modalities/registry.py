@@ -28,6 +28,10 @@ _BUILTINS = (
     ),
     ModalitySpec(name="normals", kind="dense", num_channels=3, normalization="none", loss="l1", display="normals",
                  encoding="unit_vectors8"),
+    # A sentence about the picture (M3AE). Its vocabulary size and padding id come from the run's
+    # tokenizer (`multimae.text.batch.spec_for`); 32 word pieces hold every caption of the world.
+    ModalitySpec(name="caption", kind="tokens", num_channels=1000, loss="cross_entropy", max_length=32, pad_id=0,
+                 encoding="text"),
     ModalitySpec(
         name="norm_rgb", kind="dense", num_channels=3, normalization="imagenet", loss="norm_pix_mse",
         is_input=False, source="rgb", mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -46,8 +50,8 @@ DEFAULT_TASK_TARGETS: Mapping[str, str] = MappingProxyType(
     {"segmentation": "semseg", "depth": "depth", "regression": "normals"})
 # Maps that readers and the built-in world produce but no model takes: how each is drawn.
 _DATA_ONLY_DISPLAYS: Mapping[str, str] = MappingProxyType({"instance": "instances"})
-# ... and how each is stored: instance ids (not checked against a class count) and UTF-8 text.
-_DATA_ONLY_ENCODINGS: Mapping[str, str] = MappingProxyType({"instance": "instance_ids", DEFAULT_TEXT_MODALITY: "text"})
+# ... and how each is stored: instance ids (not checked against a class count).
+_DATA_ONLY_ENCODINGS: Mapping[str, str] = MappingProxyType({"instance": "instance_ids"})
 
 
 def get_modality(name: str, custom: Mapping[str, ModalitySpec] | None = None) -> ModalitySpec:

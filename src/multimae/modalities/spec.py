@@ -33,23 +33,24 @@ Placement = Literal["grid", "sequence", "global"]
 Positions = Literal["index", "visible"]
 Loss = Literal["mse", "l1", "cross_entropy", "norm_pix_mse"]
 Normalization = Literal["none", "imagenet", "robust_standardize", "unit_range"]
-Display = Literal["rgb", "colormap", "palette", "normals", "instances"]
+Display = Literal["rgb", "colormap", "palette", "normals", "instances", "text"]
 
 KINDS: tuple[str, ...] = ("dense", "categorical", "tokens", "vector")
 POSITIONS: tuple[str, ...] = ("index", "visible")
 _PLACEMENTS: dict[str, str] = {"dense": "grid", "categorical": "grid", "tokens": "sequence", "vector": "global"}
 LOSSES: tuple[str, ...] = ("mse", "l1", "cross_entropy", "norm_pix_mse")
 NORMALIZATIONS: tuple[str, ...] = ("none", "imagenet", "robust_standardize", "unit_range")
-DISPLAYS: tuple[str, ...] = ("rgb", "colormap", "palette", "normals", "instances")
+DISPLAYS: tuple[str, ...] = ("rgb", "colormap", "palette", "normals", "instances", "text")
 # How a map is scored when predicted from the image alone (`multimae.tasks.pretrain.transfer_metrics`).
 Metric = Literal["auto", "segmentation", "l1", "none"]
 METRICS: tuple[str, ...] = ("auto", "segmentation", "l1", "none")
 # How a map is stored in files (`multimae.data.codecs`): ``rgb8`` 8-bit colour picture <-> [0, 1];
 # ``depth16`` 16-bit PNG of ``value * scale``, 0 = invalid (or float ``.npy``); ``unit_vectors8``
 # 8-bit ``(n + 1) / 2`` camera-frame unit vectors (x right: its sign flips under a horizontal flip);
-# ``class_ids`` 8/16-bit PNG of class ids; ``array`` as given; ``auto``: class_ids or array by kind.
-Encoding = Literal["auto", "rgb8", "depth16", "unit_vectors8", "class_ids", "array"]
-ENCODINGS: tuple[str, ...] = ("auto", "rgb8", "depth16", "unit_vectors8", "class_ids", "array")
+# ``class_ids`` 8/16-bit PNG of class ids; ``array`` as given; ``text`` UTF-8 text (a caption: token ids
+# come from the run's tokenizer, `multimae.text`); ``auto``: class_ids or array by kind.
+Encoding = Literal["auto", "rgb8", "depth16", "unit_vectors8", "class_ids", "array", "text"]
+ENCODINGS: tuple[str, ...] = ("auto", "rgb8", "depth16", "unit_vectors8", "class_ids", "array", "text")
 
 
 def default_display(categorical: bool, num_channels: int) -> str:
@@ -153,8 +154,10 @@ class ModalitySpec:
         if (self.metric == "segmentation" and self.kind != "categorical") or (
                 self.metric == "l1" and self.kind != "dense"):
             raise ValueError(f"modality {self.name!r}: metric {self.metric!r} does not fit a {self.kind} map")
-        if (self.encoding == "class_ids") != (self.kind == "categorical") and self.encoding != "auto":
+        if (self.encoding == "class_ids") != (self.kind == "categorical") and self.encoding not in ("auto", "text"):
             raise ValueError(f"modality {self.name!r}: encoding {self.encoding!r} does not fit a {self.kind} map")
+        if self.encoding == "text" and self.kind != "tokens":
+            raise ValueError(f"modality {self.name!r}: text is tokenised into a tokens modality, not a {self.kind} one")
         if self.num_channels < 1:
             raise ValueError(f"modality {self.name!r}: num_channels must be >= 1, got {self.num_channels}")
         if self.stride < 1:
@@ -208,7 +211,10 @@ class ModalitySpec:
 
     @property
     def drawn_as(self) -> str:
-        """How a picture of the modality is drawn: ``display``, else `default_display`."""
+        """How a picture of the modality is drawn: ``display``, else `default_display` (a token
+        sequence: as ``text``, its words)."""
+        if self.kind == "tokens" and not self.display:
+            return "text"
         return self.display or default_display(self.is_categorical, self.num_channels)
 
     @property
