@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Pre-train a MultiMAE. Settings come from a preset or YAML file plus key=value "
         "overrides, e.g. `multimae pretrain --config cpu train.steps=500 optim.lr=5e-4`.",
     )
-    add_run_arguments(parser, "cpu", "cpu, cpu-long, paper-vitb")
+    add_run_arguments(parser, "cpu", "cpu, cpu-long, paper-vitb, m3ae-cpu")
     parser.set_defaults(func=run)
 
 

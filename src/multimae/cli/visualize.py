@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from multimae.tasks.loading import load_pretrained
+    from multimae.tasks.loading import load_pretrained, load_tokenizers
     from multimae.errors import check_positive, check_seed, reading
     from multimae.tasks.pretrain_job import held_out_batch, save_pictures
     from multimae.tasks.runs import check_output_folder
@@ -38,11 +38,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         with reading(args.checkpoint, "checkpoint"):
             model, cfg = load_pretrained(args.checkpoint, args.trust)
+            tokenizers = load_tokenizers(args.checkpoint, model, args.trust)
         raw = held_out_batch(cfg, model, args.samples)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for path in save_pictures(model, cfg, raw, out, num_masks=args.masks, num_visible=args.num_visible, seed=args.seed):
+    for path in save_pictures(model, cfg, raw, out, num_masks=args.masks, num_visible=args.num_visible, seed=args.seed,
+                              tokenizers=tokenizers):
         print(path)
     return 0

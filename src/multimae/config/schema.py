@@ -61,6 +61,11 @@ class DataConfig:
     val_root: str | None = None  # folder / shards: validation data (default: none)
     on_error: Literal["raise", "skip"] = "raise"  # folder / shards: an undecodable sample stops the run, or is skipped
     allow_missing: bool = False  # folder / shards: read samples lacking some modalities (batches record presence)
+    # Text modalities (captions): a tokenizer by hub name (bert-base-uncased) or folder / tokenizer.json;
+    # null trains a WordPiece vocabulary of tokenizer_vocab_size on the training captions (kept in the run).
+    tokenizer: str | None = None
+    tokenizer_vocab_size: int = 1000
+    caption_dropout: float = 0.0  # chance that a training sample's caption is dropped (M3AE's random_drop_text)
 
     def validate(self) -> None:
         if self.source != "world" and not self.root:
@@ -80,7 +85,9 @@ class DataConfig:
         lo, hi = self.crop_ratio
         if not 0.0 < lo <= hi < math.inf:
             raise ValueError(f"data.crop_ratio must be (min, max) with 0 < min <= max, got {list(self.crop_ratio)}")
-        for name in ("world_difficulty", "world_class_colors"):
+        if self.tokenizer_vocab_size < 8:
+            raise ValueError(f"data.tokenizer_vocab_size must be >= 8, got {self.tokenizer_vocab_size}")
+        for name in ("world_difficulty", "world_class_colors", "caption_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
 

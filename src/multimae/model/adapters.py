@@ -245,10 +245,11 @@ class GlobalInputAdapter(InputAdapter):
 class OutputSide:
     """The decoder side of a modality (see the module docstring). Shapes: N queries, K values each."""
 
-    def __init__(self, spec: ModalitySpec, model_patch: int) -> None:
+    def __init__(self, spec: ModalitySpec, model_patch: int, image_size: int | None = None) -> None:
         self.spec = spec
         self.model_patch = model_patch
         self.patch = spec.patch_size(model_patch)  # P on the modality's own map (1 off a grid)
+        self.image_size = image_size  # the frame of a map predicted when no map is given (None: refused)
 
     @property
     def values_per_token(self) -> int:
@@ -276,9 +277,9 @@ class MapOutputSide(OutputSide):
     """A map's queries are its patch grid; per-patch values are unpatchified to (B, C, h*P, w*P)."""
 
     def default_shape(self, layout: TokenLayoutLike) -> tuple[tuple[int, int] | None, int]:
-        if layout.frame is None:
+        if layout.frame is None and self.image_size is None:
             raise ValueError(f"{self.spec.name}: cannot decode a map when no map was given as input")
-        H, W = layout.frame
+        H, W = layout.frame or (self.image_size, self.image_size)
         P = self.patch * self.spec.stride  # patch side at full resolution
         return (H // P, W // P), (H // P) * (W // P)
 
@@ -291,9 +292,11 @@ class MapOutputSide(OutputSide):
         return x.reshape(B, C, h * P, w * P)
 
 
-def build_output_side(spec: ModalitySpec, model_patch: int) -> OutputSide:
-    """The decoder side for ``spec``'s placement."""
-    return MapOutputSide(spec, model_patch) if spec.placement == "grid" else OutputSide(spec, model_patch)
+def build_output_side(spec: ModalitySpec, model_patch: int, image_size: int | None = None) -> OutputSide:
+    """The decoder side for ``spec``'s placement; a map is predicted at ``image_size`` when the
+    inputs hold no map (a caption alone, M3AE), refused without it."""
+    side = MapOutputSide if spec.placement == "grid" else OutputSide
+    return side(spec, model_patch, image_size)
 
 
 def build_input_adapter(spec: ModalitySpec, dim: int, patch_size: int, image_size: int) -> InputAdapter:

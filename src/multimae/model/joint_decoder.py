@@ -36,7 +36,7 @@ class JointDecoder(Decoder):
     """One decoder serving every output in ``specs`` (M3AE: image patches and text tokens)."""
 
     def __init__(self, specs: Mapping[str, ModalitySpec], config: DecoderConfig, encoder_dim: int,
-                 patch_size: int) -> None:
+                 patch_size: int, image_size: int | None = None) -> None:
         super().__init__()
         if not specs:
             raise ValueError("a joint decoder needs at least one output modality")
@@ -47,7 +47,7 @@ class JointDecoder(Decoder):
             raise ValueError(f"decoder width {E} is not divisible by num_heads {config.num_heads}")
         self.modalities = tuple(specs)
         self.model_patch = patch_size
-        self.sides: dict[str, OutputSide] = {n: build_output_side(s, patch_size) for n, s in specs.items()}
+        self.sides: dict[str, OutputSide] = {n: build_output_side(s, patch_size, image_size) for n, s in specs.items()}
         self.source_of = {n: s.source_name for n, s in specs.items()}
         self.sources = tuple(dict.fromkeys(self.source_of.values()))  # each source's positions once
         self.context_norm = nn.LayerNorm(encoder_dim, eps=1e-6)

@@ -75,14 +75,14 @@ class MultiMAE(nn.Module):
         # Each output's decoder side (query shapes, assembly): what the model needs of an output
         # whatever decoder serves it.
         self.output_sides: dict[str, OutputSide] = {
-            n: build_output_side(spec, enc.patch_size) for n, spec in self.output_specs.items()}
+            n: build_output_side(spec, enc.patch_size, enc.image_size) for n, spec in self.output_specs.items()}
         chosen = dict(decoders or {})
         wrong = [n for n, d in chosen.items() if n not in self.output_specs or n not in d.modalities]
         if wrong:
             raise ValueError(f"decoders given for {wrong}: each key must be an output the decoder serves")
         rest = {n: s for n, s in self.output_specs.items() if n not in chosen}
         if config.decoder.kind == "joint" and rest:
-            joint = JointDecoder(rest, config.decoder, enc.dim, enc.patch_size)
+            joint = JointDecoder(rest, config.decoder, enc.dim, enc.patch_size, enc.image_size)
             chosen |= dict.fromkeys(rest, joint)
         for name, spec in rest.items():
             chosen.setdefault(name, CrossAttentionDecoder(

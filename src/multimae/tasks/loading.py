@@ -12,6 +12,7 @@ from multimae.config.finetune import FinetuneConfig
 from multimae.engine.checkpoint import Checkpoint, build_model_from_checkpoint, read_checkpoint
 from multimae.model import FineTuneModel, MultiMAE
 from multimae.tasks.runs import check_kind, check_run_kind, read_run_config
+from multimae.text.tokenizer import TextTokenizer
 
 T = TypeVar("T")
 
@@ -44,6 +45,18 @@ def load_pretrained(path: str | Path, trusted: bool = False) -> tuple[MultiMAE, 
     model = build_model_from_checkpoint(ckpt)
     assert isinstance(model, MultiMAE)
     return model, _run_config(RunConfig, ckpt)
+
+
+def load_tokenizers(path: str | Path, model: MultiMAE | FineTuneModel, trusted: bool = False) -> dict[str, TextTokenizer]:
+    """``{text modality: its tokenizer}`` of the model a run's checkpoint holds (each file's SHA-256
+    checked against the checkpoint's files table); empty for a model without text."""
+    from multimae.text.run import from_checkpoint
+
+    names = [n for n, s in {**model.input_specs, **getattr(model, "output_specs", {})}.items() if s.stored_as == "text"]
+    if not names:
+        return {}
+    ckpt = read_run_checkpoint(path, None, trusted)
+    return {n: from_checkpoint(ckpt, n) for n in names}
 
 
 def load_run_model(path: str | Path, trusted: bool = False) -> MultiMAE | FineTuneModel:

@@ -3,8 +3,9 @@ and pictures. The loop itself is `multimae.engine.trainer`."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,12 @@ from multimae.data.folder import FolderDataset
 from multimae.data.stream import LoaderStream
 from multimae.data.transforms import Resize
 from multimae.engine.distributed import DistInfo
+from multimae.masking.build import build_mask_sampler
 from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
+from multimae.engine.file_table import FileEntry
 from multimae.model import MultiMAE
+from multimae.model.config import MultiMAEConfig
+from multimae.text.tokenizer import TextTokenizer
 from multimae.tasks.job import (
     evaluating,
     finish_run,
@@ -38,9 +43,57 @@ HELD_OUT_FRACTION = 0.1  # of a folder's training samples, validated on when the
 HELD_OUT_MAX = 64
 
 
-def needed_modalities(model: MultiMAE) -> tuple[str, ...]:
-    names = [*model.input_specs, *(s.source_name for s in model.output_specs.values())]
-    return tuple(dict.fromkeys(names))
+def needed_modalities(model: MultiMAE | MultiMAEConfig) -> tuple[str, ...]:
+    """The data modalities a model (or a model config) reads: its inputs and its outputs' sources."""
+    specs = model.modality_specs() if isinstance(model, MultiMAEConfig) else {**model.input_specs, **model.output_specs}
+    inputs = model.inputs if isinstance(model, MultiMAEConfig) else tuple(model.input_specs)
+    outputs = model.outputs if isinstance(model, MultiMAEConfig) else tuple(model.output_specs)
+    return tuple(dict.fromkeys([*inputs, *(specs[n].source_name for n in outputs)]))
+
+
+def text_modalities(config: MultiMAEConfig) -> list[str]:
+    """The modalities of ``config`` stored as text (captions): each needs a tokenizer."""
+    return [n for n, s in config.modality_specs().items() if s.stored_as == "text"]
+
+
+def run_tokenizers(cfg: RunConfig, run_dir: Path, info: DistInfo, progress: bool
+                   ) -> tuple[dict[str, TextTokenizer], dict[str, FileEntry]]:
+    """(the run's tokenizer of each text modality, their files-table entries). The main process
+    trains (on the training captions) or fetches them first; the others then read the files it
+    saved. `with_vocabularies` puts their sizes into the model config."""
+    from multimae.data.text_sources import read_captions
+    from multimae.text.run import run_tokenizer
+
+    d = cfg.data
+    config = cfg.model.build()
+    tokenizers: dict[str, TextTokenizer] = {}
+    files: dict[str, FileEntry] = {}
+
+    def captions(name: str) -> list[str]:
+        if d.source == "world":
+            return world_pool(d, "train", d.world_train_scenes, needed_modalities(config), progress, info)[name]
+        return read_captions(d.root, name, "train", d.on_error).texts  # type: ignore[arg-type]
+
+    for rank_turn in ((True, False) if info.enabled else (True,)):
+        if info.is_main == rank_turn:
+            for name in text_modalities(config):
+                tok, entry = run_tokenizer(run_dir, name, lambda n=name: captions(n), d.tokenizer, d.tokenizer_vocab_size)
+                tokenizers[name], files = tok, {**files, **entry}
+        if info.enabled:
+            torch.distributed.barrier()
+    if info.is_main:
+        for name, tok in tokenizers.items():
+            print(f"{name} tokenizer: {tok!r}")
+    return tokenizers, files
+
+
+def with_vocabularies(config: MultiMAEConfig, tokenizers: Mapping[str, TextTokenizer]) -> MultiMAEConfig:
+    """``config`` whose text modalities take each tokenizer's vocabulary size and padding id (the
+    run config keeps what was asked; checkpoints store the resolved specs)."""
+    overrides = {n: dict(o) for n, o in config.modality_overrides.items()}
+    for name, tok in tokenizers.items():
+        overrides[name] = {**overrides.get(name, {}), "num_channels": tok.vocab_size, "pad_id": tok.pad_id}
+    return dataclasses.replace(config, modality_overrides=overrides)
 
 
 def _without_label(pool: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -156,19 +209,33 @@ def held_out_batch(cfg: RunConfig, model: MultiMAE, count: int) -> dict[str, Ten
     return next(LoaderStream(vset, size, cfg.train.seed, num_workers=0))
 
 
-def save_pictures(model: MultiMAE, cfg: RunConfig, raw: dict[str, Tensor], out_dir: Path, tag: str = "",
-                  num_masks: int = 3, num_visible: int | None = None, seed: int = 0) -> list[Path]:
-    """``reconstructions<tag>.png`` (random masks) and ``cross_modal<tag>.png`` (one modality in)."""
+def save_pictures(model: MultiMAE, cfg: RunConfig, raw: dict[str, Any], out_dir: Path, tag: str = "",
+                  num_masks: int = 3, num_visible: int | None = None, seed: int = 0,
+                  tokenizers: Mapping[str, TextTokenizer] | None = None) -> list[Path]:
+    """``reconstructions<tag>.png`` (random masks: the run's sampler unless MultiMAE's Dirichlet)
+    and ``cross_modal<tag>.png`` (one modality in); captions (text, tokenised here with
+    ``tokenizers``, or ids) are written under the rows."""
+    from multimae.text.batch import tokenize_batch
     from multimae.viz.reconstruction import cross_modal_figure, masked_reconstruction_figure
 
     names, palette = class_labels(cfg)
     g = torch.Generator().manual_seed(seed)
-    n = next(iter(raw.values())).shape[0]
+    specs = {**model.output_specs, **model.input_specs}
+    for m, tok in (tokenizers or {}).items():
+        if isinstance(raw.get(m), list):
+            raw, _ = tokenize_batch(raw, tok, m, specs[m].max_length)
+    n = next(v for v in raw.values() if isinstance(v, Tensor)).shape[0]
+    pieces = {m: t.pieces for m, t in tokenizers.items()} if tokenizers else None
+    sampler = None
+    if cfg.masking.sampler != "dirichlet":
+        sampler = build_mask_sampler(cfg.masking, [m for m in model.input_specs if m in raw])
     figures = {
         f"reconstructions{tag}.png": masked_reconstruction_figure(
             model, raw, num_masks=num_masks, num_visible=num_visible or cfg.masking.num_visible,
-            alpha=cfg.masking.concentrations(list(model.input_specs)), generator=g, class_names=names, palette=palette, max_samples=n),
-        f"cross_modal{tag}.png": cross_modal_figure(model, raw, class_names=names, palette=palette, max_samples=n),
+            alpha=cfg.masking.concentrations(list(model.input_specs)), generator=g, class_names=names, palette=palette,
+            max_samples=n, sampler=sampler, pieces=pieces),
+        f"cross_modal{tag}.png": cross_modal_figure(model, raw, class_names=names, palette=palette, max_samples=n,
+                                                    pieces=pieces),
     }
     paths = []
     for name, fig in figures.items():
@@ -228,24 +295,30 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
     device, info = start_process(cfg.train)
     micro = micro_batch(cfg, info)
     run_dir, state, ckpt = open_run(cfg, resume, overwrite, trusted, info.is_main)
+    tokenizers, files = run_tokenizers(cfg, run_dir, info, progress)
     torch.manual_seed(cfg.train.seed)
-    model = MultiMAE(cfg.model.build())
+    model = MultiMAE(with_vocabularies(cfg.model.build(), tokenizers))
     stream, val, train_sample, val_data = build_streams(cfg, model, info, micro, progress)
     if cfg.data.source != "world" and not cfg.data.val_root and info.is_main:
         print(f"validation data: {val_data}")
-    task = PretrainTask(model, cfg.masking, cfg.loss, cfg.train.seed)
+    task = PretrainTask(model, cfg.masking, cfg.loss, cfg.train.seed, tokenizers=tokenizers,
+                        caption_dropout=cfg.data.caption_dropout)
+    val = [task.tokenize(b) for b in val]
+    train_sample = [task.tokenize(b) for b in train_sample]
     validate = evaluating(model, lambda: val_record(task.validate(val), from_rgb(model, cfg, val)))
     pictured = batch_rows(val[0], slice(0, 4)) if val else None
 
     def picture(step: int) -> Path | None:
         if not info.is_main or pictured is None:
             return None
-        return save_pictures(model, cfg, pictured, run_dir, f"-{step:08d}", seed=cfg.train.seed)[0]
+        return save_pictures(model, cfg, pictured, run_dir, f"-{step:08d}", seed=cfg.train.seed,
+                             tokenizers=tokenizers)[0]
 
     # this process's micro-batch of visible tokens
     precision = run_precision(cfg.train, device, micro // info.world_size * cfg.masking.num_visible, model.backbone.config.dim)
     trainer = make_trainer(cfg, model, task, stream, run_dir, info, device, precision,
                            on_validate=validate if val else None, on_picture=picture, progress=progress)
+    trainer.files.update(files)
     wall = trainer.run(state, ckpt)
     if info.is_main:
         model.eval()
@@ -254,6 +327,7 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
         if cfg.data.source != "world":
             report["val_data"] = val_data
         finish_run(trainer, run_dir, report, val_record(report["val"], report.get("from_rgb", {})),
-                   lambda: save_pictures(model, cfg, pictured, run_dir, seed=cfg.train.seed) if pictured is not None else [])
+                   lambda: save_pictures(model, cfg, pictured, run_dir, seed=cfg.train.seed, tokenizers=tokenizers)
+                   if pictured is not None else [])
     trainer.close()
     return run_dir

@@ -229,6 +229,10 @@ class TextTokenizer:
         kept = [[i for i, k in zip(r, v) if k and i != self.pad_id] for r, v in zip(rows, keep)]
         return self._tokenizer.decode_batch(kept, skip_special_tokens=False)
 
+    def pieces(self, ids: Sequence[int]) -> list[str]:
+        """The vocabulary entry of each id (WordPiece continuations start with ``##``)."""
+        return [self._tokenizer.id_to_token(int(i)) or UNK for i in ids]
+
     def token_counts(self, texts: Iterable[str]) -> list[int]:
         """Tokens of each text (no special tokens, no limit): what a ``max_length`` must hold."""
         return [len(e.ids) for e in self._tokenizer.encode_batch(list(check_texts(texts)), add_special_tokens=False)]

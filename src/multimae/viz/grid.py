@@ -30,7 +30,8 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], note
                legend: Sequence[tuple[str, Sequence[int]]] | None = None, tile: int = 160, gap: int = 6
                ) -> Image.Image:
     """Figure with ``rows`` of uint8 ``(H, W, 3)`` tiles under ``titles``, a text note under each
-    row and a legend of (name, colour) swatches at the bottom."""
+    row (its lines split at "\n", each wrapped to the figure's width) and a legend of (name,
+    colour) swatches at the bottom."""
     cols = len(titles)
     if any(len(r) != cols for r in rows):
         raise ValueError(f"every row needs {cols} images (one per title)")
@@ -38,7 +39,8 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], note
     tiles = [[_tile(im, tile) for im in row] for row in rows]
     tile_h = max(t.height for row in tiles for t in row)
     chars = max(20, int(cols * (tile + gap) / 7.2))
-    wrapped = [textwrap.wrap(n, chars) or [""] for n in (notes or [""] * len(rows))]
+    wrapped = [[line for part in n.split("\n") for line in (textwrap.wrap(part, chars) or [""])]
+               for n in (notes or [""] * len(rows))]  # a note's lines ("\n") wrapped each
     line_h = 17
     width = gap + cols * (tile + gap)
     legend_h = 0

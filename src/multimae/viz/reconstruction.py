@@ -22,7 +22,7 @@ The `*_panels` functions return the tiles unassembled (for tests, logging or oth
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,8 +37,10 @@ from multimae.losses.masked import token_mask_to_pixels
 from multimae.modalities import denormalize, prepare_batch
 from multimae.viz.colormaps import distinct_colors, draw
 from multimae.viz.grid import BACKGROUND, image_grid
+from multimae.viz.words import caption_lines, join_pieces
 
 if TYPE_CHECKING:  # the model (and timm) is not imported by `multimae.viz` itself
+    from multimae.masking.samplers import MaskSampler
     from multimae.model.multimae import MultiMAE
 
 MASKED_COLOR = (222, 222, 222)  # masked patches in the masked-input tiles
@@ -83,6 +85,8 @@ class _Painter:
         if not self.batch.inputs:
             raise ValueError(f"the raw batch has none of the model's inputs {list(model.input_specs)}; "
                              f"it has {sorted(self.raw)}")
+        # Token sequences (captions) are written under a row, not drawn as tiles.
+        self.texts = [n for n, s in specs.items() if s.kind == "tokens"]
         self.specs = specs
         self.inputs = list(self.batch.inputs)  # present inputs, model order
         self.outputs = [n for n in model.output_specs if n in specs]
@@ -94,7 +98,7 @@ class _Painter:
         self.palette = np.asarray(palette if palette is not None else distinct_colors(num_classes), dtype=np.uint8)
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         self.classes_drawn: set[int] = set()
-        self.truth = {n: self._truth(n) for n in specs if n in self.batch.targets}
+        self.truth = {n: self._truth(n) for n in specs if n in self.batch.targets and n not in self.texts}
         self.ranges = self._ranges()
 
     def _full(self, x: Tensor) -> Tensor:
@@ -207,6 +211,8 @@ def masked_reconstruction_panels(
     palette: Sequence[Sequence[int]] | None = None,
     max_samples: int = 4,
     raw_predictions: bool = False,
+    sampler: MaskSampler | None = None,
+    pieces: Mapping[str, Callable[[Sequence[int]], list[str]]] | None = None,
 ) -> Panels:
     """Tiles of `masked_reconstruction_figure` (same arguments); row ``k * S + b`` is mask ``k``
     of sample ``b`` (S samples drawn)."""
@@ -214,20 +220,34 @@ def masked_reconstruction_panels(
         raise ValueError(f"num_masks must be >= 1, got {num_masks}")
     with _EvalMode(model):
         p = _Painter(model, raw, max_samples, class_names, palette)
-        names = [n for n in p.specs if n in p.inputs or n in p.outputs]
-        runs = []  # per mask: (token masks, display predictions, pixel masks)
+        names = [n for n in p.specs if (n in p.inputs or n in p.outputs) and n not in p.texts]
+        runs = []  # per mask: (token masks, predictions, display predictions, pixel masks)
+        encoder = model.backbone
         for _ in range(num_masks):
-            masks = model.backbone.sample_masks(p.batch.inputs, num_visible, alpha, generator)
+            if sampler is None:
+                masks = encoder.sample_masks(p.batch.inputs, num_visible, alpha, generator)
+            else:
+                counts, B = encoder.num_tokens(p.batch.inputs), p.num_samples
+                masks = sampler(counts, B, generator, encoder.token_validity(p.batch.inputs) or None).hidden
             out = model(p.batch.inputs, masks, outputs=p.outputs)
-            preds = {n: p.prediction(n, out.preds[n]) for n in p.outputs}
-            runs.append((masks, preds, {n: p.pixel_mask(m) for n, m in masks.items()}))
+            preds = {n: p.prediction(n, out.preds[n]) for n in p.outputs if n not in p.texts}
+            pixels = {n: p.pixel_mask(m) for n, m in masks.items() if n not in p.texts}
+            runs.append((masks, out.preds, preds, pixels))
         panels = Panels(_masked_titles(p, names, raw_predictions))
-        N = p.grid[0] * p.grid[1]
+        exists = encoder.token_validity(p.batch.inputs)  # padding of captions: not counted
         for b in range(p.num_samples):
-            for k, (masks, preds, pixels) in enumerate(runs):
+            for k, (masks, out_preds, preds, pixels) in enumerate(runs):
                 panels.rows.append(_masked_row(p, names, b, preds, pixels, raw_predictions))
-                visible = ", ".join(f"{n} {N - int(m[b].sum())}" for n, m in masks.items())
-                panels.notes.append(f"sample {b}, mask {k + 1}/{num_masks}: visible tokens {visible} (of {N} each)")
+                real = {n: exists[n][b].cpu() if n in exists else torch.ones_like(m[b].cpu()) for n, m in masks.items()}
+                visible = ", ".join(f"{n} {int((real[n] & ~m[b].cpu()).sum())}/{int(real[n].sum())}"
+                                    for n, m in masks.items())
+                note = f"sample {b}, mask {k + 1}/{num_masks}: visible tokens {visible}"
+                for n in (t for t in p.texts if pieces and t in pieces and t in p.batch.inputs and t in out_preds):
+                    ids = p.batch.inputs[n][b]
+                    valid = ids != p.specs[n].pad_id
+                    lines = caption_lines(pieces[n], ids.cpu(), valid.cpu(), masks[n][b].cpu(), out_preds[n][b].argmax(-1).cpu())
+                    note += "\n" + lines.note(n)
+                panels.notes.append(note)
                 panels.masks.append({n: m[b].cpu() for n, m in masks.items()})
         panels.legend = p.legend()
     return panels
@@ -274,6 +294,8 @@ def masked_reconstruction_figure(
     max_samples: int = 4,
     raw_predictions: bool = False,
     tile: int | None = None,
+    sampler: MaskSampler | None = None,
+    pieces: Mapping[str, Callable[[Sequence[int]], list[str]]] | None = None,
 ) -> Image.Image:
     """Masked multi-modal reconstructions (paper Figs. 1 and 3).
 
@@ -295,10 +317,15 @@ def masked_reconstruction_figure(
         class_names, palette: names and uint8 colours of the classes (default: numbered, distinct
             colours); the legend lists the classes drawn.
         tile: width of a tile in pixels (default: the image enlarged to at least 128 px).
+        sampler: draws the masks instead (``sampler(num_tokens, B, generator, valid).hidden``,
+            e.g. M3AE's fixed ratios); ``num_visible`` and ``alpha`` are then unused.
+        pieces: ``{text modality: ids -> word pieces}`` (`TextTokenizer.pieces`): each row's note
+            then shows the caption as given (hidden pieces ___), as predicted and its truth.
     """
     panels = masked_reconstruction_panels(
         model, raw, num_visible=num_visible, num_masks=num_masks, alpha=alpha, generator=generator,
         class_names=class_names, palette=palette, max_samples=max_samples, raw_predictions=raw_predictions,
+        sampler=sampler, pieces=pieces,
     )
     return panels.render(tile)
 
@@ -313,36 +340,61 @@ def cross_modal_panels(
     class_names: Sequence[str] | None = None,
     palette: Sequence[Sequence[int]] | None = None,
     max_samples: int = 4,
+    pieces: Mapping[str, Callable[[Sequence[int]], list[str]]] | None = None,
 ) -> dict[str, Panels]:
     """Tiles of `cross_modal_figure`: ``{source modality: Panels}``, one row per sample with
     ``[source input, pred and GT of each other output]``. The source itself is not predicted: it
     is fully visible, and visible patches are never trained to be reconstructed (the loss counts
-    masked patches only)."""
+    masked patches only). A caption (with ``pieces``) is written under the row: as the source,
+    or as predicted (every position from the source alone) beside its truth."""
     with _EvalMode(model):
         p = _Painter(model, raw, max_samples, class_names, palette)
         blocks = {}
         for src in p.inputs:
             targets = [n for n in p.outputs if model.output_specs[n].source_name != src]
-            titles = [f"input: {src}"]
-            for n in targets:
+            maps = [n for n in targets if n not in p.texts]
+            titles = [] if src in p.texts else [f"input: {src}"]
+            for n in maps:
                 titles += [f"{n} pred"] + ([f"{n} GT"] if n in p.truth else [])
+            if not titles:
+                continue
             panels = Panels(titles)
             out = model({src: p.batch.inputs[src]}, None, outputs=targets)
-            preds = {n: p.prediction(n, out.preds[n]) for n in targets}
+            preds = {n: p.prediction(n, out.preds[n]) for n in maps}
             for b in range(p.num_samples):
-                row = [p.picture(src, p.truth[src][b], b)]
-                for n in targets:
+                row = [] if src in p.texts else [p.picture(src, p.truth[src][b], b)]
+                for n in maps:
                     row.append(p.picture(n, preds[n][b], b))
                     if n in p.truth:
                         row.append(p.picture(n, p.truth[n][b], b))
                 panels.rows.append(row)
-                panels.notes.append(f"sample {b}: every output predicted from {src} alone")
+                note = f"sample {b}: every output predicted from {src} alone"
+                note += _caption_notes(p, pieces, b, src, out.preds)
+                panels.notes.append(note)
                 panels.masks.append({})
             blocks[src] = panels
         legend = p.legend()
     for panels in blocks.values():
         panels.legend = legend
     return blocks
+
+
+def _caption_notes(p: _Painter, pieces: Mapping[str, Callable[[Sequence[int]], list[str]]] | None, b: int,
+                   src: str, preds: Mapping[str, Tensor]) -> str:
+    """Lines of sample ``b``'s captions: the source caption, or each predicted one and its truth."""
+    lines = ""
+    for n in p.texts:
+        if not pieces or n not in pieces or n not in p.batch.targets:
+            continue
+        truth = p.batch.targets[n][b]
+        real = truth != p.specs[n].pad_id
+        if n == src:
+            lines += f"\n{n}: {join_pieces(pieces[n](truth[real].tolist()))}"
+        elif n in preds:
+            guess = preds[n][b].argmax(-1)
+            lines += (f"\n{n} pred: {join_pieces(pieces[n](guess[guess != p.specs[n].pad_id].tolist()))}"
+                      f"\n{n} GT: {join_pieces(pieces[n](truth[real].tolist()))}")
+    return lines
 
 
 def cross_modal_figure(
@@ -353,6 +405,7 @@ def cross_modal_figure(
     palette: Sequence[Sequence[int]] | None = None,
     max_samples: int = 4,
     tile: int | None = None,
+    pieces: Mapping[str, Callable[[Sequence[int]], list[str]]] | None = None,
 ) -> Image.Image:
     """Single-modality-to-all predictions (paper Fig. 4).
 
@@ -363,7 +416,7 @@ def cross_modal_figure(
     `masked_reconstruction_figure`.
     """
     blocks = list(cross_modal_panels(model, raw, class_names=class_names, palette=palette,
-                                     max_samples=max_samples).values())
+                                     max_samples=max_samples, pieces=pieces).values())
     width = tile or _tile_width(blocks[0])
     images = [Panels(b.titles, b.rows, b.notes).render(width) for b in blocks[:-1]] + [blocks[-1].render(width)]
     return _stack(images)
