@@ -8,7 +8,8 @@ visible tokens, one cross-attention decoder per output. Steps alternate between 
 that both see the machine's load of the moment; the ratio is what to read.
 
     .venv/bin/python benchmarks/bench_m3ae_step.py                     # ViT-B/16, 224 px, 196 + 64 tokens
-    .venv/bin/python benchmarks/bench_m3ae_step.py --size tiny --image-size 64 --patch-size 8 --num-visible 32 --batch 32
+    .venv/bin/python benchmarks/bench_m3ae_step.py --size tiny --depth 6 --image-size 64 --patch-size 8 --num-visible 32 \
+        --batch 32 --decoder-dim 128 --decoder-depth 2 --decoder-heads 4 --vocab 228 --text-length 32   # the m3ae-cpu model
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ TEXT = "caption"  # the benchmark's own text modality
 def build(args: argparse.Namespace) -> dict:
     """``{name: (model, loss, inputs, targets, draw)}`` for M3AE and MultiMAE."""
     torch.manual_seed(0)
-    encoder = {"image_size": args.image_size, "patch_size": args.patch_size}
+    encoder = {"image_size": args.image_size, "patch_size": args.patch_size, **({"depth": args.depth} if args.depth else {})}
     text = ModalitySpec(name=TEXT, kind="tokens", num_channels=args.vocab, loss="cross_entropy",
                         max_length=args.text_length, pad_id=0)
     m3ae_cfg = model_config(args.size, encoder=encoder, inputs=("rgb", TEXT), outputs=("rgb", TEXT),
@@ -68,6 +69,7 @@ def build(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="base")
+    parser.add_argument("--depth", type=int, help="encoder blocks (default: the size's)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--patch-size", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8)
