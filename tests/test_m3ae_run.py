@@ -48,6 +48,8 @@ def test_an_m3ae_run_keeps_its_tokenizer_and_reports_words_against_the_baseline(
     # The total weighs the caption by 0.5 (the preset's loss.weights).
     torch.testing.assert_close(report["val"]["total"], report["val"]["rgb"] + 0.5 * report["val"][TEXT],
                                rtol=1e-5, atol=1e-6)
+    assert report["text"] == {"tokenizers": {TEXT: {"vocab_size": tokenizer.vocab_size, "sha256": tokenizer.content_hash}},
+                              "captions_truncated": 0}  # 32 pieces hold every caption of the world
     assert Image.open(run / "reconstructions.png").size[0] > 200 and (run / "cross_modal.png").exists()
     assert [r["step"] for r in read_metrics(run, "train")] == [1, 2, 3]
 
