@@ -17,8 +17,6 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from torch.utils.data import Dataset
-
 from multimae.data.codecs import (
     DEPTH_SCALE,
     MODALITIES,
@@ -28,7 +26,7 @@ from multimae.data.codecs import (
     manifest_entry,
     read_file,
 )
-from multimae.data.collate import sample_generator
+from multimae.data.indexed import IndexedSamples
 from multimae.data.manifest import read_manifest
 from multimae.data.transforms import Transform
 from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
@@ -70,7 +68,7 @@ def _scan_modality(folder: Path, modality: str, class_level: bool | None) -> tup
     return has_classes, found
 
 
-class FolderDataset(Dataset):
+class FolderDataset(IndexedSamples):
     """Aligned samples from ``root/<split>/<modality>/[<class>/]<name>.<ext>``.
 
     Items are sample dicts (see `multimae.data.codecs`) with ``key`` (``class/name`` or ``name``)
@@ -87,8 +85,7 @@ class FolderDataset(Dataset):
                  num_classes: int | None = None, depth_scale: float | None = None,
                  transform: Transform | None = None, on_error: str = "raise", seed: int = 0,
                  allow_missing: bool = False) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        super().__init__(transform, on_error, seed)
         unknown = set(modalities) - set(MODALITIES)
         if unknown:
             raise ValueError(f"unknown modalities {sorted(unknown)}; known: {MODALITIES}")
@@ -100,7 +97,6 @@ class FolderDataset(Dataset):
         self.num_classes = num_classes if num_classes is not None else manifest.get("num_classes")
         self.depth_scale = depth_scale or manifest_entry(manifest, "depth16").get("scale", DEPTH_SCALE)
         self.ignore_index = manifest_entry(manifest, "class_ids").get("ignore_index")  # unlabelled (imported data)
-        self.transform, self.on_error, self.seed, self.epoch, self.num_skipped = transform, on_error, seed, 0, 0
         self.allow_missing = allow_missing
         self.files, self.has_classes = self._index(split_dir, class_level)
         self.keys = sorted(set().union(*(set(f) for f in self.files.values())))
@@ -134,11 +130,11 @@ class FolderDataset(Dataset):
                 self.num_skipped += len(others)
         return {m: {k: p for k, p in f.items() if k in common} for m, f in files.items()}, levels[self.modalities[0]]
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __len__(self) -> int:
         return len(self.keys)
+
+    def where(self) -> str:
+        return str(self.root / self.split)
 
     def load(self, index: int) -> dict[str, object]:
         """Sample ``index`` without augmentation; raises ValueError naming a bad file."""
@@ -156,19 +152,3 @@ class FolderDataset(Dataset):
         sample["key"] = key
         return sample
 
-    def __getitem__(self, index: int) -> dict[str, object]:
-        for attempt in range(len(self)):
-            i = (index + attempt) % len(self)
-            try:
-                sample = self.load(i)
-                break
-            except ValueError as err:
-                if self.on_error == "raise":
-                    raise
-                self.num_skipped += 1
-                log.warning("skipped sample %s (%d so far): %s", self.keys[i], self.num_skipped, err)
-        else:
-            raise ValueError(f"{self.root / self.split}: no readable sample")
-        if self.transform is not None:
-            sample = self.transform(sample, sample_generator(self.seed, self.epoch, index))
-        return sample

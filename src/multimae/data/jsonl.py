@@ -17,18 +17,14 @@ as `multimae.data.folder.FolderDataset` does).
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch.utils.data import Dataset
-
 from multimae.data.codecs import check_text, decode_modality, read_file
-from multimae.data.collate import sample_generator
+from multimae.data.indexed import IndexedSamples
 from multimae.data.transforms import Transform
 from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY, DEFAULT_TEXT_MODALITY
 
-log = logging.getLogger(__name__)
 IMAGE_FIELD = "image"  # the default field names of a line: words of the file format, not modality names
 CAPTION_FIELD = "caption"
 
@@ -64,7 +60,7 @@ def parse_line(raw: bytes, where: str, folder: Path, image_field: str, caption_f
     return (image if image.is_absolute() else folder / image), check_text(entry[caption_field], where, text_modality)
 
 
-class JsonlDataset(Dataset):
+class JsonlDataset(IndexedSamples):
     """Image-caption pairs from a JSON Lines file (see the module docstring for the format).
 
     ``captions`` holds every caption in item order without reading an image (tokenizer training).
@@ -73,11 +69,9 @@ class JsonlDataset(Dataset):
     def __init__(self, path: str | Path, image_field: str = IMAGE_FIELD, caption_field: str = CAPTION_FIELD,
                  image_modality: str = DEFAULT_IMAGE_MODALITY, text_modality: str = DEFAULT_TEXT_MODALITY,
                  transform: Transform | None = None, on_error: str = "raise", seed: int = 0) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        super().__init__(transform, on_error, seed)
         self.path = Path(path)
         self.image_modality, self.text_modality = image_modality, text_modality
-        self.transform, self.on_error, self.seed, self.epoch, self.num_skipped = transform, on_error, seed, 0, 0
         self.pairs = self._parse(read_file(self.path), image_field, caption_field)
         if not self.pairs:
             raise ValueError(f"{self.path}: no image-caption pairs (expected lines like "
@@ -92,26 +86,20 @@ class JsonlDataset(Dataset):
                 image, text = parse_line(raw, f"{self.path}:{number}", self.path.parent, image_field, caption_field,
                                          self.text_modality)
             except ValueError as err:
-                self._bad(err)
+                self.skip(err)
                 continue
             pairs.append(Pair(number, image, text))
         return pairs
-
-    def _bad(self, err: ValueError) -> None:
-        if self.on_error == "raise":
-            raise err
-        self.num_skipped += 1
-        log.warning("skipped (%d so far): %s", self.num_skipped, err)
 
     @property
     def captions(self) -> list[str]:
         return [p.caption for p in self.pairs]
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def where(self) -> str:
+        return str(self.path)
 
     def load(self, index: int) -> dict[str, object]:
         """Item ``index`` without augmentation; raises a ValueError naming the line and the image."""
@@ -122,16 +110,3 @@ class JsonlDataset(Dataset):
             raise ValueError(f"{self.path}:{pair.line}: {err}") from None
         return {self.image_modality: image, self.text_modality: pair.caption, "key": f"{pair.line:08d}"}
 
-    def __getitem__(self, index: int) -> dict[str, object]:
-        for attempt in range(len(self)):
-            i = (index + attempt) % len(self)
-            try:
-                sample = self.load(i)
-                break
-            except ValueError as err:
-                self._bad(err)
-        else:
-            raise ValueError(f"{self.path}: no readable image")
-        if self.transform is not None:
-            sample = self.transform(sample, sample_generator(self.seed, self.epoch, index))
-        return sample
