@@ -19,7 +19,7 @@ import statistics
 import time
 
 import torch
-from bench_pretrain_step import make_batch, matmul_peak
+from bench_pretrain_step import make_batch, matmul_peak, step_plan
 from torch.utils.flop_counter import FlopCounterMode
 
 from multimae.engine.precision import autocast, set_fused_attention, small_check
@@ -121,12 +121,10 @@ def main() -> None:
         opts[name].zero_grad(set_to_none=True)
         flops[name] = counter.get_total_flops()
     for precision in args.precision:
-        warmup, steps = args.warmup, args.steps
-        if precision == "bf16" and emulated:
-            if not args.slow_bf16:
-                print("bf16: steps skipped, bf16 is emulated here (--slow-bf16 times one step)")
-                continue
-            warmup, steps = 0, 1
+        plan = step_plan(precision, emulated, args)
+        if plan is None:
+            continue
+        warmup, steps = plan
         for _ in range(warmup):
             for name in runs:
                 step(name, precision)

@@ -36,6 +36,17 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
+def step_plan(precision: str, emulated: bool, args: argparse.Namespace) -> tuple[int, int] | None:
+    """(warm-up steps, timed steps) for ``precision``; None (and a line saying why) when bf16 is
+    emulated here and ``--slow-bf16`` was not given; with it, one timed step and no warm-up."""
+    if precision == "bf16" and emulated:
+        if not args.slow_bf16:
+            print("bf16: steps skipped, bf16 is emulated here (--slow-bf16 times one step)")
+            return None
+        return 0, 1
+    return args.warmup, args.steps
+
+
 def make_batch(batch: int, size: int, num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {
@@ -108,12 +119,10 @@ def main() -> None:
     opt.zero_grad(set_to_none=True)
     flops = counter.get_total_flops()
     for precision in args.precision:
-        warmup, steps = args.warmup, args.steps
-        if precision == "bf16" and emulated:
-            if not args.slow_bf16:
-                print("bf16: steps skipped, bf16 is emulated here (--slow-bf16 times one step)")
-                continue
-            warmup, steps = 0, 1
+        plan = step_plan(precision, emulated, args)
+        if plan is None:
+            continue
+        warmup, steps = plan
         for _ in range(warmup):
             step(precision)
         times = []
