@@ -26,7 +26,7 @@ from multimae.modalities import prepare_batch
 from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
 from multimae.model import MultiMAE, MultiMAEOutput
 from multimae.tasks.metrics import ConfusionMatrix, masked_l1
-from multimae.text.batch import tokenize_batch
+from multimae.text.batch import tokenize_texts
 from multimae.text.tokenizer import TextTokenizer
 
 
@@ -55,18 +55,15 @@ class PretrainTask:
         drawn for the global batch from (seed, *seed_parts) and cut to ``rows``.
         """
         out = dict(raw)
-        specs = {**self.model.output_specs, **self.model.input_specs}
-        for name, tokenizer in self.tokenizers.items():
+        for name in self.tokenizers:
             captions = out.get(name)
-            if not isinstance(captions, list):
-                continue
-            if seed_parts and self.caption_dropout > 0:
+            if seed_parts and self.caption_dropout > 0 and isinstance(captions, list):
                 g = torch.Generator().manual_seed(derive_seed(self.seed, *seed_parts))
                 drop = (torch.rand(global_batch or len(captions), generator=g) < self.caption_dropout)
                 drop = drop[rows] if rows is not None else drop[: len(captions)]
                 out[name] = [None if d else c for c, d in zip(captions, drop.tolist())]
-            out, cut = tokenize_batch(out, tokenizer, name, specs[name].max_length)
-            self.truncated += cut
+        out, cut = tokenize_texts(out, self.tokenizers, {**self.model.output_specs, **self.model.input_specs})
+        self.truncated += cut
         return out
 
     def _sampler(self, inputs: Sequence[str]) -> MaskSampler:
@@ -218,13 +215,13 @@ def mean_baseline(model: MultiMAE, raw_batches: Iterable[Mapping[str, Tensor]]) 
             if name not in batch.targets:
                 continue
             t = batch.targets[name]
-            if spec.kind == "tokens":  # per position, the frequency of each token among real ones
+            if spec.is_categorical or spec.kind == "tokens":
                 onehot = torch.nn.functional.one_hot(t.clamp(0, spec.num_channels - 1), spec.num_channels)
-                sums[name] = sums.get(name, 0) + (onehot * (t != spec.pad_id)[..., None]).sum(0, keepdim=True).double()
-                continue
-            if spec.is_categorical:
-                onehot = torch.nn.functional.one_hot(t.clamp(0, spec.num_channels - 1), spec.num_channels)
-                sums[name] = sums.get(name, 0) + onehot.permute(0, 3, 1, 2).sum(0, keepdim=True).double()
+                if spec.kind == "tokens":  # (B, L, V), each position's real tokens only
+                    onehot = onehot * (t != spec.pad_id)[..., None]
+                else:  # (B, K, H, W)
+                    onehot = onehot.permute(0, 3, 1, 2)
+                sums[name] = sums.get(name, 0) + onehot.sum(0, keepdim=True).double()
                 continue
             if spec.loss == "norm_pix_mse":
                 t = patch_standardize(t.float(), spec.patch_size(model.backbone.config.patch_size))

@@ -43,12 +43,10 @@ HELD_OUT_FRACTION = 0.1  # of a folder's training samples, validated on when the
 HELD_OUT_MAX = 64
 
 
-def needed_modalities(model: MultiMAE | MultiMAEConfig) -> tuple[str, ...]:
-    """The data modalities a model (or a model config) reads: its inputs and its outputs' sources."""
-    specs = model.modality_specs() if isinstance(model, MultiMAEConfig) else {**model.input_specs, **model.output_specs}
-    inputs = model.inputs if isinstance(model, MultiMAEConfig) else tuple(model.input_specs)
-    outputs = model.outputs if isinstance(model, MultiMAEConfig) else tuple(model.output_specs)
-    return tuple(dict.fromkeys([*inputs, *(specs[n].source_name for n in outputs)]))
+def needed_modalities(config: MultiMAEConfig) -> tuple[str, ...]:
+    """The data modalities a model of ``config`` reads: its inputs and its outputs' sources."""
+    specs = config.modality_specs()
+    return tuple(dict.fromkeys([*config.inputs, *(specs[n].source_name for n in config.outputs)]))
 
 
 def text_modalities(config: MultiMAEConfig) -> list[str]:
@@ -74,13 +72,18 @@ def run_tokenizers(cfg: RunConfig, run_dir: Path, info: DistInfo, progress: bool
             return world_pool(d, "train", d.world_train_scenes, needed_modalities(config), progress, info)[name]
         return read_captions(d.root, name, "train", d.on_error).texts  # type: ignore[arg-type]
 
-    for rank_turn in ((True, False) if info.enabled else (True,)):
-        if info.is_main == rank_turn:
-            for name in text_modalities(config):
-                tok, entry = run_tokenizer(run_dir, name, lambda n=name: captions(n), d.tokenizer, d.tokenizer_vocab_size)
-                tokenizers[name], files = tok, {**files, **entry}
-        if info.enabled:
-            torch.distributed.barrier()
+    def make() -> None:
+        for name in text_modalities(config):
+            tok, entry = run_tokenizer(run_dir, name, lambda n=name: captions(n), d.tokenizer, d.tokenizer_vocab_size)
+            tokenizers[name] = tok
+            files.update(entry)
+
+    if info.is_main:
+        make()
+    if info.enabled:  # the other processes read what the main one saved
+        torch.distributed.barrier()
+        if not info.is_main:
+            make()
     if info.is_main:
         for name, tok in tokenizers.items():
             print(f"{name} tokenizer: {tok!r}")
@@ -105,7 +108,7 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
     """(training stream, validation raw batches, a few training batches for baselines, where the
     validation data comes from)."""
     d, seed = cfg.data, cfg.train.seed
-    mods = needed_modalities(model)
+    mods = needed_modalities(model.model_config)
     if d.source == "world":
         pool = _without_label(world_pool(d, "train", d.world_train_scenes, mods, progress, info))
         stream = pool_stream(d, pool, micro_batch, seed, info)
@@ -169,7 +172,7 @@ def val_set(cfg: RunConfig, model: MultiMAE) -> tuple[Any, str]:
     takes out of training, for shards the last shard (not trained on) or, with a single shard,
     its first samples (also trained on: the report says so)."""
     d = cfg.data
-    mods, size = needed_modalities(model), d.image_size
+    mods, size = needed_modalities(model.model_config), d.image_size
     if d.val_root:
         return (FolderDataset(d.val_root, "val", mods, transform=Resize(size), allow_missing=d.allow_missing),
                 f"the val split of {d.val_root}")
@@ -202,7 +205,7 @@ def class_labels(cfg: RunConfig) -> tuple[Sequence[str] | None, Sequence[Sequenc
 def held_out_batch(cfg: RunConfig, model: MultiMAE, count: int) -> dict[str, Tensor]:
     """``count`` held-out samples of the run's data as one raw batch."""
     if cfg.data.source == "world":
-        pool = world_pool(cfg.data, "val", max(count, cfg.data.world_val_scenes), needed_modalities(model))
+        pool = world_pool(cfg.data, "val", max(count, cfg.data.world_val_scenes), needed_modalities(model.model_config))
         return resized_batches({k: v[:count] for k, v in _without_label(pool).items()}, cfg.data.image_size, count)[0]
     vset, _ = val_set(cfg, model)
     size = min(count, len(vset)) if hasattr(vset, "__len__") else count
@@ -215,15 +218,12 @@ def save_pictures(model: MultiMAE, cfg: RunConfig, raw: dict[str, Any], out_dir:
     """``reconstructions<tag>.png`` (random masks: the run's sampler unless MultiMAE's Dirichlet)
     and ``cross_modal<tag>.png`` (one modality in); captions (text, tokenised here with
     ``tokenizers``, or ids) are written under the rows."""
-    from multimae.text.batch import tokenize_batch
+    from multimae.text.batch import tokenize_texts
     from multimae.viz.reconstruction import cross_modal_figure, masked_reconstruction_figure
 
     names, palette = class_labels(cfg)
     g = torch.Generator().manual_seed(seed)
-    specs = {**model.output_specs, **model.input_specs}
-    for m, tok in (tokenizers or {}).items():
-        if isinstance(raw.get(m), list):
-            raw, _ = tokenize_batch(raw, tok, m, specs[m].max_length)
+    raw, _ = tokenize_texts(raw, tokenizers or {}, {**model.output_specs, **model.input_specs})
     n = next(v for v in raw.values() if isinstance(v, Tensor)).shape[0]
     pieces = {m: t.pieces for m, t in tokenizers.items()} if tokenizers else None
     sampler = None

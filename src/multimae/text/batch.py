@@ -26,6 +26,18 @@ def spec_for(spec: ModalitySpec, tokenizer: TextTokenizer) -> ModalitySpec:
     return spec.replace(num_channels=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
 
 
+def tokenize_texts(batch: Mapping[str, object], tokenizers: Mapping[str, TextTokenizer],
+                   specs: Mapping[str, ModalitySpec]) -> tuple[dict[str, object], int]:
+    """(``batch`` with every text modality that still holds captions, of ``tokenizers``, as ids of
+    its spec's ``max_length``, captions truncated); modalities already holding ids are kept."""
+    out, truncated = dict(batch), 0
+    for name, tokenizer in tokenizers.items():
+        if isinstance(out.get(name), list):
+            out, cut = tokenize_batch(out, tokenizer, name, specs[name].max_length)
+            truncated += cut
+    return out, truncated
+
+
 def tokenize_batch(batch: Mapping[str, object], tokenizer: TextTokenizer, modality: str,
                    max_length: int) -> tuple[dict[str, object], int]:
     """(batch with ``batch[modality]`` as (B, L) int64 ids, number of captions truncated).

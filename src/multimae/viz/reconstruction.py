@@ -22,7 +22,7 @@ The `*_panels` functions return the tiles unassembled (for tests, logging or oth
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,7 +37,7 @@ from multimae.losses.masked import token_mask_to_pixels
 from multimae.modalities import denormalize, prepare_batch
 from multimae.viz.colormaps import distinct_colors, draw
 from multimae.viz.grid import BACKGROUND, image_grid
-from multimae.viz.words import caption_lines, join_pieces
+from multimae.viz.words import PiecesOf, caption_lines, join_pieces
 
 if TYPE_CHECKING:  # the model (and timm) is not imported by `multimae.viz` itself
     from multimae.masking.samplers import MaskSampler
@@ -212,7 +212,7 @@ def masked_reconstruction_panels(
     max_samples: int = 4,
     raw_predictions: bool = False,
     sampler: MaskSampler | None = None,
-    pieces: Mapping[str, Callable[[Sequence[int]], list[str]]] | None = None,
+    pieces: PiecesOf | None = None,
 ) -> Panels:
     """Tiles of `masked_reconstruction_figure` (same arguments); row ``k * S + b`` is mask ``k``
     of sample ``b`` (S samples drawn)."""
@@ -243,9 +243,8 @@ def masked_reconstruction_panels(
                                     for n, m in masks.items())
                 note = f"sample {b}, mask {k + 1}/{num_masks}: visible tokens {visible}"
                 for n in (t for t in p.texts if pieces and t in pieces and t in p.batch.inputs and t in out_preds):
-                    ids = p.batch.inputs[n][b]
-                    valid = ids != p.specs[n].pad_id
-                    lines = caption_lines(pieces[n], ids.cpu(), valid.cpu(), masks[n][b].cpu(), out_preds[n][b].argmax(-1).cpu())
+                    lines = caption_lines(pieces[n], p.batch.inputs[n][b].cpu(), real[n], masks[n][b].cpu(),
+                                          out_preds[n][b].argmax(-1).cpu())
                     note += "\n" + lines.note(n)
                 panels.notes.append(note)
                 panels.masks.append({n: m[b].cpu() for n, m in masks.items()})
@@ -295,7 +294,7 @@ def masked_reconstruction_figure(
     raw_predictions: bool = False,
     tile: int | None = None,
     sampler: MaskSampler | None = None,
-    pieces: Mapping[str, Callable[[Sequence[int]], list[str]]] | None = None,
+    pieces: PiecesOf | None = None,
 ) -> Image.Image:
     """Masked multi-modal reconstructions (paper Figs. 1 and 3).
 
@@ -340,7 +339,7 @@ def cross_modal_panels(
     class_names: Sequence[str] | None = None,
     palette: Sequence[Sequence[int]] | None = None,
     max_samples: int = 4,
-    pieces: Mapping[str, Callable[[Sequence[int]], list[str]]] | None = None,
+    pieces: PiecesOf | None = None,
 ) -> dict[str, Panels]:
     """Tiles of `cross_modal_figure`: ``{source modality: Panels}``, one row per sample with
     ``[source input, pred and GT of each other output]``. The source itself is not predicted: it
@@ -379,7 +378,7 @@ def cross_modal_panels(
     return blocks
 
 
-def _caption_notes(p: _Painter, pieces: Mapping[str, Callable[[Sequence[int]], list[str]]] | None, b: int,
+def _caption_notes(p: _Painter, pieces: PiecesOf | None, b: int,
                    src: str, preds: Mapping[str, Tensor]) -> str:
     """Lines of sample ``b``'s captions: the source caption, or each predicted one and its truth."""
     lines = ""
@@ -405,7 +404,7 @@ def cross_modal_figure(
     palette: Sequence[Sequence[int]] | None = None,
     max_samples: int = 4,
     tile: int | None = None,
-    pieces: Mapping[str, Callable[[Sequence[int]], list[str]]] | None = None,
+    pieces: PiecesOf | None = None,
 ) -> Image.Image:
     """Single-modality-to-all predictions (paper Fig. 4).
 

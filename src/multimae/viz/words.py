@@ -6,12 +6,14 @@ Shapes: L tokens of one caption.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from torch import Tensor
 
 HIDDEN = "___"  # a word piece the encoder did not see
+Pieces = Callable[[Sequence[int]], list[str]]  # ids -> vocabulary entries (`TextTokenizer.pieces`)
+PiecesOf = Mapping[str, Pieces]  # {text modality: its pieces}
 
 
 def join_pieces(pieces: Sequence[str]) -> str:
@@ -38,7 +40,7 @@ class CaptionLines:
         return f"{name} in: {self.given}\n{name} out: {self.predicted} ({score})\n{name} GT: {self.truth}"
 
 
-def caption_lines(pieces: Callable[[Sequence[int]], list[str]], ids: Tensor, valid: Tensor, hidden: Tensor,
+def caption_lines(pieces: Pieces, ids: Tensor, valid: Tensor, hidden: Tensor,
                   predicted: Tensor) -> CaptionLines:
     """``ids``, ``valid``, ``hidden`` and ``predicted`` (argmax ids) are (L,) for one caption;
     ``pieces`` maps ids to vocabulary entries (`TextTokenizer.pieces`)."""
