@@ -118,6 +118,9 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
+        if self.data.source == "jsonl":
+            raise ValueError("data.source=jsonl (image-caption pairs) is for pre-training; fine-tuning reads "
+                             "world, folder or shards data with the task's target")
         specs = self.model.specs(self.modalities)
         for name in self.task.inputs:
             if not specs[name].is_input:

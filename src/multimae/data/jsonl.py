@@ -95,6 +95,17 @@ class JsonlDataset(IndexedSamples):
     def captions(self) -> list[str]:
         return [p.caption for p in self.pairs]
 
+    @property
+    def keys(self) -> list[str]:
+        """The items' keys (line numbers as 8 digits), as `multimae.data.folder.FolderDataset.keys`;
+        setting a subset keeps only those items (held-out splits)."""
+        return [f"{p.line:08d}" for p in self.pairs]
+
+    @keys.setter
+    def keys(self, keys: list[str]) -> None:
+        wanted = set(keys)
+        self.pairs = [p for p in self.pairs if f"{p.line:08d}" in wanted]
+
     def __len__(self) -> int:
         return len(self.pairs)
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from multimae.data.batch_augment import BatchRandomResizedCropFlip
 from multimae.data.collate import PRESENT_KEY, collate
 from multimae.data.pool import pool_to_raw
+from multimae.data.transforms import TEXT_MODALITIES
 
 
 def derive_seed(*parts: int) -> int:
@@ -114,7 +115,9 @@ class LoaderStream:
     """Batches from a map-style dataset (folders) or a `ShardDataset`, through a DataLoader.
 
     Map-style datasets get per-epoch shuffling and exact resumption; shard datasets resume with
-    their own ``set_position``. Per-sample augmentation is the dataset's ``transform``.
+    their own ``set_position``. Per-sample augmentation is the dataset's ``transform``. Batches
+    hold the tensors, the presence record and the captions (lists of str, None = missing) of text
+    modalities; sample keys and other strings are dropped.
     """
 
     def __init__(self, dataset: Dataset | IterableDataset, batch_size: int, seed: int = 0, rank: int = 0,
@@ -165,8 +168,9 @@ class LoaderStream:
             except ValueError as err:  # a bad sample, raised in a worker: its message without the worker's traceback
                 raise ValueError(_worker_message(err)) from None
             self.index += 1
-            tensors = {k: v for k, v in batch.items() if isinstance(v, Tensor) or k == PRESENT_KEY}
-            return self.to_raw(tensors) if self.to_raw else tensors
+            kept = {k: v for k, v in batch.items()
+                    if isinstance(v, Tensor) or k == PRESENT_KEY or (k in TEXT_MODALITIES and isinstance(v, list))}
+            return self.to_raw(kept) if self.to_raw else kept
         raise RuntimeError("the dataset yielded no batch in a whole epoch")
 
     def state_dict(self) -> dict[str, Any]:
