@@ -81,9 +81,13 @@ def test_masks_hide_an_exact_share_of_each_captions_real_pieces_and_dropout_drop
     assert not draw.target[TEXT][raw[TEXT] == tokenizer.pad_id].any()
     dropping = PretrainTask(model, masking, LossConfig(), tokenizers={TEXT: tokenizer}, caption_dropout=0.5)
     many = ["a red cube"] * 400
-    dropped = dropping.tokenize({TEXT: many}, 400, slice(0, 400), 7, 4)
+    images = torch.rand(400, 3, 8, 8)
+    dropped = dropping.tokenize({"rgb": images, TEXT: many}, 400, slice(0, 400), 7, 4)
     kept = dropped[PRESENT_KEY][TEXT]
     assert 150 < int(kept.sum()) < 250  # about half, drawn from the seed
-    again = dropping.tokenize({TEXT: many}, 400, slice(0, 400), 7, 4)
+    again = dropping.tokenize({"rgb": images, TEXT: many}, 400, slice(0, 400), 7, 4)
     assert torch.equal(again[PRESENT_KEY][TEXT], kept)
     assert (dropped[TEXT][~kept] == tokenizer.pad_id).all()
+    # the samples whose caption that draw drops have no image now: text-only, they keep it
+    text_only = dropping.tokenize({"rgb": images, TEXT: many, PRESENT_KEY: {"rgb": kept}}, 400, slice(0, 400), 7, 4)
+    assert TEXT not in text_only[PRESENT_KEY] and (text_only[TEXT] != tokenizer.pad_id).any(dim=1).all()

@@ -44,8 +44,8 @@ class ModelSection:
 
 @dataclass
 class DataConfig:
-    source: Literal["world", "folder", "shards"] = "world"
-    root: str | None = None  # folder root or shard directory (folder / shards)
+    source: Literal["world", "folder", "shards", "jsonl"] = "world"
+    root: str | None = None  # folder root, shard directory or .jsonl of image-caption pairs (folder / shards / jsonl)
     image_size: int = 224  # training resolution (crops are resized to it)
     batch_size: int = 2048  # global batch, over all processes and accumulation steps
     num_workers: int = 2  # DataLoader workers (folder / shards) or render processes (world)
@@ -66,6 +66,13 @@ class DataConfig:
     tokenizer: str | None = None
     tokenizer_vocab_size: int = 1000
     caption_dropout: float = 0.0  # chance that a training sample's caption is dropped (M3AE's random_drop_text)
+    caption_flip: Literal["mirror", "skip", "keep"] = "mirror"  # a flipped captioned sample: swap left / right in
+    # its caption, or do not flip captioned samples, or flip and keep the caption (false: a control)
+    unpaired_text: float = 0.0  # share of every training batch that is text-only (captions of text_corpus)
+    text_corpus: str | None = None  # unpaired captions: a text file (one per line), a folder of .txt, a .jsonl or
+    # a folder / shard dataset's captions; world: null reads the captions of world_text_scenes scenes of the
+    # world's text split, never rendered as training images
+    world_text_scenes: int = 10_000
 
     def validate(self) -> None:
         if self.source != "world" and not self.root:
@@ -87,6 +94,11 @@ class DataConfig:
             raise ValueError(f"data.crop_ratio must be (min, max) with 0 < min <= max, got {list(self.crop_ratio)}")
         if self.tokenizer_vocab_size < 8:
             raise ValueError(f"data.tokenizer_vocab_size must be >= 8, got {self.tokenizer_vocab_size}")
+        if self.unpaired_text and self.source != "world" and not self.text_corpus:
+            raise ValueError(f"data.unpaired_text={self.unpaired_text} needs data.text_corpus (captions without "
+                             f"images) for data.source={self.source!r}")
+        if not 0.0 <= self.unpaired_text < 1.0:
+            raise ValueError(f"data.unpaired_text must be in [0, 1) (a share of each batch), got {self.unpaired_text}")
         for name in ("world_difficulty", "world_class_colors", "caption_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")

@@ -6,7 +6,8 @@ Class maps are sampled with nearest neighbour; float maps bilinearly, NaN-aware 
 is invalid when less than half of its bilinear weight falls on valid pixels); ``normals`` are
 renormalised and their x component changes sign under a flip; captions (lists of str, as collated)
 swap left and right in the flipped samples (`multimae.text.flip.mirror_caption`), so tokenize
-captions after this augmentation, not before. It runs on whatever device the
+captions after this augmentation, not before (``caption_flip``: or captioned samples are not
+flipped, or keep their caption; `multimae.data.transforms.CaptionFlip`). It runs on whatever device the
 batch is on. Missing modalities (`multimae.data.collate.PRESENT_KEY`) need nothing: their NaN
 placeholders stay NaN, their integer ones 0, and the presence record passes through. Shapes: B batch, C channels, H W input pixels, S output size.
 """
@@ -19,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from multimae.data.collate import PRESENT_KEY
+from multimae.data.collate import rows_with_any
 from multimae.data.transforms import (
     TEXT_MODALITIES,
+    CaptionFlip,
     VECTOR_MODALITIES,
     crop_params,
     mirror_vectors,
@@ -62,12 +64,17 @@ def mirror_captions(captions: list[str | None], flips: Tensor) -> list[str | Non
 def _has_map(batch: Mapping[str, object], batch_size: int) -> Tensor:
     """(B,) bool: the sample has at least one real map (a text-only sample of a mixed batch has only
     placeholders, and nothing to mirror its caption with)."""
-    present = batch.get(PRESENT_KEY, {})
-    maps = [k for k, v in batch.items() if isinstance(v, Tensor) and v.dim() >= 3]
-    has = torch.zeros(batch_size, dtype=torch.bool)
-    for k in maps:
-        has |= present[k].cpu() if isinstance(present, Mapping) and k in present else True
-    return has
+    return rows_with_any(batch, [k for k, v in batch.items() if isinstance(v, Tensor) and v.dim() >= 3], batch_size)
+
+
+def _captioned(batch: Mapping[str, object], batch_size: int) -> Tensor:
+    """(B,) bool: the sample carries a caption of some text modality."""
+    out = torch.zeros(batch_size, dtype=torch.bool)
+    for name in TEXT_MODALITIES:
+        captions = batch.get(name)
+        if isinstance(captions, list):
+            out |= torch.tensor([isinstance(c, str) for c in captions], dtype=torch.bool)
+    return out
 
 
 def _bilinear(grid: Tensor) -> Callable[[Tensor], Tensor]:
@@ -78,8 +85,10 @@ class BatchRandomResizedCropFlip:
     """``(batch, generator) -> batch``: crop boxes and flips drawn per sample from ``generator``."""
 
     def __init__(self, size: int, scale: tuple[float, float] = (0.2, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_p: float = 0.5) -> None:
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_p: float = 0.5,
+                 caption_flip: CaptionFlip = "mirror") -> None:
         self.size, self.scale, self.ratio, self.flip_p = size, scale, ratio, flip_p
+        self.caption_flip = caption_flip
 
     def params(self, batch_size: int, in_size: tuple[int, int], generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """(boxes (B, 4) float, flips (B,) bool), drawn in sample order."""
@@ -92,10 +101,13 @@ class BatchRandomResizedCropFlip:
         if len(sizes) != 1:
             raise ValueError(f"maps of a batch must share one size to be augmented jointly, got {sorted(sizes)}")
         in_size = sizes.pop()
+        if self.caption_flip == "skip":
+            flips = flips & ~_captioned(batch, len(flips))
         out: dict[str, Tensor] = {}
         for name, x in batch.items():
             if name in TEXT_MODALITIES and isinstance(x, list):
-                out[name] = mirror_captions(x, flips & _has_map(batch, len(flips)))
+                mirrored = flips & _has_map(batch, len(flips)) if self.caption_flip == "mirror" else torch.zeros_like(flips)
+                out[name] = mirror_captions(x, mirrored)
                 continue
             if not isinstance(x, Tensor) or x.dim() < 3:
                 out[name] = x

@@ -79,6 +79,15 @@ def collate(samples: Sequence[Mapping[str, object]]) -> dict[str, object]:
     return batch
 
 
+def rows_with_any(batch: Mapping[str, object], keys: Sequence[str], batch_size: int) -> torch.Tensor:
+    """(B,) bool: the sample has at least one of the tensors ``keys`` of ``batch`` (by ``batch[PRESENT_KEY]``)."""
+    present = batch.get(PRESENT_KEY, {})
+    has = torch.zeros(batch_size, dtype=torch.bool)
+    for k in keys:
+        has |= present[k].cpu() if isinstance(present, Mapping) and k in present else True
+    return has
+
+
 def _map_batch(batch: Mapping[str, object], fn: Callable[[Any], Any], kinds: tuple[type, ...]) -> dict[str, object]:
     """``batch`` with ``fn`` applied to every value of one of ``kinds``, also inside nested dicts such
     as ``batch[PRESENT_KEY]``; other values unchanged."""

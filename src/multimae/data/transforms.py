@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torchvision.transforms.v2.functional as F
@@ -104,16 +105,28 @@ def resized_crop(sample: Mapping[str, object], box: tuple[int, int, int, int], s
     return out
 
 
-def hflip(sample: Mapping[str, object]) -> Sample:
+CaptionFlip = Literal["mirror", "skip", "keep"]
+CAPTION_FLIPS: tuple[str, ...] = ("mirror", "skip", "keep")
+"""What a horizontal flip does to a captioned sample: ``mirror`` flips it and swaps left / right in
+its caption (`mirror_caption`), ``skip`` leaves captioned samples unflipped, ``keep`` flips the
+maps and leaves the caption as it was (then false wherever it says left or right: a control)."""
+
+
+def has_caption(sample: Mapping[str, object]) -> bool:
+    """The sample carries the text of a text modality."""
+    return any(isinstance(sample.get(name), str) for name in TEXT_MODALITIES)
+
+
+def hflip(sample: Mapping[str, object], caption_flip: CaptionFlip = "mirror") -> Sample:
     """Mirror every map left-right; vector maps also negate their x component and captions swap
-    left / right (`mirror_caption`). Its own inverse."""
+    left / right (`mirror_caption`; not with ``caption_flip="keep"``). Its own inverse."""
     out: Sample = {}
     for name, value in sample.items():
         if isinstance(value, torch.Tensor) and value.ndim >= 2:
             value = value.flip(-1)
             if name in VECTOR_MODALITIES:
                 value = mirror_vectors(value)
-        elif isinstance(value, str) and name in TEXT_MODALITIES:
+        elif isinstance(value, str) and name in TEXT_MODALITIES and caption_flip != "keep":
             value = mirror_caption(value)
         out[name] = value
     return out
@@ -132,12 +145,14 @@ def _map_size(sample: Mapping[str, object]) -> tuple[int, int] | None:
 @dataclass(frozen=True)
 class RandomResizedCropFlip:
     """The paper's augmentation: RandomResizedCrop (``scale``, ``ratio``) to ``size`` then a
-    horizontal flip with probability ``flip_p``, with the same parameters for every modality."""
+    horizontal flip with probability ``flip_p``, with the same parameters for every modality;
+    ``caption_flip`` says what a flip does to a captioned sample (`CaptionFlip`)."""
 
     size: int | tuple[int, int]
     scale: tuple[float, float] = (0.2, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_p: float = 0.5
+    caption_flip: CaptionFlip = "mirror"
 
     def __call__(self, sample: Sample, generator: torch.Generator | None = None) -> Sample:
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -146,8 +161,9 @@ class RandomResizedCropFlip:
             return dict(sample)
         height, width = size
         out = resized_crop(sample, crop_params(height, width, self.scale, self.ratio, generator), self.size)
-        if torch.rand(1, generator=generator).item() < self.flip_p:
-            out = hflip(out)
+        flip = torch.rand(1, generator=generator).item() < self.flip_p
+        if flip and not (self.caption_flip == "skip" and has_caption(out)):
+            out = hflip(out, self.caption_flip)
         return out
 
 

@@ -52,7 +52,7 @@ def train_transform(data: DataConfig) -> RandomResizedCropFlip | Resize:
     """The per-sample transform of a folder or shard training stream: a random resized crop and
     flip when ``data.augment``, else a resize to ``data.image_size``."""
     if data.augment:
-        return RandomResizedCropFlip(data.image_size, data.crop_scale, data.crop_ratio)
+        return RandomResizedCropFlip(data.image_size, data.crop_scale, data.crop_ratio, caption_flip=data.caption_flip)
     return Resize(data.image_size)
 
 

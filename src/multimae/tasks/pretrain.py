@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from multimae.config.schema import LossConfig, MaskingConfig
+from multimae.data.collate import rows_with_any
 from multimae.data.stream import derive_seed
 from multimae.losses import LossOutput, MultiMAELoss, patch_standardize
 from multimae.masking.build import build_mask_sampler
@@ -52,7 +53,8 @@ class PretrainTask:
         """``raw`` with each text modality's captions (a list of str, None = missing) as (B, L) ids.
 
         With ``seed_parts`` (training), each caption is dropped with chance ``caption_dropout``,
-        drawn for the global batch from (seed, *seed_parts) and cut to ``rows``.
+        drawn for the global batch from (seed, *seed_parts) and cut to ``rows``; the caption of a
+        sample that has nothing else (a text-only sample) is kept.
         """
         out = dict(raw)
         for name in self.tokenizers:
@@ -61,6 +63,8 @@ class PretrainTask:
                 g = torch.Generator().manual_seed(derive_seed(self.seed, *seed_parts))
                 drop = (torch.rand(global_batch or len(captions), generator=g) < self.caption_dropout)
                 drop = drop[rows] if rows is not None else drop[: len(captions)]
+                others = [k for k, v in out.items() if k != name and isinstance(v, Tensor)]
+                drop &= rows_with_any(out, others, len(captions))  # a text-only sample keeps its caption
                 out[name] = [None if d else c for c, d in zip(captions, drop.tolist())]
         out, cut = tokenize_texts(out, self.tokenizers, {**self.model.output_specs, **self.model.input_specs})
         self.truncated += cut

@@ -111,15 +111,18 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
     mods = needed_modalities(model.model_config)
     if d.source == "world":
         pool = _without_label(world_pool(d, "train", d.world_train_scenes, mods, progress, info))
-        stream = pool_stream(d, pool, micro_batch, seed, info)
+        stream = with_unpaired_text(cfg, model, pool_stream(d, pool, micro_batch, seed, info), info, progress)
         val = resized_batches(_without_label(world_pool(d, "val", d.world_val_scenes, mods, progress, info)), d.image_size)
         train_sample = resized_batches({k: v[:1024] for k, v in pool.items()}, d.image_size)
         return stream, val, train_sample, f"{d.world_val_scenes} val scenes of the world"
     transform = train_transform(d)
-    if d.source == "folder":
-        dataset: Any = FolderDataset(d.root, "train", mods, transform=transform, seed=seed,  # type: ignore[arg-type]
-                                     on_error=d.on_error, allow_missing=d.allow_missing)
-        warn_if_incomplete(dataset.root)
+    if d.source in ("folder", "jsonl"):
+        if d.source == "folder":
+            dataset: Any = FolderDataset(d.root, "train", mods, transform=transform, seed=seed,  # type: ignore[arg-type]
+                                         on_error=d.on_error, allow_missing=d.allow_missing)
+            warn_if_incomplete(dataset.root)
+        else:
+            dataset = jsonl_dataset(cfg, model, transform)
         if not d.val_root:
             held = set(held_out_keys(dataset.keys, seed))
             dataset.keys = [k for k in dataset.keys if k not in held]
@@ -132,12 +135,52 @@ def build_streams(cfg: RunConfig, model: MultiMAE, info: DistInfo, micro_batch: 
         dataset = ShardDataset(train_shards, mods, transform=transform, shuffle=True, seed=seed,
                                rank=info.rank, world_size=info.world_size, on_error=d.on_error,
                                allow_missing=d.allow_missing)
-    stream = LoaderStream(dataset, micro_batch, seed, info.rank, info.world_size, d.num_workers)
+    stream = with_unpaired_text(cfg, model, LoaderStream(dataset, micro_batch, seed, info.rank, info.world_size,
+                                                         d.num_workers), info, progress)
     vset, where = val_set(cfg, model)
     batch = min(64, len(vset)) if hasattr(vset, "__len__") else 64
     vstream = LoaderStream(vset, batch, seed, num_workers=0)
     count = min(cfg.train.num_val_batches, len(vset) // batch) if hasattr(vset, "__len__") else 1
     return stream, [next(vstream) for _ in range(count)], [], where
+
+
+def with_unpaired_text(cfg: RunConfig, model: MultiMAE, stream: Any, info: DistInfo, progress: bool) -> Any:
+    """``stream`` with ``data.unpaired_text`` of every batch text-only (`multimae.data.unpaired`): captions
+    of ``data.text_corpus``, or on the world those of the text split's scenes."""
+    from multimae.data.text_sources import read_captions
+    from multimae.data.unpaired import UnpairedText
+
+    d = cfg.data
+    if not d.unpaired_text:
+        return stream
+    texts = text_modalities(model.model_config)
+    if len(texts) != 1:
+        raise ValueError(f"data.unpaired_text needs exactly one text modality among the model's, got {texts}")
+    name = texts[0]
+    if d.text_corpus:
+        corpus = read_captions(d.text_corpus, name, "train", d.on_error).texts
+    else:
+        corpus = world_pool(d, "text", d.world_text_scenes, (name,), progress, info)[name]
+    if info.is_main:
+        print(f"unpaired text: {round(d.unpaired_text * d.batch_size)} of every {d.batch_size} samples are "
+              f"{name} alone, from {len(corpus)} captions of {d.text_corpus or 'the world text split'}")
+    return UnpairedText(stream, corpus, name, d.unpaired_text, d.batch_size, cfg.train.seed)
+
+
+def jsonl_dataset(cfg: RunConfig, model: MultiMAE, transform: Any, path: str | None = None) -> Any:
+    """The image-caption pairs of ``path`` (default ``data.root``), read as the model's image input and
+    text modality (the first of each it reads)."""
+    from multimae.data.jsonl import JsonlDataset
+
+    config = model.model_config
+    specs = config.modality_specs()
+    mods = needed_modalities(config)
+    texts = [m for m in mods if specs[m].stored_as == "text"]
+    images = [m for m in mods if specs[m].stored_as not in ("text",)]
+    if len(texts) != 1 or len(images) != 1:
+        raise ValueError(f"data.source=jsonl holds one image and one caption per sample; the model reads {list(mods)}")
+    return JsonlDataset(path or cfg.data.root, image_modality=images[0], text_modality=texts[0],  # type: ignore[arg-type]
+                        transform=transform, on_error=cfg.data.on_error, seed=cfg.train.seed)
 
 
 def held_out_keys(keys: Sequence[str], seed: int) -> list[str]:
@@ -174,11 +217,16 @@ def val_set(cfg: RunConfig, model: MultiMAE) -> tuple[Any, str]:
     d = cfg.data
     mods, size = needed_modalities(model.model_config), d.image_size
     if d.val_root:
+        if d.source == "jsonl":
+            return jsonl_dataset(cfg, model, Resize(size), d.val_root), f"the pairs of {d.val_root}"
         return (FolderDataset(d.val_root, "val", mods, transform=Resize(size), allow_missing=d.allow_missing),
                 f"the val split of {d.val_root}")
-    if d.source == "folder":
-        vset = FolderDataset(d.root, "train", mods, transform=Resize(size),  # type: ignore[arg-type]
-                             allow_missing=d.allow_missing)
+    if d.source in ("folder", "jsonl"):
+        if d.source == "folder":
+            vset: Any = FolderDataset(d.root, "train", mods, transform=Resize(size),  # type: ignore[arg-type]
+                                      allow_missing=d.allow_missing)
+        else:
+            vset = jsonl_dataset(cfg, model, Resize(size))
         vset.keys = held_out_keys(vset.keys, cfg.train.seed)
         n = len(vset)
         return vset, f"{n} sample{'s' if n != 1 else ''} held out of {d.root} (not trained on; no data.val_root)"

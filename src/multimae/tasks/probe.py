@@ -133,20 +133,29 @@ def random_encoder_like(model: nn.Module, seed: int = 0) -> MultiModalViT:
     return fresh.to(next(encoder.parameters()).device)
 
 
-def world_probe_data(split: str, count: int, size: int, progress: Callable[[int], None] | None = None
-                     ) -> tuple[Tensor, dict[str, Tensor]]:
-    """(count, 3, size, size) images of ``split``'s first scenes and ``{fact: (count,) int64}``."""
+def world_scenes(split: str, count: int, size: int, progress: Callable[[int], None] | None = None
+                 ) -> tuple[Tensor, dict[str, Tensor], list[str]]:
+    """(count, 3, size, size) images of ``split``'s first scenes, ``{fact: (count,) int64}`` and
+    their captions."""
     from multimae.data.generated import decode_world_sample
     from multimae.data.world import scene_facts, visible_objects, world_sample
 
-    images, facts = [], []
+    images, facts, captions = [], [], []
     for i in range(count):
         ws = world_sample(split, i, size)
         images.append(decode_world_sample(ws, f"{i:08d}", (DEFAULT_IMAGE_MODALITY,))[DEFAULT_IMAGE_MODALITY])
         facts.append(scene_facts(visible_objects(ws.scene, ws.rendering)))
+        captions.append(ws.caption)
         if progress is not None:
             progress(1)
-    return torch.stack(images), {k: torch.tensor([f[k] for f in facts]) for k in facts[0]}
+    return torch.stack(images), {k: torch.tensor([f[k] for f in facts]) for k in facts[0]}, captions
+
+
+def world_probe_data(split: str, count: int, size: int, progress: Callable[[int], None] | None = None
+                     ) -> tuple[Tensor, dict[str, Tensor]]:
+    """(count, 3, size, size) images of ``split``'s first scenes and ``{fact: (count,) int64}``."""
+    images, facts, _ = world_scenes(split, count, size, progress)
+    return images, facts
 
 
 def probe_encoder(model: nn.Module, train: tuple[Tensor, Mapping[str, Tensor]], val: tuple[Tensor, Mapping[str, Tensor]],

@@ -30,7 +30,8 @@ def pool_stream(data: DataConfig, pool: dict[str, Tensor], micro_batch: int, see
     """This process's rows of every training batch drawn from ``pool``, cropped and flipped per
     sample on the batch when ``data.augment`` (without it the pool must be rendered at the
     training size)."""
-    augment = BatchRandomResizedCropFlip(data.image_size, data.crop_scale, data.crop_ratio) if data.augment else None
+    augment = (BatchRandomResizedCropFlip(data.image_size, data.crop_scale, data.crop_ratio,
+                                          caption_flip=data.caption_flip) if data.augment else None)
     if augment is None and (data.world_render_size or data.image_size) != data.image_size:
         raise ValueError("data.world_render_size differs from data.image_size but data.augment is off")
     return PoolStream(pool, micro_batch, seed, info.rank, info.world_size, augment)

@@ -20,12 +20,12 @@ from multimae.data.world.classes import CLASS_COLORS, COLORS, MATERIALS, OBJECT_
 
 WORLD_SEED = 0x4D4D4145  # "MMAE": changing it (or the sampling below) changes every scene
 GENERATOR_VERSION = "world-1"
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLITS: tuple[str, ...] = ("train", "val", "test", "text")  # text: scenes whose captions are a text-only corpus
 MAX_OBJECTS = 6
 
 
 def scene_rng(split: str, index: int) -> np.random.Generator:
-    """The random generator of scene ``index`` of ``split`` (train / val / test)."""
+    """The random generator of scene ``index`` of ``split`` (train / val / test / text)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; splits are {SPLITS}")
     if index < 0:
