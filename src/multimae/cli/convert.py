@@ -1,4 +1,4 @@
-"""`multimae convert`: official MultiMAE / timm / MAE checkpoints to ours, ours to timm."""
+"""`multimae convert`: official MultiMAE / M3AE / timm / MAE checkpoints to ours, ours to timm."""
 
 from __future__ import annotations
 
@@ -10,23 +10,23 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert",
-        help="convert official MultiMAE, timm or MAE checkpoints to ours, or ours to timm",
-        description="Reads IN (official MultiMAE/MultiViT .pth, timm or MAE ViT weights, or our run folder / "
-        "weights), infers the architecture from the tensors and writes OUT: our self-contained .safetensors "
+        help="convert official MultiMAE, M3AE (JAX), timm or MAE checkpoints to ours, or ours to timm",
+        description="Reads IN (official MultiMAE/MultiViT .pth, official M3AE / MAE-JAX .msgpack or model.pkl, "
+        "timm or MAE ViT weights, or our run folder / weights), infers the architecture from the tensors and writes OUT: our self-contained .safetensors "
         "(--to multimae) or timm VisionTransformer weights of the RGB encoder (--to timm). Prints what was "
         "mapped, dropped and missing.",
     )
     parser.add_argument("src", metavar="IN", type=Path)
     parser.add_argument("dst", metavar="OUT", type=Path, help="a .safetensors file (or .pth for --to timm)")
     parser.add_argument("--from", dest="src_format", default="auto",
-                        choices=("auto", "multimae", "official", "timm"),
-                        help="format of IN [auto: recognised from the key names]")
+                        choices=("auto", "multimae", "official", "timm", "m3ae"),
+                        help="format of IN [auto: recognised from the suffix (.msgpack / .pkl: m3ae) and the key names]")
     parser.add_argument("--to", dest="dst_format", default="multimae", choices=("multimae", "timm"),
                         help="format of OUT [multimae]")
     parser.add_argument("--num-heads", type=int, help="encoder attention heads (not stored in weights; "
-                        "default: the checkpoint's training arguments, else width / 64)")
+                        "default: the checkpoint's training arguments, else width / 64; m3ae: the official size of the width)")
     parser.add_argument("--decoder-num-heads", type=int, help="decoder attention heads (default: the checkpoint's "
-                        "training arguments, else 8)")
+                        "training arguments, else 8; m3ae: 16)")
     parser.add_argument("--head-reads", help="fine-tuned dense heads: comma-separated modalities whose tokens the "
                         "head reads (not stored in weights; default: the checkpoint's arguments, else rgb)")
     parser.add_argument("--dpt-hooks", help="fine-tuned DPT heads: the four encoder blocks read, e.g. 2,5,8,11 "

@@ -2,7 +2,8 @@
 
 Formats: ``multimae`` (our run folders, training checkpoints and converted files, which carry
 their config), ``official`` (official MultiMAE / MultiViT ``.pth`` files and state dicts with its
-key layout) and ``timm`` (timm ``VisionTransformer`` and MAE weights).
+key layout), ``timm`` (timm ``VisionTransformer`` and MAE weights) and ``m3ae`` (official M3AE and
+MAE-JAX checkpoints: Flax ``.msgpack`` files or pickled ``model.pkl``; `multimae.convert.m3ae_jax`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from multimae.engine.files import atomic_path, save_atomic
 from multimae.model.finetune import FineTuneModel
 from multimae.model.multimae import MultiMAE
 
-SOURCES = ("auto", "multimae", "official", "timm")
+SOURCES = ("auto", "multimae", "official", "timm", "m3ae")
+JAX_SUFFIXES = (".msgpack", ".pkl", ".pickle")  # JAX checkpoints (m3ae)
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-\d+\.pt$")  # a training run's checkpoints
 TARGETS = ("multimae", "timm")
 
@@ -72,6 +74,12 @@ def load_any(
     """
     if fmt not in SOURCES:
         raise ValueError(f"unknown source format {fmt!r}; choose one of {SOURCES}")
+    if isinstance(source, (str, Path)) and (Path(source).suffix in JAX_SUFFIXES or fmt == "m3ae"):
+        if fmt not in ("auto", "m3ae"):
+            raise ValueError(f"{source}: a JAX checkpoint (m3ae format), not {fmt!r}")
+        from multimae.convert.m3ae_jax import read_m3ae_jax
+
+        return read_m3ae_jax(str(source), num_heads=num_heads, decoder_num_heads=decoder_num_heads)
     if isinstance(source, (str, Path)) and _is_run_folder_or_checkpoint(Path(source)):
         ckpt = read_checkpoint(source, trusted)
     elif isinstance(source, Checkpoint):

@@ -17,8 +17,9 @@ from torch import Tensor
 
 
 def build_2d_sincos_pos_embed(dim: int, grid_h: int, grid_w: int, temperature: float = 10000.0,
-                              scale: float = 1.0) -> Tensor:
-    """The ``(1, D, h, w)`` sin-cos table (rows in the first half of the channels).
+                              scale: float = 1.0, columns_first: bool = False) -> Tensor:
+    """The ``(1, D, h, w)`` sin-cos table (rows in the first half of the channels, or with
+    ``columns_first`` the columns, as MAE's and M3AE's tables, whose meshgrid puts x first).
 
     ``scale``: size of this grid's cells in units of the common frame's cells (2: a 2x coarser grid).
     Cell ``i`` then sits at frame coordinate ``i * scale + (scale - 1) / 2``, its centre, so grids of
@@ -33,7 +34,7 @@ def build_2d_sincos_pos_embed(dim: int, grid_h: int, grid_w: int, temperature: f
     cols = (torch.arange(grid_w, dtype=torch.float64) * scale + shift)[:, None] * omega  # (w, Q)
     row_part = torch.cat([rows.sin(), rows.cos()], dim=1)[:, None, :].expand(grid_h, grid_w, 2 * quarter)
     col_part = torch.cat([cols.sin(), cols.cos()], dim=1)[None, :, :].expand(grid_h, grid_w, 2 * quarter)
-    table = torch.cat([row_part, col_part], dim=2)  # (h, w, D)
+    table = torch.cat([col_part, row_part] if columns_first else [row_part, col_part], dim=2)  # (h, w, D)
     return table.permute(2, 0, 1).unsqueeze(0).float().contiguous()
 
 

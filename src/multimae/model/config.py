@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
+
+from torch import nn
 
 from multimae.modalities.registry import (
     DEFAULT_INPUTS,
@@ -26,9 +29,24 @@ class EncoderConfig:
     drop_path_rate: float = 0.0  # stochastic depth, linearly increasing over blocks
     patch_size: int = 16  # patch side in pixels at full image resolution
     image_size: int = 224  # resolution the positional tables are stored for
+    act: str = "gelu"  # MLP activation: gelu (exact, PyTorch's and timm's) or gelu_tanh (Flax's nn.gelu: M3AE's JAX models)
+
+    def __post_init__(self) -> None:
+        check_act(self.act, "encoder")
 
 
 DECODER_KINDS = ("cross_attention", "joint")
+ACTIVATIONS = ("gelu", "gelu_tanh")
+
+
+def check_act(act: str, part: str) -> None:
+    if act not in ACTIVATIONS:
+        raise ValueError(f"{part} act must be one of {ACTIVATIONS}, got {act!r}")
+
+
+def activation(act: str) -> type[nn.Module] | Callable[[], nn.Module]:
+    """The MLP activation layer of ``act`` (`ACTIVATIONS`), as timm's ``act_layer``."""
+    return nn.GELU if act == "gelu" else partial(nn.GELU, approximate="tanh")
 
 
 @dataclass
@@ -41,10 +59,17 @@ class DecoderConfig:
     # cross_attention: MultiMAE's, one decoder per output; joint: M3AE's, one self-attention
     # decoder over every position of all outputs.
     kind: str = "cross_attention"
+    act: str = "gelu"  # as EncoderConfig.act
+    # joint: the order of the 2-D sin-cos table's halves, rows first (ours, MultiMAE's) or columns first
+    # (MAE's and M3AE's JAX code)
+    pos_2d: str = "rows_first"
 
     def __post_init__(self) -> None:
         if self.kind not in DECODER_KINDS:
             raise ValueError(f"decoder kind must be one of {DECODER_KINDS}, got {self.kind!r}")
+        check_act(self.act, "decoder")
+        if self.pos_2d not in ("rows_first", "columns_first"):
+            raise ValueError(f"decoder pos_2d must be rows_first or columns_first, got {self.pos_2d!r}")
 
 
 @dataclass

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from multimae.layers.cross_attention import CrossAttention
 from multimae.layers.pos_embed import build_1d_sincos_pos_embed, build_2d_sincos_pos_embed, resize_pos_embed
 from multimae.model.adapters import build_output_side
-from multimae.model.config import DecoderConfig
+from multimae.model.config import DecoderConfig, activation
 from multimae.model.encoder import EncoderOutput, TokenLayout
 from multimae.modalities.spec import ModalitySpec
 
@@ -104,7 +104,8 @@ class CrossAttentionDecoder(Decoder):
         self.out_norm = nn.LayerNorm(E, eps=1e-6)
         self.mlp = Mlp(E, int(E * config.mlp_ratio))
         self.decoder_transformer = nn.Sequential(
-            *[Block(E, config.num_heads, config.mlp_ratio, qkv_bias=config.qkv_bias) for _ in range(config.depth)]
+            *[Block(E, config.num_heads, config.mlp_ratio, qkv_bias=config.qkv_bias, act_layer=activation(config.act))
+              for _ in range(config.depth)]
         )
         self.out_proj = nn.Linear(E, self.side.values_per_token)
         self.proj_context = nn.Linear(encoder_dim, E)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from multimae.masking.dirichlet import sample_masks
 from multimae.model.adapters import InputAdapter, build_input_adapter
-from multimae.model.config import EncoderConfig
+from multimae.model.config import EncoderConfig, activation
 from multimae.modalities.spec import ModalitySpec
 
 
@@ -147,6 +147,7 @@ class MultiModalViT(nn.Module):
                     mlp_ratio=config.mlp_ratio,
                     qkv_bias=config.qkv_bias,
                     drop_path=rate,
+                    act_layer=activation(config.act),
                 )
                 for rate in rates
             ]

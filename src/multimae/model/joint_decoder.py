@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from multimae.layers.pos_embed import build_1d_sincos_pos_embed, build_2d_sincos_pos_embed
 from multimae.model.adapters import OutputSide, build_output_side
-from multimae.model.config import DecoderConfig
+from multimae.model.config import DecoderConfig, activation
 from multimae.model.decoder import Decoder, place_visible
 from multimae.model.encoder import EncoderOutput
 from multimae.modalities.spec import ModalitySpec
@@ -47,6 +47,7 @@ class JointDecoder(Decoder):
             raise ValueError(f"decoder width {E} is not divisible by num_heads {config.num_heads}")
         self.modalities = tuple(specs)
         self.model_patch = patch_size
+        self.columns_first = config.pos_2d == "columns_first"
         self.sides: dict[str, OutputSide] = {n: build_output_side(s, patch_size, image_size) for n, s in specs.items()}
         self.source_of = {n: s.source_name for n, s in specs.items()}
         self.sources = tuple(dict.fromkeys(self.source_of.values()))  # each source's positions once
@@ -57,7 +58,8 @@ class JointDecoder(Decoder):
         for p in [*self.mask_tokens.values(), *self.type_embeddings.values()]:
             trunc_normal_(p, std=0.02)
         self.blocks = nn.ModuleList(
-            [Block(E, config.num_heads, config.mlp_ratio, qkv_bias=config.qkv_bias) for _ in range(config.depth)])
+            [Block(E, config.num_heads, config.mlp_ratio, qkv_bias=config.qkv_bias, act_layer=activation(config.act))
+             for _ in range(config.depth)])
         self.norm = nn.LayerNorm(E, eps=1e-6)
         self.heads = nn.ModuleDict({n: nn.Linear(E, side.values_per_token) for n, side in self.sides.items()})
 
@@ -69,7 +71,8 @@ class JointDecoder(Decoder):
             pos = build_1d_sincos_pos_embed(E, count)
         else:
             scale = 1.0 if frame is None else frame[0] / (grid[0] * self.model_patch)
-            pos = build_2d_sincos_pos_embed(E, grid[0], grid[1], scale=scale).flatten(2).transpose(1, 2)
+            pos = build_2d_sincos_pos_embed(E, grid[0], grid[1], scale=scale, columns_first=self.columns_first)
+            pos = pos.flatten(2).transpose(1, 2)
         return pos.to(device=like.device, dtype=like.dtype)
 
     def decode(self, enc: EncoderOutput) -> dict[str, Tensor]:
