@@ -91,3 +91,55 @@ def test_masks_hide_an_exact_share_of_each_captions_real_pieces_and_dropout_drop
     # the samples whose caption that draw drops have no image now: text-only, they keep it
     text_only = dropping.tokenize({"rgb": images, TEXT: many, PRESENT_KEY: {"rgb": kept}}, 400, slice(0, 400), 7, 4)
     assert TEXT not in text_only[PRESENT_KEY] and (text_only[TEXT] != tokenizer.pad_id).any(dim=1).all()
+
+
+def test_predict_fills_the_masked_words_of_a_given_caption_and_writes_a_whole_one_without(run, tmp_path, capsys):
+    from multimae.inference import predict
+    from multimae.inference.captions import MASK_WORD, read_caption
+    from multimae.tasks.loading import load_pretrained, load_tokenizers
+
+    model, _ = load_pretrained(run)
+    tokenizers = load_tokenizers(run, model)
+    spec = model.input_specs[TEXT]
+    given = read_caption(f"a red cube {MASK_WORD} of a {MASK_WORD} cone", spec, tokenizers[TEXT])
+    assert given.hidden.sum() == 2 and int(given.valid.sum()) == 8 and not given.hidden[~given.valid].any()
+    image = torch.rand(3, 32, 32)
+    pred = predict(model, {"rgb": image, TEXT: f"a red cube {MASK_WORD} of a {MASK_WORD} cone"}, tokenizers=tokenizers)
+    c = pred.captions[TEXT]
+    assert c.positions == given.hidden.nonzero().flatten().tolist() and len(c.words) == 2
+    assert c.text.startswith("a red cube") and c.marked.count("[") == 2 and MASK_WORD not in c.text
+    alone = predict(model, {"rgb": image}, tokenizers=tokenizers).captions[TEXT]
+    assert alone.given is None and alone.positions == list(range(len(alone.positions)))
+
+    path = tmp_path / "scene.png"
+    Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype("uint8")).save(path)
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(run), "--rgb", str(path), "--caption", "a red [MASK] on a floor",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "inputs used: rgb, caption" in printed and "caption: a red" in printed and "(predicted: " in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["captions"][TEXT]["words"]) == 1 and (out / f"{TEXT}.txt").read_text().startswith("a red")
+
+
+def test_bad_captions_for_predict_are_named(run):
+    from multimae.inference import predict
+    from multimae.tasks.loading import load_pretrained, load_tokenizers
+
+    model, _ = load_pretrained(run)
+    tokenizers = load_tokenizers(run, model)
+    with pytest.raises(ValueError, match="more than the model's 32"):
+        predict(model, {"rgb": torch.rand(3, 32, 32), TEXT: "cube " * 40}, tokenizers=tokenizers)
+    with pytest.raises(ValueError, match="needs its tokenizer"):
+        predict(model, {"rgb": torch.rand(3, 32, 32), TEXT: "a cube"})
+    with pytest.raises(ValueError, match="caption is empty"):
+        predict(model, {"rgb": torch.rand(3, 32, 32), TEXT: "  "}, tokenizers=tokenizers)
+
+
+def test_visualize_takes_a_caption_and_prints_the_masked_words(run, tmp_path, capsys):
+    out = tmp_path / "vis"
+    assert main(["visualize", "--checkpoint", str(run), "--caption", "a [MASK] cube on a floor", "--samples", "2",
+                 "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["sample 0", "sample 1"] and "(predicted: " in lines[0]
+    assert (out / "reconstructions.png").is_file()

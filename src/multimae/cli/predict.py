@@ -9,6 +9,7 @@ from typing import Any
 from multimae.modalities.registry import BUILTIN_MODALITIES
 
 BUILTIN_INPUTS = tuple(n for n, s in BUILTIN_MODALITIES.items() if s.is_input)  # each gets an --<name> option
+TEXT_INPUTS = tuple(n for n in BUILTIN_INPUTS if BUILTIN_MODALITIES[n].stored_as == "text")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,9 +23,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--checkpoint", required=True, help="run folder, .safetensors, official .pth, ...")
     for name in BUILTIN_INPUTS:
-        parser.add_argument(f"--{name}", type=Path, help=f"{name} input (image file or .npy)")
+        if name in TEXT_INPUTS:
+            parser.add_argument(f"--{name}", metavar="TEXT", help=f"{name} input: the text (or a .txt file); each "
+                                "word written [MASK] is hidden and predicted, e.g. \"a red sphere [MASK] of a blue cube\"")
+        else:
+            parser.add_argument(f"--{name}", type=Path, help=f"{name} input (image file or .npy)")
     parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
                         help="another input modality of the model (repeatable)")
+    parser.add_argument("--tokenizer", help="the caption tokenizer, for files that do not carry one (a converted "
+                        "M3AE: bert-base-uncased); a hub name or a folder [the checkpoint's]")
     how = parser.add_mutually_exclusive_group()
     how.add_argument("--visible", type=int, help="number of visible tokens over all inputs, drawn at random "
                      "[default: all visible]")
@@ -51,7 +58,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _inputs(args: argparse.Namespace) -> dict[str, Path]:
+def _tokenizers(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    """``{text modality: tokenizer}`` of the model: ``--tokenizer``, else the checkpoint's own."""
+    from multimae.tasks.loading import load_tokenizers
+    from multimae.text.tokenizer import TextTokenizer
+
+    specs = {**model.input_specs, **getattr(model, "output_specs", {})}
+    texts = [n for n, s in specs.items() if s.stored_as == "text"]
+    if not texts:
+        return {}
+    if args.tokenizer:
+        tok = TextTokenizer.from_pretrained(args.tokenizer)
+        return {n: tok for n in texts}
+    try:
+        return load_tokenizers(args.checkpoint, model, args.trust)
+    except ValueError as err:
+        raise ValueError(f"{err}; pass --tokenizer NAME|DIR") from None
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, Any]:
     inputs = {n: getattr(args, n) for n in BUILTIN_INPUTS if getattr(args, n) is not None}
     for item in args.input:
         name, sep, path = item.partition("=")
@@ -123,8 +148,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--alpha must be > 0, got {args.alpha}")
         device = resolve_device(args.device, key="--device")
         fit = "native" if args.native_size else "crop" if args.crop else "resize"
-        peek_sizes(inputs, fit)  # missing files, unreadable images, misaligned inputs: before the checkpoint loads
-        check_output_folder(args.out, [*inputs.values(), *([args.mask] if args.mask else []), args.checkpoint])
+        files = {n: v for n, v in inputs.items() if n not in TEXT_INPUTS}
+        peek_sizes(files, fit)  # missing files, unreadable images, misaligned inputs: before the checkpoint loads
+        check_output_folder(args.out, [*files.values(), *([args.mask] if args.mask else []), args.checkpoint])
         with reading(args.checkpoint, "checkpoint"):
             model, report = load_any(args.checkpoint, num_heads=args.num_heads,
                                      decoder_num_heads=args.decoder_num_heads, head_modalities=head_list(args.head_reads),
@@ -133,11 +159,12 @@ def run(args: argparse.Namespace) -> int:
         model = model.to(device).eval()
         if report.source_format not in ("multimae run", "multimae"):  # a foreign file: say what was guessed
             print(f"checkpoint: {report.summary()}")
-        names = [n for n in model.input_specs if n in inputs]
+        tokenizers = _tokenizers(args, model)
+        names = [n for n in model.input_specs if n in inputs and n not in tokenizers]
         mask = _mask(args.mask, names) if args.mask else None
         precision = _precision(args.precision, model, len(names))
         pred = predict(model, inputs, num_visible=args.visible, mask=mask, alpha=args.alpha, seed=args.seed, fit=fit,
-                       precision=precision.precision)
+                       precision=precision.precision, tokenizers=tokenizers)
         pred.notes.append(f"precision: {precision.reason}")
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
@@ -146,11 +173,17 @@ def run(args: argparse.Namespace) -> int:
     if palette_note:
         pred.notes.append(f"semseg pictures: {palette_note}")
     files = save_prediction(pred, args.out, palette, class_names)
-    print(f"inputs used: {', '.join(pred.inputs)} (model inputs: {', '.join(model.input_specs)})")
+    print(f"inputs used: {', '.join([*pred.inputs, *(n for n, c in pred.captions.items() if c.given is not None)])} "
+          f"(model inputs: {', '.join(model.input_specs)})")
     for note in pred.notes:
         print(f"  {note}")
     print("outputs:")
     for name, units in pred.units.items():
         print(f"  {name}: {units}")
+    for name, c in pred.captions.items():
+        if c.given is not None:
+            print(f"{name}: {c.marked}" + (f"  (predicted: {', '.join(c.words)})" if c.words else "  (no [MASK] word)"))
+        else:
+            print(f"{name} from the other inputs alone: {c.text}")
     print(f"wrote {len(files)} files to {args.out} (figure: {args.out / 'figure.png'})")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--masks", type=int, default=3, help="random masks per sample [3]")
     parser.add_argument("--num-visible", type=int, help="visible tokens (default: the run's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--caption", metavar="TEXT", help="models with captions: give every sample this caption "
+                        "instead of its own; words written [MASK] are predicted and printed per sample, e.g. "
+                        "\"a red sphere [MASK] of a blue cube\"")
     parser.add_argument("--trust", action="store_true", help="allow arbitrary pickled objects in the checkpoint")
     parser.set_defaults(func=run)
 
@@ -40,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
             model, cfg = load_pretrained(args.checkpoint, args.trust)
             tokenizers = load_tokenizers(args.checkpoint, model, args.trust)
         raw = held_out_batch(cfg, model, args.samples)
+        if args.caption is not None:
+            raw = with_caption(model, raw, args.caption, tokenizers)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     out = Path(args.out)
@@ -48,3 +54,25 @@ def run(args: argparse.Namespace) -> int:
                               tokenizers=tokenizers):
         print(path)
     return 0
+
+
+def with_caption(model: Any, raw: dict[str, Any], caption: str, tokenizers: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with every sample's caption replaced by ``caption`` (without its ``[MASK]`` words: the
+    pictures hide words of their own); prints, per sample, the words the model predicts at the ``[MASK]`` positions from the
+    sample's images and the rest of the caption."""
+    from multimae.inference import predict
+    from multimae.inference.captions import MASK_WORD
+
+    texts = [n for n in model.input_specs if n in tokenizers]
+    if not texts:
+        raise ValueError(f"--caption: this model reads no caption (inputs {list(model.input_specs)})")
+    name = texts[0]
+    maps = {k: v for k, v in raw.items() if k in model.input_specs and k not in tokenizers}
+    n = len(raw[name]) if isinstance(raw.get(name), list) else next(iter(maps.values())).shape[0]
+    for i in range(n):
+        pred = predict(model, {**{k: v[i] for k, v in maps.items()}, name: caption}, tokenizers=tokenizers)
+        c = pred.captions.get(name)
+        if c is not None:
+            print(f"sample {i}: {c.marked}" + (f"  (predicted: {', '.join(c.words)})" if c.words else ""))
+    shown = " ".join(w for w in caption.split() if w != MASK_WORD) or caption  # the pictures mask words themselves
+    return {**raw, name: [shown] * n}

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from multimae.engine.precision import autocast
+from multimae.inference.captions import CaptionPrediction, caption_prediction, read_caption
 from multimae.inference.inputs import Fit, fit_size, read_input
 from multimae.losses.masked import patch_stats, token_mask_to_pixels
 from multimae.model.finetune import FineTuneModel
@@ -42,6 +43,7 @@ from multimae.model.heads import ConvNeXtHeadConfig, LinearHeadConfig
 from multimae.model.multimae import MultiMAE
 from multimae.modalities import denormalize, prepare_batch, robust_stats
 from multimae.modalities.spec import ModalitySpec
+from multimae.text.tokenizer import TextTokenizer
 
 
 @dataclass
@@ -64,6 +66,8 @@ class Prediction:
         norm_pix: ``{output: its source modality}`` for the outputs trained against per-patch
             standardised targets (loss ``norm_pix_mse``: norm_rgb -> rgb); ``norm_rgb_view``
             shows the first.
+        captions: ``{text output: CaptionPrediction}``: the words predicted at a given caption's
+            ``[MASK]`` positions, or a whole caption when none was given (`multimae.inference.captions`).
         notes: sentences on how each input was read, sized and normalised, and on the masks.
         patch_size: P.
     """
@@ -77,11 +81,19 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     patch_size: int = 16
     norm_pix: dict[str, str] = field(default_factory=dict)
+    captions: dict[str, CaptionPrediction] = field(default_factory=dict)
 
     @property
     def grid(self) -> tuple[int, int]:
-        H, W = next(iter(self.inputs.values())).shape[-2:]
+        H, W = self.size
         return H // self.patch_size, W // self.patch_size
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the maps: the inputs', or the predicted ones' when only a caption was given."""
+        maps = [v for v in [*self.inputs.values(), *self.outputs.values()] if v.dim() >= 2]
+        H, W = maps[0].shape[-2:]
+        return int(H), int(W)
 
     def visible_counts(self) -> dict[str, int]:
         return {n: int((~m).sum()) for n, m in self.masks.items()}
@@ -153,6 +165,7 @@ def predict(
     seed: int = 0,
     fit: Fit = "resize",
     precision: str = "fp32",
+    tokenizers: Mapping[str, TextTokenizer] | None = None,
 ) -> Prediction:
     """Predict every output of ``model`` from ``inputs``.
 
@@ -168,6 +181,9 @@ def predict(
             ``native`` (own size, a multiple of the patch size; positional tables are interpolated).
         precision: fp32 | bf16 | fp16, the forward pass's autocast (outputs are returned in fp32);
             `multimae.engine.precision.choose_precision` resolves ``auto``.
+        tokenizers: ``{text modality: its tokenizer}``, for a model with captions: a caption input
+            is text (``"a red cube [MASK] of a blue cone"``; ``[MASK]`` words are predicted; see
+            `multimae.inference.captions`), a caption output comes back as words.
     """
     if isinstance(model, FineTuneModel):
         if num_visible is not None or mask is not None:
@@ -180,37 +196,66 @@ def predict(
     unknown = [n for n in inputs if n not in model.input_specs]
     if unknown:
         raise ValueError(f"the model does not take {unknown} as input; it accepts {list(model.input_specs)}")
-    names = [n for n in model.input_specs if n in inputs]
+    specs = {**model.input_specs, **(model.output_specs if isinstance(model, MultiMAE) else {})}
+    texts = {n: s for n, s in specs.items() if s.stored_as == "text"}
+    missing = [n for n in texts if n not in (tokenizers or {}) and (n in inputs or n in getattr(model, "output_specs", {}))]
+    if missing:
+        raise ValueError(f"{missing}: a text modality needs its tokenizer (a run's checkpoint holds it; for other "
+                         "files pass one: --tokenizer NAME|DIR)")
+    names = [n for n in model.input_specs if n in inputs and n not in texts]
+    given = {n: read_caption(inputs[n], texts[n], tokenizers[n]) for n in model.input_specs  # type: ignore[index]
+             if n in inputs and n in texts}
     read = {n: read_input(model.input_specs[n], inputs[n]) for n in names}
     cfg = model.backbone.config
-    raw, how_sized = fit_size({n: r.value for n, r in read.items()}, cfg.image_size, cfg.patch_size, fit)
+    if names:
+        raw, how_sized = fit_size({n: r.value for n, r in read.items()}, cfg.image_size, cfg.patch_size, fit)
+    else:
+        raw, how_sized = {}, f"no map given: maps are predicted at {cfg.image_size}×{cfg.image_size}"
     device = next(model.parameters()).device
     output_specs = model.output_specs if isinstance(model, MultiMAE) else {}
     batch = prepare_batch({n: v[None].to(device) for n, v in raw.items()}, model.input_specs, output_specs)
     notes = [f"{n}: {read[n].source}, {read[n].how}; "
              f"{_normalisation_note(model.input_specs[n], raw[n], batch.inputs[n][0])}" for n in names]
+    notes += [f"{n}: {int(c.valid.sum())} word pieces, {int(c.hidden.sum())} of them [MASK] (predicted)"
+              for n, c in given.items()]
     notes.append(f"size: {how_sized}")
     if isinstance(model, FineTuneModel):
         masks, how_masked = None, "masks: none (a fine-tuned model sees every token)"
-    else:
+    elif names:
         masks, how_masked = _masks(model, batch.inputs, num_visible, mask, alpha, seed)
+    else:
+        masks, how_masked = None, "masks: none"
+    model_inputs = {**batch.inputs, **{n: c.ids[None].to(device) for n, c in given.items()}}
+    valid = {n: c.valid[None].to(device) for n, c in given.items()} or None
+    grid = (model.backbone.layout(batch.inputs).grid if names
+            else (cfg.image_size // cfg.patch_size, cfg.image_size // cfg.patch_size))
+    if any(bool(c.hidden.any()) for c in given.values()):  # the [MASK] words hidden, beside the maps' masks
+        none = {n: torch.zeros(1, grid[0] * grid[1], dtype=torch.bool, device=device) for n in names}
+        masks = {**(masks or none), **{n: c.hidden[None].to(device) for n, c in given.items()}}
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), autocast(model, device.type, precision):
-            out = model(batch.inputs) if isinstance(model, FineTuneModel) else model(batch.inputs, masks)
+            out = (model(model_inputs) if isinstance(model, FineTuneModel)
+                   else model(model_inputs, masks, valid=valid))
     finally:
         model.train(was_training)
-    grid = model.backbone.layout(batch.inputs).grid
     token_masks = {n: (masks[n][0] if masks is not None else torch.zeros(grid[0] * grid[1], dtype=torch.bool))
                    .reshape(grid).cpu() for n in names}
     counts = ", ".join(f"{n} {int((~m).sum())}" for n, m in token_masks.items())
-    notes.append(f"{how_masked} (visible per input: {counts} of {grid[0] * grid[1]} each)")
+    if names:
+        notes.append(f"{how_masked} (visible per input: {counts} of {grid[0] * grid[1]} each)")
     result = Prediction({n: v for n, v in raw.items()}, token_masks, notes=notes, patch_size=cfg.patch_size)
     if isinstance(model, FineTuneModel):
         _head_output(model, out[0].float().cpu(), result)
         return result
     for name, pred in out.preds.items():
+        if name in texts:
+            source = model.output_specs[name].source_name
+            result.captions[name] = caption_prediction(pred[0].float().cpu(), tokenizers[name],  # type: ignore[index]
+                                                       given.get(source))
+            result.units[name] = "word pieces (the tokenizer's vocabulary)"
+            continue
         _un_normalise(model.output_specs[name], pred[0].float().cpu(), raw, result)
     result.norm_pix = {n: s.source_name for n, s in model.output_specs.items()
                        if s.loss == "norm_pix_mse" and n in result.outputs}

@@ -9,6 +9,7 @@ also as predicted: the standardised values drawn linearly, which is what looks "
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,7 +107,7 @@ def prediction_figure(pred: Prediction, palette: Sequence[Sequence[int]] | None 
     when something was masked, the prediction with the visible input patches pasted back."""
     p = _Painter(pred, palette)
     names = _columns(pred)
-    H, W = next(iter(pred.inputs.values())).shape[-2:]
+    H, W = pred.size
     blank = np.full((H, W, 3), BLANK, dtype=np.uint8)
     masked_any = any(bool(m.any()) for m in pred.masks.values())
     rows = [[p.masked_input(n) if n in pred.inputs else blank for n in names],
@@ -119,6 +120,9 @@ def prediction_figure(pred: Prediction, palette: Sequence[Sequence[int]] | None 
         rows.append([p.pasted(n) if n in pred.inputs and n in pred.outputs and _is_map(pred.outputs[n]) else blank
                      for n in names])
         notes.append("predictions at masked patches, the input at visible ones")
+    for name, c in pred.captions.items():  # under the last row
+        notes[-1] += (f"\n{name} given: {c.given}\n{name} predicted [in brackets]: {c.marked}" if c.given is not None
+                      else f"\n{name} predicted from the other inputs alone: {c.text}")
     known = list(class_names) if class_names is not None else []
     legend = [(known[i] if i < len(known) else str(i), tuple(int(c) for c in p.palette[i]))
               for i in sorted(p.classes_drawn) if 0 <= i < len(p.palette)]
@@ -158,8 +162,12 @@ def save_prediction(pred: Prediction, out_dir: str | Path, palette: Sequence[Seq
     written.append(out / "mask.npz")
     prediction_figure(pred, palette, class_names).save(out / "figure.png")
     written.append(out / "figure.png")
+    for name, c in pred.captions.items():
+        (out / f"{name}.txt").write_text(c.text + "\n")
+        written.append(out / f"{name}.txt")
     summary = {
         "inputs": list(pred.inputs), "outputs": list(pred.outputs), "notes": pred.notes, "units": pred.units,
+        "captions": {n: dataclasses.asdict(c) for n, c in pred.captions.items()},
         "visible_tokens": pred.visible_counts(), "grid": list(pred.grid), "patch_size": pred.patch_size,
         "files": [f.name for f in written] + ["summary.json"],
     }
