@@ -12,12 +12,19 @@ def test_presets_load_and_validate():
     assert cpu.data.source == "world" and cpu.train.precision == "auto" and cpu.train.threads == "auto"
     for name in preset_names():
         assert load_config(RunConfig if "finetune" not in name else FinetuneConfig, preset_path(name),
-                           ["data.root=/data/x"] if name == "paper-vitb" else []).train.precision == "auto", name
+                           ["data.root=/data/x"] if name.endswith("-vitb") else []).train.precision == "auto", name
     paper = load_config(RunConfig, preset_path("paper-vitb"), ["data.root=/data/x"])
     assert (paper.model.size, paper.data.batch_size, paper.masking.num_visible, paper.masking.alpha) == ("base", 2048, 98, 1.0)
     assert paper.optim.betas == (0.9, 0.95) and paper.optim.weight_decay == 0.05
     assert paper.optim.peak_lr(paper.data.batch_size) == pytest.approx(1e-4 * 2048 / 256)
     assert paper.model.build().encoder.dim == 768
+    m3ae = load_config(RunConfig, preset_path("m3ae-vitb"), ["data.root=/data/pairs.jsonl"])
+    enc, dec = m3ae.model.build().encoder, m3ae.model.build().decoder
+    assert (enc.dim, enc.patch_size, enc.image_size, dec.dim, dec.depth, dec.num_heads, dec.kind) == \
+        (768, 16, 256, 512, 8, 16, "joint")
+    assert m3ae.masking.ratios == {"rgb": 0.75, "caption": 0.75} and m3ae.loss.weights == {"caption": 0.5}
+    assert m3ae.optim.peak_lr(m3ae.data.batch_size) == pytest.approx(1.5e-4 * 4096 / 256)
+    assert m3ae.model.build().modality_specs()["caption"].max_length == 64 and m3ae.data.tokenizer == "bert-base-uncased"
 
 
 def test_overrides_are_typed():
