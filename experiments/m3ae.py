@@ -237,6 +237,54 @@ def relation_values(results: list[dict[str, Any]], arm: str, with_image: str) ->
     return [r["relation"][with_image]["accuracy"] for r in results if r["arm"] == arm and "relation" in r]
 
 
+NOTES_MARK = "<!-- notes: kept when the report is rewritten -->"
+
+# the paper's claims, each as (claim, arms that should be better, arms they are compared with, measure)
+CLAIMS: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
+    ("a high text mask ratio (0.5-0.9) beats BERT's 0.15", ("text50", "text75", "text90"), ("text15",), "probes"),
+    ("M3AE's encoder beats an image-only MAE's (linear probes)", ("text75",), ("mae",), "probes"),
+    ("unpaired text can be mixed in (no worse than paired alone)", ("unpaired",), ("text75",), "probes"),
+    ("the image grounds the caption: relation words from the image beat the caption alone", ("text75",), ("text75",),
+     "relation"),
+    ("mirroring captions with the image (left <-> right) beats not flipping captioned samples", ("text75",),
+     ("skipflip",), "relation"),
+)
+
+
+def verdict(better: Sequence[float], other: Sequence[float]) -> tuple[float, str]:
+    """The difference of the means and how it compares with the seeds' spread (the larger sd)."""
+    (mb, sb), (mo, so) = mean_sd(better), mean_sd(other)
+    diff, spread = mb - mo, max(sb, so)
+    if abs(diff) <= spread:
+        return diff, f"within the seeds' spread ({spread:.3f})"
+    return diff, "holds" if diff > 0 else "reversed"
+
+
+def claim_lines(results: list[dict[str, Any]]) -> list[str]:
+    """One line per claim and measure: the difference of the means, and whether it beats the spread."""
+    lines = []
+    for claim, better, other, measure in CLAIMS:
+        if not all(any(r["arm"] == a for r in results) for a in (*better, *other)):
+            continue
+        parts = []
+        if measure == "probes":
+            for t in TARGETS:
+                for a in better:
+                    others = [v for o in other for v in probe_values(results, o, t)]
+                    diff, how = verdict(probe_values(results, a, t), others)
+                    parts.append(f"{t} ({SHORT[a]} − {'/'.join(SHORT[o] for o in other)}): {diff:+.3f}, {how}")
+        elif better == other:  # with the image vs without it, same runs
+            diff, how = verdict(relation_values(results, better[0], "image"),
+                                relation_values(results, other[0], "no image"))
+            parts.append(f"relation word, with − without the image ({SHORT[better[0]]}): {diff:+.3f}, {how}")
+        else:
+            diff, how = verdict(relation_values(results, better[0], "image"),
+                                relation_values(results, other[0], "image"))
+            parts.append(f"relation word from the image ({SHORT[better[0]]} − {SHORT[other[0]]}): {diff:+.3f}, {how}")
+        lines += [f"- *{claim}*:", *[f"  - {x}" for x in parts]]
+    return lines
+
+
 def write_report(results: list[dict[str, Any]], plan: Plan, command: str, docs: Path) -> Path:
     from multimae.viz.bars import Panel, bar_panels
 
@@ -277,7 +325,10 @@ def write_report(results: list[dict[str, Any]], plan: Plan, command: str, docs: 
         mse = [r["val"]["rgb"] for r in results if r["arm"] == a and "rgb" in r.get("val", {})]
         lines.append(f"| {label[a]} | {_fmt(relation_values(results, a, 'image'))} | "
                      f"{_fmt(relation_values(results, a, 'no image'))} | {_fmt(acc)} | {_fmt(mse)} |")
-    lines += ["", "![probe accuracies](m3ae.png)", "", "## Every run", "",
+    lines += ["", "![probe accuracies](m3ae.png)", "", "## The paper's claims at this scale", "",
+              "Differences of the means over seeds (global-token probes); a difference no larger than the "
+              "larger of the two arms' standard deviations is called within the spread.", "", *claim_lines(results),
+              "", "## Every run", "",
               "| arm | seed | steps | train wall (s) | probe label / objects / color (global) | relation (image / none) |",
               "|---|---|---|---|---|---|"]
     for r in results:
@@ -290,7 +341,8 @@ def write_report(results: list[dict[str, Any]], plan: Plan, command: str, docs: 
     lines += ["", f"Total wall time of the probe units (including the pre-trainings they ran): {total / 60:.1f} min.",
               ""]
     md = docs / "m3ae.md"
-    md.write_text("\n".join(lines))
+    kept = md.read_text().split(NOTES_MARK, 1)[1] if md.exists() and NOTES_MARK in md.read_text() else "\n"
+    md.write_text("\n".join(lines) + "\n" + NOTES_MARK + kept)
     panels = [Panel(f"probe: {t} (global token)", [SHORT[a] for a in arms], [probe_values(results, a, t) for a in arms])
               for t in TARGETS]
     text_arms = [a for a in arms if a not in ("random", "mae")]
