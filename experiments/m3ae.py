@@ -135,6 +135,15 @@ def probe_data(plan: Plan, split: str, count: int, size: int) -> dict[str, Any]:
     return data
 
 
+def majority_rates(train: dict[str, Any], val: dict[str, Any]) -> dict[str, float]:
+    """``{target: val accuracy of always answering the train split's most frequent value}``."""
+    rates = {}
+    for t in TARGETS:
+        most = torch.as_tensor(train["facts"][t]).mode().values
+        rates[t] = float((torch.as_tensor(val["facts"][t]) == most).float().mean())
+    return rates
+
+
 # ---------------------------------------------------------------------------------------- units
 def probe_unit(arm: str, seed: int, plan: Plan, train: dict[str, Any], val: dict[str, Any]) -> dict[str, Any]:
     from multimae.data.world import FACTS
@@ -200,14 +209,14 @@ def relation_accuracy(model: Any, tokenizer: Any, val: dict[str, Any], with_imag
             "right_share": float(truth.float().mean())}
 
 
-def run_unit(name: str, plan: Plan, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def run_unit(name: str, plan: Plan, fn: Callable[[], dict[str, Any]], command: str = "") -> dict[str, Any]:
     """``fn``'s result, computed once: kept in ``<out>/results/<name>.json``."""
     path = plan.out / "results" / f"{name}.json"
     if path.exists():
         return json.loads(path.read_text())
     print(f"\n=== {name} ===", flush=True)
     start = time.perf_counter()
-    result = {"unit": name, **fn(), "unit_wall_s": round(time.perf_counter() - start, 1)}
+    result = {"unit": name, **fn(), "unit_wall_s": round(time.perf_counter() - start, 1), "command": command}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(result, indent=2))
@@ -285,7 +294,8 @@ def claim_lines(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def write_report(results: list[dict[str, Any]], plan: Plan, command: str, docs: Path) -> Path:
+def write_report(results: list[dict[str, Any]], plan: Plan, command: str, docs: Path,
+                 majority: dict[str, float] | None = None) -> Path:
     from multimae.viz.bars import Panel, bar_panels
 
     docs.mkdir(parents=True, exist_ok=True)
@@ -293,10 +303,12 @@ def write_report(results: list[dict[str, Any]], plan: Plan, command: str, docs: 
     label = {**{a: ARMS[a][0] for a in ARMS}, "random": "random encoder"}
     cfg = pretrain_config("text75", plan.seeds[0], plan)
     enc = cfg.model.build().encoder
+    units_by = sorted({r["command"] for r in results if r.get("command") and r["command"] != command})
     lines = [
         "# M3AE on the built-in world: text mask ratio, image-only MAE, unpaired text, caption flips",
         "",
-        f"Produced by `{command}` (from the repository root; seeds {', '.join(map(str, plan.seeds))}). "
+        f"Written by `{command}` (from the repository root; seeds {', '.join(map(str, plan.seeds))})"
+        + (f"; the units ran as {', '.join(f'`{c}`' for c in units_by)}. " if units_by else ". ") +
         f"Every arm is the `m3ae-cpu` preset (ViT {enc.depth} blocks × {enc.dim}, patch {enc.patch_size}, "
         f"{enc.image_size} px, joint decoder, {cfg.train.steps} steps, 32 images per step, 75 % of the patches "
         f"hidden) with one change. Linear probes: BatchNorm without affine + linear layer, SGD with momentum "
@@ -310,6 +322,8 @@ def write_report(results: list[dict[str, Any]], plan: Plan, command: str, docs: 
     ]
     for a in arms:
         lines.append(f"| {label[a]} | " + " | ".join(_fmt(probe_values(results, a, t)) for t in TARGETS) + " |")
+    if majority:
+        lines.append("| most frequent train value | " + " | ".join(f"{majority[t]:.3f}" for t in TARGETS) + " |")
     lines += ["", "## Linear probes (mean of the patch tokens), val accuracy", "",
               "| arm | " + " | ".join(TARGETS) + " |", "|---|" + "---|" * len(TARGETS)]
     for a in arms:
@@ -374,16 +388,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     docs = Path(args.docs) if args.docs else (out / "docs" if args.smoke else REPO / "docs")
     command = " ".join(["python experiments/m3ae.py", *(argv if argv is not None else sys.argv[1:])]).strip()
     size = pretrain_config("text75", plan.seeds[0], plan).data.image_size
+    train = probe_data(plan, "train", plan.probe_train, size)
+    val = probe_data(plan, "val", plan.probe_val, size)
     if not args.report_only:
-        train = probe_data(plan, "train", plan.probe_train, size)
-        val = probe_data(plan, "val", plan.probe_val, size)
         for seed in plan.seeds:
             for arm in args.arms:
-                run_unit(f"{arm}-s{seed}", plan, lambda a=arm, s=seed: probe_unit(a, s, plan, train, val))
+                run_unit(f"{arm}-s{seed}", plan, lambda a=arm, s=seed: probe_unit(a, s, plan, train, val), command)
     results = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*.json"))]
     order = {a: i for i, a in enumerate([*ARMS, "random"])}
     results.sort(key=lambda r: (order[r["arm"]], r["seed"]))
-    md = write_report(results, plan, command, docs)
+    md = write_report(results, plan, command, docs, majority_rates(train, val))
     print(f"\nwrote {md} and {md.with_suffix('.png')}")
     return 0
 

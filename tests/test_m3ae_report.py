@@ -53,8 +53,13 @@ def test_report_tables_claims_notes_and_figure(m3ae, tmp_path):
              "mae": 0.5, "random": 0.3}
     results = fake_results(m3ae, color)
     plan = m3ae.Plan(out=tmp_path / "out", seeds=(0, 1))
-    md = m3ae.write_report(results, plan, "python experiments/m3ae.py", tmp_path)
+    for r in results:
+        r["command"] = "python experiments/m3ae.py --arms x" if r["arm"] == "mae" else "python experiments/m3ae.py"
+    md = m3ae.write_report(results, plan, "python experiments/m3ae.py", tmp_path,
+                           {"label": 0.25, "objects": 0.2, "color": 0.1})
     text = md.read_text()
+    assert "the units ran as `python experiments/m3ae.py --arms x`." in text.split("\n")[2]
+    assert "| most frequent train value | 0.250 | 0.200 | 0.100 |" in text
     assert "| M3AE, text mask 0.15 | 0.300 ± 0.000 | 0.300 ± 0.000 | 0.400 ± 0.014 |" in text
     assert "| random encoder | 0.300 ± 0.000 | 0.300 ± 0.000 | 0.300 ± 0.014 |" in text
     claims = text.split("## The paper's claims at this scale")[1].split("## Every run")[0]
@@ -74,6 +79,12 @@ def test_report_tables_claims_notes_and_figure(m3ae, tmp_path):
     again = md.read_text()
     assert again.count("Why it differs: a note.") == 1 and again.count(m3ae.NOTES_MARK) == 1
     assert "color (t0.75 − t0.15): -0.100, reversed" in again
+
+
+def test_majority_rates(m3ae):
+    train = {"facts": {t: [1, 1, 2] for t in m3ae.TARGETS}}
+    val = {"facts": {t: [1, 2, 2, 2] for t in m3ae.TARGETS}}
+    assert m3ae.majority_rates(train, val) == dict.fromkeys(m3ae.TARGETS, 0.25)
 
 
 def test_report_leaves_out_claims_whose_arms_did_not_run(m3ae, tmp_path):
