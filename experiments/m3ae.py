@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +45,7 @@ import torch
 from multimae.config import RunConfig, load_config
 from multimae.configs import preset_path
 from multimae.engine.checkpoint import latest_checkpoint
+from multimae.engine.experiment import mean_sd, run_unit
 from multimae.tasks.pretrain_job import run_pretraining
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,28 +208,7 @@ def relation_accuracy(model: Any, tokenizer: Any, val: dict[str, Any], with_imag
             "right_share": float(truth.float().mean())}
 
 
-def run_unit(name: str, plan: Plan, fn: Callable[[], dict[str, Any]], command: str = "") -> dict[str, Any]:
-    """``fn``'s result, computed once: kept in ``<out>/results/<name>.json``."""
-    path = plan.out / "results" / f"{name}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    print(f"\n=== {name} ===", flush=True)
-    start = time.perf_counter()
-    result = {"unit": name, **fn(), "unit_wall_s": round(time.perf_counter() - start, 1), "command": command}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, path)
-    return result
-
-
 # ---------------------------------------------------------------------------------------- report
-def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    return mean, ((sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0)
-
-
 def _fmt(vals: Sequence[float]) -> str:
     if not vals:
         return "–"
@@ -393,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.report_only:
         for seed in plan.seeds:
             for arm in args.arms:
-                run_unit(f"{arm}-s{seed}", plan, lambda a=arm, s=seed: probe_unit(a, s, plan, train, val), command)
+                run_unit(out / "results" / f"{arm}-s{seed}.json",
+                         lambda a=arm, s=seed: probe_unit(a, s, plan, train, val), command=command)
     results = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*.json"))]
     order = {a: i for i, a in enumerate([*ARMS, "random"])}
     results.sort(key=lambda r: (order[r["arm"]], r["seed"]))

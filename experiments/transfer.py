@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ import torch
 from multimae.config import FinetuneConfig, RunConfig, load_config
 from multimae.configs import preset_path
 from multimae.engine.checkpoint import latest_checkpoint
+from multimae.engine.experiment import mean_sd, run_unit
 from multimae.tasks.finetune_data import eval_batches
 from multimae.tasks.finetune_job import make_task, run_finetuning
 from multimae.tasks.loading import load_finetuned
@@ -178,29 +177,7 @@ def finetune_unit(task: str, init: str, seed: int, plan: Plan) -> dict[str, Any]
             "train_wall_s": report["train_wall_s"], "step_s": step_seconds(run_dir), "val": report["val"], "test": test}
 
 
-def run_unit(name: str, plan: Plan, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """``fn``'s result, computed once: kept in ``<out>/results/<name>.json``."""
-    path = plan.out / "results" / f"{name}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    print(f"\n=== {name} ===", flush=True)
-    start = time.perf_counter()
-    result = {"unit": name, **fn(), "unit_wall_s": round(time.perf_counter() - start, 1)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, path)
-    return result
-
-
 # ---------------------------------------------------------------------------------------- report
-def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
-    n = len(values)
-    mean = sum(values) / n
-    return mean, ((sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0)
-
-
 def compare(a: Sequence[float], b: Sequence[float], higher_is_better: bool) -> tuple[float, str]:
     """(a's advantage over b in the metric's good direction, verdict). Differences no larger than
     the sum of the two seed standard deviations count as within the seed-to-seed spread."""
@@ -356,9 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cache_dir=args.cache_dir, threads=args.threads)
     docs = Path(args.docs) if args.docs else (out / "docs" if args.smoke else REPO / "docs")
     command = " ".join(["python experiments/transfer.py", *(argv if argv is not None else sys.argv[1:])]).strip()
-    pre = [run_unit(f"pretrain-{arm}-s{seed}", plan, lambda a=arm, s=seed: pretrain_unit(a, s, plan))
+    units = plan.out / "results"
+    pre = [run_unit(units / f"pretrain-{arm}-s{seed}.json", lambda a=arm, s=seed: pretrain_unit(a, s, plan))
            for seed in plan.seeds for arm in ("multimae", "mae")]
-    fine = [run_unit(f"ft-{task}-{init}-s{seed}", plan, lambda t=task, i=init, s=seed: finetune_unit(t, i, s, plan))
+    fine = [run_unit(units / f"ft-{task}-{init}-s{seed}.json", lambda t=task, i=init, s=seed: finetune_unit(t, i, s, plan))
             for seed in plan.seeds for task in args.tasks for init in INITS]
     md = write_report(pre, fine, plan, command, docs)
     print(f"\nwrote {md} and {md.with_suffix('.png')}")

@@ -1,0 +1,32 @@
+"""Bookkeeping of resumable experiments (``experiments/*.py``): units computed once and kept as
+JSON, and the mean ± sample standard deviation their reports print."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from multimae.engine.files import write_text_atomic
+
+
+def run_unit(path: str | Path, fn: Callable[[], dict[str, Any]], **record: Any) -> dict[str, Any]:
+    """``fn``'s result, computed once: ``{"unit": <path's stem>, **fn(), "unit_wall_s": seconds,
+    **record}`` is written to ``path`` (atomically; several processes may share a results folder)
+    and read back from there on a later call."""
+    path = Path(path)
+    if path.exists():
+        return json.loads(path.read_text())
+    print(f"\n=== {path.stem} ===", flush=True)
+    start = time.perf_counter()
+    result = {"unit": path.stem, **fn(), "unit_wall_s": round(time.perf_counter() - start, 1), **record}
+    write_text_atomic(path, json.dumps(result, indent=2), unique=True)
+    return result
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
