@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,8 +43,7 @@ import torch
 
 from multimae.config import RunConfig, load_config
 from multimae.configs import preset_path
-from multimae.engine.checkpoint import latest_checkpoint
-from multimae.engine.experiment import mean_sd, run_unit
+from multimae.engine.experiment import mean_sd, resume_or_restart, run_unit
 from multimae.tasks.pretrain_job import run_pretraining
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,20 +93,12 @@ def pretrain_config(arm: str, seed: int, plan: Plan) -> RunConfig:
     return load_config(RunConfig, preset_path("m3ae-cpu"), overrides)
 
 
-def _resume_or_restart(run_dir: Path) -> Path | None:
-    if latest_checkpoint(run_dir) is not None:
-        return run_dir
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    return None
-
-
 def pretrained(arm: str, seed: int, plan: Plan) -> Path:
     """The finished run folder of ``arm`` and ``seed`` (trained, or resumed, here if need be)."""
     cfg = pretrain_config(arm, seed, plan)
     run_dir = Path(cfg.train.out_dir) / str(cfg.train.name)
     if not (run_dir / "report.json").exists():
-        resume = _resume_or_restart(run_dir)
+        resume = resume_or_restart(run_dir)
         if resume is not None:
             cfg = load_config(RunConfig, run_dir / "config.yaml")
         run_pretraining(cfg, resume, progress=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,8 +38,7 @@ import torch
 
 from multimae.config import FinetuneConfig, RunConfig, load_config
 from multimae.configs import preset_path
-from multimae.engine.checkpoint import latest_checkpoint
-from multimae.engine.experiment import mean_sd, run_unit
+from multimae.engine.experiment import mean_sd, resume_or_restart, run_unit
 from multimae.tasks.finetune_data import eval_batches
 from multimae.tasks.finetune_job import make_task, run_finetuning
 from multimae.tasks.loading import load_finetuned
@@ -129,15 +127,6 @@ def finetune_config(task: str, init: str, seed: int, plan: Plan) -> FinetuneConf
     return load_config(FinetuneConfig, preset_path("finetune-cpu"), overrides)
 
 
-def _resume_or_restart(run_dir: Path) -> Path | None:
-    """The run folder to resume, or None after clearing a folder that holds no checkpoint yet."""
-    if latest_checkpoint(run_dir) is not None:
-        return run_dir
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    return None
-
-
 def step_seconds(run_dir: Path) -> float | None:
     """Seconds per training step after the first logged step (which includes the warm-up)."""
     from multimae.engine.logger import read_metrics
@@ -152,7 +141,7 @@ def pretrain_unit(arm: str, seed: int, plan: Plan) -> dict[str, Any]:
     cfg = pretrain_config(arm, seed, plan)
     run_dir = Path(cfg.train.out_dir) / str(cfg.train.name)
     if not (run_dir / "report.json").exists():
-        resume = _resume_or_restart(run_dir)
+        resume = resume_or_restart(run_dir)
         if resume is not None:  # continue with the run's own config
             cfg = load_config(RunConfig, run_dir / "config.yaml")
         run_pretraining(cfg, resume, progress=True)
@@ -166,7 +155,7 @@ def finetune_unit(task: str, init: str, seed: int, plan: Plan) -> dict[str, Any]
     cfg = finetune_config(task, init, seed, plan)
     run_dir = Path(cfg.train.out_dir) / str(cfg.train.name)
     if not (run_dir / "report.json").exists():
-        resume = _resume_or_restart(run_dir)
+        resume = resume_or_restart(run_dir)
         if resume is not None:  # continue with the run's own (resolved) config
             cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
         run_finetuning(cfg, resume, progress=True)

@@ -36,3 +36,16 @@ def test_a_failed_unit_leaves_nothing(tmp_path):
 def test_mean_sd():
     assert mean_sd([1.0, 3.0]) == pytest.approx((2.0, 2**0.5))
     assert mean_sd([0.7]) == (0.7, 0.0)
+
+
+def test_a_run_resumes_from_its_checkpoint_or_starts_again(tmp_path):
+    from multimae.engine.checkpoint import checkpoint_path, save_checkpoint
+    from multimae.engine.experiment import resume_or_restart
+
+    started = tmp_path / "started"
+    (started / "logs").mkdir(parents=True)
+    assert resume_or_restart(started) is None and not started.exists()  # no checkpoint yet: cleared
+    assert resume_or_restart(tmp_path / "never") is None
+    done = tmp_path / "done"
+    save_checkpoint({"step": 5}, done, 5, keep_last=1)
+    assert resume_or_restart(done) == done and checkpoint_path(done, 5).exists()  # kept

@@ -1,15 +1,17 @@
 """Bookkeeping of resumable experiments (``experiments/*.py``): units computed once and kept as
-JSON, and the mean ± sample standard deviation their reports print."""
+JSON, runs resumed or restarted, and the mean ± sample standard deviation their reports print."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from multimae.engine.checkpoint import latest_checkpoint
 from multimae.engine.files import write_text_atomic
 
 
@@ -30,3 +32,14 @@ def run_unit(path: str | Path, fn: Callable[[], dict[str, Any]], **record: Any) 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (n - 1; 0 for a single value)."""
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def resume_or_restart(run_dir: str | Path) -> Path | None:
+    """The run folder to resume, or None after clearing a folder that holds no checkpoint yet (a
+    run interrupted before its first checkpoint starts again)."""
+    run_dir = Path(run_dir)
+    if latest_checkpoint(run_dir) is not None:
+        return run_dir
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    return None
