@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -13,6 +16,16 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDEN = SHARED / "reference" / "golden"
 
 NUM_CLASSES = 5
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def load_experiment(name: str) -> ModuleType:
+    """``experiments/<name>.py`` as a module (its report code is tested; the experiment never runs)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_experiment", EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def assert_same_training(a, b):

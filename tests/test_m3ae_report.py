@@ -3,23 +3,15 @@ claim lines, the tables, notes kept across rewrites and the figure. The experime
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "m3ae.py"
+from conftest import load_experiment
 
 
 @pytest.fixture(scope="module")
 def m3ae():
-    spec = importlib.util.spec_from_file_location("m3ae_experiment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("m3ae")
 
 
 def test_the_spread_rule(m3ae):

@@ -3,23 +3,15 @@ the spread rule, the claim checks and the figure. The experiment itself never ru
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "transfer.py"
+from conftest import load_experiment
 
 
 @pytest.fixture(scope="module")
 def transfer():
-    spec = importlib.util.spec_from_file_location("transfer_experiment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("transfer")
 
 
 def test_mean_sd_and_the_spread_rule(transfer):
