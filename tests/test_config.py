@@ -4,6 +4,7 @@ import pytest
 
 from multimae.config import FinetuneConfig, RunConfig, load_config, to_yaml
 from multimae.configs import preset_names, preset_path
+from multimae.tokenizers.config import TokenizerRunConfig
 
 
 def test_presets_load_and_validate():
@@ -11,6 +12,10 @@ def test_presets_load_and_validate():
     cpu = load_config(RunConfig, preset_path("cpu"))
     assert cpu.data.source == "world" and cpu.train.precision == "auto" and cpu.train.threads == "auto"
     for name in preset_names():
+        if name.startswith("tok-"):  # tokenizer runs (tests/tokenizers/test_training.py)
+            modality = load_config(TokenizerRunConfig, preset_path(name)).spec().name
+            assert name in ("tok-world", f"tok-world-{modality}"), name
+            continue
         assert load_config(RunConfig if "finetune" not in name else FinetuneConfig, preset_path(name),
                            ["data.root=/data/x"] if name.endswith("-vitb") else []).train.precision == "auto", name
     paper = load_config(RunConfig, preset_path("paper-vitb"), ["data.root=/data/x"])

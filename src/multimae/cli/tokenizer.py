@@ -1,43 +1,153 @@
-"""`multimae tokenizer train`: a WordPiece tokenizer trained on the captions of a data source,
-saved as ``DIR/tokenizer.json`` (what a run or checkpoint carries), with the truncation count a
-given ``--max-length`` would have."""
+"""`multimae tokenizer`: train and evaluate tokenizers.
+
+``train --modality caption --data ...``: a WordPiece tokenizer trained on the captions of a data source,
+saved as ``DIR/tokenizer.json`` (what a run or checkpoint carries), with the truncation count a given
+``--max-length`` would have. ``train --modality depth`` (any map modality): a map tokenizer trained on
+the built-in world from a ``tok-world*`` preset (`multimae.tokenizers.training`), resumable, ending with
+``report.json`` and ``reconstructions.png``. ``eval --tokenizer DIR``: a map tokenizer's round-trip
+metrics on held-out world scenes, next to the baseline.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from multimae.modalities.registry import DEFAULT_TEXT_MODALITY
+from multimae.modalities.registry import BUILTIN_MODALITIES, DEFAULT_TEXT_MODALITY
+
+MAP_PRESET = "tok-world"  # map tokenizers' base preset; tok-world-<modality> when it exists
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("tokenizer", help="train a caption tokenizer on a data source")
+    parser = subparsers.add_parser("tokenizer", help="train and evaluate tokenizers (captions, maps)")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    train = actions.add_parser("train", help="train a WordPiece tokenizer on the captions of --data")
-    train.add_argument("--data", type=Path, required=True,
-                       help="a folder-layout root, tar shards (a .tar or a folder of them), a .jsonl of image-caption "
-                            "pairs, a .txt with one caption per line, or a folder of .txt files")
+    train = actions.add_parser("train", help="train a tokenizer: WordPiece for a text modality (on --data), a map "
+                                             "tokenizer for a map modality (on the built-in world)")
     train.add_argument("--modality", default=DEFAULT_TEXT_MODALITY,
-                       help=f"the text modality to read [{DEFAULT_TEXT_MODALITY}]")
-    train.add_argument("--split", default="train", help="split of a folder-layout root [train]")
-    train.add_argument("--vocab-size", type=int, default=1000, help="vocabulary size at most [1000]")
-    train.add_argument("--min-frequency", type=int, default=1, help="least count of a merged piece [1]")
-    train.add_argument("--max-length", type=int, default=None,
-                       help="report how many captions are longer than this many tokens (truncated in training)")
-    train.add_argument("--out", type=Path, required=True, help="folder to write tokenizer.json into")
-    train.add_argument("--skip-bad", action="store_true", help="skip (and count) empty, non-UTF-8 or over-long captions")
+                       help=f"the modality to tokenise: a text modality (read from --data) or a map [{DEFAULT_TEXT_MODALITY}]")
+    train.add_argument("--out", type=Path, required=True,
+                       help="folder to write the tokenizer into (a map tokenizer's run folder)")
+    text = train.add_argument_group("text modalities (WordPiece)")
+    text.add_argument("--data", type=Path,
+                      help="a folder-layout root, tar shards (a .tar or a folder of them), a .jsonl of image-caption "
+                           "pairs, a .txt with one caption per line, or a folder of .txt files")
+    text.add_argument("--split", default="train", help="split of a folder-layout root [train]")
+    text.add_argument("--vocab-size", type=int, default=1000, help="vocabulary size at most [1000]")
+    text.add_argument("--min-frequency", type=int, default=1, help="least count of a merged piece [1]")
+    text.add_argument("--max-length", type=int, default=None,
+                      help="report how many captions are longer than this many tokens (truncated in training)")
+    text.add_argument("--skip-bad", action="store_true", help="skip (and count) empty, non-UTF-8 or over-long captions")
+    maps = train.add_argument_group("map modalities")
+    maps.add_argument("--config", help=f"preset or YAML file [{MAP_PRESET}-<modality> if it exists, else {MAP_PRESET}]")
+    maps.add_argument("--resume", action="store_true",
+                      help="continue the run in --out with its own config.yaml (overrides may change train.steps)")
+    maps.add_argument("--quiet", action="store_true", help="no progress bar")
+    maps.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides (train.steps=200)")
     train.set_defaults(func=run_train)
+
+    ev = actions.add_parser("eval", help="round-trip metrics of a trained map tokenizer on held-out world scenes")
+    ev.add_argument("--tokenizer", type=Path, required=True, help="folder of a trained map tokenizer")
+    ev.add_argument("--val-scenes", type=int, default=None, help="held-out scenes [the training run's data.val_scenes]")
+    ev.add_argument("--baseline-scenes", type=int, default=None,
+                    help="training scenes the baseline is fitted on, 0 for none [the run's train.baseline_scenes]")
+    ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(func=run_eval)
+
+
+def _is_text(modality: str) -> bool:
+    spec = BUILTIN_MODALITIES.get(modality)
+    return spec is not None and spec.kind == "tokens"
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from multimae.errors import UserError, check_out_dir
+
+    check_out_dir(args.out, "--out")
+    if _is_text(args.modality):
+        if args.config or args.resume or args.overrides:
+            raise UserError(f"--config, --resume and overrides are for map tokenizers; {args.modality} is a text "
+                            "modality (WordPiece: --vocab-size, --min-frequency)")
+        return _train_text(args)
+    if args.data is not None:
+        raise UserError(f"map tokenizers train on the built-in world for now; --data is for text modalities, "
+                        f"not {args.modality}")
+    return _train_map(args)
+
+
+def _map_config(args: argparse.Namespace):
+    from multimae.config.loader import load_config
+    from multimae.configs import PRESET_DIR, preset_path
+    from multimae.errors import UserError
+    from multimae.tokenizers.config import TokenizerRunConfig
+    from multimae.tokenizers.training import RUN_CONFIG_FILE
+
+    overrides = [*args.overrides, f"modality={args.modality}"]
+    try:
+        if args.resume:
+            if args.config:
+                raise UserError("--resume continues the run in --out with its own config.yaml: drop --config")
+            if not (args.out / RUN_CONFIG_FILE).is_file():
+                raise UserError(f"{args.out}: nothing to resume (no {RUN_CONFIG_FILE})")
+            return load_config(TokenizerRunConfig, args.out / RUN_CONFIG_FILE, overrides)
+        own = f"{MAP_PRESET}-{args.modality}"
+        preset = args.config or (own if (PRESET_DIR / f"{own}.yaml").exists() else MAP_PRESET)
+        return load_config(TokenizerRunConfig, preset_path(preset), overrides)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def _train_map(args: argparse.Namespace) -> int:
+    from multimae.errors import UserError
+    from multimae.tokenizers.training import train_tokenizer
+
+    config = _map_config(args)
+    try:
+        train_tokenizer(config, args.out, resume=args.resume, progress=not args.quiet)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    print(f"wrote the tokenizer, report.json and reconstructions.png to {args.out}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from multimae.errors import UserError, check_positive
+    from multimae.tokenizers import load_tokenizer
+    from multimae.tokenizers.baseline import PooledKMeans
+    from multimae.tokenizers.config import TokenizerRunConfig
+    from multimae.tokenizers.evaluation import report, summary_lines
+    from multimae.tokenizers.training import run_config_of, world_maps
+
+    check_positive(args.val_scenes, "--val-scenes")
+    check_positive(args.baseline_scenes, "--baseline-scenes", least=0)
+    try:
+        tokenizer = load_tokenizer(args.tokenizer)
+        run = run_config_of(args.tokenizer) or TokenizerRunConfig(modality=tokenizer.spec.name)
+        val = world_maps(run.data, tokenizer.spec.name, "val", args.val_scenes or run.data.val_scenes, not args.quiet)
+        fit_count = run.train.baseline_scenes if args.baseline_scenes is None else args.baseline_scenes
+        baseline = None
+        if fit_count:
+            train = world_maps(run.data, tokenizer.spec.name, "train", fit_count, not args.quiet)
+            baseline = PooledKMeans.fit(tokenizer.format, train, tokenizer.patch, tokenizer.vocab_size,
+                                        seed=run.train.seed)
+        rep, _, _ = report(tokenizer, val, baseline, run.train.eval_batch_size)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    print(json.dumps(rep, indent=2) if args.json else "\n".join(summary_lines(rep)))
+    return 0
+
+
+def _train_text(args: argparse.Namespace) -> int:
     from multimae.data.text_sources import read_captions
-    from multimae.errors import UserError, check_out_dir, check_positive
+    from multimae.errors import UserError, check_positive
     from multimae.text import TextTokenizer
 
+    if args.data is None:
+        raise UserError(f"a {args.modality} tokenizer is trained on captions: give --data")
     check_positive(args.vocab_size, "--vocab-size")
     check_positive(args.min_frequency, "--min-frequency")
     check_positive(args.max_length, "--max-length")
-    check_out_dir(args.out, "--out")
     try:
         captions = read_captions(args.data, args.modality, args.split, "skip" if args.skip_bad else "raise")
         tokenizer = TextTokenizer.train(captions.texts, args.vocab_size, args.min_frequency)

@@ -4,7 +4,7 @@ Shapes: B samples, C_in network input channels, C_out output channels, D code wi
 h w token grid (h = H / P, P = 2 ** len(widths) pixels per token side).
 
 Encoder: per width, a stride-2 4x4 convolution then a residual block, so P = 2 ** (number of widths)
-(64 px at widths (32, 64, 64) -> 8x8 tokens, the model's 8-px patch grid); a 1x1 convolution to D.
+(64 px at widths (16, 32, 64) -> 8x8 tokens, the model's 8-px patch grid); a 1x1 convolution to D.
 Decoder: a 3x3 convolution and a residual block at the grid, then per stage nearest-neighbour 2x
 upsampling, a 3x3 convolution and (below full resolution) a residual block.
 """
@@ -22,7 +22,7 @@ from multimae.tokenizers.quantizers import Quantizer, QuantizerConfig
 class MapTokenizerConfig:
     """Architecture of a map tokenizer (the part a preset chooses)."""
 
-    widths: tuple[int, ...] = (32, 64, 64)  # channels per stride-2 stage; pixels per token = 2 ** len(widths)
+    widths: tuple[int, ...] = (16, 32, 64)  # channels per stride-2 stage; pixels per token = 2 ** len(widths)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
 
     def validate(self) -> None:

@@ -1,0 +1,81 @@
+"""`multimae tokenizer train / eval` on a tiny world: the run's files, its report, resuming, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from multimae.cli.main import main
+from multimae.tokenizers import load_tokenizer
+from multimae.tokenizers.training import STATE_FILE
+
+
+def tiny(tmp_path, steps: int) -> list[str]:
+    """Overrides of a 32 px world run (4x4 tokens) of a few steps, rendered into a test cache."""
+    return [f"data.cache_dir={tmp_path / 'cache'}", "data.image_size=32", "data.train_scenes=12", "data.val_scenes=4",
+            "data.workers=0", f"train.steps={steps}", "train.batch_size=4", "train.ckpt_every=2", "train.log_every=1",
+            "train.baseline_scenes=12", "train.stats_scenes=12", "train.eval_batch_size=4", "train.figure_samples=3",
+            "tokenizer.quantizer.levels=[5,3,3]"]
+
+
+def train(tmp_path, out, modality: str, steps: int, *extra: str) -> int:
+    """The CLI run; ``extra``: flags (``--resume``) and overrides, which win over `tiny`'s."""
+    flags = [e for e in extra if e.startswith("--")]
+    overrides = [e for e in extra if not e.startswith("--")]
+    return main(["tokenizer", "train", "--modality", modality, "--out", str(out), "--quiet", *flags,
+                 *tiny(tmp_path, steps), *overrides])
+
+
+@pytest.mark.parametrize("modality", ["depth", "semseg"])
+def test_train_ends_with_tokenizer_report_and_picture(tmp_path, modality, capsys):
+    out = tmp_path / "run"
+    assert train(tmp_path, out, modality, 4) == 0
+    rep = json.loads((out / "report.json").read_text())
+    tok = load_tokenizer(out)
+    assert rep["modality"] == modality and rep["tokenizer"]["content_hash"] == tok.content_hash
+    assert rep["tokenizer"]["grid"] == [4, 4] and rep["tokenizer"]["vocab_size"] == 45 == tok.vocab_size
+    assert rep["val_maps"] == 4 and rep["training"]["steps"] == 4
+    primary = rep["primary_metric"]
+    assert primary == ("l1" if modality == "depth" else "miou")
+    for side in (rep["metrics"], rep["baseline"]["metrics"]):
+        assert 0 <= side[primary] and side["tokens"] == 4 * 16 and 0 < side["codes_used"] <= 45
+        assert side["dead_codes"] == side["vocab_size"] - side["codes_used"]
+    picture = Image.open(out / "reconstructions.png")
+    assert picture.width > 4 * 128 and picture.height > 3 * 128  # 4 columns, 3 samples
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert "tokenizer" in capsys.readouterr().out
+
+    capsys.readouterr()
+    assert main(["tokenizer", "eval", "--tokenizer", str(out), "--json", "--quiet"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["metrics"] == rep["metrics"] and again["baseline"] == rep["baseline"]
+
+
+def test_an_interrupted_run_resumes_to_the_same_tokenizer(tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train(tmp_path, whole, "rgb", 4) == 0
+    assert train(tmp_path, parts, "rgb", 2) == 0  # stopped at step 2 (its checkpoint)
+    assert torch.load(parts / STATE_FILE, weights_only=False)["step"] == 2
+    assert train(tmp_path, parts, "rgb", 2) == 2  # a run folder is not overwritten without --resume
+    assert train(tmp_path, parts, "rgb", 4, "--resume") == 0
+    assert torch.load(parts / STATE_FILE, weights_only=False)["step"] == 4
+    assert load_tokenizer(parts).content_hash == load_tokenizer(whole).content_hash
+    log = [json.loads(line)["step"] for line in (parts / "log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3, 4]
+
+
+def test_bad_runs_are_refused_with_a_message(tmp_path, capsys):
+    assert train(tmp_path, tmp_path / "a", "rgb", 2, "--resume") == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert train(tmp_path, tmp_path / "b", "norm_rgb", 2) == 2
+    assert "derived from 'rgb'" in capsys.readouterr().err
+    assert train(tmp_path, tmp_path / "c", "depth", 2, "data.image_size=36") == 2
+    assert "not a multiple of the tokenizer's 8 pixels per token" in capsys.readouterr().err
+    assert main(["tokenizer", "train", "--modality", "depth", "--data", str(tmp_path), "--out", str(tmp_path / "d")]) == 2
+    assert "--data is for text modalities" in capsys.readouterr().err
+    assert main(["tokenizer", "eval", "--tokenizer", str(tmp_path / "none")]) == 2
+    assert "no multimae_tokenizer.json" in capsys.readouterr().err
