@@ -43,6 +43,7 @@ BUILTIN_MODALITIES: Mapping[str, ModalitySpec] = MappingProxyType({s.name: s for
 # Defaults that name built-ins, read by configs and command lines instead of repeating the names.
 DEFAULT_IMAGE_MODALITY = "rgb"  # the photograph: what labellers read, what transfer metrics start from
 DEFAULT_TEXT_MODALITY = "caption"  # the sentence about the picture: what tokenizers are trained on
+DEFAULT_MAP_MODALITY = "depth"  # the map a tokenizer run tokenises when its config names none
 DEFAULT_INPUTS: tuple[str, ...] = ("rgb", "depth", "semseg")  # a pre-training model's inputs
 DEFAULT_OUTPUTS: tuple[str, ...] = ("rgb", "depth", "semseg", "norm_rgb")  # ... and its outputs
 # The modality a dense fine-tuning task predicts when its config names none, by task kind.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from multimae.modalities.registry import resolve_modalities, spec_from_dict
+from multimae.modalities.registry import DEFAULT_MAP_MODALITY, resolve_modalities, spec_from_dict
 from multimae.modalities.spec import ModalitySpec
 from multimae.tokenizers.network import MapTokenizerConfig
 
@@ -52,7 +52,7 @@ class TokenizerTrainConfig:
 
 @dataclass
 class TokenizerRunConfig:
-    modality: str = "depth"  # the map modality to tokenise (a built-in or a custom_modalities entry)
+    modality: str = DEFAULT_MAP_MODALITY  # the map modality to tokenise (a built-in or a custom_modalities entry)
     modality_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # spec fields by modality
     custom_modalities: dict[str, dict[str, Any]] = field(default_factory=dict)  # user specs by name
     tokenizer: MapTokenizerConfig = field(default_factory=MapTokenizerConfig)
