@@ -61,6 +61,8 @@ def test_an_interrupted_run_resumes_to_the_same_tokenizer(tmp_path):
     assert train(tmp_path, parts, "rgb", 2) == 0  # stopped at step 2 (its checkpoint)
     assert torch.load(parts / STATE_FILE, weights_only=False)["step"] == 2
     assert train(tmp_path, parts, "rgb", 2) == 2  # a run folder is not overwritten without --resume
+    with (parts / "log.jsonl").open("a") as log:  # a record of step 3, written before the run was killed
+        log.write('{"step": 3, "loss": 9.0}\n')
     assert train(tmp_path, parts, "rgb", 4, "--resume") == 0
     assert torch.load(parts / STATE_FILE, weights_only=False)["step"] == 4
     assert load_tokenizer(parts).content_hash == load_tokenizer(whole).content_hash

@@ -112,6 +112,7 @@ def _train_steps(state: TrainState, train_raw: Tensor, config: TokenizerRunConfi
     """Run steps ``state.step`` .. ``train.steps``; returns the seconds they took."""
     t, net = config.train, state.tokenizer.net
     net.train()
+    _trim_log(out / LOG_FILE, state.step)
     start = time.perf_counter()
     with tqdm(total=t.steps, initial=state.step, desc=f"tokenizer {config.modality}", unit="step",
               disable=not progress, dynamic_ncols=True) as bar, (out / LOG_FILE).open("a") as log:
@@ -176,6 +177,13 @@ def train_tokenizer(config: TokenizerRunConfig, out: str | Path, resume: bool = 
     if progress:
         print("\n".join(summary_lines(rep)))
     return rep
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop the records after ``step`` (written after the last checkpoint of an interrupted run)."""
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        write_text_atomic(path, "".join(f"{line}\n" for line in kept))
 
 
 def _last_loss(out: Path) -> float | None:
