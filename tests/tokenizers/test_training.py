@@ -63,7 +63,7 @@ def test_an_interrupted_run_resumes_to_the_same_tokenizer(tmp_path):
     assert train(tmp_path, parts, "rgb", 2) == 2  # a run folder is not overwritten without --resume
     with (parts / "log.jsonl").open("a") as log:  # a record of step 3, written before the run was killed
         log.write('{"step": 3, "loss": 9.0}\n')
-    assert train(tmp_path, parts, "rgb", 4, "--resume") == 0
+    assert main(["tokenizer", "train", "--out", str(parts), "--resume", "--quiet", "train.steps=4"]) == 0  # its modality
     assert torch.load(parts / STATE_FILE, weights_only=False)["step"] == 4
     assert load_tokenizer(parts).content_hash == load_tokenizer(whole).content_hash
     log = [json.loads(line)["step"] for line in (parts / "log.jsonl").read_text().splitlines()]
@@ -72,6 +72,8 @@ def test_an_interrupted_run_resumes_to_the_same_tokenizer(tmp_path):
 
 def test_bad_runs_are_refused_with_a_message(tmp_path, capsys):
     assert train(tmp_path, tmp_path / "a", "rgb", 2, "--resume") == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert main(["tokenizer", "train", "--out", str(tmp_path / "a"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
     assert train(tmp_path, tmp_path / "b", "norm_rgb", 2) == 2
     assert "derived from 'rgb'" in capsys.readouterr().err

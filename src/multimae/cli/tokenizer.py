@@ -24,8 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     train = actions.add_parser("train", help="train a tokenizer: WordPiece for a text modality (on --data), a map "
                                              "tokenizer for a map modality (on the built-in world)")
-    train.add_argument("--modality", default=DEFAULT_TEXT_MODALITY,
-                       help=f"the modality to tokenise: a text modality (read from --data) or a map [{DEFAULT_TEXT_MODALITY}]")
+    train.add_argument("--modality", default=None,
+                       help=f"the modality to tokenise: a text modality (read from --data) or a map [{DEFAULT_TEXT_MODALITY}; "
+                            "with --resume, the run's own]")
     train.add_argument("--out", type=Path, required=True,
                        help="folder to write the tokenizer into (a map tokenizer's run folder)")
     text = train.add_argument_group("text modalities (WordPiece)")
@@ -65,6 +66,8 @@ def run_train(args: argparse.Namespace) -> int:
     from multimae.errors import UserError, check_out_dir
 
     check_out_dir(args.out, "--out")
+    if args.modality is None:
+        args.modality = _resumed_modality(args.out) if args.resume else DEFAULT_TEXT_MODALITY
     if _is_text(args.modality):
         if args.config or args.resume or args.overrides:
             raise UserError(f"--config, --resume and overrides are for map tokenizers; {args.modality} is a text "
@@ -74,6 +77,18 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError(f"map tokenizers train on the built-in world for now; --data is for text modalities, "
                         f"not {args.modality}")
     return _train_map(args)
+
+
+def _resumed_modality(out: Path) -> str:
+    from multimae.errors import UserError
+    from multimae.tokenizers.training import RUN_CONFIG_FILE
+
+    try:
+        import yaml
+
+        return str(yaml.safe_load((out / RUN_CONFIG_FILE).read_text())["modality"])
+    except (OSError, KeyError, TypeError):
+        raise UserError(f"{out}: nothing to resume (no {RUN_CONFIG_FILE} naming a modality)") from None
 
 
 def _map_config(args: argparse.Namespace):
