@@ -47,7 +47,7 @@ class PooledKMeans:
     """Cell averages coded by a k-means palette of V entries (see the module docstring)."""
 
     def __init__(self, fmt: MapFormat, patch: int, centres: Tensor) -> None:
-        self.fmt, self.patch, self.centres = fmt, patch, centres
+        self.format, self.patch, self.centres = fmt, patch, centres
 
     @classmethod
     def fit(cls, fmt: MapFormat, raw: Tensor, patch: int, vocab_size: int, max_points: int = 20_000,
@@ -66,7 +66,7 @@ class PooledKMeans:
 
     def encode(self, raw: Tensor) -> tuple[Tensor, Tensor]:
         """raw maps -> (ids (B, h, w) int64, valid (B, h, w))."""
-        cells, valid = pooled_cells(self.fmt, raw, self.patch)
+        cells, valid = pooled_cells(self.format, raw, self.patch)
         b, h, w, c = cells.shape
         ids = torch.cdist(cells.reshape(b, h * w, c), self.centres[None].expand(b, -1, -1)).argmin(dim=2)
         return ids.reshape(b, h, w), valid
@@ -75,4 +75,4 @@ class PooledKMeans:
         """ids (B, h, w) -> raw maps at P times the resolution."""
         cells = self.centres[ids].permute(0, 3, 1, 2)  # (B, C, h, w)
         up = F.interpolate(cells, scale_factor=self.patch, mode="nearest")
-        return self.fmt.denormalize(self.fmt.finish(up))
+        return self.format.denormalize(self.format.finish(up))

@@ -41,8 +41,7 @@ def measure(tokenizer: SpatialTokenizer | PooledKMeans, raw: Tensor, batch_size:
             vocab_size: int) -> tuple[dict[str, float], Tensor]:
     """({metric: value} of the round trip and the code usage, reconstructions)."""
     recon, ids, valid = round_trip(tokenizer, raw, batch_size)
-    errors, usage = RoundTrip(tokenizer.fmt if isinstance(tokenizer, PooledKMeans) else tokenizer.format), \
-        CodeUsage(vocab_size)
+    errors, usage = RoundTrip(tokenizer.format), CodeUsage(vocab_size)
     errors.update(raw, recon)
     usage.update(ids, valid)
     return {**errors.result(), **usage.result()}, recon
