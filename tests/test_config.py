@@ -12,7 +12,7 @@ def test_presets_load_and_validate():
     cpu = load_config(RunConfig, preset_path("cpu"))
     assert cpu.data.source == "world" and cpu.train.precision == "auto" and cpu.train.threads == "auto"
     for name in preset_names():
-        if name.startswith("tok-"):  # tokenizer runs (tests/tokenizers/test_training.py)
+        if name.startswith("tok-"):  # tokenizer runs (tests/map_tokenizers/test_training.py)
             modality = load_config(TokenizerRunConfig, preset_path(name)).spec().name
             assert name in ("tok-world", f"tok-world-{modality}"), name
             continue
