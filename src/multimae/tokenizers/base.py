@@ -75,14 +75,26 @@ def tensors_digest(config: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> 
     return h.hexdigest()
 
 
+TOKENIZER_TYPES: dict[str, type[Tokenizer]] = {}  # ``type`` in `CONFIG_FILE` -> class; filled by subclassing
+
+
 class Tokenizer(ABC):
     """Raw values of one modality <-> token ids.
 
-    Subclasses set `type_name` (the ``type`` recorded in `CONFIG_FILE`) and implement `encode`,
-    `decode`, `vocab_size`, `placement`, `config_dict`, `state_tensors` and `from_saved`.
+    Subclasses set `type_name` (the ``type`` recorded in `CONFIG_FILE`; a subclass with one is
+    registered in `TOKENIZER_TYPES`, which `load_tokenizer` reads) and implement `encode`, `decode`,
+    `vocab_size`, `placement`, `config_dict`, `state_tensors` and `from_saved`.
     """
 
     type_name: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.type_name:
+            known = TOKENIZER_TYPES.get(cls.type_name)
+            if known is not None and known.__qualname__ != cls.__qualname__:
+                raise TypeError(f"tokenizer type {cls.type_name!r} is already {known.__qualname__}")
+            TOKENIZER_TYPES[cls.type_name] = cls
 
     @property
     @abstractmethod
@@ -155,9 +167,8 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
     file is missing, of an unknown type, or its weights do not give the recorded content hash."""
     from safetensors.torch import load_file
 
-    from multimae.tokenizers.spatial import SpatialTokenizer
+    import multimae.tokenizers  # noqa: F401  (registers the built-in types)
 
-    kinds: dict[str, type[Tokenizer]] = {SpatialTokenizer.type_name: SpatialTokenizer}
     folder = Path(folder)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (folder / name).is_file():
@@ -167,9 +178,10 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
         record = json.loads((folder / CONFIG_FILE).read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{folder / CONFIG_FILE}: not valid JSON ({err})") from None
-    kind = kinds.get(record.get("type"))
+    kind = TOKENIZER_TYPES.get(record.get("type"))
     if kind is None:
-        raise ValueError(f"{folder / CONFIG_FILE}: unknown tokenizer type {record.get('type')!r}; known: {sorted(kinds)}")
+        raise ValueError(f"{folder / CONFIG_FILE}: unknown tokenizer type {record.get('type')!r}; "
+                         f"known: {sorted(TOKENIZER_TYPES)}")
     tokenizer = kind.from_saved(record["config"], load_file(str(folder / WEIGHTS_FILE)))
     if tokenizer.content_hash != record.get("content_hash"):
         raise ValueError(f"{folder}: the weights and config give sha256 {tokenizer.content_hash[:16]}, not the "
