@@ -16,6 +16,7 @@ semseg      8-bit PNG, or 16-bit PNG when    int64 ``(H, W)`` class ids
             there are more than 256 classes
 instance    8- or 16-bit PNG, 0 = none       int64 ``(H, W)``
 caption     UTF-8 text (``.txt``), not empty  str, stripped of surrounding white space
+feature     ``.npy`` float (G, C) or (C,)    float32 ``(G, C)`` global vectors, finite
 label       decimal text (``.cls``)          int
 ==========  ===============================  ==================================================
 
@@ -44,10 +45,11 @@ DENSE = tuple(m for m, e in STORED.items() if e in ("rgb8", "depth16", "unit_vec
 CLASS_MAPS = tuple(m for m, e in STORED.items() if e in ("class_ids", "instance_ids"))
 MAPS = DENSE + CLASS_MAPS
 TEXT = tuple(m for m, e in STORED.items() if e == "text")
-MODALITIES = MAPS + TEXT
+VECTORS = tuple(m for m, e in STORED.items() if e == "vectors")
+MODALITIES = MAPS + TEXT + VECTORS
 # The extensions a reader accepts for each encoding, the first being the one written.
 EXTENSIONS = {"rgb8": (".png", ".jpg", ".jpeg"), "depth16": (".png", ".npy"), "unit_vectors8": (".png",),
-              "class_ids": (".png",), "instance_ids": (".png",), "text": (".txt",)}
+              "class_ids": (".png",), "instance_ids": (".png",), "text": (".txt",), "vectors": (".npy",)}
 # The one modality <-> file-name table: the extensions a reader accepts for each modality, the
 # first being the one written. Folders hold ``<modality>/.../<key><ext>``; shard members are
 # ``<key>.<modality><ext>`` (`member_suffix`), but a caption is ``<key>.txt`` and a label ``<key>.cls``.
@@ -270,6 +272,18 @@ def decode_text(data: bytes, name: str, modality: str) -> str:
     return check_text(text, name, modality)
 
 
+def decode_vectors(array: np.ndarray, name: str, modality: str) -> torch.Tensor:
+    """A stored float array (G, C), or (C,) for one vector, -> float32 ``(G, C)``; a ValueError naming
+    ``name`` when it is not a finite float array of that shape."""
+    if array.dtype.kind != "f" or array.ndim not in (1, 2) or array.size == 0:
+        raise ValueError(f"{name}: {modality} must be a float array of shape (C,) or (G, C), got {array.dtype} "
+                         f"{array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name}: {modality} holds non-finite values")
+    vectors = np.array(array, dtype=np.float32)  # a copy: it may be read-only
+    return torch.from_numpy(vectors.reshape(1, -1) if vectors.ndim == 1 else vectors)
+
+
 def decode_modality(modality: str, data: bytes, name: str, num_classes: int | None = None,
                     depth_scale: float = DEPTH_SCALE, ignore_index: int | None = None) -> torch.Tensor | str:
     """Bytes of one stored modality -> its sample value (see the table above)."""
@@ -277,6 +291,8 @@ def decode_modality(modality: str, data: bytes, name: str, num_classes: int | No
     if encoding == "text":
         return decode_text(data, name, modality)
     array = read_array(data, name, rgb=encoding == "rgb8")
+    if encoding == "vectors":
+        return decode_vectors(array, name, modality)
     if encoding == "class_ids":
         return decode_class_map(array, name, num_classes, ignore_index)
     if encoding == "instance_ids":
@@ -296,7 +312,8 @@ def manifest_entry(manifest: Mapping[str, object], encoding: str) -> Mapping[str
 
 def check_sample(sample: Mapping[str, object], name: str) -> None:
     """Raise a ValueError naming ``name`` if the maps of a sample differ in height and width."""
-    sizes = {k: tuple(v.shape[-2:]) for k, v in sample.items() if isinstance(v, torch.Tensor) and v.ndim >= 2}
+    sizes = {k: tuple(v.shape[-2:]) for k, v in sample.items()
+             if isinstance(v, torch.Tensor) and v.ndim >= 2 and k not in VECTORS}
     if len(set(sizes.values())) > 1:
         listed = ", ".join(f"{k} {w}×{h}" for k, (h, w) in sizes.items())
         raise ValueError(f"{name}: modalities have different sizes ({listed}, W×H); they must be aligned pixel for "

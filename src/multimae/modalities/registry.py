@@ -32,6 +32,10 @@ _BUILTINS = (
     # tokenizer (`multimae.text.batch.spec_for`); 32 word pieces hold every caption of the world.
     ModalitySpec(name="caption", kind="tokens", num_channels=1000, loss="cross_entropy", max_length=32, pad_id=0,
                  encoding="text"),
+    # A global embedding of the picture (4M's DINOv2 / ImageBind features): one vector, made by a
+    # feature labeler (`multimae pseudolabel`); the built-in world's comes from our own pre-trained
+    # encoder (the `cpu` preset's width, 192). Another labeler's width is set by the data's manifest.
+    ModalitySpec(name="feature", kind="vector", num_channels=192, max_length=1, loss="mse", encoding="vectors"),
     ModalitySpec(
         name="norm_rgb", kind="dense", num_channels=3, normalization="imagenet", loss="norm_pix_mse",
         is_input=False, source="rgb", mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -44,6 +48,7 @@ BUILTIN_MODALITIES: Mapping[str, ModalitySpec] = MappingProxyType({s.name: s for
 DEFAULT_IMAGE_MODALITY = "rgb"  # the photograph: what labellers read, what transfer metrics start from
 DEFAULT_TEXT_MODALITY = "caption"  # the sentence about the picture: what tokenizers are trained on
 DEFAULT_MAP_MODALITY = "depth"  # the map a tokenizer run tokenises when its config names none
+DEFAULT_FEATURE_MODALITY = "feature"  # the global embedding feature labelers write
 DEFAULT_INPUTS: tuple[str, ...] = ("rgb", "depth", "semseg")  # a pre-training model's inputs
 DEFAULT_OUTPUTS: tuple[str, ...] = ("rgb", "depth", "semseg", "norm_rgb")  # ... and its outputs
 # The modality a dense fine-tuning task predicts when its config names none, by task kind.

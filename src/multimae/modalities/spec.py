@@ -48,9 +48,10 @@ METRICS: tuple[str, ...] = ("auto", "segmentation", "l1", "none")
 # ``depth16`` 16-bit PNG of ``value * scale``, 0 = invalid (or float ``.npy``); ``unit_vectors8``
 # 8-bit ``(n + 1) / 2`` camera-frame unit vectors (x right: its sign flips under a horizontal flip);
 # ``class_ids`` 8/16-bit PNG of class ids; ``array`` as given; ``text`` UTF-8 text (a caption: token ids
-# come from the run's tokenizer, `multimae.text`); ``auto``: class_ids or array by kind.
-Encoding = Literal["auto", "rgb8", "depth16", "unit_vectors8", "class_ids", "array", "text"]
-ENCODINGS: tuple[str, ...] = ("auto", "rgb8", "depth16", "unit_vectors8", "class_ids", "array", "text")
+# come from the run's tokenizer, `multimae.text`); ``vectors`` a float ``.npy`` of shape (G, C) (a
+# feature embedding); ``auto``: class_ids, vectors or array by kind.
+Encoding = Literal["auto", "rgb8", "depth16", "unit_vectors8", "class_ids", "array", "text", "vectors"]
+ENCODINGS: tuple[str, ...] = ("auto", "rgb8", "depth16", "unit_vectors8", "class_ids", "array", "text", "vectors")
 
 
 def default_display(categorical: bool, num_channels: int) -> str:
@@ -156,6 +157,9 @@ class ModalitySpec:
             raise ValueError(f"modality {self.name!r}: metric {self.metric!r} does not fit a {self.kind} map")
         if (self.encoding == "class_ids") != (self.kind == "categorical") and self.encoding not in ("auto", "text"):
             raise ValueError(f"modality {self.name!r}: encoding {self.encoding!r} does not fit a {self.kind} map")
+        if (self.encoding == "vectors") != (self.kind == "vector") and self.encoding != "auto":
+            raise ValueError(f"modality {self.name!r}: encoding {self.encoding!r} does not fit a {self.kind} modality "
+                             "(vectors are stored as vectors)")
         if self.encoding == "text" and self.kind != "tokens":
             raise ValueError(f"modality {self.name!r}: text is tokenised into a tokens modality, not a {self.kind} one")
         if self.num_channels < 1:
@@ -229,6 +233,8 @@ class ModalitySpec:
         """How the map is stored in files: ``encoding``, with ``auto`` resolved by kind."""
         if self.encoding != "auto":
             return self.encoding
+        if self.kind == "vector":
+            return "vectors"
         return "class_ids" if self.is_categorical else "array"
 
     def patch_size(self, model_patch_size: int) -> int:

@@ -14,6 +14,7 @@ depth       float32 ``(H, W)``, depth-like ordering (larger = farther), > 0 wher
 semseg      int64 ``(H, W)`` class ids in ``[0, num_classes)``
 normals     float32 ``(H, W, 3)`` unit vectors, camera frame (x right, y down,
             z forward)
+feature     float32 ``(1, C)``: one global vector (`multimae.pseudolabel.features`)
 ==========  ====================================================================
 
 Determinism: every forward pass runs exactly ``batch_size`` images (a short micro-batch is padded
@@ -41,8 +42,10 @@ from multimae.modalities.registry import (
     stored_modalities,
 )
 
-# What a labeller may produce from the image: every built-in map stored in files but the image itself.
-LABELED_MODALITIES = tuple(m for m in stored_modalities() if m in BUILTIN_MODALITIES and m != DEFAULT_IMAGE_MODALITY)
+# What a labeller may produce from the image: every built-in map or vector stored in files but the
+# image itself (texts are not labelled).
+LABELED_MODALITIES = tuple(m for m, encoding in stored_modalities().items()
+                           if m in BUILTIN_MODALITIES and m != DEFAULT_IMAGE_MODALITY and encoding != "text")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -202,6 +205,7 @@ class Labeler(ABC):
     modality: ClassVar[str] = ""
     default_model: ClassVar[str | None] = None
     description: ClassVar[str] = ""
+    per_pixel: ClassVar[bool] = True  # outputs are maps at the image's size (False: global vectors)
 
     def __init__(self, model: str | None = None, revision: str | None = None, device: str | torch.device = "cpu",
                  batch_size: int = 8, precision: str = "fp32", **settings: Any) -> None:
@@ -247,7 +251,7 @@ class Labeler(ABC):
         with torch.inference_mode(), self.autocast():
             outputs = self.predict(tensors)
         for im, out in zip(tensors, outputs):
-            if tuple(out.shape[:2]) != tuple(im.shape[-2:]):
+            if self.per_pixel and tuple(out.shape[:2]) != tuple(im.shape[-2:]):
                 raise ValueError(f"labeler {self.name!r} returned shape {out.shape} for a {tuple(im.shape[-2:])} image")
         return outputs
 
@@ -264,6 +268,11 @@ class Labeler(ABC):
     def class_names(self) -> tuple[str, ...]:
         """semseg: the class names, index = id (known after `load`)."""
         return ()
+
+    @property
+    def feature_dim(self) -> int | None:
+        """A feature labeler: the channels C of its vectors (known after `load`)."""
+        return None
 
     def info(self) -> dict[str, Any]:
         """What produced the labels, for the manifest."""

@@ -177,6 +177,8 @@ def prepare_manifest(root: Path, fmt: str, split: str, labelers: Mapping[str, La
                              "choose another --out")
         recorded[modality] = info
         manifest.update(encoding_entries(modality, labeler.num_classes))
+        if labeler.feature_dim is not None:
+            manifest[modality]["num_channels"] = labeler.feature_dim
         if get_modality(modality).is_categorical:
             manifest["num_classes"] = labeler.num_classes
             manifest["classes"] = list(labeler.class_names)

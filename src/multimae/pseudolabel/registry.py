@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from multimae.pseudolabel import hf
+from multimae.pseudolabel import features, hf
+from multimae.modalities.registry import DEFAULT_FEATURE_MODALITY
 from multimae.pseudolabel.base import LABELED_MODALITIES, Labeler
 
 _REGISTRY: dict[str, type[Labeler]] = {}
-DEFAULT_LABELERS = {"depth": "dpt-hybrid", "semseg": "mask2former-coco-panoptic"}
+DEFAULT_LABELERS = {"depth": "dpt-hybrid", "semseg": "mask2former-coco-panoptic"}  # the default tasks
+# ... and the labelers of modalities that are labelled only when asked for (--tasks)
+ON_REQUEST_LABELERS = {DEFAULT_FEATURE_MODALITY: features.HFFeatureLabeler.name}
 NO_NORMALS = (
     "no built-in normals labeler: transformers has no surface-normal model for general scenes (its only one, "
     "Sapiens2, is trained on people). Add one with a small class: subclass multimae.pseudolabel.Labeler with "
@@ -27,7 +30,7 @@ def register_labeler(cls: type[Labeler]) -> type[Labeler]:
     return cls
 
 
-for _builtin in hf.LABELERS:
+for _builtin in (*hf.LABELERS, *features.LABELERS):
     register_labeler(_builtin)
 
 
@@ -43,11 +46,12 @@ def get_labeler(name: str) -> type[Labeler]:
 
 
 def default_labeler(modality: str) -> str:
-    if modality in LABELED_MODALITIES and modality not in DEFAULT_LABELERS:  # normals: no built-in model
+    defaults = {**DEFAULT_LABELERS, **ON_REQUEST_LABELERS}
+    if modality in LABELED_MODALITIES and modality not in defaults:  # normals: no built-in model
         raise ValueError(NO_NORMALS)
-    if modality not in DEFAULT_LABELERS:
+    if modality not in defaults:
         raise ValueError(f"cannot pseudo-label {modality!r}: labelled modalities are {LABELED_MODALITIES}")
-    return DEFAULT_LABELERS[modality]
+    return defaults[modality]
 
 
 def build_labeler(modality: str, name: str | None = None, model: str | None = None, **kwargs: Any) -> Labeler:

@@ -8,6 +8,7 @@ specific to predicted labels, and the manifest entries that describe them.
   the scale, so only the ordering (larger = farther) and the shape of the map matter.
 - semseg: an 8-bit PNG of class ids, 16-bit when there are more than 256 classes (lossless).
 - normals: an 8-bit RGB PNG, ``(n + 1) / 2``, camera frame.
+- feature: a float32 ``.npy`` of shape (1, C), as predicted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from multimae.data.codecs import class_map_dtype, encode_png, quantize_normals
+from multimae.data.codecs import class_map_dtype, encode_npy, encode_png, quantize_normals
 from multimae.modalities.registry import stored_modalities
 
 RELATIVE_DEPTH_SCALE = 65535.0
@@ -53,6 +54,13 @@ def encode_normal_map(normals: np.ndarray) -> bytes:
     return encode_png(quantize_normals(np.nan_to_num(normals)))
 
 
+def encode_feature(vectors: np.ndarray) -> bytes:
+    """float ``(G, C)`` finite vectors -> ``.npy`` bytes (float32)."""
+    if vectors.ndim != 2 or not np.isfinite(vectors).all():
+        raise ValueError(f"feature labels must be finite (G, C) arrays, got shape {vectors.shape}")
+    return encode_npy(vectors.astype(np.float32))
+
+
 def _encoding(modality: str) -> str | None:
     """How the readers store ``modality`` (`multimae.modalities.registry.stored_modalities`)."""
     return stored_modalities().get(modality)
@@ -69,6 +77,8 @@ def encode_label(modality: str, label: np.ndarray, num_classes: int | None = Non
         return encode_class_map(label, num_classes)
     if encoding == "unit_vectors8":
         return encode_normal_map(label)
+    if encoding == "vectors":
+        return encode_feature(label)
     raise ValueError(f"no encoding for labelled modality {modality!r}")
 
 
@@ -84,4 +94,6 @@ def encoding_entries(modality: str, num_classes: int | None = None) -> dict[str,
     if encoding == "unit_vectors8":
         return {modality: {"encoding": "png8", "decode": "value / 127.5 - 1, renormalised",
                            "frame": "camera: x right, y down, z forward"}}
+    if encoding == "vectors":
+        return {modality: {"encoding": "npy", "dtype": "float32", "shape": "(G, C)"}}
     raise ValueError(f"no encoding for labelled modality {modality!r}")

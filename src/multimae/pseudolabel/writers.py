@@ -22,7 +22,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from multimae.data.codecs import encode_png
+from multimae.data.codecs import READABLE, encode_png, member_suffix
 from multimae.data.shards import iter_shard, write_shard
 from multimae.engine.children import die_with_parent
 from multimae.engine.files import atomic_path
@@ -119,7 +119,7 @@ class FolderTarget:
     rgb_mode: str = "copy"  # copy | symlink | none (labelling the pipeline's own rgb folder in place)
 
     def label_path(self, item: ImageItem, modality: str) -> Path:
-        return self.split_dir / modality / item.rel_dir / f"{item.stem}.png"
+        return self.split_dir / modality / item.rel_dir / f"{item.stem}{READABLE[modality][0]}"
 
     def rgb_paths(self, item: ImageItem) -> tuple[Path, Path]:
         """(the copy keeping the original bytes, the PNG written when they are not readable as is)."""
@@ -201,10 +201,11 @@ def label_shard(source: Path, target: Path, labelers: Mapping[str, Labeler], bat
     """Label every sample of the shard ``source`` into the new shard ``target``; returns its size.
 
     Output members: the sample's other members unchanged, the image as ``rgb.png`` / ``rgb.jpg``
-    (its bytes kept when the pipeline reads them as they are), one ``<modality>.png`` per label.
+    (its bytes kept when the pipeline reads them as they are), one member per label
+    (``<modality>.png``, ``<modality>.npy``: `multimae.data.codecs.member_suffix`).
     """
     samples = list(iter_shard(source))
-    produced = {f"{m}.png" for m in labelers} | {"rgb.png", "rgb.jpg"}
+    produced = {member_suffix(m) for m in labelers} | {"rgb.png", "rgb.jpg"}
 
     out = []
     for chunk in _decoded_chunks(partial(_decode_sample, source), samples, batch_size * CHUNK_BATCHES, workers):
@@ -218,7 +219,7 @@ def label_shard(source: Path, target: Path, labelers: Mapping[str, Labeler], bat
             assert member is not None
             kept = {s: b for s, b in files.items() if s != member and s not in produced}
             image = files[member] if decoded.keep_bytes else encode_png(decoded.rgb)
-            out.append((key, {**kept, _rgb_member(member, decoded): image, **{f"{m}.png": b for m, b in labels.items()}}))
+            out.append((key, {**kept, _rgb_member(member, decoded): image, **{member_suffix(m): b for m, b in labels.items()}}))
         result.labelled += len(good)
     write_shard(target, out)
     return len(out)
