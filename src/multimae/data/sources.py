@@ -71,7 +71,7 @@ class SampleSource:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def _shard_paths(data: str, split: str) -> list[Path] | None:
+def shard_paths(data: str, split: str) -> list[Path] | None:
     """The shards ``data`` names, or None when it names none."""
     path = Path(data)
     if "*" in data or (path.is_file() and path.suffix == ".tar"):
@@ -95,7 +95,7 @@ def open_source(data: str, modalities: Sequence[str], split: str = "train", worl
         maps = tuple(m for m in modalities if m in WORLD_MODALITIES)
         samples = WorldDataset(split, size=render_size, length=world_scenes, modalities=maps)
         return SampleSource(samples, WORLD, {"split": split, "scenes": world_scenes, "size": render_size})
-    shards = _shard_paths(data, split)
+    shards = shard_paths(data, split)
     if shards is not None:
         return SampleSource(IndexedShards(shards, modalities), "shards",
                             {"path": str(Path(data).resolve()), "shards": [p.name for p in shards]})

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from multimae.data.collate import sample_generator
-from multimae.data.transforms import crop_params, hflip, resized_crop
+from multimae.data.transforms import central_square, crop_params, hflip, resized_crop
 
 Sample = dict[str, object]
 
@@ -61,8 +61,7 @@ def plan_crops(size: tuple[int, int] | None, config: CropConfig, seed: int, inde
     alike."""
     g = sample_generator(seed, 0, index)
     height, width = size if size is not None else (0, 0)
-    side = min(height, width)
-    rows = [((height - side) // 2, (width - side) // 2, side, side, 0)]
+    rows = [(*central_square(height, width), 0)]
     for _ in range(1, config.num_crops):
         box = crop_params(height, width, config.scale, config.ratio, g) if size is not None else (0, 0, 0, 0)
         flipped = int(torch.rand(1, generator=g).item() < config.flip_p)
