@@ -15,7 +15,8 @@ from multimae.data import WorldDataset
 from multimae.data.token_shards import TokenShardDataset, sample_record, shard_name
 from multimae.pretokenize import CropConfig, TokenizeConfig, crop_view, plan_crops, run_tokenize
 from multimae.pretokenize import job as job_module
-from multimae.tokenizers import load_tokenizer
+from multimae.pretokenize.encode import sample_tokens
+from multimae.tokenizers import TokenIds, load_tokenizer
 
 from .conftest import IMAGE, RENDER, make_tokenizer
 
@@ -91,6 +92,18 @@ def test_valid_masks_are_stored_only_where_some_token_is_not():
     assert record["__key__"] == "000000004" and record["key.txt"] == "k"
     with pytest.raises(ValueError, match=r"\(K=2, N\)"):
         sample_record(4, "k", crops, {"depth": np.zeros((3, 3), np.uint8)}, valid)
+
+
+def test_a_sequence_is_cut_after_its_samples_last_valid_token():
+    ids = torch.arange(12).reshape(4, 3)  # 2 samples x 2 crops, padded to 3 tokens for the whole batch
+    valid = torch.tensor([[True, False, False], [True, True, False], [True, False, False], [False, False, False]])
+    tokens = TokenIds(ids, valid, "sequence")
+    first, first_valid = sample_tokens(tokens, slice(0, 2), np.dtype(np.uint8))
+    assert first.tolist() == [[0, 1], [3, 4]] and first.dtype == np.uint8 and first_valid.tolist() == [[1, 0], [1, 1]]
+    second, _ = sample_tokens(tokens, slice(2, 4), np.dtype(np.uint8))
+    assert second.tolist() == [[6], [9]]
+    grid, _ = sample_tokens(TokenIds(ids, valid, "grid", (1, 3)), slice(2, 4), np.dtype(np.uint16))
+    assert grid.shape == (2, 3) and grid.dtype == np.uint16  # a grid keeps every cell
 
 
 def test_two_runs_write_the_same_bytes(tmp_path, tokenizer_dirs):
