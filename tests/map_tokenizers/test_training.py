@@ -9,8 +9,12 @@ import torch
 from PIL import Image
 
 from multimae.cli.main import main
+from multimae.data import WorldDataset
+from multimae.data.transforms import resized_crop
+from multimae.data.writer import GenerateConfig, generate
 from multimae.tokenizers import load_tokenizer
-from multimae.tokenizers.training import STATE_FILE
+from multimae.tokenizers.maps import training_maps
+from multimae.tokenizers.training import STATE_FILE, run_config_of
 
 
 def tiny(tmp_path, steps: int) -> list[str]:
@@ -79,7 +83,48 @@ def test_bad_runs_are_refused_with_a_message(tmp_path, capsys):
     assert "derived from 'rgb'" in capsys.readouterr().err
     assert train(tmp_path, tmp_path / "c", "depth", 2, "data.image_size=36") == 2
     assert "not a multiple of the tokenizer's 8 pixels per token" in capsys.readouterr().err
-    assert main(["tokenizer", "train", "--modality", "depth", "--data", str(tmp_path), "--out", str(tmp_path / "d")]) == 2
-    assert "--data is for text modalities" in capsys.readouterr().err
+    assert main(["tokenizer", "train", "--modality", "depth", "--data", str(tmp_path / "nowhere"),
+                 "--out", str(tmp_path / "d")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(["tokenizer", "train", "--modality", "depth", "--data", str(tmp_path), "--out", str(tmp_path / "d"),
+                 "--quiet", *tiny(tmp_path, 2)]) == 2
+    assert "train: split folder not found" in capsys.readouterr().err
     assert main(["tokenizer", "eval", "--tokenizer", str(tmp_path / "none")]) == 2
     assert "no multimae_tokenizer.json" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def disk_sources(tmp_path_factory):
+    """A folder-layout root with train (6) and val (3) splits, and shards of 9 samples (3 a shard), at 24 px."""
+    folder, shards = tmp_path_factory.mktemp("folder"), tmp_path_factory.mktemp("shards")
+    generate(folder, GenerateConfig(count=6, size=24, fmt="folder"), progress=False)
+    generate(folder, GenerateConfig(count=3, size=24, fmt="folder", split="val"), progress=False)
+    generate(shards, GenerateConfig(count=9, size=24, fmt="shards", shard_size=3), progress=False)
+    return {"folder": folder, "shards": shards}
+
+
+@pytest.mark.parametrize("kind", ["folder", "shards"])
+def test_a_map_tokenizer_trains_on_a_folder_or_shards(tmp_path, disk_sources, kind, capsys):
+    out = tmp_path / "run"
+    assert main(["tokenizer", "train", "--modality", "depth", "--data", str(disk_sources[kind]), "--out", str(out),
+                 "--quiet", *tiny(tmp_path, 2)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["val_maps"] == 3 and rep["tokenizer"]["grid"] == [4, 4]  # val: the val split, or the last shard
+    assert load_tokenizer(out).content_hash == rep["tokenizer"]["content_hash"]
+    train_maps = training_maps(run_config_of(out).data, "depth", "train", 100)
+    assert train_maps.shape == (6, 1, 32, 32)  # every training sample (fewer than asked), resized to 32 px
+    if kind == "shards":  # the held-out shard is the last one: scenes 6-8
+        val_maps = training_maps(run_config_of(out).data, "depth", "val", 100)
+        world = WorldDataset("train", size=24, length=9, modalities=("depth",))
+        direct = resized_crop({"depth": world[6]["depth"]}, (0, 0, 24, 24), 32)["depth"]
+        torch.testing.assert_close(val_maps[0], direct, equal_nan=True)
+    capsys.readouterr()
+    assert main(["tokenizer", "eval", "--tokenizer", str(out), "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == rep["metrics"]
+
+
+def test_one_shard_is_not_enough_to_hold_one_out(tmp_path, capsys):
+    generate(tmp_path / "one", GenerateConfig(count=3, size=24, fmt="shards", shard_size=3), progress=False)
+    assert main(["tokenizer", "train", "--modality", "depth", "--data", str(tmp_path / "one"),
+                 "--out", str(tmp_path / "run"), "--quiet", *tiny(tmp_path, 2)]) == 2
+    assert "needs two or more (the last is held out)" in capsys.readouterr().err

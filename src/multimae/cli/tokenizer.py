@@ -4,8 +4,9 @@
 saved as ``DIR/tokenizer.json`` (what a run or checkpoint carries), with the truncation count a given
 ``--max-length`` would have. ``train --modality depth`` (any map modality): a map tokenizer trained on
 the built-in world from a ``tok-world*`` preset (`multimae.tokenizers.training`), resumable, ending with
-``report.json`` and ``reconstructions.png``. ``eval --tokenizer DIR``: a map tokenizer's round-trip
-metrics on held-out world scenes, next to the baseline.
+``report.json`` and ``reconstructions.png``; with ``--data`` (a folder-layout root or tar shards) it
+trains on that data instead (`multimae.tokenizers.maps`). ``eval --tokenizer DIR``: a map tokenizer's
+round-trip metrics on its run's held-out maps, next to the baseline.
 """
 
 from __future__ import annotations
@@ -23,16 +24,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("tokenizer", help="train and evaluate tokenizers (captions, maps)")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     train = actions.add_parser("train", help="train a tokenizer: WordPiece for a text modality (on --data), a map "
-                                             "tokenizer for a map modality (on the built-in world)")
+                                             "tokenizer for a map modality (on the built-in world or --data)")
     train.add_argument("--modality", default=None,
                        help=f"the modality to tokenise: a text modality (read from --data) or a map [{DEFAULT_TEXT_MODALITY}; "
                             "with --resume, the run's own]")
     train.add_argument("--out", type=Path, required=True,
                        help="folder to write the tokenizer into (a map tokenizer's run folder)")
+    train.add_argument("--data", type=Path,
+                       help="text: a folder-layout root, tar shards (a .tar or a folder of them), a .jsonl of "
+                            "image-caption pairs, a .txt with one caption per line, or a folder of .txt files; maps "
+                            "(data.source, default the built-in world): a folder-layout root (its train and val "
+                            "splits) or tar shards (the last shard held out), maps resized to data.image_size")
     text = train.add_argument_group("text modalities (WordPiece)")
-    text.add_argument("--data", type=Path,
-                      help="a folder-layout root, tar shards (a .tar or a folder of them), a .jsonl of image-caption "
-                           "pairs, a .txt with one caption per line, or a folder of .txt files")
     text.add_argument("--split", default="train", help="split of a folder-layout root [train]")
     text.add_argument("--vocab-size", type=int, default=1000, help="vocabulary size at most [1000]")
     text.add_argument("--min-frequency", type=int, default=1, help="least count of a merged piece [1]")
@@ -47,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     maps.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides (train.steps=200)")
     train.set_defaults(func=run_train)
 
-    ev = actions.add_parser("eval", help="round-trip metrics of a trained map tokenizer on held-out world scenes")
+    ev = actions.add_parser("eval", help="round-trip metrics of a trained map tokenizer on its run's held-out maps "
+                                         "(world val scenes, or the data's val split or last shard)")
     ev.add_argument("--tokenizer", type=Path, required=True, help="folder of a trained map tokenizer")
     ev.add_argument("--val-scenes", type=int, default=None, help="held-out scenes [the training run's data.val_scenes]")
     ev.add_argument("--baseline-scenes", type=int, default=None,
@@ -74,8 +78,11 @@ def run_train(args: argparse.Namespace) -> int:
                             "modality (WordPiece: --vocab-size, --min-frequency)")
         return _train_text(args)
     if args.data is not None:
-        raise UserError(f"map tokenizers train on the built-in world for now; --data is for text modalities, "
-                        f"not {args.modality}")
+        if args.resume:
+            raise UserError("--resume continues the run with its own data.source: drop --data")
+        if not args.data.exists():
+            raise UserError(f"--data {args.data}: no such file or folder")
+        args.overrides = [*args.overrides, f"data.source={args.data}"]
     return _train_map(args)
 
 
@@ -132,18 +139,19 @@ def run_eval(args: argparse.Namespace) -> int:
     from multimae.tokenizers.baseline import PooledKMeans
     from multimae.tokenizers.config import TokenizerRunConfig
     from multimae.tokenizers.evaluation import report, summary_lines
-    from multimae.tokenizers.training import run_config_of, world_maps
+    from multimae.tokenizers.maps import training_maps
+    from multimae.tokenizers.training import run_config_of
 
     check_positive(args.val_scenes, "--val-scenes")
     check_positive(args.baseline_scenes, "--baseline-scenes", least=0)
     try:
         tokenizer = load_tokenizer(args.tokenizer)
         run = run_config_of(args.tokenizer) or TokenizerRunConfig(modality=tokenizer.spec.name)
-        val = world_maps(run.data, tokenizer.spec.name, "val", args.val_scenes or run.data.val_scenes, not args.quiet)
+        val = training_maps(run.data, tokenizer.spec.name, "val", args.val_scenes or run.data.val_scenes, not args.quiet)
         fit_count = run.train.baseline_scenes if args.baseline_scenes is None else args.baseline_scenes
         baseline = None
         if fit_count:
-            train = world_maps(run.data, tokenizer.spec.name, "train", fit_count, not args.quiet)
+            train = training_maps(run.data, tokenizer.spec.name, "train", fit_count, not args.quiet)
             baseline = PooledKMeans.fit(tokenizer.format, train, tokenizer.patch, tokenizer.vocab_size,
                                         seed=run.train.seed)
         rep, _, _ = report(tokenizer, val, baseline, run.train.eval_batch_size)

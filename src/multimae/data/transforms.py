@@ -58,6 +58,12 @@ def crop_params(height: int, width: int, scale: tuple[float, float], ratio: tupl
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def central_square(height: int, width: int) -> tuple[int, int, int, int]:
+    """The box (top, left, h, w) of the largest central square of an (H, W) picture."""
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
 def resample_nan_aware(resample: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """``resample(x)`` for a float map holding NaN at invalid pixels (the one NaN-aware rule of the
     augmentations, per sample here and per batch in `multimae.data.batch_augment`).

@@ -47,6 +47,17 @@ def resolve_device(name: str, local_rank: int | None = None, key: str = "train.d
     return torch.device(name)
 
 
+def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the arguments or torchrun's environment (``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``), for jobs that split their work without a process group."""
+    if rank is None:
+        rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    assert world_size is not None
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    return rank, world_size, int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def init_distributed(device: torch.device) -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise one process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -21,7 +21,6 @@ whichever process finds all of them complete merges them into the manifest.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 import torch
 
 from multimae.data.manifest import MANIFEST, read_manifest, write_manifest
-from multimae.engine.distributed import resolve_device
+from multimae.engine.distributed import resolve_device, resolve_rank
 from multimae.engine.files import write_text_atomic
 from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY, get_modality
 from multimae.pseudolabel.base import LABELED_MODALITIES, Labeler
@@ -104,16 +103,6 @@ class LabelReport:
     progress: Progress
     manifest: Path
     split_complete: bool  # every process has finished and the manifest says so
-
-
-def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int, int]:
-    """(rank, world size, local rank) from the arguments or torchrun's environment."""
-    if rank is None:
-        rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    assert world_size is not None
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in [0, {world_size})")
-    return rank, world_size, int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def label_precision(config: PseudolabelConfig, device: torch.device) -> str:

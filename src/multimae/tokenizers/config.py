@@ -4,7 +4,7 @@ presets are ``multimae/configs/tok-world*.yaml``."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from multimae.modalities.registry import DEFAULT_MAP_MODALITY, resolve_modalities, spec_from_dict
 from multimae.modalities.spec import ModalitySpec
@@ -13,10 +13,10 @@ from multimae.tokenizers.network import MapTokenizerConfig
 
 @dataclass
 class TokenizerDataConfig:
-    source: Literal["world"] = "world"  # the built-in world (other sources: later)
-    image_size: int = 64  # pixels; the token grid is image_size / 2 ** len(tokenizer.widths)
-    train_scenes: int = 2000  # rendered training pool (cached on disk)
-    val_scenes: int = 128  # held-out scenes (the val split) the report is computed on
+    source: str = "world"  # the built-in world, or a folder-layout root or tar shards (`multimae.tokenizers.maps`)
+    image_size: int = 64  # pixels (maps are resized to it); the token grid is image_size / 2 ** len(tokenizer.widths)
+    train_scenes: int = 2000  # training pool: rendered scenes (cached on disk), or the first samples of a source
+    val_scenes: int = 128  # held-out scenes (world val split; a source's val split or last shard) for the report
     difficulty: float = 1.0  # world clutter, 0 to 1
     class_colors: float = 0.0  # world: chance that an object wears its class's colour
     workers: int = 2  # render processes
@@ -25,6 +25,8 @@ class TokenizerDataConfig:
     def validate(self) -> None:
         if min(self.image_size, self.train_scenes, self.val_scenes) < 1:
             raise ValueError("data.image_size, data.train_scenes and data.val_scenes must be >= 1")
+        if not self.source:
+            raise ValueError("data.source must be 'world' or a path")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Training a map tokenizer on the built-in world: resumable, ending with its report and picture.
+"""Training a map tokenizer on the built-in world or a data source (`multimae.tokenizers.maps`):
+resumable, ending with its report and picture.
 
 Shapes: B batch, H W pixels.
 
@@ -26,9 +27,10 @@ from tqdm import tqdm
 from multimae.config.loader import build_dataclass, to_plain, to_yaml
 from multimae.engine.files import save_atomic, write_text_atomic
 from multimae.tokenizers.baseline import PooledKMeans
-from multimae.tokenizers.config import TokenizerDataConfig, TokenizerRunConfig
+from multimae.tokenizers.config import TokenizerRunConfig
 from multimae.tokenizers.evaluation import report, summary_lines
 from multimae.tokenizers.figure import reconstruction_figure
+from multimae.tokenizers.maps import training_maps
 from multimae.tokenizers.raw import MapFormat, fit_statistics
 from multimae.tokenizers.spatial import SpatialTokenizer
 
@@ -37,17 +39,6 @@ RUN_CONFIG_FILE = "config.yaml"
 REPORT_FILE = "report.json"
 FIGURE_FILE = "reconstructions.png"
 LOG_FILE = "log.jsonl"
-
-
-def world_maps(data: TokenizerDataConfig, modality: str, split: str, count: int, progress: bool = True) -> Tensor:
-    """Raw maps of ``modality`` of scenes 0..count-1 of a world split (B, ...), rendered once and cached."""
-    from multimae.data.pool import POOL_MODALITIES, load_or_render_pool, pool_to_raw
-
-    if modality not in POOL_MODALITIES:
-        raise ValueError(f"the built-in world has no map {modality!r}; it has {POOL_MODALITIES}")
-    pool = load_or_render_pool(split, count, data.image_size, data.difficulty, data.class_colors, (modality,),
-                               data.workers, data.cache_dir, progress)
-    return pool_to_raw(pool, torch.arange(count))[modality]  # type: ignore[return-value]
 
 
 def learning_rate(step: int, config: TokenizerRunConfig) -> float:
@@ -164,11 +155,11 @@ def train_tokenizer(config: TokenizerRunConfig, out: str | Path, resume: bool = 
     if resume and not (out / STATE_FILE).exists():
         raise ValueError(f"{out}: nothing to resume (no {STATE_FILE})")
     out.mkdir(parents=True, exist_ok=True)
-    train_raw = world_maps(config.data, config.modality, "train", config.data.train_scenes, progress)
+    train_raw = training_maps(config.data, config.modality, "train", config.data.train_scenes, progress)
     state = _resume_state(config, out) if resume else _new_state(config, train_raw)
     write_text_atomic(out / RUN_CONFIG_FILE, to_yaml(config))
     seconds = _train_steps(state, train_raw, config, out, progress)
-    val_raw = world_maps(config.data, config.modality, "val", config.data.val_scenes, progress)
+    val_raw = training_maps(config.data, config.modality, "val", config.data.val_scenes, progress)
     rep = finish(state.tokenizer, config, out, val_raw, train_raw[:config.train.baseline_scenes])
     rep["training"] = {"steps": config.train.steps, "batch_size": config.train.batch_size,
                        "seconds_this_session": round(seconds, 1), "train_scenes": config.data.train_scenes,
