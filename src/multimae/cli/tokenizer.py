@@ -6,7 +6,10 @@ saved as ``DIR/tokenizer.json`` (what a run or checkpoint carries), with the tru
 the built-in world from a ``tok-world*`` preset (`multimae.tokenizers.training`), resumable, ending with
 ``report.json`` and ``reconstructions.png``; with ``--data`` (a folder-layout root or tar shards) it
 trains on that data instead (`multimae.tokenizers.maps`). ``eval --tokenizer DIR``: a map tokenizer's
-round-trip metrics on its run's held-out maps, next to the baseline.
+round-trip metrics on its run's held-out maps, next to the baseline. ``train --sequences``: the 4M
+sequence tokenizer (WordPiece in 4M's layout, `multimae.tokenizers.sequence`) shared by every sequence
+modality, trained on the world's captions, boxes, metadata and palettes (or on ``--data`` texts), with a
+report of tokens per text, cuts, ``[UNK]`` and exact round trips on held-out texts.
 """
 
 from __future__ import annotations
@@ -42,6 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     text.add_argument("--max-length", type=int, default=None,
                       help="report how many captions are longer than this many tokens (truncated in training)")
     text.add_argument("--skip-bad", action="store_true", help="skip (and count) empty, non-UTF-8 or over-long captions")
+    seq = train.add_argument_group("4M sequences (one WordPiece vocabulary in 4M's layout for every sequence)")
+    seq.add_argument("--sequences", action="store_true",
+                     help="train the sequence tokenizer: on the world's captions, boxes, metadata and palettes, or on "
+                          "the --modality texts of --data (--vocab-size and --min-frequency apply)")
+    seq.add_argument("--scenes", type=int, default=2000, help="world train scenes (held out: a quarter as many val) [2000]")
+    seq.add_argument("--image-size", type=int, default=64,
+                     help="world image size; coordinates get one bin per pixel [64]")
+    seq.add_argument("--sentinels", type=int, default=200, help="span-masking sentinels [S_0].. [200, as 4M]")
+    seq.add_argument("--length", type=int, default=64, help="tokens per sequence, [EOS] included [64]")
     maps = train.add_argument_group("map modalities")
     maps.add_argument("--config", help=f"preset or YAML file [{MAP_PRESET}-<modality> if it exists, else {MAP_PRESET}]")
     maps.add_argument("--resume", action="store_true",
@@ -70,6 +82,8 @@ def run_train(args: argparse.Namespace) -> int:
     from multimae.errors import UserError, check_out_dir
 
     check_out_dir(args.out, "--out")
+    if args.sequences:
+        return _train_sequences(args)
     if args.modality is None:
         args.modality = _resumed_modality(args.out) if args.resume else DEFAULT_TEXT_MODALITY
     if _is_text(args.modality):
@@ -187,4 +201,45 @@ def _train_text(args: argparse.Namespace) -> int:
         truncated = sum(c > args.max_length for c in counts)
         print(f"max length {args.max_length}: {truncated} of {len(counts)} captions truncated "
               f"({100 * truncated / len(counts):.1f}%)")
+    return 0
+
+
+def _train_sequences(args: argparse.Namespace) -> int:
+    from multimae.errors import UserError, check_positive
+    from multimae.tokenizers.sequence_training import (
+        report_lines,
+        sequence_report,
+        train_sequence_tokenizer,
+        world_texts,
+    )
+
+    if args.config or args.resume or args.overrides:
+        raise UserError("--config, --resume and overrides are for map tokenizers, not --sequences")
+    for value, option in ((args.scenes, "--scenes"), (args.image_size, "--image-size"),
+                          (args.sentinels, "--sentinels"), (args.length, "--length"),
+                          (args.vocab_size, "--vocab-size"), (args.min_frequency, "--min-frequency")):
+        check_positive(value, option)
+    try:
+        if args.data is None:
+            from multimae.data.world import SEQUENCE_WORDS
+
+            words: tuple[str, ...] = SEQUENCE_WORDS
+            train = world_texts("train", args.scenes, args.image_size, progress=not args.quiet)
+            held = world_texts("val", max(1, args.scenes // 4), args.image_size, progress=not args.quiet)
+        else:
+            from multimae.data.text_sources import read_captions
+
+            modality, words = args.modality or DEFAULT_TEXT_MODALITY, ()
+            read = read_captions(args.data, modality, args.split, "skip" if args.skip_bad else "raise")
+            cut = max(1, len(read.texts) // 10) if len(read.texts) > 1 else 0  # the last tenth held out
+            train, held = {modality: read.texts[:len(read.texts) - cut]}, {modality: read.texts[-cut:] or read.texts}
+        tokenizer = train_sequence_tokenizer(train, words, args.vocab_size, args.image_size, args.sentinels,
+                                             args.length, args.min_frequency)
+        report = sequence_report(tokenizer, held)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    tokenizer.save(args.out)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print("\n".join(report_lines(report)))
+    print(f"wrote the tokenizer and report.json (held-out texts) to {args.out}")
     return 0
