@@ -6,7 +6,10 @@ saved as ``DIR/tokenizer.json`` (what a run or checkpoint carries), with the tru
 the built-in world from a ``tok-world*`` preset (`multimae.tokenizers.training`), resumable, ending with
 ``report.json`` and ``reconstructions.png``; with ``--data`` (a folder-layout root or tar shards) it
 trains on that data instead (`multimae.tokenizers.maps`). ``eval --tokenizer DIR``: a map tokenizer's
-round-trip metrics on its run's held-out maps, next to the baseline. ``train --sequences``: the 4M
+round-trip metrics on its run's held-out maps, next to the baseline. ``train --modality feature --data
+DIR`` (any vector modality): an MLP vector tokenizer on pseudo-labelled vectors from the ``tok-feature``
+preset (`multimae.tokenizers.vector_training`), ending with its report and picture next to a product
+k-means baseline; ``eval`` measures it again. ``train --sequences``: the 4M
 sequence tokenizer (WordPiece in 4M's layout, `multimae.tokenizers.sequence`) shared by every sequence
 modality, trained on the world's captions, boxes, metadata and palettes (or on ``--data`` texts), with a
 report of tokens per text, cuts, ``[UNK]`` and exact round trips on held-out texts.
@@ -21,6 +24,7 @@ from pathlib import Path
 from multimae.modalities.registry import BUILTIN_MODALITIES, DEFAULT_TEXT_MODALITY
 
 MAP_PRESET = "tok-world"  # map tokenizers' base preset; tok-world-<modality> when it exists
+VECTOR_PRESET = "tok-feature"  # vector (feature) tokenizers' preset
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = actions.add_parser("train", help="train a tokenizer: WordPiece for a text modality (on --data), a map "
                                              "tokenizer for a map modality (on the built-in world or --data)")
     train.add_argument("--modality", default=None,
-                       help=f"the modality to tokenise: a text modality (read from --data) or a map [{DEFAULT_TEXT_MODALITY}; "
+                       help=f"the modality to tokenise: a text modality (read from --data), a map, or a vector (feature: "
+                            f"pseudo-labelled vectors in --data) [{DEFAULT_TEXT_MODALITY}; "
                             "with --resume, the run's own]")
     train.add_argument("--out", type=Path, required=True,
                        help="folder to write the tokenizer into (a map tokenizer's run folder)")
@@ -73,9 +78,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=run_eval)
 
 
-def _is_text(modality: str) -> bool:
+def _kind(modality: str) -> str | None:
     spec = BUILTIN_MODALITIES.get(modality)
-    return spec is not None and spec.kind == "tokens"
+    return None if spec is None else spec.kind
+
+
+def _is_text(modality: str) -> bool:
+    return _kind(modality) == "tokens"
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -91,6 +100,8 @@ def run_train(args: argparse.Namespace) -> int:
             raise UserError(f"--config, --resume and overrides are for map tokenizers; {args.modality} is a text "
                             "modality (WordPiece: --vocab-size, --min-frequency)")
         return _train_text(args)
+    if _kind(args.modality) == "vector":
+        return _train_vector(args)
     if args.data is not None:
         if args.resume:
             raise UserError("--resume continues the run with its own data.source: drop --data")
@@ -147,19 +158,70 @@ def _train_map(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_vector(args: argparse.Namespace) -> int:
+    from multimae.config.loader import load_config
+    from multimae.configs import preset_path
+    from multimae.errors import UserError
+    from multimae.tokenizers.config import VectorRunConfig
+    from multimae.tokenizers.vector_training import train_vector_run
+
+    if args.resume:
+        raise UserError(f"a {args.modality} tokenizer trains in seconds to a minute: train it again instead of --resume")
+    if args.data is None:
+        raise UserError(f"a {args.modality} tokenizer is trained on pseudo-labelled vectors: give --data DIR "
+                        f"(multimae pseudolabel --tasks {args.modality} writes them)")
+    if not args.data.exists():
+        raise UserError(f"--data {args.data}: no such file or folder")
+    try:
+        config = load_config(VectorRunConfig, preset_path(args.config or VECTOR_PRESET),
+                             [*args.overrides, f"modality={args.modality}", f"source={args.data}"])
+        train_vector_run(config, args.out, progress=not args.quiet)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    print(f"wrote the tokenizer, report.json and reconstructions.png to {args.out}")
+    return 0
+
+
+def _eval_vector(args: argparse.Namespace, tokenizer) -> dict:
+    import yaml
+
+    from multimae.config.loader import build_dataclass
+    from multimae.errors import UserError
+    from multimae.tokenizers.config import VectorRunConfig
+    from multimae.tokenizers.training import RUN_CONFIG_FILE
+    from multimae.tokenizers.vector_training import ProductKMeans, disk_vectors, vector_report
+
+    path = args.tokenizer / RUN_CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{args.tokenizer}: no {RUN_CONFIG_FILE} naming the data the tokenizer was trained on")
+    run = build_dataclass(VectorRunConfig, yaml.safe_load(path.read_text()))
+    _, val = disk_vectors(run.source, tokenizer.spec, "val", args.val_scenes or run.val_vectors)
+    fit_count = run.train.baseline_scenes if args.baseline_scenes is None else args.baseline_scenes
+    baseline = None
+    if fit_count:
+        _, train = disk_vectors(run.source, tokenizer.spec, "train", fit_count)
+        baseline = ProductKMeans.fit(tokenizer, train, seed=run.train.seed)
+    return vector_report(tokenizer, val, baseline)[0]
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from multimae.errors import UserError, check_positive
-    from multimae.tokenizers import load_tokenizer
+    from multimae.tokenizers import VectorTokenizer, load_tokenizer
     from multimae.tokenizers.baseline import PooledKMeans
     from multimae.tokenizers.config import TokenizerRunConfig
     from multimae.tokenizers.evaluation import report, summary_lines
     from multimae.tokenizers.maps import training_maps
     from multimae.tokenizers.training import run_config_of
+    from multimae.tokenizers.vector_training import summary_lines as vector_lines
 
     check_positive(args.val_scenes, "--val-scenes")
     check_positive(args.baseline_scenes, "--baseline-scenes", least=0)
     try:
         tokenizer = load_tokenizer(args.tokenizer)
+        if isinstance(tokenizer, VectorTokenizer):
+            rep = _eval_vector(args, tokenizer)
+            print(json.dumps(rep, indent=2) if args.json else "\n".join(vector_lines(rep)))
+            return 0
         run = run_config_of(args.tokenizer) or TokenizerRunConfig(modality=tokenizer.spec.name)
         val = training_maps(run.data, tokenizer.spec.name, "val", args.val_scenes or run.data.val_scenes, not args.quiet)
         fit_count = run.train.baseline_scenes if args.baseline_scenes is None else args.baseline_scenes

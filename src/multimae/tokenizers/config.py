@@ -1,14 +1,20 @@
 """The configuration of a tokenizer training run (`multimae tokenizer train`), one dataclass per part;
-presets are ``multimae/configs/tok-world*.yaml``."""
+presets are ``multimae/configs/tok-world*.yaml`` (maps) and ``tok-feature.yaml`` (vectors)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from multimae.modalities.registry import DEFAULT_MAP_MODALITY, resolve_modalities, spec_from_dict
+from multimae.modalities.registry import (
+    DEFAULT_FEATURE_MODALITY,
+    DEFAULT_MAP_MODALITY,
+    resolve_modalities,
+    spec_from_dict,
+)
 from multimae.modalities.spec import ModalitySpec
 from multimae.tokenizers.network import MapTokenizerConfig
+from multimae.tokenizers.vector import VectorTokenizerConfig
 
 
 @dataclass
@@ -77,3 +83,30 @@ class TokenizerRunConfig:
         if self.data.image_size % self.tokenizer.patch:
             raise ValueError(f"data.image_size {self.data.image_size} is not a multiple of the tokenizer's "
                              f"{self.tokenizer.patch} pixels per token (2 ** len(tokenizer.widths))")
+
+
+@dataclass
+class VectorRunConfig:
+    """A vector tokenizer's run (`multimae tokenizer train --modality feature --data DIR`); preset
+    ``tok-feature``. ``train.stats_scenes``, ``train.baseline_scenes`` and ``train.figure_samples``
+    count vectors."""
+
+    modality: str = DEFAULT_FEATURE_MODALITY  # a vector modality (its G and C are read from the data)
+    source: str = ""  # a folder root (train / val splits) or tar shards (the last held out) holding it
+    train_vectors: int = 100_000  # the first training samples used (all when there are fewer)
+    val_vectors: int = 2000  # held-out samples the report is measured on
+    tokenizer: VectorTokenizerConfig = field(default_factory=VectorTokenizerConfig)
+    train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
+
+    def spec(self) -> ModalitySpec:
+        return resolve_modalities([self.modality])[self.modality]
+
+    def validate(self) -> None:
+        if self.spec().kind != "vector":
+            raise ValueError(f"modality {self.modality!r} is a {self.spec().kind} modality: a vector tokenizer "
+                             "takes a vector modality")
+        if not self.source:
+            raise ValueError("source: give the data holding the vectors (--data DIR)")
+        if min(self.train_vectors, self.val_vectors) < 1:
+            raise ValueError("train_vectors and val_vectors must be >= 1")
+        self.tokenizer.validate()

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from multimae.config.loader import build_dataclass, to_plain, to_yaml
 from multimae.engine.files import save_atomic, write_text_atomic
 from multimae.tokenizers.baseline import PooledKMeans
-from multimae.tokenizers.config import TokenizerRunConfig
+from multimae.tokenizers.config import TokenizerRunConfig, TokenizerTrainConfig
 from multimae.tokenizers.evaluation import report, summary_lines
 from multimae.tokenizers.figure import reconstruction_figure
 from multimae.tokenizers.maps import training_maps
@@ -41,19 +41,18 @@ FIGURE_FILE = "reconstructions.png"
 LOG_FILE = "log.jsonl"
 
 
-def learning_rate(step: int, config: TokenizerRunConfig) -> float:
-    """Linear warm-up to ``train.lr``, then a cosine down to 10 % of it at the last step."""
-    t = config.train
+def learning_rate(step: int, t: TokenizerTrainConfig) -> float:
+    """Linear warm-up to ``t.lr``, then a cosine down to 10 % of it at the last step."""
     if step < t.warmup_steps:
         return t.lr * (step + 1) / t.warmup_steps
     progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
     return t.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def batch_index(step: int, count: int, config: TokenizerRunConfig) -> Tensor:
-    """(B,) training scenes of step ``step``: the same whatever the run was interrupted."""
-    g = torch.Generator().manual_seed(config.train.seed * 1_000_003 + step)
-    return torch.randint(count, (config.train.batch_size,), generator=g)
+def batch_index(step: int, count: int, t: TokenizerTrainConfig) -> Tensor:
+    """(B,) training samples of step ``step``: the same whatever the run was interrupted."""
+    g = torch.Generator().manual_seed(t.seed * 1_000_003 + step)
+    return torch.randint(count, (t.batch_size,), generator=g)
 
 
 @dataclass
@@ -109,8 +108,8 @@ def _train_steps(state: TrainState, train_raw: Tensor, config: TokenizerRunConfi
               disable=not progress, dynamic_ncols=True) as bar, (out / LOG_FILE).open("a") as log:
         while state.step < t.steps:
             for group in state.optimizer.param_groups:
-                group["lr"] = learning_rate(state.step, config)
-            raw = train_raw[batch_index(state.step, len(train_raw), config)]
+                group["lr"] = learning_rate(state.step, config.train)
+            raw = train_raw[batch_index(state.step, len(train_raw), config.train)]
             _, _, loss = state.tokenizer.reconstruct(raw)
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()
