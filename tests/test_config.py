@@ -4,7 +4,7 @@ import pytest
 
 from multimae.config import FinetuneConfig, RunConfig, load_config, to_yaml
 from multimae.configs import preset_names, preset_path
-from multimae.tokenizers.config import TokenizerRunConfig
+from multimae.tokenizers.config import TokenizerRunConfig, VectorRunConfig
 
 
 def test_presets_load_and_validate():
@@ -12,6 +12,11 @@ def test_presets_load_and_validate():
     cpu = load_config(RunConfig, preset_path("cpu"))
     assert cpu.data.source == "world" and cpu.train.precision == "auto" and cpu.train.threads == "auto"
     for name in preset_names():
+        if name == "tok-feature":  # a vector tokenizer run (tests/vector_tokenizers)
+            feature = load_config(VectorRunConfig, preset_path(name), ["source=/data/x"])
+            feature.validate()
+            assert feature.spec().kind == "vector" and feature.tokenizer.tokens == 4, name
+            continue
         if name.startswith("tok-"):  # tokenizer runs (tests/map_tokenizers/test_training.py)
             modality = load_config(TokenizerRunConfig, preset_path(name)).spec().name
             assert name in ("tok-world", f"tok-world-{modality}"), name
