@@ -1,5 +1,7 @@
-"""Map tokenizer speed: training steps/s and encode / decode throughput (images/s) per modality, with
-a preset's architecture (default ``tok-world``, 64 px -> 8x8 tokens). Prints numbers; asserts nothing
+"""Tokenizer speed: training steps/s and encode / decode throughput (images/s) per map modality, with
+a preset's architecture (default ``tok-world``, 64 px -> 8x8 tokens); the same for the feature vector
+tokenizer (preset ``tok-feature``, random 192-d vectors: speed does not depend on the values) and
+encode / decode texts/s of the sequence tokenizer on world texts. Prints numbers; asserts nothing
 about time.
 
     python benchmarks/bench_tokenizers.py [--config tok-world] [--modalities rgb depth normals semseg]
@@ -18,9 +20,11 @@ import torch
 
 from multimae.config.loader import load_config
 from multimae.configs import PRESET_DIR, preset_path
-from multimae.tokenizers import SpatialTokenizer, fit_statistics
-from multimae.tokenizers.config import TokenizerRunConfig
-from multimae.tokenizers.training import world_maps
+from multimae.data.world import SEQUENCE_WORDS
+from multimae.tokenizers import SpatialTokenizer, VectorTokenizer, fit_statistics
+from multimae.tokenizers.config import TokenizerRunConfig, VectorRunConfig
+from multimae.tokenizers.sequence_training import train_sequence_tokenizer, world_texts
+from multimae.tokenizers.maps import world_maps
 
 
 def config_for(preset: str, modality: str) -> TokenizerRunConfig:
@@ -31,7 +35,31 @@ def config_for(preset: str, modality: str) -> TokenizerRunConfig:
 
 def bench(config: TokenizerRunConfig, batch: int, steps: int) -> dict[str, float]:
     raw = world_maps(config.data, config.modality, "val", max(batch, 64), progress=False)
-    tok = SpatialTokenizer(fit_statistics(config.spec(), raw), config.tokenizer)
+    return timed(SpatialTokenizer(fit_statistics(config.spec(), raw), config.tokenizer), raw, batch, steps)
+
+
+def bench_vector(batch: int, steps: int) -> dict[str, float]:
+    config = load_config(VectorRunConfig, preset_path("tok-feature"), ["source=unused"])
+    raw = torch.randn(max(batch, 64), 1, config.spec().num_channels)
+    tok = VectorTokenizer.fit(config.spec(), raw, config.tokenizer)
+    return {**timed(tok, raw, batch, steps), "vocab": tok.vocab_size}
+
+
+def bench_sequences(steps: int) -> dict[str, float]:
+    texts = world_texts("val", 64, progress=False)
+    tok = train_sequence_tokenizer(texts, SEQUENCE_WORDS)
+    flat = [t for kind in texts.values() for t in kind]
+    start = time.perf_counter()
+    for _ in range(steps):
+        ids = tok.encode(flat)
+    encode = steps * len(flat) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(steps):
+        tok.decode(ids)
+    return {"encode": encode, "decode": steps * len(flat) / (time.perf_counter() - start), "vocab": tok.vocab_size}
+
+
+def timed(tok, raw: torch.Tensor, batch: int, steps: int) -> dict[str, float]:
     opt = torch.optim.AdamW(tok.net.parameters(), lr=1e-3)
     x = raw[:batch]
     tok.net.train()
@@ -78,6 +106,11 @@ def main() -> None:
         q = config.tokenizer.quantizer
         print(f"{modality:<10}{q.kind:>10}{q.vocab_size:>7}{r['parameters']:>9}{r['train_steps_per_s']:>15.2f}"
               f"{r['encode_images_per_s']:>14.1f}{r['decode_images_per_s']:>14.1f}")
+    r = bench_vector(args.batch, args.steps)
+    print(f"{'feature':<10}{'fsq':>10}{r['vocab']:>7}{r['parameters']:>9}{r['train_steps_per_s']:>15.2f}"
+          f"{r['encode_images_per_s']:>14.1f}{r['decode_images_per_s']:>14.1f}")
+    r = bench_sequences(args.steps)
+    print(f"sequences (world texts, vocab {r['vocab']}): encode {r['encode']:.0f} texts/s, decode {r['decode']:.0f} texts/s")
 
 
 if __name__ == "__main__":
