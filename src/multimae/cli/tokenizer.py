@@ -183,18 +183,14 @@ def _train_vector(args: argparse.Namespace) -> int:
 
 
 def _eval_vector(args: argparse.Namespace, tokenizer) -> dict:
-    import yaml
-
-    from multimae.config.loader import build_dataclass
     from multimae.errors import UserError
     from multimae.tokenizers.config import VectorRunConfig
-    from multimae.tokenizers.training import RUN_CONFIG_FILE
+    from multimae.tokenizers.training import RUN_CONFIG_FILE, run_config_of
     from multimae.tokenizers.vector_training import ProductKMeans, disk_vectors, vector_report
 
-    path = args.tokenizer / RUN_CONFIG_FILE
-    if not path.is_file():
+    run = run_config_of(args.tokenizer, VectorRunConfig)
+    if run is None:
         raise UserError(f"{args.tokenizer}: no {RUN_CONFIG_FILE} naming the data the tokenizer was trained on")
-    run = build_dataclass(VectorRunConfig, yaml.safe_load(path.read_text()))
     _, val = disk_vectors(run.source, tokenizer.spec, "val", args.val_scenes or run.val_vectors)
     fit_count = run.train.baseline_scenes if args.baseline_scenes is None else args.baseline_scenes
     baseline = None
@@ -267,6 +263,7 @@ def _train_text(args: argparse.Namespace) -> int:
 
 
 def _train_sequences(args: argparse.Namespace) -> int:
+    from multimae.engine.files import write_text_atomic
     from multimae.errors import UserError, check_positive
     from multimae.tokenizers.sequence_training import (
         report_lines,
@@ -274,6 +271,7 @@ def _train_sequences(args: argparse.Namespace) -> int:
         train_sequence_tokenizer,
         world_texts,
     )
+    from multimae.tokenizers.training import REPORT_FILE
 
     if args.config or args.resume or args.overrides:
         raise UserError("--config, --resume and overrides are for map tokenizers, not --sequences")
@@ -301,7 +299,7 @@ def _train_sequences(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UserError(str(err)) from None
     tokenizer.save(args.out)
-    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(args.out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
     print("\n".join(report_lines(report)))
     print(f"wrote the tokenizer and report.json (held-out texts) to {args.out}")
     return 0

@@ -8,8 +8,9 @@ Layout (ids in this order, as the official 4M tokenizer has them): ``[PAD]`` = 0
 ids 4..203), the coordinate tokens ``v0=0`` .. ``v0={bins-1}``, ``v1=..``, ``v2=..``, ``v3=..`` (a box's
 xmin, ymin, xmax, ymax in pixel bins), the given whole words (class names: one id each, never split),
 then the trained WordPiece pieces (BERT-style normalisation; every ASCII character as a piece, and
-every letter and digit also as a word-continuing piece, so that no ASCII text becomes ``[UNK]``). Special, sentinel and coordinate tokens written in a text are those
-tokens (4M's serialisations rely on it).
+every letter and digit also as a word-continuing piece, so that no ASCII text becomes ``[UNK]``).
+Special, sentinel and coordinate tokens written in a text are those tokens (4M's serialisations rely
+on it).
 
 `encode` gives each text's pieces followed by ``[EOS]``, then ``[PAD]`` (an empty text, e.g. the boxes
 of a scene without objects, is ``[EOS]`` alone); a text longer than
@@ -20,11 +21,10 @@ and identify the tokenizer by `content_hash`.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import string
 
 import torch
 from torch import Tensor

@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -33,6 +33,8 @@ from multimae.tokenizers.figure import reconstruction_figure
 from multimae.tokenizers.maps import training_maps
 from multimae.tokenizers.raw import MapFormat, fit_statistics
 from multimae.tokenizers.spatial import SpatialTokenizer
+
+T = TypeVar("T")
 
 STATE_FILE = "train_state.pt"
 RUN_CONFIG_FILE = "config.yaml"
@@ -181,11 +183,11 @@ def _last_loss(out: Path) -> float | None:
     return json.loads(lines[-1])["loss"] if lines else None
 
 
-def run_config_of(folder: str | Path) -> TokenizerRunConfig | None:
-    """The run config saved beside a trained tokenizer, or None (a tokenizer saved elsewhere)."""
+def run_config_of(folder: str | Path, kind: type[T] = TokenizerRunConfig) -> T | None:  # type: ignore[assignment]
+    """The run config (a ``kind``) saved beside a trained tokenizer, or None (a tokenizer saved elsewhere)."""
     import yaml
 
     path = Path(folder) / RUN_CONFIG_FILE
     if not path.is_file():
         return None
-    return build_dataclass(TokenizerRunConfig, yaml.safe_load(path.read_text()))
+    return build_dataclass(kind, yaml.safe_load(path.read_text()))
