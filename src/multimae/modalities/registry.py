@@ -36,6 +36,11 @@ _BUILTINS = (
     # feature labeler (`multimae pseudolabel`); the built-in world's comes from our own pre-trained
     # encoder (the `cpu` preset's width, 192). Another labeler's width is set by the data's manifest.
     ModalitySpec(name="feature", kind="vector", num_channels=192, max_length=1, loss="mse", encoding="vectors"),
+    # 4M's token maps: a map tokenizer's codes (`multimae tokenizer train`, `multimae tokenize`), one per
+    # 8 x 8 pixels (the world's 64 px images -> an 8 x 8 grid) and 1,000 codes (the tok-world presets'
+    # FSQ levels 8-5-5-5); token shards set both from their tokenizer.
+    *(ModalitySpec(name=f"tok_{m}", kind="token_map", num_channels=1000, loss="cross_entropy", stride=8)
+      for m in ("rgb", "depth", "normals", "semseg")),
     ModalitySpec(
         name="norm_rgb", kind="dense", num_channels=3, normalization="imagenet", loss="norm_pix_mse",
         is_input=False, source="rgb", mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -54,6 +59,9 @@ DEFAULT_OUTPUTS: tuple[str, ...] = ("rgb", "depth", "semseg", "norm_rgb")  # ...
 # The modality a dense fine-tuning task predicts when its config names none, by task kind.
 DEFAULT_TASK_TARGETS: Mapping[str, str] = MappingProxyType(
     {"segmentation": "semseg", "depth": "depth", "regression": "normals"})
+# Official 4M modality names (the part before "@<size>") that are ours under another name.
+FOURM_NAMES: Mapping[str, str] = MappingProxyType({"tok_normal": "tok_normals", "det": "boxes",
+                                                  "color_palette": "palette"})
 # Maps that readers and the built-in world produce but no model takes: how each is drawn.
 _DATA_ONLY_DISPLAYS: Mapping[str, str] = MappingProxyType({"instance": "instances"})
 # ... and how each is stored: instance ids (not checked against a class count).
@@ -85,8 +93,9 @@ def display_of(name: str, custom: Mapping[str, ModalitySpec] | None = None) -> s
 def stored_modalities() -> dict[str, str]:
     """``{name: encoding}`` of every modality that data files hold, in the registry's order: the
     built-ins that are not derived from another (norm_rgb is made from rgb), by
-    `ModalitySpec.stored_as`, then the data-only maps and text (``instance_ids``, ``text``)."""
-    stored = {n: s.stored_as for n, s in BUILTIN_MODALITIES.items() if s.source is None}
+    `ModalitySpec.stored_as`, then the data-only maps and text (``instance_ids``, ``text``). Token maps
+    are not among them: they are made from maps by a tokenizer (token shards)."""
+    stored = {n: s.stored_as for n, s in BUILTIN_MODALITIES.items() if s.source is None and s.kind != "token_map"}
     return {**stored, **_DATA_ONLY_ENCODINGS}
 
 

@@ -14,9 +14,11 @@ Raw data conventions (what readers and the procedural world produce, before `pre
 * ``tokens``: integer tensor ``(B, L)`` of token ids in ``[0, num_channels)`` (a caption, or
   later a tokenizer's codes); ``pad_id`` marks padding.
 * ``vector``: float tensor ``(B, G, C)``: a few global feature vectors (an embedding).
+* ``token_map``: integer tensor ``(B, N)`` of a tokenizer's codes over a square ``h x w`` grid,
+  row-major (4M's ``tok_depth``, ...); each token covers ``stride`` x ``stride`` image pixels.
 
 Every kind has a *placement*, where its tokens live (`ModalitySpec.placement`): ``grid`` (dense
-and categorical maps: a 2-D grid of patches, its own size, positions on the image's common frame),
+and categorical maps, token maps: a 2-D grid of patches, its own size, positions on the image's common frame),
 ``sequence`` (tokens: 1-D positions, padded to a length) or ``global`` (vectors: learned
 positions). The encoder concatenates any mix; an input adapter turns a prepared tensor into
 ``(B, N, D)`` tokens, and masking only needs each modality's token count.
@@ -28,16 +30,17 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["dense", "categorical", "tokens", "vector"]
+Kind = Literal["dense", "categorical", "tokens", "vector", "token_map"]
 Placement = Literal["grid", "sequence", "global"]
-Positions = Literal["index", "visible"]
+Positions = Literal["index", "visible", "learned"]
 Loss = Literal["mse", "l1", "cross_entropy", "norm_pix_mse"]
 Normalization = Literal["none", "imagenet", "robust_standardize", "unit_range"]
 Display = Literal["rgb", "colormap", "palette", "normals", "instances", "text"]
 
-KINDS: tuple[str, ...] = ("dense", "categorical", "tokens", "vector")
-POSITIONS: tuple[str, ...] = ("index", "visible")
-_PLACEMENTS: dict[str, str] = {"dense": "grid", "categorical": "grid", "tokens": "sequence", "vector": "global"}
+KINDS: tuple[str, ...] = ("dense", "categorical", "tokens", "vector", "token_map")
+POSITIONS: tuple[str, ...] = ("index", "visible", "learned")
+_PLACEMENTS: dict[str, str] = {"dense": "grid", "categorical": "grid", "tokens": "sequence", "vector": "global",
+                               "token_map": "grid"}
 LOSSES: tuple[str, ...] = ("mse", "l1", "cross_entropy", "norm_pix_mse")
 NORMALIZATIONS: tuple[str, ...] = ("none", "imagenet", "robust_standardize", "unit_range")
 DISPLAYS: tuple[str, ...] = ("rgb", "colormap", "palette", "normals", "instances", "text")
@@ -69,10 +72,11 @@ class ModalitySpec:
     Attributes:
         name: unique name, used as the key of inputs, predictions, masks and state-dict entries.
         kind: ``"dense"`` (real-valued maps), ``"categorical"`` (class-id maps), ``"tokens"``
-            (a sequence of token ids) or ``"vector"`` (a few global feature vectors).
+            (a sequence of token ids), ``"vector"`` (a few global feature vectors) or
+            ``"token_map"`` (a tokenizer's codes on a grid, 4M's ``tok_*`` modalities).
         num_channels: channels of a dense map or of a vector, number of classes of a categorical
             map, or vocabulary size of a token sequence (the decoder then predicts that many
-            logits per pixel or token).
+            logits per pixel or token; a token map's codebook size).
         normalization: how raw values become model values (see `multimae.modalities.normalize`):
             ``imagenet`` (rgb in [0, 1] -> ImageNet mean/std), ``robust_standardize`` (per sample,
             drop the top and bottom ``robust_trim`` of valid values, then standardise; invalid
@@ -83,7 +87,8 @@ class ModalitySpec:
         is_input: the modality can be given to the encoder.
         is_output: the modality can be predicted by a decoder.
         stride: the modality is consumed at ``image_size / stride`` resolution; its patches are
-            ``patch_size / stride`` pixels, so by default every map shares one token grid.
+            ``patch_size / stride`` pixels, so by default every map shares one token grid. A token
+            map's stride is the image pixels one token covers (grid side = image_size / stride).
         patch: patch side in pixels on the modality's own map, overriding ``patch_size / stride``:
             a map cut into larger patches has a coarser token grid (a 4x4 grid beside a 16x16
             image); positions of every grid lie on the image's common frame, so they align.
@@ -104,7 +109,8 @@ class ModalitySpec:
             never in the loss).
         positions: 1-D positions of a sequence: ``index`` (a token's position in the sequence,
             MAE-style) or ``visible`` (a running count over the tokens given to the encoder, as 4M
-            does, so the visible tokens have dense positions 0, 1, 2, ...).
+            does, so the visible tokens have dense positions 0, 1, 2, ...); for a 4M token map,
+            ``learned`` replaces its fixed 2-D sin-cos table by a learned one (4M's global tokens).
         metric: how predictions from the image alone are scored (see `scored_by`): ``segmentation``
             (mIoU and pixel accuracy), ``l1`` (mean absolute error on valid pixels), ``none``, or
             ``auto`` (segmentation for categorical maps, none for dense ones).
@@ -206,7 +212,7 @@ class ModalitySpec:
     @property
     def is_discrete(self) -> bool:
         """Values are class or token ids (predicted as logits, compared by cross-entropy)."""
-        return self.kind in ("categorical", "tokens")
+        return self.kind in ("categorical", "tokens", "token_map")
 
     @property
     def placement(self) -> str:
@@ -240,7 +246,7 @@ class ModalitySpec:
     def patch_size(self, model_patch_size: int) -> int:
         """Patch side in pixels on this modality's own map, for a model patch size ``P`` (1 for
         sequences and global tokens: one value per token)."""
-        if self.placement != "grid":
+        if self.placement != "grid" or self.kind == "token_map":
             return 1
         if self.patch is not None:
             return self.patch
