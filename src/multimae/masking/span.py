@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -36,8 +36,7 @@ from torch import Tensor
 from multimae.masking.draws import Draws, GeneratorDraws
 from multimae.modalities.batch import ModalityBatch
 
-KeepScheme = Literal["random", "all", "binary"]
-KEEP_SCHEMES: tuple[str, ...] = ("random", "all", "binary")
+KEEP_SCHEMES: tuple[str, ...] = ("random", "all", "binary")  # keep probability: uniform, 1, 0 or 1
 FOURM_SENTINEL_OFFSET = 4  # [PAD] [UNK] [SOS] [EOS] come first, then [S_0], [S_1], ...
 KEEP_DECAY = 0.9  # an over-budget input is drawn again with p * KEEP_DECAY (4M)
 # After this many decays p < 1e-45, below any nonzero float32 noise: only noise exactly 0 still keeps
