@@ -6,7 +6,8 @@ Per sample: pick a mixture component; draw an input budget and a target budget (
 split each over the modalities (`split_budget`); then, per modality, one random order of the valid
 tokens: the first ``input`` positions are given to the encoder, the next ``target`` are predicted.
 Inputs and targets are therefore disjoint, and positions in neither exist. Every modality is
-treated as a set of positions (4M's image rule; sequence span masking is not done here).
+treated as a set of positions (4M's image rule); 4M's span masking of sequences, with these budgets,
+is `multimae.masking.unified.UnifiedMasking`.
 """
 
 from __future__ import annotations
@@ -134,10 +135,18 @@ class DirichletInputTargetMasking:
             budget[short] = split_budget(total[short], alpha[short], caps[short], generator)
         return budget
 
-    def sample_budgets(self, caps: Tensor, names: Sequence[str],
-                       generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """``(component (B,), input (B, M), target (B, M))`` for valid-token counts ``caps`` ``(B, M)``."""
+    def sample_budgets(self, caps: Tensor, names: Sequence[str], generator: torch.Generator | None = None,
+                       reduce_target_cap: Sequence[bool] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(component (B,), input (B, M), target (B, M))`` for valid-token counts ``caps`` ``(B, M)``.
+
+        ``reduce_target_cap`` (one per modality; None: all True): whether a modality's target cap is
+        its cap minus its input budget (positions, given or predicted: 4M's images) or its cap itself
+        (4M's sequences, whose input and target are separate spans of one layout).
+        """
         B, device = caps.shape[0], caps.device
+        reduce = [True] * len(names) if reduce_target_cap is None else [bool(r) for r in reduce_target_cap]
+        if len(reduce) != len(names):
+            raise ValueError(f"reduce_target_cap needs one flag per modality ({len(names)}), got {len(reduce)}")
         if self.weights is None:
             component = torch.randint(len(self.components), (B,), generator=generator, device=device)
         else:
@@ -146,11 +155,12 @@ class DirichletInputTargetMasking:
         lo, hi = _check_range("input_budget", self.input_budget)
         num_input = torch.randint(lo, hi + 1, (B,), generator=generator, device=device)
         inputs = self._split(num_input, self._alphas("input_alpha", names, component), caps, generator)
+        target_caps = torch.where(torch.tensor(reduce, device=device), caps - inputs, caps)
         if self.target_budget is None:
-            return component, inputs, caps - inputs
+            return component, inputs, target_caps
         lo, hi = _check_range("target_budget", self.target_budget)
         num_target = torch.randint(lo, hi + 1, (B,), generator=generator, device=device)
-        targets = self._split(num_target, self._alphas("target_alpha", names, component), caps - inputs, generator)
+        targets = self._split(num_target, self._alphas("target_alpha", names, component), target_caps, generator)
         return component, inputs, targets
 
     def __call__(self, num_tokens: Mapping[str, int], batch_size: int,
