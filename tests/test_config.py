@@ -4,6 +4,7 @@ import pytest
 
 from multimae.config import FinetuneConfig, RunConfig, load_config, to_yaml
 from multimae.configs import preset_names, preset_path
+from multimae.config.fourm import FourMRunConfig
 from multimae.tokenizers.config import TokenizerRunConfig, VectorRunConfig
 
 
@@ -16,6 +17,11 @@ def test_presets_load_and_validate():
             feature = load_config(VectorRunConfig, preset_path(name), ["source=/data/x"])
             feature.validate()
             assert feature.spec().kind == "vector" and feature.tokenizer.tokens == 4, name
+            continue
+        if name.startswith("4m-"):  # 4M runs (family: 4m)
+            fourm = load_config(FourMRunConfig, preset_path(name), ["data.root=/data/x"])
+            fourm.validate()
+            assert fourm.family == "4m" and fourm.model.build().modality_specs(), name
             continue
         if name.startswith("tok-"):  # tokenizer runs (tests/map_tokenizers/test_training.py)
             modality = load_config(TokenizerRunConfig, preset_path(name)).spec().name

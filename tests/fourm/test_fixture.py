@@ -159,3 +159,18 @@ def test_gradients_and_every_gradient_norm(case):
         value = 0.0 if grad is None else float(grad.norm())
         assert value == pytest.approx(norm, rel=1e-4, abs=1e-6), official
     model.zero_grad()
+
+
+def test_multimae_convert_writes_a_4m_file_that_reloads_to_the_same_outputs(tmp_path, capsys):
+    from multimae.cli.main import main
+    from multimae.convert import load_any
+
+    out = tmp_path / "fourm.safetensors"
+    assert main(["convert", str(GOLDEN / "weights.safetensors"), str(out), "--num-heads", "4"]) == 0
+    assert "official 4M" in capsys.readouterr().out
+    model, report = load_any(out)
+    assert report.source_format == "multimae" and model.config.num_heads == 4
+    inputs, fx = _load("inputs.safetensors"), _load("fixture_forward.safetensors")
+    with torch.no_grad():
+        loss = model(official_batch(inputs), 40, 40).loss
+    torch.testing.assert_close(loss, fx["loss_total"], rtol=1e-5, atol=0)

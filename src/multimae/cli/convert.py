@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("src", metavar="IN", type=Path)
     parser.add_argument("dst", metavar="OUT", type=Path, help="a .safetensors file (or .pth for --to timm)")
     parser.add_argument("--from", dest="src_format", default="auto",
-                        choices=("auto", "multimae", "official", "timm", "m3ae"),
+                        choices=("auto", "multimae", "official", "fourm", "timm", "m3ae"),
                         help="format of IN [auto: recognised from the suffix (.msgpack / .pkl: m3ae) and the key names]")
     parser.add_argument("--to", dest="dst_format", default="multimae", choices=("multimae", "timm"),
                         help="format of OUT [multimae]")

@@ -53,7 +53,8 @@ def _resume_config(cls: type[T], args: argparse.Namespace, overrides: Sequence[s
         raise ValueError(f"--resume continues {args.resume} with its own config.yaml: --config {args.config} cannot "
                          "be combined with it (give the keys that may change as overrides)")
     run_dir, _ = resume_point(args.resume)
-    check_kind(run_dir, read_run_config(run_dir), config_kind({f.name: None for f in dataclasses.fields(cls)}))  # type: ignore[arg-type]
+    expected = config_kind({f.name: f.default if f.name == "family" else None for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+    check_kind(run_dir, read_run_config(run_dir), expected)
     saved = to_plain(load_config(cls, run_dir / "config.yaml"))  # defaults filled in, as in the overridden one
     cfg = load_config(cls, run_dir / "config.yaml", overrides)
     check_resume_changes(run_dir, saved, to_plain(cfg))  # the checkpoint itself is checked when it is read

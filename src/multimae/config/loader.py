@@ -151,11 +151,12 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     """``cls`` from an optional YAML file (which may name a ``base:`` file to extend) plus overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        data = _read_yaml(Path(path))
+        data = read_yaml(Path(path))
     return build_dataclass(cls, apply_overrides(data, overrides))
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping a YAML config file holds, merged over the file its ``base:`` names (recursively)."""
     if not path.exists():
         raise ValueError(f"config file not found: {path}")
     if path.resolve() in seen:
@@ -168,7 +169,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ValueError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
     base = data.pop("base", None)
     if base is not None:
-        data = _merge(_read_yaml((path.parent / base), (*seen, path.resolve())), data)
+        data = _merge(read_yaml((path.parent / base), (*seen, path.resolve())), data)
     return data
 
 

@@ -32,7 +32,7 @@ from multimae.engine.files import atomic_path, save_atomic
 from multimae.model.finetune import FineTuneModel
 from multimae.model.multimae import MultiMAE
 
-SOURCES = ("auto", "multimae", "official", "timm", "m3ae")
+SOURCES = ("auto", "multimae", "official", "fourm", "timm", "m3ae")
 JAX_SUFFIXES = (".msgpack", ".pkl", ".pickle")  # JAX checkpoints (m3ae)
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-\d+\.pt$")  # a training run's checkpoints
 TARGETS = ("multimae", "timm")
@@ -93,6 +93,10 @@ def load_any(
         raise ValueError(f"{where}: looks like a {ckpt.format!r} checkpoint, not {fmt!r}")
     if ckpt.format == "multimae":
         return build_model_from_checkpoint(ckpt), ConversionReport("multimae", "multimae")
+    if ckpt.format == "fourm":
+        from multimae.convert.fourm import fourm_to_ours
+
+        return fourm_to_ours(ckpt.state, num_heads=num_heads)
     if ckpt.format == "official":
         heads = head_names(ckpt.state)
         decoders = [k for k in ckpt.state if k.startswith("output_adapters.") and k.endswith(SPATIAL_DECODER_KEYS[0])]
@@ -112,8 +116,10 @@ def save_multimae(model: MultiMAE | FineTuneModel, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: multimae weights are written as .safetensors")
-    if not isinstance(model, (MultiMAE, FineTuneModel)):
-        raise ValueError(f"cannot save a {type(model).__name__}: expected a MultiMAE or a FineTuneModel")
+    from multimae.model.fourm import FourM
+
+    if not isinstance(model, (MultiMAE, FineTuneModel, FourM)):
+        raise ValueError(f"cannot save a {type(model).__name__}: expected a MultiMAE, a FineTuneModel or a FourM")
     export_safetensors(model, path)
     return path
 

@@ -51,15 +51,20 @@ def _strip_module_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def detect_format(state: dict[str, Tensor], where: str = "checkpoint") -> str:
-    """``"official"`` or ``"timm"`` from the key names; a ValueError naming some keys otherwise."""
+    """``"official"`` (MultiMAE), ``"fourm"`` (official 4M) or ``"timm"`` from the key names; a ValueError
+    naming some keys otherwise."""
+    from multimae.convert.fourm import is_fourm_state
+
     keys = list(state)
+    if is_fourm_state(state):
+        return "fourm"
     if any(k.startswith(("input_adapters.", "encoder.0.")) for k in keys) and "global_tokens" in state:
         return "official"
     if "patch_embed.proj.weight" in state and any(k.startswith("blocks.0.") for k in keys):
         return "timm"
     raise ValueError(
         f"{where}: unrecognised checkpoint: expected the official MultiMAE layout (input_adapters.*, "
-        f"encoder.*, global_tokens) or a timm / MAE VisionTransformer (patch_embed.*, blocks.*); "
+        f"encoder.*, global_tokens), the official 4M layout (encoder_embeddings.*, decoder_proj_context.*) or a timm / MAE VisionTransformer (patch_embed.*, blocks.*); "
         f"found keys {keys[:6]}{' ...' if len(keys) > 6 else ''}"
     )
 

@@ -11,8 +11,10 @@ numbers, strings) and runs no code. Our checkpoints hold nothing else; a file th
 What every file of ours carries besides the weights (format version 2; `model_record`):
 
 * ``format``: ``"multimae"``; ``format_version``: `FORMAT_VERSION`;
-* ``kind``: ``"pretrain"`` (a `MultiMAE`) or ``"finetune"`` (a `FineTuneModel`);
-* ``model_config``: `MultiMAEConfig.to_dict` (for a fine-tuned model: its encoder, without outputs);
+* ``kind``: ``"pretrain"`` (a `MultiMAE`), ``"finetune"`` (a `FineTuneModel`) or ``"fourm"`` (a 4M
+  `FourM`);
+* ``model_config``: `MultiMAEConfig.to_dict` (for a fine-tuned model: its encoder, without outputs;
+  for 4M: `FourMConfig.to_dict`);
 * ``specs``: every field of the resolved `ModalitySpec` of each input and output (and of a
   fine-tuning target), so a custom or overridden modality rebuilds without the original config
   file; where a stored spec differs from what the config resolves to, the stored one wins;
@@ -69,7 +71,7 @@ __all__ = [
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
 FORMAT = "multimae"
 FORMAT_VERSION = 2  # 1: model config (and head) only; 2: + kind, resolved specs, files table
-MODEL_KINDS = ("pretrain", "finetune")
+MODEL_KINDS = ("pretrain", "finetune", "fourm")
 _RECORD_KEYS = ("format", "format_version", "kind", "model_config", "specs", "head", "files", "run_config")
 # Entries of a training checkpoint that are the trainer's state (not the model's description).
 TRAINER_KEYS = ("optimizer", "scaler", "step", "stream", "torch_rng")
@@ -175,13 +177,16 @@ class Checkpoint:
     def where(self) -> str:
         return str(self.path) if self.path is not None else "checkpoint"
 
-    def config(self) -> MultiMAEConfig:
-        """The model config, with the stored specs in force (`with_specs`)."""
+    def config(self) -> Any:
+        """The model config (`MultiMAEConfig`, or `FourMConfig` for a 4M file), with the stored specs in
+        force (`with_specs`)."""
         from multimae.model.config import MultiMAEConfig
+        from multimae.model.fourm.config import FourMConfig
 
         if self.model_config is None:
             raise ValueError(f"{self.where}: carries no multimae model config (a {self.format!r} checkpoint)")
-        return with_specs(MultiMAEConfig.from_dict(self.model_config), self.specs)
+        cls = FourMConfig if self.kind == "fourm" else MultiMAEConfig
+        return with_specs(cls.from_dict(self.model_config), self.specs)
 
     def modality_specs(self) -> dict[str, ModalitySpec]:
         """Every modality the file describes: the model's (stored specs winning), then any other
@@ -228,10 +233,14 @@ def model_record(model: nn.Module, run_config: Mapping[str, Any] | None = None,
     more modalities the run prepares (a fine-tuning target)."""
     from multimae.convert.finetune import encoder_config, head_to_dict
     from multimae.model.finetune import FineTuneModel
+    from multimae.model.fourm import FourM
     from multimae.model.multimae import MultiMAE
 
     if isinstance(model, MultiMAE):
         kind, config, head = "pretrain", model.model_config, None
+        specs = {**model.input_specs, **model.output_specs}
+    elif isinstance(model, FourM):
+        kind, config, head = "fourm", model.config, None
         specs = {**model.input_specs, **model.output_specs}
     elif isinstance(model, FineTuneModel):
         kind, config, head = "finetune", encoder_config(model), head_to_dict(model)
@@ -254,9 +263,14 @@ def model_record(model: nn.Module, run_config: Mapping[str, Any] | None = None,
 
 def export_safetensors(model: nn.Module, path: Path, metadata: dict[str, str] | None = None,
                        record: Mapping[str, Any] | None = None) -> None:
-    """The model's weights (state-dict key names) as a safetensors file, written atomically, with
+    """The model's weights (state-dict key names; a tensor shared by several names stored under each) as
+    a safetensors file, written atomically, with
     ``record`` (default: `model_record` of ``model``) JSON-encoded in its metadata."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors, seen = {}, set()
+    for k, v in model.state_dict().items():  # a shared tensor (4M's tied heads) is stored under each name
+        t = v.detach().cpu().contiguous()
+        tensors[k] = t.clone() if t.data_ptr() in seen else t
+        seen.add(t.data_ptr())
     record = model_record(model) if record is None else record
     meta = {**(metadata or {}), **{k: v if isinstance(v, str) else json.dumps(v) for k, v in record.items()}}
     with atomic_path(path) as tmp:
@@ -405,9 +419,10 @@ def read_checkpoint(path: str | Path, trusted: bool = False) -> Checkpoint:
 
 def build_model_from_checkpoint(source: str | Path | Checkpoint, trusted: bool = False) -> Model:
     """The model (eval mode, on the CPU) a checkpoint of ours describes, its weights loaded
-    exactly: a `MultiMAE` (``kind`` pretrain) or a `FineTuneModel` (finetune). ``source``: a
-    `Checkpoint` or a path as `read_checkpoint` takes it."""
+    exactly: a `MultiMAE` (``kind`` pretrain), a `FineTuneModel` (finetune) or a `FourM` (fourm).
+    ``source``: a `Checkpoint` or a path as `read_checkpoint` takes it."""
     from multimae.model.finetune import FineTuneModel
+    from multimae.model.fourm import FourM
     from multimae.model.multimae import MultiMAE
 
     ckpt = source if isinstance(source, Checkpoint) else read_checkpoint(source, trusted)
@@ -423,6 +438,8 @@ def build_model_from_checkpoint(source: str | Path | Checkpoint, trusted: bool =
         name, head = head_from_dict(ckpt.head)
         specs = config.modality_specs()
         model = FineTuneModel(config.encoder, {n: specs[n] for n in config.inputs}, head, name)
+    elif ckpt.kind == "fourm":
+        model = FourM(config)
     else:
         model = MultiMAE(config)
     result = model.load_state_dict(ckpt.state, strict=False)

@@ -39,7 +39,7 @@ _BUILTINS = (
     # 4M's token maps: a map tokenizer's codes (`multimae tokenizer train`, `multimae tokenize`), one per
     # 8 x 8 pixels (the world's 64 px images -> an 8 x 8 grid) and 1,000 codes (the tok-world presets'
     # FSQ levels 8-5-5-5); token shards set both from their tokenizer.
-    *(ModalitySpec(name=f"tok_{m}", kind="token_map", num_channels=1000, loss="cross_entropy", stride=8)
+    *(ModalitySpec(name=f"tok_{m}", kind="token_map", num_channels=1000, loss="cross_entropy", stride=8, source=m)
       for m in ("rgb", "depth", "normals", "semseg")),
     ModalitySpec(
         name="norm_rgb", kind="dense", num_channels=3, normalization="imagenet", loss="norm_pix_mse",
@@ -56,6 +56,8 @@ DEFAULT_MAP_MODALITY = "depth"  # the map a tokenizer run tokenises when its con
 DEFAULT_FEATURE_MODALITY = "feature"  # the global embedding feature labelers write
 DEFAULT_INPUTS: tuple[str, ...] = ("rgb", "depth", "semseg")  # a pre-training model's inputs
 DEFAULT_OUTPUTS: tuple[str, ...] = ("rgb", "depth", "semseg", "norm_rgb")  # ... and its outputs
+# A 4M model's modalities: every map as tokens, and the caption (read and predicted alike).
+FOURM_MODALITIES: tuple[str, ...] = ("tok_rgb", "tok_depth", "tok_normals", "tok_semseg", "caption")
 # The modality a dense fine-tuning task predicts when its config names none, by task kind.
 DEFAULT_TASK_TARGETS: Mapping[str, str] = MappingProxyType(
     {"segmentation": "semseg", "depth": "depth", "regression": "normals"})

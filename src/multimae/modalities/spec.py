@@ -92,7 +92,8 @@ class ModalitySpec:
         patch: patch side in pixels on the modality's own map, overriding ``patch_size / stride``:
             a map cut into larger patches has a coarser token grid (a 4x4 grid beside a 16x16
             image); positions of every grid lie on the image's common frame, so they align.
-        source: for output-only derived targets (``norm_rgb``), the modality whose data is the
+        source: for a token map, the modality its tokenizer reads (``tok_depth``: ``depth``: what
+            token shards store it under); for output-only derived targets (``norm_rgb``), the modality whose data is the
             target and whose tokens are this decoder's queries; defaults to ``name``.
         class_emb_dim: width of the learned class embedding (categorical inputs).
         ignore_index: class id that marks unlabelled pixels (categorical), excluded from the loss.
@@ -222,9 +223,11 @@ class ModalitySpec:
     @property
     def drawn_as(self) -> str:
         """How a picture of the modality is drawn: ``display``, else `default_display` (a token
-        sequence: as ``text``, its words)."""
+        sequence: as ``text``, its words; a token map's codes: a colour per code, as ``instances``)."""
         if self.kind == "tokens" and not self.display:
             return "text"
+        if self.kind == "token_map" and not self.display:
+            return "instances"  # codes, one colour each (decoded by its tokenizer it is drawn as its source)
         return self.display or default_display(self.is_categorical, self.num_channels)
 
     @property

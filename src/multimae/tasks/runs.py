@@ -16,13 +16,17 @@ import yaml
 from multimae.engine.checkpoint import list_checkpoints
 from multimae.errors import UserError, check_out_dir, check_out_file
 
-KINDS = {"pretrain": "pre-training run", "finetune": "fine-tuning run"}
-_COMMANDS = {"pretrain": "multimae pretrain / visualize", "finetune": "multimae finetune / evaluate"}
+KINDS = {"pretrain": "pre-training run", "finetune": "fine-tuning run", "fourm": "4M pre-training run"}
+_COMMANDS = {"pretrain": "multimae pretrain / visualize", "finetune": "multimae finetune / evaluate",
+             "fourm": "multimae pretrain --resume / predict"}
 
 
 def config_kind(config: Mapping[str, Any]) -> str:
-    """``"finetune"`` for a fine-tuning config (it has a ``task`` section), else ``"pretrain"``."""
-    return "finetune" if "task" in config else "pretrain"
+    """``"finetune"`` for a fine-tuning config (it has a ``task`` section), ``"fourm"`` for a 4M run
+    (``family: 4m``), else ``"pretrain"``."""
+    if "task" in config:
+        return "finetune"
+    return "fourm" if config.get("family") == "4m" else "pretrain"
 
 
 def check_kind(where: str | Path, config: Mapping[str, Any], expected: str) -> None:

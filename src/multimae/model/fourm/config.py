@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from multimae.modalities.registry import resolve_modalities, spec_from_dict
+from multimae.modalities.registry import FOURM_MODALITIES, resolve_modalities, spec_from_dict
 from multimae.modalities.spec import ModalitySpec
 
 MLPS = ("swiglu", "gelu")
@@ -35,8 +35,8 @@ class FourMConfig:
     num_register_tokens: int = 0  # learned tokens prepended to every encoder input, always attended to
     patch_size: int = 16  # raw-pixel patches (rgb): P x P pixels per token
     image_size: int = 224  # the frame the grids' positional tables are made for
-    inputs: tuple[str, ...] = ("rgb", "tok_rgb", "tok_depth", "tok_normals", "tok_semseg", "caption")
-    outputs: tuple[str, ...] = ("tok_rgb", "tok_depth", "tok_normals", "tok_semseg", "caption")
+    inputs: tuple[str, ...] = FOURM_MODALITIES
+    outputs: tuple[str, ...] = FOURM_MODALITIES
     num_encoder_tokens: int = 256  # encoder slots per sample (visible tokens beyond them are dropped)
     num_decoder_tokens: int = 256  # decoder slots per sample (targets beyond them are dropped)
     loss_reduction: str = "mod"  # mod: mean over modalities of each one's token mean (4M's); token: by tokens

@@ -1,0 +1,112 @@
+"""The 4M pre-training run configuration (`multimae pretrain --config 4m-cpu`): the model, the
+pre-tokenised data, the masking of inputs and targets, the optimiser and the loop. A preset says
+``family: 4m`` at its top; everything else is as in MultiMAE's runs (`multimae.config.schema`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from multimae.config.schema import MaskingComponent, OptimConfig, TrainConfig
+from multimae.modalities.registry import FOURM_MODALITIES
+from multimae.model.fourm.config import FourMConfig, fourm_config
+
+
+@dataclass
+class FourMModelSection:
+    size: str = "tiny"  # tiny | small | base | large | xl (4M's)
+    dim: int | None = None  # None: the size's
+    encoder_depth: int | None = None
+    decoder_depth: int | None = None
+    num_heads: int | None = None
+    mlp: str = "swiglu"
+    bias: bool = False
+    qk_norm: bool = False
+    patch_size: int = 16
+    image_size: int = 224
+    inputs: tuple[str, ...] = FOURM_MODALITIES
+    outputs: tuple[str, ...] = FOURM_MODALITIES
+    num_encoder_tokens: int = 256
+    num_decoder_tokens: int = 256
+    loss_reduction: str = "mod"
+    modality_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def build(self) -> FourMConfig:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "size"}
+        return fourm_config(self.size, **{k: v for k, v in fields.items() if v is not None})
+
+
+@dataclass
+class FourMDataConfig:
+    root: str | None = None  # a token-shard folder (`multimae tokenize`); world presets name theirs
+    val_root: str | None = None  # held-out token shards (default: the last val_fraction of root's samples)
+    val_fraction: float = 0.1
+    tokenizers: dict[str, str] = field(default_factory=dict)  # {stored modality: saved tokenizer folder},
+    # checked against the shards' hashes and kept in the run folder (needed to see predictions as maps / text)
+    batch_size: int = 256  # global batch
+
+    def validate(self) -> None:
+        if not self.root:
+            raise ValueError("data.root: name the token-shard folder to train on (`multimae tokenize` writes one)")
+        if self.batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class FourMMaskingConfig:
+    input_budget: int | tuple[int, int] = 128  # tokens given per sample, n or [min, max]
+    target_budget: int | tuple[int, int] = 128  # tokens predicted per sample
+    # the Dirichlet mixture: one component picked per sample (alpha: the input split, target_alpha: the
+    # target split; a value per modality or one for all; 0 = never)
+    mixture: list[MaskingComponent] = field(default_factory=lambda: [MaskingComponent(0.5, 0.5)])
+    max_tokens: dict[str, int] = field(default_factory=dict)  # per sequence: ids kept (default: what fits)
+    keep: Literal["random", "all", "binary"] = "random"  # a sequence's kept share: uniform, all, or all-or-none
+
+    def validate(self) -> None:
+        for key in ("input_budget", "target_budget"):
+            value = getattr(self, key)
+            lo, hi = (value, value) if isinstance(value, int) else value
+            if not 0 <= lo <= hi:
+                raise ValueError(f"masking.{key} must be n >= 0 or [min, max] with 0 <= min <= max, got {value}")
+        if not self.mixture or not any(c.weight > 0 for c in self.mixture):
+            raise ValueError("masking.mixture needs at least one component with weight > 0")
+        for i, c in enumerate(self.mixture):
+            for kind in ("alpha", "target_alpha"):
+                value = getattr(c, kind)
+                for name, a in (value.items() if isinstance(value, dict) else [("", value)]):
+                    if not 0.0 <= a < math.inf:
+                        where = f"masking.mixture[{i}].{kind}" + (f".{name}" if name else "")
+                        raise ValueError(f"{where} must be a finite number >= 0, got {a}")
+        for name, n in self.max_tokens.items():
+            if n < 1:
+                raise ValueError(f"masking.max_tokens.{name} must be >= 1, got {n}")
+
+
+@dataclass
+class FourMRunConfig:
+    family: Literal["4m"] = "4m"
+    model: FourMModelSection = field(default_factory=FourMModelSection)
+    data: FourMDataConfig = field(default_factory=FourMDataConfig)
+    masking: FourMMaskingConfig = field(default_factory=FourMMaskingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        specs = self.model.build().modality_specs()
+        for name, n in self.masking.max_tokens.items():
+            if name not in specs or specs[name].kind != "tokens":
+                raise ValueError(f"masking.max_tokens.{name}: not a sequence modality of the model "
+                                 f"({[m for m, s in specs.items() if s.kind == 'tokens']})")
+        self.masking.validate()
+        model = self.model
+        for key, slots in (("input_budget", model.num_encoder_tokens), ("target_budget", model.num_decoder_tokens)):
+            value = getattr(self.masking, key)
+            most = value if isinstance(value, int) else value[1]
+            if most > slots:
+                part = "encoder" if key == "input_budget" else "decoder"
+                raise ValueError(f"masking.{key} reaches {most} tokens, more than model.num_{part}_tokens={slots}")
+        self.data.validate()

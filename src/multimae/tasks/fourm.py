@@ -1,0 +1,136 @@
+"""The 4M pre-training task: (model, batch of token ids) -> masked input-to-target cross-entropy.
+
+Shapes: B batch, N_m tokens of modality m (a grid's h * w, a sequence's stored length), V_m its
+vocabulary.
+
+A raw batch is what `multimae.data.token_pool.TokenPoolStream` yields: ``{"ids": {stored modality:
+(B, N)}, "valid": {...}}``. Each model modality reads its stored modality (a token map its spec's
+``source``: ``tok_depth`` reads ``depth``), and `UnifiedMasking` turns the batch into the model's
+records (which tokens are given, which predicted), drawing from a generator seeded by (seed, step,
+first row): the model itself is deterministic given its batch, and a resumed run draws what it would
+have drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from multimae.config.fourm import FourMMaskingConfig
+from multimae.data.stream import derive_seed
+from multimae.losses import LossOutput
+from multimae.masking import BudgetDirichlet, DirichletInputTargetMasking, SequenceMasking, UnifiedMasking
+from multimae.masking.span import layout_length
+from multimae.modalities.batch import ModalityBatch
+from multimae.modalities.spec import ModalitySpec
+from multimae.model.fourm import FourM, FourMOutput
+
+VAL_SEED_PART = 7  # validation masks: drawn from (seed, this, batch index), the same at every validation
+
+
+def stored_name(spec: ModalitySpec) -> str:
+    """The modality a model modality's tokens are stored under: a token map's source, else its own name."""
+    return spec.source_name if spec.kind == "token_map" else spec.name
+
+
+def default_max_tokens(spec: ModalitySpec) -> int:
+    """The most ids of a sequence whose (2 (T + 1))-long 4M layout fits its max_length."""
+    return max(1, spec.max_length // 2 - 1)
+
+
+def build_masking(cfg: FourMMaskingConfig, specs: Mapping[str, ModalitySpec]) -> UnifiedMasking:
+    """`UnifiedMasking` of a masking config over the modalities ``specs`` (every input and output, once)."""
+    components = [BudgetDirichlet(c.alpha, c.target_alpha) for c in cfg.mixture]
+    weights = [c.weight for c in cfg.mixture] if any(c.weight != 1.0 for c in cfg.mixture) else None
+    budgets = DirichletInputTargetMasking(cfg.input_budget, cfg.target_budget, components, weights)
+    sequences = {}
+    for name, spec in specs.items():
+        if spec.kind == "tokens":
+            T = cfg.max_tokens.get(name, default_max_tokens(spec))
+            if layout_length(T) > spec.max_length:
+                raise ValueError(f"masking.max_tokens.{name}={T}: its layout of {layout_length(T)} ids is longer than "
+                                 f"the modality's max_length {spec.max_length}")
+            sequences[name] = SequenceMasking(T, cfg.keep, spec.pad_id)
+    return UnifiedMasking(budgets, sequences)
+
+
+@dataclass
+class FourMTask:
+    model: FourM  # the unwrapped model (its specs)
+    masking: UnifiedMasking
+    seed: int = 0
+    specs: dict[str, ModalitySpec] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.specs = {**self.model.input_specs, **self.model.output_specs}
+
+    def records(self, raw: Mapping[str, Mapping[str, Tensor]]) -> dict[str, tuple[Tensor, Tensor | None]]:
+        """``{model modality: (ids, valid)}`` from a raw batch (every model modality it holds)."""
+        out = {}
+        for name, spec in self.specs.items():
+            key = stored_name(spec)
+            if key in raw["ids"]:
+                out[name] = (raw["ids"][key], raw["valid"][key])
+        if not out:
+            raise ValueError(f"the batch holds none of the model's modalities {list(self.specs)} "
+                             f"(stored as {sorted({stored_name(s) for s in self.specs.values()})}); it has "
+                             f"{sorted(raw['ids'])}")
+        return out
+
+    def draw(self, raw: Mapping[str, Mapping[str, Tensor]], *seed_parts: int) -> dict[str, ModalityBatch]:
+        """The masked records of ``raw``, drawn from a generator seeded by (seed, *seed_parts)."""
+        g = torch.Generator().manual_seed(derive_seed(self.seed, *seed_parts))
+        return self.masking(self.records(raw), g)
+
+    def __call__(self, forward: Callable[..., FourMOutput], raw: Mapping[str, Mapping[str, Tensor]], step: int,
+                 global_batch: int, rows: slice) -> LossOutput:
+        out = forward(self.draw(raw, step, rows.start))
+        return LossOutput(out.loss, out.losses)
+
+    @torch.no_grad()
+    def validate(self, raw_batches: Iterable[Mapping[str, Mapping[str, Tensor]]],
+                 unigram: Mapping[str, Tensor] | None = None) -> dict[str, float]:
+        """Held-out cross-entropy and token accuracy per output (``<m>/ce``, ``<m>/acc``), and with
+        ``unigram`` (`unigram_log_probs`) the cross-entropy of predicting every target from the
+        modality's token frequencies alone (``<m>/unigram_ce``), on the same targets and fixed masks."""
+        sums: dict[str, list[float]] = {}
+        for i, raw in enumerate(raw_batches):
+            out = self.model(self.draw(raw, VAL_SEED_PART, i))
+            for name, logits in out.logits.items():
+                labels = out.labels[name]
+                s = sums.setdefault(name, [0.0, 0.0, 0.0, 0.0])
+                if not labels.numel():
+                    continue
+                s[0] += float(torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
+                s[1] += float((logits.argmax(dim=-1) == labels).sum())
+                s[2] += labels.numel()
+                if unigram is not None and name in unigram:
+                    s[3] -= float(unigram[name][labels].sum())
+        report = {}
+        for name, (ce, correct, n, uni) in sums.items():
+            if n:
+                report[f"{name}/ce"] = ce / n
+                report[f"{name}/acc"] = correct / n
+                if unigram is not None and name in unigram:
+                    report[f"{name}/unigram_ce"] = uni / n
+        ces = [v for k, v in report.items() if k.endswith("/ce")]
+        if ces:
+            report["loss"] = sum(ces) / len(ces)
+        return report
+
+
+@torch.no_grad()
+def unigram_log_probs(task: FourMTask, raw_batches: Iterable[Mapping[str, Mapping[str, Tensor]]]) -> dict[str, Tensor]:
+    """``{output: (V,) log-frequency}`` of each output's target tokens in ``raw_batches`` (training data)
+    under the task's masking (so a sequence's sentinels count as they are predicted), add-one smoothed:
+    the baseline that knows which tokens are common but sees no input."""
+    counts = {n: torch.ones(s.num_channels, dtype=torch.float64) for n, s in task.model.output_specs.items()}
+    for i, raw in enumerate(raw_batches):
+        parts, labels = task.model.embed_targets(task.draw(raw, VAL_SEED_PART + 1, i))
+        for name, (_, _, counted) in parts.items():
+            V = len(counts[name])
+            counts[name] += torch.bincount(labels[name][counted].flatten(), minlength=V)[:V].double()
+    return {n: (c / c.sum()).log().float() for n, c in counts.items()}

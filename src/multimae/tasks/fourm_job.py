@@ -1,0 +1,152 @@
+"""Wiring of a 4M pre-training run: token shards -> model, masked batches, trainer; the final report
+(per-modality cross-entropy and accuracy against a unigram baseline) and a picture of one-pass
+predictions from RGB tokens. The loop itself is `multimae.engine.trainer`."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from multimae.config.fourm import FourMRunConfig
+from multimae.data.token_pool import TokenPool, TokenPoolStream, load_token_pool
+from multimae.engine.file_table import FileEntry, sha256_file
+from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
+from multimae.model.fourm import FourM, FourMConfig
+from multimae.tasks.fourm import FourMTask, build_masking, stored_name, unigram_log_probs
+from multimae.tasks.job import evaluating, finish_run, make_trainer, micro_batch, open_run, run_precision, start_process
+from multimae.tokenizers.base import Tokenizer, load_tokenizer
+
+TOKENIZER_DIR = "tokenizers"  # in the run folder: one saved tokenizer per stored modality
+VAL_BATCH = 64
+
+
+def with_token_data(config: FourMConfig, manifest: Mapping[str, Any]) -> FourMConfig:
+    """``config`` whose modalities take the shards' vocabulary sizes and token grids (a token map's
+    stride = image_size / grid side); a model modality the shards do not hold is an error."""
+    recorded = manifest["tokenizers"]
+    overrides = {n: dict(o) for n, o in config.modality_overrides.items()}
+    for name, spec in config.modality_specs().items():
+        key = stored_name(spec)
+        if key not in recorded:
+            raise ValueError(f"model modality {name!r} reads {key!r} tokens, which the shards do not hold "
+                             f"(they hold {sorted(recorded)}): tokenize it too, or leave it out of the model")
+        entry = recorded[key]
+        change: dict[str, Any] = {"num_channels": int(entry["vocab_size"])}
+        if spec.kind == "token_map":
+            h, w = entry["grid"]
+            if h != w or config.image_size % h:
+                raise ValueError(f"{key} tokens lie on a {h}x{w} grid: a 4M token map needs a square grid that "
+                                 f"divides model.image_size={config.image_size}")
+            change["stride"] = config.image_size // h
+        overrides[name] = {**overrides.get(name, {}), **change}
+    return dataclasses.replace(config, modality_overrides=overrides)
+
+
+def split_pool(pool: TokenPool, fraction: float) -> tuple[TokenPool, TokenPool]:
+    """(training pool, held-out pool): the last ``fraction`` of the samples (by source index) held out."""
+    n = pool.num_samples
+    held = max(1, round(n * fraction))
+    if held >= n:
+        raise ValueError(f"the token shards hold {n} samples: too few to hold {fraction:.0%} out for validation")
+    cut = n - held
+    train = TokenPool({m: x[:cut] for m, x in pool.ids.items()}, {m: v[:cut] for m, v in pool.valid.items()},
+                      pool.manifest)
+    val = TokenPool({m: x[cut:] for m, x in pool.ids.items()}, {m: v[cut:] for m, v in pool.valid.items()},
+                    pool.manifest)
+    return train, val
+
+
+def val_batches(pool: TokenPool, batch: int = VAL_BATCH) -> list[dict[str, dict[str, Tensor]]]:
+    """The held-out pool's first crop of every sample (the central square), in batches."""
+    n = pool.num_samples
+    return [pool.rows(torch.arange(s, min(n, s + batch)), torch.zeros(min(batch, n - s), dtype=torch.long))
+            for s in range(0, n, batch)]
+
+
+def run_tokenizers(cfg: FourMRunConfig, run_dir: Path, manifest: Mapping[str, Any], is_main: bool
+                   ) -> tuple[dict[str, Tokenizer], dict[str, FileEntry]]:
+    """The tokenizers ``data.tokenizers`` names, checked against the shards, copied into the run folder
+    (``tokenizers/<modality>/``) and listed in its files table."""
+    tokenizers, files = {}, {}
+    for modality, folder in cfg.data.tokenizers.items():
+        tok = load_tokenizer(folder)
+        recorded = manifest["tokenizers"].get(modality)
+        if recorded is None or recorded["content_hash"] != tok.content_hash:
+            raise ValueError(f"data.tokenizers.{modality}={folder}: not the tokenizer the shards' {modality} tokens "
+                             "were made with (content hashes differ, or the shards hold none)")
+        target = run_dir / TOKENIZER_DIR / modality
+        if is_main and Path(folder).resolve() != target.resolve():
+            shutil.copytree(folder, target, dirs_exist_ok=True)
+        for path in sorted(Path(folder).iterdir()):
+            if path.is_file():
+                rel = f"{TOKENIZER_DIR}/{modality}/{path.name}"
+                files[f"tokenizer/{modality}/{path.name}"] = FileEntry(rel, sha256_file(path))
+        tokenizers[modality] = tok
+    return tokenizers, files
+
+
+def run_fourm_pretraining(cfg: FourMRunConfig, resume: str | Path | None = None, progress: bool = True,
+                          trusted: bool = False, overwrite: bool = False) -> Path:
+    """Run (or resume) a 4M pre-training run on token shards; returns its folder."""
+    cfg.validate()
+    device, info = start_process(cfg.train)
+    micro = micro_batch(cfg, info)
+    run_dir, state, ckpt = open_run(cfg, resume, overwrite, trusted, info.is_main)
+    pool = load_token_pool(cfg.data.root)  # type: ignore[arg-type]
+    if cfg.data.val_root:
+        train_pool, val_pool = pool, load_token_pool(cfg.data.val_root)
+    else:
+        train_pool, val_pool = split_pool(pool, cfg.data.val_fraction)
+    tokenizers, files = run_tokenizers(cfg, run_dir, pool.manifest, info.is_main)
+    torch.manual_seed(cfg.train.seed)
+    model = FourM(with_token_data(cfg.model.build(), pool.manifest))
+    task = FourMTask(model, build_masking(cfg.masking, {**model.input_specs, **model.output_specs}), cfg.train.seed)
+    stream = TokenPoolStream(train_pool, micro, cfg.train.seed, info.rank, info.world_size)
+    val = val_batches(val_pool)[: cfg.train.num_val_batches]
+    unigram = unigram_log_probs(task, val_batches(train_pool)[:8])
+    validate = evaluating(model, lambda: task.validate(val, unigram))
+    precision = run_precision(cfg.train, device, micro // info.world_size * model.config.num_encoder_tokens,
+                              model.config.dim)
+    trainer = make_trainer(cfg, model, task, stream, run_dir, info, device, precision,
+                           on_validate=validate if val else None, progress=progress)
+    trainer.files.update(files)
+    wall = trainer.run(state, ckpt)
+    if info.is_main:
+        model.eval()
+        report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1), **trainer.setup_report(),
+                                  "val": task.validate(val_batches(val_pool), unigram),
+                                  "val_samples": val_pool.num_samples, "train_samples": train_pool.num_samples}
+        finish_run(trainer, run_dir, report, report["val"],
+                   lambda: fourm_pictures(model, tokenizers, val_pool, run_dir))
+    trainer.close()
+    return run_dir
+
+
+def fourm_pictures(model: FourM, tokenizers: Mapping[str, Tokenizer], pool: TokenPool, run_dir: Path,
+                   count: int = 4) -> list[Path]:
+    """``predictions.png``: for ``count`` held-out samples, the RGB (its tokens decoded) and each other
+    token map's truth and one-pass prediction from the RGB tokens alone, decoded by the run's
+    tokenizers (none without an RGB token map and tokenizers)."""
+    from multimae.inference.fourm import predict_token_maps
+    from multimae.viz.fourm import prediction_grid
+
+    image = next((n for n, s in model.input_specs.items()
+                  if s.kind == "token_map" and s.source_name == DEFAULT_IMAGE_MODALITY), None)
+    if image is None or stored_name(model.input_specs[image]) not in tokenizers:
+        return []
+    targets = [n for n, s in model.output_specs.items()
+               if s.kind == "token_map" and n != image and stored_name(s) in tokenizers]
+    rows = pool.rows(torch.arange(min(count, pool.num_samples)), torch.zeros(min(count, pool.num_samples),
+                                                                             dtype=torch.long))
+    key = stored_name(model.input_specs[image])
+    predicted = predict_token_maps(model, {image: (rows["ids"][key], None)}, targets)
+    figure = prediction_grid(model, tokenizers, rows, image, predicted)
+    path = run_dir / "predictions.png"
+    figure.save(path)
+    return [path]

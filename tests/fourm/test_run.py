@@ -1,0 +1,109 @@
+"""A 4M pre-training run end to end on tiny world token shards: `multimae pretrain` with a 4M config
+trains, validates against the unigram baseline, writes a checkpoint that rebuilds the model exactly,
+keeps its tokenizers in the run folder, draws predictions, and resumes to the same weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from multimae.cli.main import main
+from multimae.config.loader import to_yaml
+from multimae.engine.checkpoint import build_model_from_checkpoint, latest_checkpoint, read_checkpoint
+from multimae.model.fourm import FourM
+from multimae.pretokenize import CropConfig, TokenizeConfig, run_tokenize
+from multimae.tokenizers.sequence_training import train_sequence_tokenizer, world_texts
+
+from token_shards.conftest import IMAGE, RENDER, make_tokenizer
+
+SCENES = 24
+
+
+@pytest.fixture(scope="module")
+def token_data(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    """24 world scenes, 2 crops each, tokenised at 16 px (4 x 4 grids) with tiny untrained map
+    tokenizers, and captions with a tiny trained sequence tokenizer."""
+    root = tmp_path_factory.mktemp("fourm-data")
+    dirs = {m: make_tokenizer(m).save(root / f"tok-{m}") for m in ("rgb", "depth")}
+    from multimae.tokenizers.config import TokenizerDataConfig, TokenizerRunConfig
+    from multimae.tokenizers.training import RUN_CONFIG_FILE
+
+    for m, folder in dirs.items():
+        (folder / RUN_CONFIG_FILE).write_text(to_yaml(TokenizerRunConfig(modality=m, data=TokenizerDataConfig(
+            image_size=IMAGE))))
+    texts = world_texts("train", 40, size=RENDER, progress=False)
+    dirs["caption"] = train_sequence_tokenizer({"caption": texts["caption"]}, vocab_size=200, num_sentinels=20,
+                                               coord_bins=4, max_length=30).save(root / "tok-caption")
+    run_tokenize(TokenizeConfig(data="world", out=str(root / "tokens"), tokenizers={m: str(d) for m, d in dirs.items()},
+                                crops=CropConfig(num_crops=2, scale=(0.5, 1.0)), shard_size=8, world_scenes=SCENES,
+                                render_size=RENDER, image_size=IMAGE, batch_size=4, progress=False))
+    return root / "tokens", dirs
+
+
+def write_config(path: Path, data: Path, dirs: dict[str, Path], out: Path, steps: int = 6) -> Path:
+    path.write_text(f"""
+family: 4m
+model: {{size: tiny, dim: 32, encoder_depth: 1, decoder_depth: 1, num_heads: 2, image_size: {IMAGE},
+        inputs: [tok_rgb, tok_depth, caption], outputs: [tok_rgb, tok_depth, caption],
+        num_encoder_tokens: 24, num_decoder_tokens: 24, modality_overrides: {{caption: {{max_length: 30}}}}}}
+data: {{root: {data}, batch_size: 4, val_fraction: 0.25,
+       tokenizers: {{rgb: {dirs['rgb']}, depth: {dirs['depth']}, caption: {dirs['caption']}}}}}
+masking: {{input_budget: [6, 12], target_budget: [6, 12], max_tokens: {{caption: 14}}}}
+optim: {{lr: 1.0e-3, warmup_fraction: 0.2}}
+train: {{steps: {steps}, precision: fp32, threads: 1, device: cpu, log_every: 2, val_every: 3, ckpt_every: 3,
+        num_val_batches: 1, out_dir: {out}, name: run}}
+""")
+    return path
+
+
+def test_a_4m_run_trains_reports_and_reloads(tmp_path, token_data):
+    data, dirs = token_data
+    cfg = write_config(tmp_path / "4m.yaml", data, dirs, tmp_path / "runs")
+    assert main(["pretrain", "--config", str(cfg), "--quiet"]) == 0
+    run = tmp_path / "runs" / "run"
+    report = json.loads((run / "report.json").read_text())
+    assert report["steps"] == 6 and report["val_samples"] == 6 and report["train_samples"] == 18
+    for name in ("tok_rgb", "tok_depth", "caption"):
+        val = report["val"]
+        assert 0 <= val[f"{name}/acc"] <= 1 and val[f"{name}/ce"] > 0 and val[f"{name}/unigram_ce"] > 0
+    assert (run / "predictions.png").stat().st_size > 0
+    ckpt = read_checkpoint(latest_checkpoint(run))
+    assert ckpt.kind == "fourm" and sorted(ckpt.files) and all(k.startswith("tokenizer/") for k in ckpt.files)
+    for entry in ckpt.files.values():
+        assert (run / entry.path).is_file()
+    model = build_model_from_checkpoint(ckpt)
+    assert isinstance(model, FourM)
+    manifest = json.loads((data / "manifest.json").read_text())["tokenizers"]
+    assert model.input_specs["tok_depth"].stride == 4  # 16 px crops, 4 x 4 tokens
+    assert model.input_specs["caption"].num_channels == manifest["caption"]["vocab_size"]
+    assert model.input_specs["tok_rgb"].num_channels == manifest["rgb"]["vocab_size"] == 45
+    state = torch.load(latest_checkpoint(run), weights_only=True)["model"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_resume_continues_to_the_same_weights(tmp_path, token_data):
+    """Resumed from its step-3 checkpoint, a run ends with the weights of the uninterrupted run."""
+    data, dirs = token_data
+    cfg = write_config(tmp_path / "a.yaml", data, dirs, tmp_path / "a")
+    assert main(["pretrain", "--config", str(cfg), "--quiet"]) == 0
+    run = tmp_path / "a" / "run"
+    last = latest_checkpoint(run)
+    assert last.name.endswith("06.pt")
+    whole = torch.load(last, weights_only=True)["model"]
+    last.unlink()  # as if the run had stopped after step 3
+    assert main(["pretrain", "--resume", str(run), "--quiet"]) == 0
+    again = torch.load(latest_checkpoint(run), weights_only=True)
+    assert again["step"] == 6
+    assert whole.keys() == again["model"].keys()
+    assert all(torch.equal(whole[k], again["model"][k]) for k in whole)
+
+
+def test_a_tokenizer_that_did_not_make_the_shards_is_refused(tmp_path, token_data):
+    data, dirs = token_data
+    other = make_tokenizer("depth", seed=3).save(tmp_path / "other-depth")
+    cfg = write_config(tmp_path / "4m.yaml", data, {**dirs, "depth": other}, tmp_path / "runs")
+    with pytest.raises(SystemExit, match="not the tokenizer the shards' depth tokens were made with"):
+        main(["pretrain", "--config", str(cfg), "--quiet"])
