@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,11 +60,18 @@ train: {{steps: {steps}, precision: fp32, threads: 1, device: cpu, log_every: 2,
     return path
 
 
-def test_a_4m_run_trains_reports_and_reloads(tmp_path, token_data):
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, token_data) -> Path:
     data, dirs = token_data
-    cfg = write_config(tmp_path / "4m.yaml", data, dirs, tmp_path / "runs")
+    root = tmp_path_factory.mktemp("fourm-run")
+    cfg = write_config(root / "4m.yaml", data, dirs, root / "runs")
     assert main(["pretrain", "--config", str(cfg), "--quiet"]) == 0
-    run = tmp_path / "runs" / "run"
+    return root / "runs" / "run"
+
+
+def test_a_4m_run_trains_reports_and_reloads(trained_run, token_data):
+    data, _ = token_data
+    run = trained_run
     report = json.loads((run / "report.json").read_text())
     assert report["steps"] == 6 and report["val_samples"] == 6 and report["train_samples"] == 18
     for name in ("tok_rgb", "tok_depth", "caption"):
@@ -107,3 +115,28 @@ def test_a_tokenizer_that_did_not_make_the_shards_is_refused(tmp_path, token_dat
     cfg = write_config(tmp_path / "4m.yaml", data, {**dirs, "depth": other}, tmp_path / "runs")
     with pytest.raises(SystemExit, match="not the tokenizer the shards' depth tokens were made with"):
         main(["pretrain", "--config", str(cfg), "--quiet"])
+
+
+def test_predict_on_a_picture_with_the_runs_tokenizers(tmp_path, trained_run, capsys):
+    from PIL import Image
+
+    from multimae.data import WorldDataset
+
+    picture = WorldDataset("val", size=40, length=1)[0]["rgb"]  # 40 px: resized to the model's 16
+    Image.fromarray((picture.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(trained_run), "--rgb", str(tmp_path / "a.png"), "--out", str(out)]) == 0
+    assert "predicted from them in one pass: depth" in capsys.readouterr().out
+    depth = np.load(out / "depth.npy")
+    assert depth.shape == (1, IMAGE, IMAGE) and np.isfinite(depth).any()
+    assert (out / "figure.png").is_file() and json.loads((out / "summary.json").read_text())["predicted"] == ["depth"]
+    # a changed tokenizer file is caught by the run's files table before anything is predicted
+    weights = trained_run / "tokenizers" / "depth" / "weights.safetensors"
+    original = weights.read_bytes()
+    try:
+        weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        with pytest.raises(SystemExit, match="tokenizer/depth/weights.safetensors"):
+            main(["predict", "--checkpoint", str(trained_run), "--rgb", str(tmp_path / "a.png"), "--out",
+                  str(tmp_path / "out2")])
+    finally:
+        weights.write_bytes(original)

@@ -10,12 +10,14 @@ step-by-step decoding and are not predicted here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from multimae.modalities.batch import ModalityBatch
 from multimae.model.fourm import FourM
+from multimae.tokenizers.base import Tokenizer
 
 
 @torch.no_grad()
@@ -49,3 +51,44 @@ def predict_token_maps(model: FourM, conditions: Mapping[str, tuple[Tensor, Tens
     given = sum(int(r.encoded.sum(dim=1).max()) for n, r in batch.items() if n in model.input_specs)
     out = model(batch, num_encoder_tokens=max(given, 1), num_decoder_tokens=slots)
     return {name: out.logits[name].argmax(dim=-1).view(B, -1) for name in targets}
+
+
+def run_tokenizers(checkpoint: str | Path) -> dict[str, Tokenizer]:
+    """``{stored modality: tokenizer}`` a 4M run keeps (its files table's ``tokenizer/<modality>/...``
+    entries), each file's SHA-256 checked against the table and each tokenizer's content hash against
+    its own record, so a model is never paired with a changed tokenizer."""
+    from multimae.engine.checkpoint import read_checkpoint
+    from multimae.engine.file_table import base_folder, verify_files
+    from multimae.tokenizers.base import load_tokenizer
+
+    ckpt = read_checkpoint(checkpoint)
+    entries = {n: e for n, e in ckpt.files.items() if n.startswith("tokenizer/")}
+    verify_files(ckpt.path, entries)
+    folders = {n.split("/")[1]: (base_folder(ckpt.path) / e.path).parent for n, e in entries.items()}
+    return {m: load_tokenizer(folder) for m, folder in sorted(folders.items())}
+
+
+@torch.no_grad()
+def predict_from_maps(model: FourM, tokenizers: Mapping[str, Tokenizer], maps: Mapping[str, Tensor],
+                      targets: Sequence[str] | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """``(decoded, ids)``: raw maps ``{stored modality: (B, ...) raw}`` (an rgb picture in [0, 1], ...) encoded
+    by their tokenizers into the model's token maps, every other token-map output predicted in one pass
+    (`predict_token_maps`) and decoded: ``decoded`` ``{stored modality: raw map}``, ``ids`` ``{output: (B, N)}``."""
+    by_source = {s.source_name: n for n, s in model.input_specs.items() if s.kind == "token_map"}
+    unknown = [m for m in maps if m not in by_source]
+    if unknown:
+        raise ValueError(f"{unknown}: this 4M model reads the token maps of {sorted(by_source)}")
+    missing = [m for m in maps if m not in tokenizers]
+    if missing:
+        raise ValueError(f"no tokenizer for {missing} (the run keeps {sorted(tokenizers)})")
+    conditions = {}
+    for source, raw in maps.items():
+        tokens = tokenizers[source].encode(raw)
+        conditions[by_source[source]] = (tokens.ids, tokens.valid)
+    if targets is None:
+        targets = [n for n, s in model.output_specs.items()
+                   if s.kind == "token_map" and n not in conditions and s.source_name in tokenizers]
+    ids = predict_token_maps(model, conditions, targets)
+    decoded = {model.output_specs[n].source_name: tokenizers[model.output_specs[n].source_name].decode(i)
+               for n, i in ids.items()}
+    return decoded, ids
