@@ -50,7 +50,7 @@ family: 4m
 model: {{size: tiny, dim: 32, encoder_depth: 1, decoder_depth: 1, num_heads: 2, image_size: {IMAGE},
         inputs: [tok_rgb, tok_depth, caption], outputs: [tok_rgb, tok_depth, caption],
         num_encoder_tokens: 24, num_decoder_tokens: 24, modality_overrides: {{caption: {{max_length: 30}}}}}}
-data: {{root: {data}, batch_size: 4, val_fraction: 0.25,
+data: {{root: {data}, batch_size: 4, val_fraction: 0.25, world_eval_scenes: 8,
        tokenizers: {{rgb: {dirs['rgb']}, depth: {dirs['depth']}, caption: {dirs['caption']}}}}}
 masking: {{input_budget: [6, 12], target_budget: [6, 12], max_tokens: {{caption: 14}}}}
 optim: {{lr: 1.0e-3, warmup_fraction: 0.2}}
@@ -78,6 +78,9 @@ def test_a_4m_run_trains_reports_and_reloads(trained_run, token_data):
         val = report["val"]
         assert 0 <= val[f"{name}/acc"] <= 1 and val[f"{name}/ce"] > 0 and val[f"{name}/unigram_ce"] > 0
     assert (run / "predictions.png").stat().st_size > 0
+    rgb = report["from_rgb"]  # depth from the picture alone against the exact truth, and the tokenizer's ceiling
+    assert set(rgb) == {"model", "tokenizer", "scenes"} and "8 px" not in rgb["scenes"]
+    assert all(v > 0 and np.isfinite(v) for v in (rgb["model"]["depth_l1"], rgb["tokenizer"]["depth_l1"]))
     ckpt = read_checkpoint(latest_checkpoint(run))
     assert ckpt.kind == "fourm" and sorted(ckpt.files) and all(k.startswith("tokenizer/") for k in ckpt.files)
     for entry in ckpt.files.values():

@@ -34,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, default=None, help="tokenise only the first N samples of the source")
     parser.add_argument("--split", default="train", help="split of a folder or shard root, or of the world [train]")
     parser.add_argument("--world-scenes", type=int, default=1000, help="--data world: number of scenes [1000]")
+    parser.add_argument("--class-colors", type=float, default=0.0, help="--data world: chance that an object "
+                        "wears its class's colour, as data.world_class_colors of the pre-training presets (0.8) [0]")
     parser.add_argument("--render-size", type=int, default=None,
                         help="--data world: render size in pixels [the largest image size]")
     parser.add_argument("--batch-size", type=int, default=8, help="samples encoded at once, K crops each [8]")
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             data=args.data, out=str(args.out), tokenizers=_tokenizer_folders(args.tokenizers),
             crops=CropConfig(num_crops=args.crops, scale=(args.min_scale, 1.0)), shard_size=args.shard_size,
             image_size=args.image_size, seed=args.seed, resume=args.resume, limit=args.limit, split=args.split,
-            world_scenes=args.world_scenes, render_size=args.render_size, batch_size=args.batch_size,
+            world_scenes=args.world_scenes, render_size=args.render_size, world_class_colors=args.class_colors, batch_size=args.batch_size,
             rank=args.rank, world_size=args.world_size, progress=not args.quiet)
         report = run_tokenize(config)
     except ValueError as err:

@@ -46,6 +46,10 @@ class FourMDataConfig:
     tokenizers: dict[str, str] = field(default_factory=dict)  # {stored modality: saved tokenizer folder},
     # checked against the shards' hashes and kept in the run folder (needed to see predictions as maps / text)
     batch_size: int = 256  # global batch
+    # world token shards: predictions from the picture alone on this many held-out world scenes (the
+    # world's val split, as the shards rendered it), scored against the exact truth; 0 = off
+    world_eval_scenes: int = 256
+    compare_with: str | None = None  # a MultiMAE run (folder or weights) scored on the same scenes
 
     def validate(self) -> None:
         if not self.root:

@@ -83,8 +83,9 @@ def shard_paths(data: str, split: str) -> list[Path] | None:
 
 
 def open_source(data: str, modalities: Sequence[str], split: str = "train", world_scenes: int = 1000,
-                render_size: int = 64) -> SampleSource:
-    """The samples of ``data`` (see the module docstring), holding ``modalities``."""
+                render_size: int = 64, world_class_colors: float = 0.0) -> SampleSource:
+    """The samples of ``data`` (see the module docstring), holding ``modalities``; ``world_class_colors``:
+    the world's chance that an object wears its class's colour (`multimae.data.WorldDataset`)."""
     unknown = [m for m in modalities if m not in MODALITIES]
     if unknown:
         raise ValueError(f"unknown modalities {unknown}; data modalities: {list(MODALITIES)}")
@@ -93,8 +94,12 @@ def open_source(data: str, modalities: Sequence[str], split: str = "train", worl
         if absent:
             raise ValueError(f"the built-in world has no {absent}; it has {[*WORLD_MODALITIES, *TEXT]}")
         maps = tuple(m for m in modalities if m in WORLD_MODALITIES)
-        samples = WorldDataset(split, size=render_size, length=world_scenes, modalities=maps)
-        return SampleSource(samples, WORLD, {"split": split, "scenes": world_scenes, "size": render_size})
+        samples = WorldDataset(split, size=render_size, length=world_scenes, modalities=maps,
+                               class_colors=world_class_colors)
+        about = {"split": split, "scenes": world_scenes, "size": render_size}
+        if world_class_colors:  # recorded when set (manifests written before the option stay valid)
+            about["class_colors"] = world_class_colors
+        return SampleSource(samples, WORLD, about)
     shards = shard_paths(data, split)
     if shards is not None:
         return SampleSource(IndexedShards(shards, modalities), "shards",

@@ -10,6 +10,7 @@ step-by-step decoding and are not predicted here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -92,3 +93,59 @@ def predict_from_maps(model: FourM, tokenizers: Mapping[str, Tokenizer], maps: M
     decoded = {model.output_specs[n].source_name: tokenizers[model.output_specs[n].source_name].decode(i)
                for n, i in ids.items()}
     return decoded, ids
+
+
+@torch.no_grad()
+def score_from_image(model: FourM, tokenizers: Mapping[str, Tokenizer], raw_batches: Sequence[Mapping[str, Tensor]],
+                     image: str, num_classes: Mapping[str, int] | None = None,
+                     object_classes: Sequence[int] | None = None) -> dict[str, dict[str, float]]:
+    """One-pass predictions from the picture ``image`` alone, scored against the raw ground truth of
+    ``raw_batches`` (`multimae.data` conventions), in the units MultiMAE's transfer metrics use
+    (`multimae.tasks.pretrain.transfer_metrics`): ``<m>_miou`` / ``_acc`` (and ``_object_*``) for class
+    maps, ``<m>_l1`` for dense maps scored by l1, compared after the truth's per-sample robust
+    standardisation (the prediction mapped by the truth's statistics, so both are in its units).
+
+    Returns ``{"model": ..., "tokenizer": ...}``: the model's scores, and those of the truth's own tokens
+    decoded (the ceiling a model predicting these tokens can reach)."""
+    from multimae.modalities.normalize import robust_stats
+    from multimae.modalities.registry import get_modality
+    from multimae.tasks.metrics import ConfusionMatrix, masked_l1
+
+    scores: dict[str, dict[str, Any]] = {"model": {}, "tokenizer": {}}
+    for raw in raw_batches:
+        decoded, _ = predict_from_maps(model, tokenizers, {image: raw[image]})
+        ceiling = {m: tokenizers[m].decode(tokenizers[m].encode(raw[m])) for m in decoded}
+        for kind, maps in (("model", decoded), ("tokenizer", ceiling)):
+            for name, pred in maps.items():
+                spec, truth = get_modality(name), raw[name]
+                acc = scores[kind].setdefault(name, None)
+                if spec.is_categorical:
+                    K = (num_classes or {}).get(name, spec.num_channels)
+                    acc = acc or ConfusionMatrix(K, spec.ignore_index)
+                    acc.update(pred.long(), truth.long())
+                elif spec.scored_by == "l1":
+                    acc = acc or [0.0, 0]
+                    t = truth.float()
+                    if spec.normalization == "robust_standardize":
+                        mean, scale = robust_stats(t, spec.robust_trim)
+                        shift = (lambda x: (x - mean[:, None, None, None]) / scale[:, None, None, None])  # noqa: E731
+                        t, p = shift(t), shift(pred.float())
+                    else:
+                        p = pred.float()
+                    s, n = masked_l1(p, t)
+                    acc[0], acc[1] = acc[0] + s, acc[1] + n
+                else:
+                    continue
+                scores[kind][name] = acc
+    out: dict[str, dict[str, float]] = {}
+    for kind, per in scores.items():
+        out[kind] = {}
+        for name, acc in per.items():
+            if isinstance(acc, list):
+                out[kind][f"{name}_l1"] = acc[0] / max(acc[1], 1)
+            elif acc is not None:
+                out[kind][f"{name}_miou"] = acc.mean_iou()
+                out[kind][f"{name}_acc"] = acc.accuracy()
+                if object_classes:
+                    out[kind][f"{name}_object_iou"] = acc.mean_iou(object_classes)
+    return out

@@ -52,6 +52,7 @@ class TokenizeConfig:
     split: str = "train"  # the split of a folder root, shard root or the world
     world_scenes: int = 1000  # world: scenes 0 .. world_scenes-1
     render_size: int | None = None  # world: render size (default: the largest image size)
+    world_class_colors: float = 0.0  # world: chance that an object wears its class's colour (pre-training presets: 0.8)
     batch_size: int = 8  # samples encoded together (each with its K crops)
     rank: int | None = None  # this process's shards (default: $RANK, or 0)
     world_size: int | None = None  # number of processes (default: $WORLD_SIZE, or 1)
@@ -221,7 +222,8 @@ def run_tokenize(config: TokenizeConfig) -> TokenizeReport:
     tokenizers = load_tokenizers(config.tokenizers)
     sizes = image_sizes(config, tokenizers)
     render = config.render_size or max([s for s in sizes.values() if s is not None], default=64)
-    source = open_source(config.data, list(tokenizers), config.split, config.world_scenes, render)
+    source = open_source(config.data, list(tokenizers), config.split, config.world_scenes, render,
+                         config.world_class_colors)
     plan = make_plan(config, source, tokenizers, sizes)
     mine = list(range(rank, plan["num_shards"], world))
     _start(out, plan, mine, config.resume)

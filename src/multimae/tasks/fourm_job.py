@@ -122,6 +122,9 @@ def run_fourm_pretraining(cfg: FourMRunConfig, resume: str | Path | None = None,
         report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1), **trainer.setup_report(),
                                   "val": task.validate(val_batches(val_pool), unigram),
                                   "val_samples": val_pool.num_samples, "train_samples": train_pool.num_samples}
+        if cfg.data.world_eval_scenes and pool.manifest["source"].get("kind") == "world":
+            report["from_rgb"] = world_from_rgb(model, tokenizers, pool.manifest, cfg.data.world_eval_scenes,
+                                                cfg.data.compare_with)
         finish_run(trainer, run_dir, report, report["val"],
                    lambda: fourm_pictures(model, tokenizers, val_pool, run_dir))
     trainer.close()
@@ -150,3 +153,38 @@ def fourm_pictures(model: FourM, tokenizers: Mapping[str, Tokenizer], pool: Toke
     path = run_dir / "predictions.png"
     figure.save(path)
     return [path]
+
+
+def world_from_rgb(model: FourM, tokenizers: Mapping[str, Tokenizer], manifest: Mapping[str, Any], scenes: int,
+                   compare_with: str | None = None) -> dict[str, Any]:
+    """Dense predictions from the RGB picture alone on ``scenes`` held-out world scenes (val split, at the
+    model's image size, the world settings of the shards), against the exact truth: the model's (one pass), its tokenizers' ceiling (the
+    truth's own tokens decoded) and, with ``compare_with``, a MultiMAE run's on the same scenes."""
+    from multimae.data import WorldDataset
+    from multimae.data.world import BACKGROUND_CLASSES, CLASS_NAMES
+    from multimae.inference.fourm import score_from_image
+
+    targets = [s.source_name for s in model.output_specs.values() if s.kind == "token_map"]
+    maps = [m for m in dict.fromkeys([DEFAULT_IMAGE_MODALITY, *targets]) if m in tokenizers]
+    if DEFAULT_IMAGE_MODALITY not in maps:
+        return {}
+    colors = float(manifest["source"].get("class_colors", 0.0))
+    size = model.config.image_size  # the crops' size in the shards
+    world = WorldDataset("val", size=size, length=scenes, modalities=maps,
+                         class_colors=colors)
+    samples = [world[i] for i in range(scenes)]
+    batches = [{m: torch.stack([s[m] for s in samples[b : b + VAL_BATCH]]) for m in maps}
+               for b in range(0, scenes, VAL_BATCH)]
+    objects = [i for i, n in enumerate(CLASS_NAMES) if n not in BACKGROUND_CLASSES]
+    scores: dict[str, Any] = score_from_image(model, tokenizers, batches, DEFAULT_IMAGE_MODALITY,
+                                              {m: len(CLASS_NAMES) for m in maps}, objects)
+    scores["scenes"] = f"world val 0..{scenes - 1} at {size} px, class colours {colors}"
+    if compare_with:
+        from multimae.convert import load_any
+        from multimae.tasks.pretrain import transfer_metrics
+
+        other, _ = load_any(compare_with)
+        scores["multimae"] = transfer_metrics(lambda x: other(x).preds, other, batches, (DEFAULT_IMAGE_MODALITY,),
+                                              objects)
+        scores["multimae_run"] = str(compare_with)
+    return scores
