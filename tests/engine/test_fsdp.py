@@ -6,6 +6,7 @@ with a checkpoint at step 2; FSDP again with gradient accumulation; each test re
 """
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,12 @@ from safetensors.torch import load_file
 from multimae.config import LossConfig, MaskingConfig, OptimConfig, TrainConfig
 from multimae.config.loader import build_dataclass
 from multimae.data.stream import PoolStream
-from multimae.engine.checkpoint import build_model_from_checkpoint, latest_checkpoint, list_checkpoints, read_checkpoint
+from multimae.engine.checkpoint import (
+    build_model_from_checkpoint,
+    latest_checkpoint,
+    list_checkpoints,
+    read_checkpoint,
+)
 from multimae.engine.distributed import DistInfo, init_distributed, spawn_local
 from multimae.engine.fsdp import fsdp_units, is_sharded
 from multimae.engine.sharded_checkpoint import list_sharded, prune_sharded, sharded_path
@@ -29,7 +35,7 @@ from conftest import assert_same_training, make_inputs, tiny_config
 
 BATCH = 8
 STEPS = 4
-LOSS_TOL = dict(rel=1e-5, abs=1e-6)  # FSDP's reduce-scatter sums in another order than DDP's all-reduce
+LOSS_TOL = {"rel": 1e-5, "abs": 1e-6}  # FSDP's reduce-scatter sums in another order than DDP's all-reduce
 
 
 def pool(n: int = 32, size: int = 32) -> dict[str, torch.Tensor]:
@@ -42,7 +48,7 @@ def pool(n: int = 32, size: int = 32) -> dict[str, torch.Tensor]:
 
 
 def make_trainer(run_dir: Path, parallel: str, info: DistInfo, accum: int = 1, keep_last: int = 3,
-                 on_validate=None, ckpt_every: int = 2) -> Trainer:
+                 ckpt_every: int = 2) -> Trainer:
     """A 4-step run, clipped (the tiny model's gradient norm is ~20, so clipping changes every step),
     a checkpoint at step 2 (and at the end), validation at step 2."""
     torch.manual_seed(0)
@@ -52,16 +58,21 @@ def make_trainer(run_dir: Path, parallel: str, info: DistInfo, accum: int = 1, k
     train = TrainConfig(steps=STEPS, precision="fp32", ckpt_every=ckpt_every, val_every=2, log_every=1, keep_last=keep_last,
                         parallel=parallel, threads=1)
     optim = OptimConfig(lr=1e-3, warmup_fraction=0.25, accum_steps=accum, clip_grad=1.0)
-    return Trainer(model, task, stream, optim, train, BATCH, run_dir, info, torch.device("cpu"), progress=False,
-                   on_validate=on_validate)
+    return Trainer(model, task, stream, optim, train, BATCH, run_dir, info, torch.device("cpu"), progress=False)
 
 
-def probe(model) -> dict[str, float]:
-    """A validation on the main process alone (the others return nothing): a forward of fixed inputs."""
-    if torch.distributed.get_rank() != 0:
-        return {}
-    with torch.no_grad():
-        return {"probe": float(sum(p.float().square().mean() for p in model(make_inputs(2)).preds.values()))}
+def probing(model, seen: list) -> Callable[[int], dict[str, float]]:
+    """An ``on_validate`` run by the main process alone (the others return nothing): a forward of
+    fixed inputs, its result also appended to ``seen``."""
+    def validate(step: int) -> dict[str, float]:
+        result = {}
+        if torch.distributed.get_rank() == 0:
+            with torch.no_grad():
+                result = {"probe": float(sum(p.float().square().mean() for p in model(make_inputs(2)).preds.values()))}
+        seen.append(result)
+        return result
+
+    return validate
 
 
 def fit_logging(trainer: Trainer) -> list[dict[str, float]]:
@@ -78,9 +89,9 @@ def _first_runs(out: str) -> None:
     info = init_distributed(torch.device("cpu"))
     out_dir, found = Path(out), {}
     for name, parallel, accum in (("ddp", "ddp", 1), ("fsdp", "fsdp", 1), ("fsdp_accum", "fsdp", 2)):
-        validations = []
-        trainer = make_trainer(out_dir / name, parallel, info, accum, ckpt_every=2 if name == "fsdp" else 0,
-                               on_validate=lambda step: validations.append(probe(trainer.model)) or validations[-1])
+        validations: list[dict[str, float]] = []
+        trainer = make_trainer(out_dir / name, parallel, info, accum, ckpt_every=2 if name == "fsdp" else 0)
+        trainer.on_validate = probing(trainer.model, validations)
         if name == "fsdp_accum":  # the steps alone: no checkpoint, no export
             logs = [{k: v for k, v in trainer.train_step().items()} for _ in range(STEPS)]
         else:
@@ -89,8 +100,24 @@ def _first_runs(out: str) -> None:
         # Every parameter gathered by hand (DTensor.full_tensor), independently of the export's get_model_state_dict.
         found[name]["weights"] = {k: v.full_tensor() if hasattr(v, "full_tensor") else v.detach().clone()
                                   for k, v in trainer.model.state_dict().items()}
+    found["fsdp_accum"] |= checks_on_shards(trainer, info)
     if info.is_main:
         torch.save(found, out_dir / "found.pt")
+
+
+def checks_on_shards(trainer: Trainer, info: DistInfo) -> dict:
+    """On a sharded trainer after its run: (1) the first micro-step of an accumulated step reduces
+    no gradient (each shard's ``.grad`` stays unset); (2) a NaN in one rank's shard alone makes every
+    rank's finite-weights check fail."""
+    trainer._micro_step(0)
+    no_sync = all(p.grad is None for p in trainer.model.parameters())
+    with torch.no_grad():
+        if info.rank == 1:
+            shard = next(p.to_local() for p in trainer.model.parameters() if p.to_local().numel())
+            shard.view(-1)[0] = float("nan")
+    seen = [None] * info.world_size
+    torch.distributed.all_gather_object(seen, trainer._weights_finite())
+    return {"no_sync": no_sync, "finite_seen": seen}
 
 
 def _resumed(run_dir: str) -> None:
@@ -135,10 +162,15 @@ def test_fsdp_trains_as_ddp_does_from_the_same_init_and_data(runs):
     assert fsdp["validations"][0]["probe"] == pytest.approx(ddp["validations"][0]["probe"], **LOSS_TOL)
 
 
-def test_fsdp_gradient_accumulation_equals_the_full_batch(runs):
+def test_fsdp_gradient_accumulation_equals_the_full_batch_and_skips_the_reduction(runs):
     ddp, accum = found(runs)["ddp"], found(runs)["fsdp_accum"]
     assert_same_logs(ddp["logs"], accum["logs"])
     assert_same_training(ddp["weights"], accum["weights"])
+    assert accum["no_sync"]  # micro-steps before the last keep their gradients unreduced (FSDP's no_sync)
+
+
+def test_a_nan_in_one_shard_fails_the_finite_weights_check_on_every_rank(runs):
+    assert found(runs)["fsdp_accum"]["finite_seen"] == [False, False]
 
 
 def test_fsdp_checkpoints_are_a_dcp_folder_beside_a_whole_model_pt(runs):
@@ -250,7 +282,7 @@ def test_fsdp_units_are_every_transformer_block_and_the_classes_a_model_lists():
     units = fsdp_units(model)
     # 2 encoder blocks + 1 decoder block per output (rgb, depth, semseg, norm_rgb)
     assert len(units) == 2 + 4 and all(type(u).__name__ == "Block" for u in units)
-    joint = MultiMAE(tiny_config(decoder=dict(dim=16, depth=2, num_heads=2, kind="joint")))
+    joint = MultiMAE(tiny_config(decoder={"dim": 16, "depth": 2, "num_heads": 2, "kind": "joint"}))
     assert len(fsdp_units(joint)) == 2 + 2  # M3AE-style: one joint decoder of 2 blocks
 
     class Listed(torch.nn.Module):
