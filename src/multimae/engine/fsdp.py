@@ -66,10 +66,11 @@ def broadcast_from_rank0(model: nn.Module) -> None:
         dist.broadcast(tensor.data, src=0)
 
 
-def apply_fsdp(model: nn.Module, device_type: str, precision: str = "fp32", mesh: DeviceMesh | None = None
-               ) -> list[nn.Module]:
+def apply_fsdp(model: nn.Module, device_type: str, policy: MixedPrecisionPolicy | None = None,
+               mesh: DeviceMesh | None = None) -> list[nn.Module]:
     """Shard ``model`` in place over ``mesh`` (default: every rank of the process group, which must
-    exist; one rank is allowed) with FSDP2: each of `fsdp_units`, innermost first, then the root.
+    exist; one rank is allowed) with FSDP2: each of `fsdp_units`, innermost first, then the root,
+    under ``policy`` (default: no casting; see `mixed_precision_policy`).
     Rank 0's weights are copied to every rank first. Returns the units sharded. Each unit frees
     its gathered parameters after its forward and gathers them again in backward (FSDP's default:
     less memory, more traffic); the root keeps its own until the backward ends."""
@@ -78,7 +79,7 @@ def apply_fsdp(model: nn.Module, device_type: str, precision: str = "fp32", mesh
             raise ValueError("train.parallel=fsdp shards over a process group, and none is initialised")
         mesh = init_device_mesh(device_type, (dist.get_world_size(),))
     broadcast_from_rank0(model)
-    policy = mixed_precision_policy(precision, device_type)
+    policy = policy or MixedPrecisionPolicy()
     units = fsdp_units(model)
     for unit in reversed(units):  # children before the parents that contain them
         fully_shard(unit, mesh=mesh, mp_policy=policy)

@@ -124,7 +124,7 @@ class Trainer:
                 self._note("parallel", "fsdp with one process: nothing to shard, the model trains whole "
                            "(checkpoints still DCP + .pt)", record)
                 return record
-            units = apply_fsdp(self.model, kind, self.precision.precision)
+            units = apply_fsdp(self.model, kind, policy)
             dtype = "bf16" if policy.param_dtype == torch.bfloat16 else "fp32"  # of the gathered weights
             record = {"parallel": "fsdp", "world_size": world, "sharded": True, "units": len(units),
                       "param_dtype": dtype}
