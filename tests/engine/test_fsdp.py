@@ -334,3 +334,22 @@ def test_a_bad_parallel_setting_is_refused_naming_the_key(overrides, named):
 def test_a_resume_may_not_switch_between_ddp_and_fsdp():
     with pytest.raises(ValueError, match=r"cannot change train\.parallel \('ddp' in the run, 'fsdp' asked\)"):
         check_resume_changes("run", {"train": {"parallel": "ddp"}}, {"train": {"parallel": "fsdp"}})
+
+
+def test_a_group_of_one_process_is_sharded_over_and_trains_as_the_whole_model(tmp_path):
+    """What benchmarks/gpu_fsdp_check.py does on a GPU, here with gloo: a process group of one, made
+    by the caller, is sharded over (every block a unit) and trains as the unsharded model does."""
+    whole = make_trainer(tmp_path / "whole", "fsdp", DistInfo())
+    logs = [whole.train_step()["loss"] for _ in range(2)]
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        one = make_trainer(tmp_path / "one", "fsdp", DistInfo())
+        assert is_sharded(one.model) and one.parallel["world_size"] == 1 and one.parallel["units"] == 6
+        assert [one.train_step()["loss"] for _ in range(2)] == pytest.approx(logs, **LOSS_TOL)
+        assert_same_training(whole.model.state_dict(), {k: v.full_tensor() for k, v in one.model.state_dict().items()})
+        weight = "output_adapters.rgb.out_proj.weight"
+        with one.gathered():  # whole tensors, not shards: any one process may run the model
+            assert not hasattr(one.model.get_parameter(weight), "to_local")
+        assert hasattr(one.model.get_parameter(weight), "to_local")
+    finally:
+        torch.distributed.destroy_process_group()

@@ -5,10 +5,11 @@ rows)`` to a `LossOutput`, where ``rows`` are this micro-batch's rows of the ste
 *stream* yields this process's rows of each global micro-batch and has a resumable position.
 
 ``train.parallel``: ``ddp`` replicates the model on every process (DistributedDataParallel);
-``fsdp`` shards it (`multimae.engine.fsdp`) and writes DCP checkpoints beside the usual ones
-(`multimae.engine.sharded_checkpoint`). Both split the data the same way. With one process there
-is nothing to shard: ``fsdp`` trains the model whole, as ``ddp`` does, and still writes DCP
-checkpoints, so a run keeps one checkpoint layout whatever its number of processes.
+``fsdp`` shards it over the process group (`multimae.engine.fsdp`) and writes DCP checkpoints
+beside the usual ones (`multimae.engine.sharded_checkpoint`). Both split the data the same way.
+One process has no group (`init_distributed` makes none): ``fsdp`` then trains the model whole, as
+``ddp`` does, and still writes DCP checkpoints, so a run keeps one checkpoint layout whatever its
+number of processes. (A group of one, made by the caller, is sharded over: a GPU check does so.)
 """
 
 from __future__ import annotations
@@ -119,12 +120,13 @@ class Trainer:
         world, kind = self.dist.world_size, self.device.type
         if self.fsdp:
             policy = mixed_precision_policy(self.precision.precision, kind)  # refuses fp16
-            if not self.dist.enabled:
+            if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
                 record = {"parallel": "fsdp", "world_size": 1, "sharded": False}
                 self._note("parallel", "fsdp with one process: nothing to shard, the model trains whole "
                            "(checkpoints still DCP + .pt)", record)
                 return record
-            units = apply_fsdp(self.model, kind, policy)
+            units = apply_fsdp(self.model, kind, policy)  # over the group: one process too (benchmarks/gpu_fsdp_check.py)
+            world = torch.distributed.get_world_size()
             dtype = "bf16" if policy.param_dtype == torch.bfloat16 else "fp32"  # of the gathered weights
             record = {"parallel": "fsdp", "world_size": world, "sharded": True, "units": len(units),
                       "param_dtype": dtype}
