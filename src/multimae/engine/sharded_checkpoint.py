@@ -20,9 +20,12 @@ The folders must be on a file system every rank writes to (one machine, or a sha
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +97,14 @@ def _is_main() -> bool:
     return not _grouped() or dist.get_rank() == 0
 
 
+@contextlib.contextmanager
+def _one_process_quietly() -> Iterator[None]:
+    """DCP warns on every save and load without a process group, even when told so (``no_dist``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
+
+
 def save_sharded(model: nn.Module, optimizer: Optimizer, run_dir: Path, step: int) -> Path:
     """Write ``checkpoint-<step>.dcp`` (every rank calls it; see the module docstring); returns it."""
     path = sharded_path(run_dir, step)
@@ -103,7 +114,8 @@ def save_sharded(model: nn.Module, optimizer: Optimizer, run_dir: Path, step: in
             shutil.rmtree(tmp)  # left by a crash
         tmp.mkdir(parents=True)
     _barrier()
-    dcp.save(sharded_state(model, optimizer), checkpoint_id=tmp, no_dist=not _grouped())
+    with _one_process_quietly():
+        dcp.save(sharded_state(model, optimizer), checkpoint_id=tmp, no_dist=not _grouped())
     _barrier()  # every rank's shards are written
     if _is_main():
         if path.exists():
@@ -120,7 +132,8 @@ def load_sharded(model: nn.Module, optimizer: Optimizer, path: Path) -> None:
         raise ValueError(f"{path}: the sharded model and optimizer state this checkpoint names is missing or "
                          "incomplete")
     state = sharded_state(model, optimizer)
-    dcp.load(state, checkpoint_id=path, no_dist=not _grouped())
+    with _one_process_quietly():
+        dcp.load(state, checkpoint_id=path, no_dist=not _grouped())
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 
 
