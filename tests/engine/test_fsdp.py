@@ -24,7 +24,7 @@ from multimae.engine.checkpoint import (
     read_checkpoint,
 )
 from multimae.engine.distributed import DistInfo, init_distributed, spawn_local
-from multimae.engine.fsdp import fsdp_units, is_sharded, mixed_precision_policy
+from multimae.engine.fsdp import apply_fsdp, fsdp_units, is_sharded, mixed_precision_policy
 from multimae.engine.sharded_checkpoint import list_sharded, prune_sharded, sharded_path
 from multimae.engine.trainer import Trainer
 from multimae.model import MultiMAE
@@ -113,6 +113,7 @@ def _first_runs(out: str) -> None:
         found[name]["weights"] = {k: v.full_tensor() if hasattr(v, "full_tensor") else v.detach().clone()
                                   for k, v in trainer.model.state_dict().items()}
     found["fsdp_accum"] |= checks_on_shards(trainer, info)
+    found["fourm"] = {"whole": fourm_losses(sharded=False), "sharded": fourm_losses(sharded=True)}
     if info.is_main:
         torch.save(found, out_dir / "found.pt")
 
@@ -130,6 +131,25 @@ def checks_on_shards(trainer: Trainer, info: DistInfo) -> dict:
     seen = [None] * info.world_size
     torch.distributed.all_gather_object(seen, trainer._weights_finite())
     return {"no_sync": no_sync, "finite_seen": seen}
+
+
+def fourm_losses(sharded: bool) -> tuple[list[float], int]:
+    """(losses of 3 clipped AdamW steps, units sharded) of the tiny 4M of `tests/fourm` (no trainer
+    or task for 4M yet: a plain loop), every rank on the same batches."""
+    from fourm.test_model import batch, tiny
+
+    model = tiny().train()
+    units = apply_fsdp(model, "cpu") if sharded else []
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for seed in range(3):
+        out = model(batch(seed))
+        losses.append(float(out.loss))
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+    return losses, len(units)
 
 
 def _resumed(run_dir: str) -> None:
@@ -318,6 +338,15 @@ def test_fsdp_units_are_every_transformer_block_and_the_classes_a_model_lists():
             return (torch.nn.Sequential,)
 
     assert [type(u) for u in fsdp_units(Listed())] == [torch.nn.Sequential]
+
+
+def test_fsdp_shards_4m_encoder_and_decoder_blocks_and_trains_as_the_whole_model(runs):
+    from fourm.test_model import tiny
+
+    assert [type(u).__name__ for u in fsdp_units(tiny())] == ["Block", "DecoderBlock", "DecoderBlock"]
+    (whole, none), (sharded, units) = found(runs)["fourm"]["whole"], found(runs)["fourm"]["sharded"]
+    assert none == 0 and units == 3
+    assert sharded == pytest.approx(whole, **LOSS_TOL) and whole[0] != whole[-1]
 
 
 @pytest.mark.parametrize(("overrides", "named"), [

@@ -4,7 +4,8 @@
 before the block runs and freed after it), then the root, which holds what is left (adapters,
 tokens, decoder heads). The blocks are found generically, so no model knows about FSDP:
 
-* every `timm.models.vision_transformer.Block` (MultiMAE's and M3AE's encoder and decoder blocks);
+* every `timm.models.vision_transformer.Block` (MultiMAE's and M3AE's encoder and decoder blocks,
+  4M's encoder blocks) and every `multimae.layers.decoder_block.DecoderBlock` (4M's decoder blocks);
 * every instance of a class a model lists in its optional ``fsdp_units()`` method (say, the
   decoder blocks of a model whose blocks are not timm's). A unit must be entered through its
   ``forward`` (FSDP's hooks run there); a module called through another method is left to its
@@ -37,14 +38,16 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
+from multimae.layers.decoder_block import DecoderBlock
+
 __all__ = ["apply_fsdp", "broadcast_from_rank0", "fsdp_units", "gathered", "is_sharded", "mixed_precision_policy",
            "set_gradient_sync"]
 
 
 def fsdp_units(model: nn.Module) -> list[nn.Module]:
     """The submodules `apply_fsdp` shards as units (not the root), in `model.modules()` order:
-    timm ``Block``s and instances of the classes ``model.fsdp_units()`` lists."""
-    classes: tuple[type, ...] = (Block, *getattr(model, "fsdp_units", lambda: ())())
+    timm ``Block``s, our ``DecoderBlock``s and instances of the classes ``model.fsdp_units()`` lists."""
+    classes: tuple[type, ...] = (Block, DecoderBlock, *getattr(model, "fsdp_units", lambda: ())())
     return [m for m in model.modules() if m is not model and isinstance(m, classes)]
 
 
