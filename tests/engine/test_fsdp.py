@@ -134,8 +134,9 @@ def checks_on_shards(trainer: Trainer, info: DistInfo) -> dict:
 
 
 def fourm_losses(sharded: bool) -> tuple[list[float], int]:
-    """(losses of 3 clipped AdamW steps, units sharded) of the tiny 4M of `tests/fourm` (no trainer
-    or task for 4M yet: a plain loop), every rank on the same batches."""
+    """(losses of 3 clipped AdamW steps, units sharded) of the tiny 4M of `tests/fourm`, in a plain
+    loop on the model alone (the 4M run through the trainer: `tests/fourm/test_run.py`), every rank
+    on the same batches."""
     from fourm.test_model import batch, tiny
 
     model = tiny().train()
