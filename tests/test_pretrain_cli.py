@@ -91,3 +91,22 @@ def test_pretrain_reads_the_official_folder_layout(tmp_path):
     report = json.loads((run / "report.json").read_text())
     assert set(report["val"]) == {"rgb", "depth", "semseg", "norm_rgb", "total"}
     assert (run / "reconstructions.png").exists() and (run / "checkpoint-00000002.pt").exists()
+
+
+def test_fsdp_processes_train_report_and_resume_through_the_command(tmp_path, tiny_args):
+    """`train.parallel=fsdp` end to end: 2 processes with validation and pictures during the run (the
+    main process alone runs the gathered model), the final report, DCP checkpoints beside the .pt
+    files, then the run resumed by one process (the shards of two load into one)."""
+    assert main(["pretrain", "--quiet", *tiny_args, "train.steps=2", "train.processes=2", "train.parallel=fsdp",
+                 "train.val_every=1", "train.ckpt_every=1", "train.vis_every=1"]) == 0
+    run = tmp_path / "run"
+    assert [p.name for p in list_checkpoints(run)] == ["checkpoint-00000001.pt", "checkpoint-00000002.pt"]
+    assert (run / "checkpoint-00000002.dcp" / ".metadata").exists() and (run / "reconstructions-00000001.png").exists()
+    report = json.loads((run / "report.json").read_text())
+    assert report["parallel"] == {"parallel": "fsdp", "world_size": 2, "sharded": True, "units": 5, "param_dtype": "fp32"}
+    assert set(report["val"]) == {"rgb", "depth", "semseg", "norm_rgb", "total"} and (run / "cross_modal.png").exists()
+    assert [r["step"] for r in read_metrics(run, "val")] == [1, 2]
+    assert main(["pretrain", "--quiet", "--resume", str(run), "train.steps=3", "train.processes=1"]) == 0
+    assert [r["step"] for r in read_metrics(run, "train")] == [1, 2, 3]
+    assert json.loads((run / "report.json").read_text())["parallel"]["world_size"] == 1
+    assert (run / "checkpoint-00000003.dcp").is_dir() and load_file(run / "model.safetensors")

@@ -143,3 +143,21 @@ def test_predict_on_a_picture_with_the_runs_tokenizers(tmp_path, trained_run, ca
                   str(tmp_path / "out2")])
     finally:
         weights.write_bytes(original)
+
+
+def test_a_4m_run_shards_over_two_processes_with_fsdp(tmp_path, token_data):
+    """`train.parallel=fsdp` on 2 gloo processes: 4M's encoder and decoder blocks sharded, the run
+    validates and reports (the main process alone, on the gathered weights), and writes DCP
+    checkpoints whose .pt and export hold the whole model, tied heads included."""
+    data, dirs = token_data
+    cfg = write_config(tmp_path / "4m.yaml", data, dirs, tmp_path / "runs")
+    assert main(["pretrain", "--config", str(cfg), "--quiet", "train.processes=2", "train.parallel=fsdp"]) == 0
+    run = tmp_path / "runs" / "run"
+    report = json.loads((run / "report.json").read_text())
+    assert report["parallel"] == {"parallel": "fsdp", "world_size": 2, "sharded": True, "units": 2, "param_dtype": "fp32"}
+    assert report["steps"] == 6 and (run / "predictions.png").stat().st_size > 0
+    assert (run / "checkpoint-00000006.dcp" / ".metadata").is_file()
+    model = build_model_from_checkpoint(run)  # model.safetensors
+    state = torch.load(latest_checkpoint(run), weights_only=True)["model"]
+    assert isinstance(model, FourM) and state.keys() == model.state_dict().keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())

@@ -261,6 +261,12 @@ class TrainConfig:
     # default, 2 one-thread processes ran 114 images/s against 116 for one process: the gloo
     # all-reduce costs what the single-thread processes gain.
     processes: int = 1
+    # How the processes share the model (multimae.engine.trainer, docs/distributed.md). ddp: each holds all of
+    # it (DistributedDataParallel). fsdp: each holds 1/N of the weights, gradients and optimizer state (FSDP2,
+    # multimae.engine.fsdp), gathered block by block as it runs; checkpoints are a DCP folder (the shards)
+    # beside the usual checkpoint-*.pt (the whole model). With one process fsdp trains the model whole and
+    # still writes DCP checkpoints. fsdp runs bf16 or fp32 (not fp16) and not with train.compile.
+    parallel: Literal["ddp", "fsdp"] = "ddp"
     out_dir: str = "runs"
     name: str | None = None  # run folder name (default: time stamp)
     log_every: int = 10
@@ -284,6 +290,13 @@ class TrainConfig:
         if not 0 <= self.seed < 2**63:  # torch.Generator.manual_seed takes a 64-bit value
             raise ValueError(f"train.seed must be in [0, 2**63 - 1], got {self.seed}")
         check_device(self.device, "train.device")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise ValueError(f"train.parallel must be ddp or fsdp, got {self.parallel!r}")
+        if self.parallel == "fsdp" and self.precision == "fp16":
+            raise ValueError("train.parallel=fsdp does not run train.precision=fp16 (its loss scaler would have to "
+                             "agree on overflow across shards); use bf16, fp32 or auto")
+        if self.parallel == "fsdp" and self.compile:
+            raise ValueError("train.parallel=fsdp with train.compile=true is not supported yet; set one of them off")
 
 
 @dataclass

@@ -25,8 +25,10 @@ What every file of ours carries besides the weights (format version 2; `model_re
 
 A training checkpoint (``torch.save`` dict) holds these as entries, beside ``model`` (the state
 dict), ``config`` (the run config), ``optimizer``, ``scaler``, ``step``, ``stream`` and
-``torch_rng``. A ``.safetensors`` file holds them in its metadata, each JSON-encoded. Files of
-version 1 (before ``specs`` and ``files``) still load: their specs are resolved from their config.
+``torch_rng``; a ``train.parallel=fsdp`` run's has ``sharded`` (the name of its DCP folder, which
+holds the optimizer state) instead of ``optimizer`` (`multimae.engine.sharded_checkpoint`). A
+``.safetensors`` file holds them in its metadata, each JSON-encoded. Files of version 1 (before
+``specs`` and ``files``) still load: their specs are resolved from their config.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ FORMAT_VERSION = 2  # 1: model config (and head) only; 2: + kind, resolved specs
 MODEL_KINDS = ("pretrain", "finetune", "fourm")
 _RECORD_KEYS = ("format", "format_version", "kind", "model_config", "specs", "head", "files", "run_config")
 # Entries of a training checkpoint that are the trainer's state (not the model's description).
-TRAINER_KEYS = ("optimizer", "scaler", "step", "stream", "torch_rng")
+TRAINER_KEYS = ("optimizer", "sharded", "scaler", "step", "stream", "torch_rng")
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -262,12 +264,13 @@ def model_record(model: nn.Module, run_config: Mapping[str, Any] | None = None,
 
 
 def export_safetensors(model: nn.Module, path: Path, metadata: dict[str, str] | None = None,
-                       record: Mapping[str, Any] | None = None) -> None:
+                       record: Mapping[str, Any] | None = None, state: Mapping[str, Tensor] | None = None) -> None:
     """The model's weights (state-dict key names; a tensor shared by several names stored under each) as
-    a safetensors file, written atomically, with
-    ``record`` (default: `model_record` of ``model``) JSON-encoded in its metadata."""
+    a safetensors file, written atomically, with ``record`` (default: `model_record` of ``model``)
+    JSON-encoded in its metadata. ``state``: the weights to write (default: ``model.state_dict()``;
+    a sharded model's gathered ones)."""
     tensors, seen = {}, set()
-    for k, v in model.state_dict().items():  # a shared tensor (4M's tied heads) is stored under each name
+    for k, v in (model.state_dict() if state is None else state).items():  # 4M's tied heads: under each name
         t = v.detach().cpu().contiguous()
         tensors[k] = t.clone() if t.data_ptr() in seen else t
         seen.add(t.data_ptr())

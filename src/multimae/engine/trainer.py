@@ -1,8 +1,15 @@
-"""The training loop: precision, accumulation, clipping, DDP, schedule, logging, checkpoints.
+"""The training loop: precision, accumulation, clipping, DDP or FSDP, schedule, logging, checkpoints.
 
 The loop knows nothing about MultiMAE: a *task* maps ``(forward, raw batch, step, global batch,
 rows)`` to a `LossOutput`, where ``rows`` are this micro-batch's rows of the step's global batch; a
 *stream* yields this process's rows of each global micro-batch and has a resumable position.
+
+``train.parallel``: ``ddp`` replicates the model on every process (DistributedDataParallel);
+``fsdp`` shards it over the process group (`multimae.engine.fsdp`) and writes DCP checkpoints
+beside the usual ones (`multimae.engine.sharded_checkpoint`). Both split the data the same way.
+One process has no group (`init_distributed` makes none): ``fsdp`` then trains the model whole, as
+``ddp`` does, and still writes DCP checkpoints, so a run keeps one checkpoint layout whatever its
+number of processes. (A group of one, made by the caller, is sharded over: a GPU check does so.)
 """
 
 from __future__ import annotations
@@ -21,12 +28,15 @@ from tqdm import tqdm
 from multimae.config.schema import OptimConfig, TrainConfig
 from multimae.data.collate import batch_to
 from multimae.engine.checkpoint import (
-    FileEntry, export_safetensors, latest_checkpoint, files_table, load_checkpoint, model_record, save_checkpoint,
+    FileEntry, export_safetensors, latest_checkpoint, files_table, list_checkpoints, load_checkpoint, model_record,
+    save_checkpoint,
 )
 from multimae.engine.distributed import DistInfo
+from multimae.engine.fsdp import apply_fsdp, gathered, mixed_precision_policy, set_gradient_sync
 from multimae.engine.logger import MetricLogger, drop_metrics_after
 from multimae.engine.optim import lr_at, param_groups, set_lr
 from multimae.engine.precision import PrecisionChoice, autocast, choose_precision
+from multimae.engine.sharded_checkpoint import full_model_state, load_sharded, prune_sharded, save_sharded
 from multimae.engine.threads import ThreadChoice, ThreadTuner, plan_threads, restart_rate
 from multimae.losses import LossOutput
 from multimae.modalities.spec import ModalitySpec
@@ -84,27 +94,50 @@ class Trainer:
             raise ValueError(f"batch size {global_batch} is not divisible by optim.accum_steps={optim.accum_steps}")
         self.global_batch = global_batch
         self.micro_batch = global_batch // optim.accum_steps  # global rows per micro-step
+        self.step = 0
+        self.logger = MetricLogger(run_dir, enabled=dist_info.is_main)
+        self.precision = precision or choose_precision(train.precision, device)
+        self._note("precision", self.precision.reason, self.precision.as_dict())
+        self.fsdp = train.parallel == "fsdp"  # DCP checkpoints; the model sharded when there are processes
         self.ddp: nn.parallel.DistributedDataParallel | None = None
-        if dist_info.enabled:
-            self.ddp = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None
-            )
+        self.parallel = self._parallelize()
         self.forward: Callable[..., Any] = self.ddp if self.ddp is not None else self.model
         if train.compile:
             self.forward = torch.compile(self.forward)
         skip = getattr(self.model, "no_weight_decay", lambda: set())()
         fused = device.type in ("cpu", "cuda")
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = torch.optim.AdamW(  # after sharding: it steps the shards
             param_groups(self.model, optim.weight_decay, skip, optim.layer_decay), lr=optim.warmup_lr, betas=optim.betas, fused=fused
         )
-        self.precision = precision or choose_precision(train.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.precision == "fp16")
         self.peak_lr = optim.peak_lr(global_batch)
         self.warmup_steps = round(optim.warmup_fraction * train.steps)
-        self.step = 0
-        self.logger = MetricLogger(run_dir, enabled=dist_info.is_main)
         self.threads: ThreadChoice | None = None  # set by `fit`
-        self._note("precision", self.precision.reason, self.precision.as_dict())
+
+    def _parallelize(self) -> dict[str, Any]:
+        """Wrap the model as ``train.parallel`` says (DDP, FSDP, or nothing for one process); the
+        choice, noted, as report.json records it."""
+        world, kind = self.dist.world_size, self.device.type
+        if self.fsdp:
+            policy = mixed_precision_policy(self.precision.precision, kind)  # refuses fp16
+            if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+                record = {"parallel": "fsdp", "world_size": 1, "sharded": False}
+                self._note("parallel", "fsdp with one process: nothing to shard, the model trains whole "
+                           "(checkpoints still DCP + .pt)", record)
+                return record
+            units = apply_fsdp(self.model, kind, policy)  # over the group: one process too (benchmarks/gpu_fsdp_check.py)
+            world = torch.distributed.get_world_size()
+            dtype = "bf16" if policy.param_dtype == torch.bfloat16 else "fp32"  # of the gathered weights
+            record = {"parallel": "fsdp", "world_size": world, "sharded": True, "units": len(units),
+                      "param_dtype": dtype}
+            self._note("parallel", f"fsdp over {world} processes: {len(units)} blocks + the root sharded, "
+                       f"weights gathered in {dtype}, gradients reduced in fp32", record)
+            return record
+        if self.dist.enabled:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if kind == "cuda" else None
+            )
+        return {"parallel": "ddp" if self.dist.enabled else "none", "world_size": world}
 
     def _note(self, what: str, reason: str, record: dict[str, Any]) -> None:
         """Say a set-up decision on the console and in metrics.jsonl (kind ``setup``)."""
@@ -114,7 +147,8 @@ class Trainer:
 
     def setup_report(self) -> dict[str, Any]:
         """The set-up decisions for report.json: precision and threads, each with its reason."""
-        return {"precision": self.precision.as_dict(), "threads": self.threads.as_dict() if self.threads else None}
+        return {"precision": self.precision.as_dict(), "threads": self.threads.as_dict() if self.threads else None,
+                "parallel": self.parallel}
 
     def plan_threads(self) -> ThreadTuner | ThreadChoice:
         """`train.threads` for the steps left (tests replace this with a tuner of their own)."""
@@ -131,11 +165,10 @@ class Trainer:
         ``with_config``: the run's config too (a training checkpoint has it under ``config``)."""
         return model_record(self.model, self.config if with_config else None, self.extra_specs, self.files)
 
-    def state_dict(self) -> dict[str, Any]:
+    def _loop_state(self) -> dict[str, Any]:
+        """A checkpoint's entries besides the model and the optimizer."""
         return {
             **self.record(with_config=False),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "stream": self.stream.state_dict(),
@@ -143,9 +176,21 @@ class Trainer:
             "config": self.config,
         }
 
+    def state_dict(self) -> dict[str, Any]:
+        """A checkpoint of a model that is not sharded (``train.parallel=ddp``)."""
+        return {**self._loop_state(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Continue from a checkpoint's contents: the model and optimizer from its DCP folder (in the
+        run folder) when it names one (``sharded``), else from its entries."""
+        if "sharded" in state:
+            load_sharded(self.model, self.optimizer, self.run_dir / state["sharded"])
+        elif self.parallel.get("sharded"):
+            raise ValueError("this checkpoint was written by a train.parallel=ddp run (no sharded state): "
+                             "continue it with train.parallel=ddp")
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.files = files_table(state.get("files"), "checkpoint")
@@ -160,15 +205,37 @@ class Trainer:
             drop_metrics_after(self.run_dir, self.step)
 
     def save(self) -> Path | None:
+        """Write the checkpoint of this step (every process calls it); its path on the main process."""
+        if self.fsdp:
+            return self._save_sharded()
         if not self.dist.is_main:
             return None
         return save_checkpoint(self.state_dict(), self.run_dir, self.step, self.train_cfg.keep_last)
+
+    def _save_sharded(self) -> Path | None:
+        """``checkpoint-<step>.dcp/`` (every rank's shards), then ``checkpoint-<step>.pt`` with the
+        whole model (see `multimae.engine.sharded_checkpoint`); old ones pruned by ``keep_last``."""
+        folder = save_sharded(self.model, self.optimizer, self.run_dir, self.step)
+        model = full_model_state(self.model)
+        if not self.dist.is_main:
+            return None
+        path = save_checkpoint({**self._loop_state(), "model": model, "sharded": folder.name}, self.run_dir,
+                               self.step, self.train_cfg.keep_last)
+        prune_sharded(self.run_dir, {int(p.stem.split("-")[1]) for p in list_checkpoints(self.run_dir)})
+        return path
+
+    def gathered(self) -> contextlib.AbstractContextManager[None]:
+        """A block in which any one process may run the model alone (validation, pictures, a final
+        report): under FSDP every process gathers the whole weights (`multimae.engine.fsdp.gathered`),
+        so every process must enter it; otherwise nothing to do."""
+        return gathered(self.model)
 
     # ------------------------------------------------------------------- loop
     def _micro_step(self, micro: int) -> LossOutput:
         raw = batch_to(next(self.stream), self.device, non_blocking=True)  # nested: batch[PRESENT_KEY]
         last = micro == self.optim_cfg.accum_steps - 1
         sync = self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()
+        set_gradient_sync(self.model, last)  # FSDP's no_sync (nothing for a model that is not sharded)
         with sync:
             # This process's rows of the step's global batch: masks drawn for the whole step and
             # sliced, so neither accumulation nor the number of processes changes them.
@@ -216,9 +283,13 @@ class Trainer:
         return logged
 
     def _weights_finite(self) -> bool:
-        """Whether every parameter is finite (one reduction, one synchronisation)."""
-        sums = [p.detach().float().sum() for p in self.model.parameters()]
-        return bool(torch.isfinite(torch.stack(sums).sum())) if sums else True
+        """Whether every parameter is finite (one reduction, one synchronisation; under FSDP, of this
+        process's shards, then summed over processes, so all agree)."""
+        sums = [_local(p).detach().float().sum() for p in self.model.parameters()]
+        total = torch.stack(sums).sum() if sums else torch.zeros((), device=self.device)
+        if self.parallel.get("sharded"):
+            torch.distributed.all_reduce(total)
+        return bool(torch.isfinite(total))
 
     def _kept(self) -> str:
         """What is left on disk, for a divergence message."""
@@ -257,17 +328,20 @@ class Trainer:
                     self.logger.log(done, last)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}", img_s=f"{last['img_per_s']:.0f}")
                 if self.on_validate is not None and cfg.val_every and done % cfg.val_every == 0 and done < cfg.steps:
-                    self.logger.log(done, self.on_validate(done), kind="val")
+                    with self.gathered():
+                        self.logger.log(done, self.on_validate(done), kind="val")
                 if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.steps:
                     self.save()
                 if self.on_picture is not None and cfg.vis_every and done % cfg.vis_every == 0 and done < cfg.steps:
-                    self.on_picture(done)
+                    with self.gathered():
+                        self.on_picture(done)
         finally:
             bar.close()
         self.save()
+        weights = full_model_state(self.model)  # under FSDP: gathered to the main process
         if self.dist.is_main:
             export_safetensors(self.model, self.run_dir / "model.safetensors", {"step": str(self.step)},
-                               self.record())
+                               self.record(), state=weights)
         return last
 
     def run(self, checkpoint: Path | dict[str, Any] | None = None, source: Path | None = None) -> float:
@@ -285,3 +359,9 @@ class Trainer:
 
     def close(self) -> None:
         self.logger.close()
+
+
+def _local(tensor: Tensor) -> Tensor:
+    """This process's shard of a sharded (DTensor) parameter; the tensor itself otherwise."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if to_local is not None else tensor

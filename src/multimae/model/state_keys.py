@@ -5,7 +5,9 @@ named ``backbone.encoder.0.attn.qkv.weight``; the official MultiMAE checkpoints 
 (``encoder.0.attn.qkv.weight``). `lift_child_keys` makes ``state_dict()`` write, and
 ``load_state_dict()`` read and report (missing / unexpected keys), the flat names (the child's
 prefixed names are accepted as well), so
-official checkpoints load with ``strict=True`` and ours stay interchangeable with them.
+official checkpoints load with ``strict=True`` and ours stay interchangeable with them. The
+parent also tells `torch.distributed.checkpoint.state_dict` (FSDP checkpoints) where each lifted
+name lives, through the ``_fqn_modifiers`` method that module reads (`StateDictOptions.dsd_fqn_modifiers`).
 Parameter *objects* keep their module path in ``named_parameters()``; code that needs the
 checkpoint name of a parameter reads ``state_dict(keep_vars=True)`` (see `checkpoint_names`).
 """
@@ -61,9 +63,23 @@ def lift_child_keys(parent: nn.Module, child_name: str) -> None:
             keys[:] = [k.replace(inner, inner[: -len(child_name) - 1], 1) if k.startswith(inner) else k
                        for k in keys]
 
+    parent._fqn_modifiers = _LiftedNames(parent, child_name)
     parent.register_state_dict_post_hook(flatten)
     parent.register_load_state_dict_pre_hook(nest)
     parent.register_load_state_dict_post_hook(report_flat)
+
+
+class _LiftedNames:
+    """``parent._fqn_modifiers()``: ``{lifted top name: child_name}``, which
+    `torch.distributed.checkpoint.state_dict` reads to find a state-dict key such as
+    ``encoder.0.attn.qkv.weight`` under ``backbone`` (it walks keys as attribute paths). A class,
+    not a closure, so that a copied or pickled model keeps a working one."""
+
+    def __init__(self, parent: nn.Module, child_name: str) -> None:
+        self.parent, self.child_name = parent, child_name
+
+    def __call__(self) -> dict[str, str]:
+        return dict.fromkeys(_top_names(getattr(self.parent, self.child_name)), self.child_name)
 
 
 def checkpoint_names(model: nn.Module) -> dict[int, str]:

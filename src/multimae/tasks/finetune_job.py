@@ -118,19 +118,20 @@ def run_finetuning(cfg: FinetuneConfig, resume: str | Path | None = None, progre
                            on_validate=evaluating(model, lambda: task.evaluate(val)) if val else None,
                            progress=progress, desc="finetune", extra_specs=cfg.model.specs(cfg.modalities))
     wall = trainer.run(saved, ckpt)
-    if info.is_main:
-        model.eval()
-        report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1), "task": cfg.task.kind,
-                                  "inputs": list(cfg.task.inputs), "init": cfg.init.checkpoint,
-                                  **trainer.setup_report(),
-                                  "val": task.evaluate(val) if val else {}}
+    with trainer.gathered():  # FSDP: every process gathers the weights, the main one reports alone
+        if info.is_main:
+            model.eval()
+            report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1), "task": cfg.task.kind,
+                                      "inputs": list(cfg.task.inputs), "init": cfg.init.checkpoint,
+                                      **trainer.setup_report(),
+                                      "val": task.evaluate(val) if val else {}}
 
-        def pictures() -> list[Path]:
-            if not val:
-                return []
-            picture = save_prediction_picture(task, cfg, batch_rows(val[0], slice(0, 4)), run_dir / "predictions.png")
-            return [picture] if picture is not None else []
+            def pictures() -> list[Path]:
+                if not val:
+                    return []
+                picture = save_prediction_picture(task, cfg, batch_rows(val[0], slice(0, 4)), run_dir / "predictions.png")
+                return [picture] if picture is not None else []
 
-        finish_run(trainer, run_dir, report, report["val"], pictures)
+            finish_run(trainer, run_dir, report, report["val"], pictures)
     trainer.close()
     return run_dir

@@ -117,16 +117,17 @@ def run_fourm_pretraining(cfg: FourMRunConfig, resume: str | Path | None = None,
                            on_validate=validate if val else None, progress=progress)
     trainer.files.update(files)
     wall = trainer.run(state, ckpt)
-    if info.is_main:
-        model.eval()
-        report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1), **trainer.setup_report(),
-                                  "val": task.validate(val_batches(val_pool), unigram),
-                                  "val_samples": val_pool.num_samples, "train_samples": train_pool.num_samples}
-        if cfg.data.world_eval_scenes and pool.manifest["source"].get("kind") == "world":
-            report["from_rgb"] = world_from_rgb(model, tokenizers, pool.manifest, cfg.data.world_eval_scenes,
-                                                cfg.data.compare_with)
-        finish_run(trainer, run_dir, report, report["val"],
-                   lambda: fourm_pictures(model, tokenizers, val_pool, run_dir))
+    with trainer.gathered():  # FSDP: every process gathers the weights, the main one reports alone
+        if info.is_main:
+            model.eval()
+            report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1), **trainer.setup_report(),
+                                      "val": task.validate(val_batches(val_pool), unigram),
+                                      "val_samples": val_pool.num_samples, "train_samples": train_pool.num_samples}
+            if cfg.data.world_eval_scenes and pool.manifest["source"].get("kind") == "world":
+                report["from_rgb"] = world_from_rgb(model, tokenizers, pool.manifest, cfg.data.world_eval_scenes,
+                                                    cfg.data.compare_with)
+            finish_run(trainer, run_dir, report, report["val"],
+                       lambda: fourm_pictures(model, tokenizers, val_pool, run_dir))
     trainer.close()
     return run_dir
 

@@ -368,18 +368,19 @@ def run_pretraining(cfg: RunConfig, resume: str | Path | None = None, progress: 
                            on_validate=validate if val else None, on_picture=picture, progress=progress)
     trainer.files.update(files)
     wall = trainer.run(state, ckpt)
-    if info.is_main:
-        model.eval()
-        report = {"steps": trainer.step, "train_wall_s": round(wall, 1), **trainer.setup_report(),
-                  **final_report(task, model, cfg, val, train_sample)}
-        if cfg.data.source != "world":
-            report["val_data"] = val_data
-        if tokenizers:  # which vocabulary, and how many captions did not fit (this process, since the start)
-            report["text"] = {"tokenizers": {m: {"vocab_size": t.vocab_size, "sha256": t.content_hash}
-                                             for m, t in tokenizers.items()},
-                              "captions_truncated": task.truncated}
-        finish_run(trainer, run_dir, report, val_record(report["val"], report.get("from_rgb", {})),
-                   lambda: save_pictures(model, cfg, pictured, run_dir, seed=cfg.train.seed, tokenizers=tokenizers)
-                   if pictured is not None else [])
+    with trainer.gathered():  # FSDP: every process gathers the weights, the main one reports alone
+        if info.is_main:
+            model.eval()
+            report = {"steps": trainer.step, "train_wall_s": round(wall, 1), **trainer.setup_report(),
+                      **final_report(task, model, cfg, val, train_sample)}
+            if cfg.data.source != "world":
+                report["val_data"] = val_data
+            if tokenizers:  # which vocabulary, and how many captions did not fit (this process, since the start)
+                report["text"] = {"tokenizers": {m: {"vocab_size": t.vocab_size, "sha256": t.content_hash}
+                                                 for m, t in tokenizers.items()},
+                                  "captions_truncated": task.truncated}
+            finish_run(trainer, run_dir, report, val_record(report["val"], report.get("from_rgb", {})),
+                       lambda: save_pictures(model, cfg, pictured, run_dir, seed=cfg.train.seed, tokenizers=tokenizers)
+                       if pictured is not None else [])
     trainer.close()
     return run_dir
