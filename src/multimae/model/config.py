@@ -102,26 +102,33 @@ class MultiMAEConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MultiMAEConfig:
-        from multimae.modalities.registry import spec_from_dict
-
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model config key(s) {sorted(unknown)}; known: {sorted(known)}")
-        kwargs = dict(data)
+        kwargs = modality_config_fields(cls, data, "model")
         if "encoder" in kwargs:
             kwargs["encoder"] = _sub(EncoderConfig, kwargs["encoder"], "encoder")
         if "decoder" in kwargs:
             kwargs["decoder"] = _sub(DecoderConfig, kwargs["decoder"], "decoder")
-        for key in ("inputs", "outputs"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        if "custom_modalities" in kwargs:
-            kwargs["custom_modalities"] = {
-                name: spec if isinstance(spec, ModalitySpec) else spec_from_dict({"name": name, **spec})
-                for name, spec in kwargs["custom_modalities"].items()
-            }
         return cls(**kwargs)
+
+
+def modality_config_fields(cls: type, data: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """The keyword arguments of a model config ``cls`` (MultiMAE's or 4M's) from plain data: unknown keys
+    refused (naming ``what``), ``inputs`` / ``outputs`` as tuples, ``custom_modalities`` as specs."""
+    from multimae.modalities.registry import spec_from_dict
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {what} config key(s) {sorted(unknown)}; known: {sorted(known)}")
+    kwargs = dict(data)
+    for key in ("inputs", "outputs"):
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
+    if "custom_modalities" in kwargs:
+        kwargs["custom_modalities"] = {
+            name: spec if isinstance(spec, ModalitySpec) else spec_from_dict({"name": name, **spec})
+            for name, spec in kwargs["custom_modalities"].items()
+        }
+    return kwargs
 
 
 def _sub(cls: type, data: Any, where: str) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from multimae.modalities.registry import FOURM_MODALITIES, resolve_modalities, spec_from_dict
+from multimae.modalities.registry import FOURM_MODALITIES, resolve_modalities
 from multimae.modalities.spec import ModalitySpec
 
 MLPS = ("swiglu", "gelu")
@@ -80,19 +80,9 @@ class FourMConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FourMConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown 4M config key(s) {sorted(unknown)}; known: {sorted(known)}")
-        kwargs = dict(data)
-        for key in ("inputs", "outputs"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        if "custom_modalities" in kwargs:
-            kwargs["custom_modalities"] = {
-                name: spec if isinstance(spec, ModalitySpec) else spec_from_dict({"name": name, **spec})
-                for name, spec in kwargs["custom_modalities"].items()}
-        return cls(**kwargs)
+        from multimae.model.config import modality_config_fields
+
+        return cls(**modality_config_fields(cls, data, "4M"))
 
 
 # 4M's sizes (official fm_<size>_<e>e_<d>d factories): width, encoder depth, decoder depth, heads.
