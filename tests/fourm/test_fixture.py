@@ -10,40 +10,20 @@ import json
 import pytest
 import torch
 
-from conftest import SHARED
+from fourm.golden import GOLDEN, MODALITIES, OUTPUTS, PRESENT, load_golden, official_batch
 from multimae.convert.fourm import fourm_to_ours, our_name
-from multimae.modalities.batch import ModalityBatch
 
-GOLDEN = SHARED / "reference" / "fourm" / "golden"
-pytestmark = pytest.mark.skipif(not (GOLDEN / "weights.safetensors").exists(), reason="4M golden fixture not present")
-MODALITIES = ("caption", "rgb@64", "tok_depth@64", "tok_semseg@64")  # the fixture's in_domains, in order
-OUTPUTS = ("caption", "tok_depth@64", "tok_semseg@64")
+pytestmark = pytest.mark.skipif(not PRESENT, reason="4M golden fixture not present")
 VARIANTS = {"swiglu_nobias": ("weights.safetensors", "fixture_forward.safetensors"),
             "swiglu_qknorm_nobias": ("weights_swiglu_qknorm_nobias.safetensors",
                                      "fixture_forward_swiglu_qknorm_nobias.safetensors")}
 
 
-def _load(name: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(GOLDEN / name)
-
-
-def official_batch(inputs: dict[str, torch.Tensor], prefix: str = "") -> dict[str, ModalityBatch]:
-    """The fixture's mod dicts as our records: hidden = input_mask, target = not target_mask."""
-    batch = {}
-    for mod in MODALITIES:
-        given = inputs[f"{prefix}{mod}.input_mask"]
-        batch[our_name(mod)] = ModalityBatch(inputs[f"{prefix}{mod}.tensor"], torch.ones_like(given), given,
-                                             ~inputs[f"{prefix}{mod}.target_mask"])
-    return batch
-
-
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def case(request):
     weights, forward = VARIANTS[request.param]
-    model, report = fourm_to_ours(_load(weights), num_heads=4)
-    return request.param, model, report, _load(forward), _load("inputs.safetensors")
+    model, report = fourm_to_ours(load_golden(weights), num_heads=4)
+    return request.param, model, report, load_golden(forward), load_golden("inputs.safetensors")
 
 
 def test_converter_infers_the_architecture(case):
@@ -170,7 +150,7 @@ def test_multimae_convert_writes_a_4m_file_that_reloads_to_the_same_outputs(tmp_
     assert "official 4M" in capsys.readouterr().out
     model, report = load_any(out)
     assert report.source_format == "multimae" and model.config.num_heads == 4
-    inputs, fx = _load("inputs.safetensors"), _load("fixture_forward.safetensors")
+    inputs, fx = load_golden("inputs.safetensors"), load_golden("fixture_forward.safetensors")
     with torch.no_grad():
         loss = model(official_batch(inputs), 40, 40).loss
     torch.testing.assert_close(loss, fx["loss_total"], rtol=1e-5, atol=0)

@@ -256,6 +256,14 @@ class SequenceDecoderEmbedding(DecoderEmbedding):
         emb = (pos[:, :-1] + self.mod_emb).to(x.dtype)
         return x, emb, ids[:, 1:], target[:, :-1] & target[:, 1:]
 
+    def embed_generated(self, ids: Tensor, start: int) -> Tensor:
+        """(B, n) ids fed to the decoder at target ranks ``start`` .. ``start + n - 1`` -> (B, n, D)
+        ``token_emb + pos + mod`` (what `forward` gives those slots; generation decodes with it)."""
+        rank = torch.arange(start, start + ids.shape[1], device=ids.device)
+        rank = rank.masked_fill(rank >= self.spec.max_length, 0)
+        x = self.token_emb(ids.long())
+        return x + (self.pos_emb[0][rank] + self.mod_emb).to(x.dtype)
+
 
 def build_encoder_embedding(spec: ModalitySpec, dim: int, image_size: int, patch_size: int) -> EncoderEmbedding:
     """The encoder embedding of ``spec``'s kind."""
