@@ -130,11 +130,10 @@ def generate(model: FourM, conditions: Mapping[str, ModalityBatch], schedules: S
         part = {n: ModalityBatch(r.data[start:start + size], r.valid[start:start + size],
                                  None if r.hidden is None else r.hidden[start:start + size])
                 for n, r in conditions.items()}
-        last = None
-        for last in generate_steps(model, part, schedules, seed, chained, use_cache):
-            pass
-        assert last is not None
-        chunks.append({s.target: last.state[s.target] for s in schedules})
+        done = {}
+        for step in generate_steps(model, part, schedules, seed, chained, use_cache):
+            done[step.target] = step.state[step.target]
+        chunks.append(done)
     out = {s.target: _cat([c[s.target] for c in chunks]) for s in schedules}
     for s in schedules:
         if model.output_specs[s.target].kind != "tokens" and not bool(decoded(out[s.target]).all()):
