@@ -14,12 +14,13 @@ global one), so a run is reproducible, and equal to 4M's draws where the same ca
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from multimae.data.stream import derive_seed
 from multimae.generation.autoregressive import SequenceStep, autoregressive_step
 from multimae.generation.schedule import TargetSchedule, temperatures, token_counts
 from multimae.generation.state import State, decoded, empty_target
@@ -29,6 +30,7 @@ from multimae.model.fourm import FourM
 
 SEQUENCE_SCHEMES = ("autoregressive",)
 TOKEN_MAP_SCHEMES = ("maskgit", "roar")
+SEED_RANGE = 2**62  # derived chunk seeds stay below torch's limit with room for seed + step
 
 
 @dataclass
@@ -105,7 +107,7 @@ def generate_steps(model: FourM, conditions: Mapping[str, ModalityBatch], schedu
             index += 1
 
 
-def _cat(records: Sequence[ModalityBatch]) -> ModalityBatch:
+def concat_records(records: Sequence[ModalityBatch]) -> ModalityBatch:
     """Records of consecutive sample chunks as one; sequences right-padded to the longest row."""
     L = max(r.valid.shape[1] for r in records)
     data, valid, hidden = [], [], []
@@ -119,10 +121,13 @@ def _cat(records: Sequence[ModalityBatch]) -> ModalityBatch:
 
 
 def generate(model: FourM, conditions: Mapping[str, ModalityBatch], schedules: Sequence[TargetSchedule],
-             seed: int = 0, chained: bool = True, batch_size: int | None = None, use_cache: bool = True
-             ) -> dict[str, ModalityBatch]:
+             seed: int = 0, chained: bool = True, batch_size: int | None = None, use_cache: bool = True,
+             on_step: Callable[[int, GenerationStep], None] | None = None) -> dict[str, ModalityBatch]:
     """``{target: record}`` every target fully generated (a token map's ids (B, N); a sequence's ids
-    (B, L), ``valid`` its real ids), ``batch_size`` samples at a time (each chunk seeded alike)."""
+    (B, L), ``valid`` its real ids), ``batch_size`` samples at a time. The first chunk draws from
+    ``seed``, a chunk starting at sample s > 0 from a seed derived from (seed, s), so samples in different
+    chunks differ; results at temperature 0 with MaskGIT do not depend on ``batch_size``.
+    ``on_step(first sample of the chunk, step)`` is called after every step."""
     B = next(iter(conditions.values())).data.shape[0]
     size = batch_size or B
     chunks = []
@@ -131,10 +136,13 @@ def generate(model: FourM, conditions: Mapping[str, ModalityBatch], schedules: S
                                  None if r.hidden is None else r.hidden[start:start + size])
                 for n, r in conditions.items()}
         done = {}
-        for step in generate_steps(model, part, schedules, seed, chained, use_cache):
+        chunk_seed = seed if start == 0 else derive_seed(seed, start) % SEED_RANGE
+        for step in generate_steps(model, part, schedules, chunk_seed, chained, use_cache):
             done[step.target] = step.state[step.target]
+            if on_step is not None:
+                on_step(start, step)
         chunks.append(done)
-    out = {s.target: _cat([c[s.target] for c in chunks]) for s in schedules}
+    out = {s.target: concat_records([c[s.target] for c in chunks]) for s in schedules}
     for s in schedules:
         if model.output_specs[s.target].kind != "tokens" and not bool(decoded(out[s.target]).all()):
             raise RuntimeError(f"{s.target}: tokens left undecoded")  # the schedules sum to N: a bug if hit

@@ -1,0 +1,243 @@
+"""`multimae generate`: any-to-any generation with a 4M run (MaskGIT / ROAR / autoregressive, guidance)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from multimae.generation.schedule import TEMPERATURE_SCHEDULES, TOKEN_SCHEDULES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "generate", help="generate modalities from any given ones with a 4M run",
+        description="Tokenises each --cond with the run's tokenizers, generates every --target one after another "
+        "(each finished target is given to the next ones, unless --independent), decodes them with the run's "
+        "tokenizers and writes <modality>.npy / .png (a sequence: .txt), figure.png (conditions and every generated "
+        "modality), summary.json, and with --steps-picture steps.png (the tokens decoded so far after each step).")
+    parser.add_argument("--checkpoint", required=True, help="a 4M run folder (or its checkpoint)")
+    parser.add_argument("--cond", action="append", default=[], metavar="NAME=VALUE",
+                        help="a condition: an image / .npy file for a map (rgb=a.png), the text (or a .txt file) for "
+                        "a sequence (caption=\"a red sphere\"); repeatable")
+    parser.add_argument("--target", required=True, help="modalities to generate, comma-separated, in order "
+                        "(tok_depth,tok_semseg or depth,semseg)")
+    parser.add_argument("--scheme", default="maskgit", choices=("maskgit", "roar"),
+                        help="how token maps are decoded (sequences: autoregressive) [maskgit]")
+    parser.add_argument("--steps", type=int, default=8, help="decoding steps per token map [8]")
+    parser.add_argument("--token-schedule", default="cosine", choices=TOKEN_SCHEDULES, help="MaskGIT [cosine]")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0 = argmax [1.0]")
+    parser.add_argument("--temperature-schedule", default="constant", choices=TEMPERATURE_SCHEDULES, help="[constant]")
+    parser.add_argument("--top-k", type=float, default=0, help="keep the k most likely tokens (k < 1: a fraction "
+                        "of the vocabulary); 0 = off [0]")
+    parser.add_argument("--top-p", type=float, default=0.0, help="nucleus filtering; 0 = off [0]")
+    parser.add_argument("--max-new", type=int, help="most ids of a generated sequence [the model's default]")
+    parser.add_argument("--guidance", action="append", default=[], metavar="COND=WEIGHT",
+                        help="classifier-free guidance weight of a condition, negative steers away; repeatable or "
+                        "comma-separated (caption=3,rgb=-1)")
+    parser.add_argument("--independent", action="store_true",
+                        help="generate each target from the conditions alone (default: chained)")
+    parser.add_argument("--samples", type=int, default=1, help="samples per condition set [1]")
+    parser.add_argument("--batch-size", type=int, help="samples decoded at once [all]")
+    parser.add_argument("--seed", type=int, default=0, help="step i draws from seed + i [0]")
+    parser.add_argument("--steps-picture", action="store_true", help="also write steps.png")
+    parser.add_argument("--crop", action="store_true", help="centre-crop pictures to a square before resizing")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--device", default="cpu")
+    parser.set_defaults(func=run)
+
+
+def _pairs(items: list[str], option: str) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value:
+            raise ValueError(f"{option} expects NAME=VALUE, got {item!r}")
+        out.append((name.strip(), value))
+    return out
+
+
+def _guidance(items: list[str]) -> dict[str, float]:
+    pairs = _pairs([p for item in items for p in item.split(",") if p], "--guidance")
+    try:
+        return {n: float(w) for n, w in pairs}
+    except ValueError:
+        raise ValueError(f"--guidance weights must be numbers, got {items}") from None
+
+
+def _raw_conditions(gen: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``({condition: raw batch}, {condition: picture value or text})`` from --cond."""
+    from multimae.inference.inputs import fit_size, read_input
+    from multimae.modalities.registry import get_modality
+
+    texts, files = {}, {}
+    for name, value in _pairs(args.cond, "--cond"):
+        spec = gen.model.input_specs[gen.input(name)]
+        if spec.kind == "tokens":
+            path = Path(value)
+            texts[name] = path.read_text().strip() if value.endswith(".txt") and path.is_file() else value
+        else:
+            path = Path(value)
+            if not path.is_file():
+                raise ValueError(f"--cond {name}={value}: no such file")
+            source = spec.source_name if spec.kind == "token_map" else spec.name
+            files[name] = read_input(get_modality(source), path).value
+    if not texts and not files:
+        raise ValueError("give at least one --cond NAME=VALUE")
+    maps, _ = fit_size(files, gen.model.config.image_size, 1, "crop" if args.crop else "resize") if files else ({}, "")
+    S = args.samples
+    raw = {n: v.unsqueeze(0).expand(S, *v.shape).contiguous() for n, v in maps.items()}
+    raw.update({n: [t] * S for n, t in texts.items()})
+    return raw, {**maps, **texts}
+
+
+def run(args: argparse.Namespace) -> int:
+    from multimae.engine.distributed import resolve_device
+    from multimae.errors import check_seed, reading
+    from multimae.generation.runs import RunGenerator, load_run
+    from multimae.generation.schedule import TargetSchedule
+    from multimae.tasks.runs import check_output_folder
+
+    try:
+        check_seed(args.seed, "--seed")
+        if args.samples < 1 or (args.batch_size is not None and args.batch_size < 1):
+            raise ValueError("--samples and --batch-size must be >= 1")
+        device = resolve_device(args.device, key="--device")
+        check_output_folder(args.out, [args.checkpoint])
+        with reading(args.checkpoint, "checkpoint"):
+            model, tokenizers = load_run(args.checkpoint)
+        gen = RunGenerator(model.to(device), tokenizers)
+        guidance = _guidance(args.guidance)
+        guidance = {gen.input(n): w for n, w in guidance.items()}
+        raw, shown = _raw_conditions(gen, args)
+        targets = [gen.output(t.strip()) for t in args.target.split(",") if t.strip()]
+        schedules = []
+        for t in targets:
+            seq = model.output_specs[t].kind == "tokens"
+            schedules.append(TargetSchedule(
+                t, "autoregressive" if seq else args.scheme, steps=args.steps, token_schedule=args.token_schedule,
+                num_tokens=args.max_new if seq else None, temperature=args.temperature,
+                temperature_schedule=args.temperature_schedule, top_k=args.top_k, top_p=args.top_p,
+                guidance=guidance))
+        for t in targets:  # every target's tokenizer exists before anything is generated
+            gen.tokenizer(model.output_specs[t])
+        conditions = gen.conditions(raw)
+        start = time.perf_counter()
+        steps, finals = _generate(gen, conditions, schedules, args)
+        seconds = time.perf_counter() - start
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    return _write(gen, args, shown, schedules, steps, finals, seconds)
+
+
+def _generate(gen: Any, conditions: dict[str, Any], schedules: list[Any], args: argparse.Namespace
+              ) -> tuple[list[Any], dict[str, Any]]:
+    """The targets' final records (in batches of --batch-size) and, for the steps picture, every step of the
+    first batch."""
+    from multimae.generation.generate import generate
+
+    first: list[Any] = []
+
+    def keep(start: int, step: Any) -> None:
+        if start == 0 and args.steps_picture:
+            first.append(step)
+
+    finals = generate(gen.model, conditions, schedules, args.seed, not args.independent, args.batch_size, on_step=keep)
+    return first, finals
+
+
+def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules: list[Any], steps: list[Any],
+           finals: dict[str, Any], seconds: float) -> int:
+    import dataclasses
+
+    import numpy as np
+    from PIL import Image
+
+    from multimae.modalities.registry import get_modality
+    from multimae.viz.colormaps import distinct_colors, draw
+    from multimae.viz.grid import image_grid
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    decoded = gen.decode(finals, schedules)
+    pictures: dict[str, list[np.ndarray]] = {}
+    written = []
+
+    def picture(name: str, value: Any) -> np.ndarray:
+        spec = get_modality(name)
+        palette = distinct_colors(spec.num_channels) if spec.drawn_as == "palette" else None
+        return draw(spec.drawn_as, np.asarray(value), palette)
+
+    for name, value in decoded.items():
+        if isinstance(value, list):
+            (out / f"{name}.txt").write_text("\n".join(value) + "\n")
+            written.append(f"{name}.txt")
+            continue
+        array = value.detach().cpu().numpy()
+        np.save(out / f"{name}.npy", array)
+        pictures[name] = [picture(name, a) for a in array]
+        for i, pic in enumerate(pictures[name]):
+            file = f"{name}.png" if len(array) == 1 else f"{name}_{i}.png"
+            Image.fromarray(pic).save(out / file)
+            written.append(file)
+        written.append(f"{name}.npy")
+    given = {n: v for n, v in shown.items() if not isinstance(v, str)}
+    sources = {}
+    for n in given:
+        spec = gen.model.input_specs[gen.input(n)]
+        sources[n] = spec.source_name if spec.kind == "token_map" else spec.name
+    titles = [f"{n} (given)" for n in given] + [f"{n} (generated)" for n in pictures]
+    texts = {n: v for n, v in decoded.items() if isinstance(v, list)}
+    rows, notes = [], []
+    for i in range(args.samples):
+        rows.append([picture(sources[n], v.cpu().numpy()) for n, v in given.items()] + [pictures[n][i] for n in pictures])
+        notes.append("; ".join([*(f"{n} given: {t}" for n, t in shown.items() if isinstance(t, str)),
+                                *(f"{n}: {t[i]}" for n, t in texts.items())]))
+    if titles:
+        image_grid(rows, titles, notes).save(out / "figure.png")
+        written.append("figure.png")
+    if steps:
+        _steps_picture(gen, steps).save(out / "steps.png")
+        written.append("steps.png")
+    summary = {"checkpoint": str(args.checkpoint), "conditions": {n: (v if isinstance(v, str) else "map")
+                                                                    for n, v in shown.items()},
+               "chained": not args.independent, "seed": args.seed, "samples": args.samples,
+               "schedules": [dataclasses.asdict(s) for s in schedules], "texts": texts,
+               "seconds": round(seconds, 3), "tokenizers": {m: t.content_hash for m, t in gen.tokenizers.items()}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    written.append("summary.json")
+    for name, t in texts.items():
+        for line in t:
+            print(f"{name}: {line}")
+    print(f"generated {', '.join(s.target for s in schedules)} in {seconds:.2f} s "
+          f"({'independently' if args.independent else 'chained'}); wrote {len(written)} files to {out}")
+    return 0
+
+
+def _steps_picture(gen: Any, steps: list[Any]) -> Any:
+    """One row per token-map step: every token-map target's codes decoded so far (first sample), pending black."""
+    import numpy as np
+
+    from multimae.viz.colormaps import distinct_colors
+    from multimae.viz.grid import image_grid
+
+    maps = [s.target for s in steps if s.scheme != "autoregressive"]
+    names = list(dict.fromkeys(maps))
+    rows, notes = [], []
+    for s in steps:
+        if s.scheme == "autoregressive":
+            continue
+        row = []
+        for name in names:
+            record = s.state[name]
+            side = gen.model.decoder_embeddings[name].side
+            colors = distinct_colors(gen.model.output_specs[name].num_channels)
+            codes = record.data[0].view(side, side).cpu().numpy()
+            shown = record.encoded[0].view(side, side).cpu().numpy()
+            row.append(np.where(shown[..., None], colors[codes], 0).astype(np.uint8))
+        rows.append(row)
+        notes.append(f"step {s.index}: {s.target} {s.scheme} {s.step + 1}/{s.num_steps}, "
+                     f"{s.result.positions.shape[1]} tokens, T={s.temperature:.3g}")
+    return image_grid(rows, [f"{n} tokens" for n in names], notes)

@@ -1,0 +1,121 @@
+"""Generation from raw data with a 4M model and its tokenizers (a run's, `inference.fourm.run_tokenizers`).
+
+Shapes: B batch, H W pixels, N tokens of a map, L ids of a sequence.
+
+Names: a condition or target is named by the model's modality (``tok_depth``) or by the modality its
+tokenizer reads (``depth``: the model's token map whose source it is). A condition's raw value is what
+that tokenizer reads ((B, C, H, W) maps in their raw conventions, a list of B texts for a sequence);
+a model input read as raw pixels is prepared by its spec. Generated targets come back decoded by their
+tokenizers ((B, C, H, W) maps, B texts)::
+
+    model, tokenizers = load_run("runs/4m")          # or any FourM and {modality: tokenizer}
+    gen = RunGenerator(model, tokenizers)
+    schedules = [TargetSchedule(gen.output("depth"), steps=8), TargetSchedule(gen.output("caption"), "autoregressive")]
+    for step in gen.steps({"rgb": picture}, schedules, seed=0):
+        print(step.target, step.step, step.num_steps)
+    decoded = gen.decode(step.state, schedules)     # {"depth": (B, 1, H, W), "caption": [...]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from multimae.generation.generate import GenerationStep, generate_steps
+from multimae.generation.schedule import TargetSchedule
+from multimae.generation.state import State, condition
+from multimae.modalities.batch import ModalityBatch
+from multimae.modalities.spec import ModalitySpec
+from multimae.model.fourm import FourM
+from multimae.tokenizers.base import Tokenizer
+
+
+def load_run(checkpoint: str | Path) -> tuple[FourM, dict[str, Tokenizer]]:
+    """A 4M run's model (eval mode) and its tokenizers (each checked against the run's files table)."""
+    from multimae.engine.checkpoint import build_model_from_checkpoint
+    from multimae.inference.fourm import run_tokenizers
+
+    model = build_model_from_checkpoint(checkpoint)
+    if not isinstance(model, FourM):
+        raise ValueError(f"{checkpoint}: not a 4M run (generation needs a 4M model)")
+    return model.eval(), run_tokenizers(checkpoint)
+
+
+def _resolve(name: str, specs: Mapping[str, ModalitySpec], what: str) -> str:
+    if name in specs:
+        return name
+    by_source = [n for n, s in specs.items() if s.kind == "token_map" and s.source_name == name]
+    if len(by_source) == 1:
+        return by_source[0]
+    known = sorted({*specs, *(s.source_name for s in specs.values() if s.kind == "token_map")})
+    raise ValueError(f"{name!r} is not {what} of this model (it has {known})")
+
+
+@dataclass
+class RunGenerator:
+    """A 4M model with the tokenizers of its token maps and sequences, keyed by the modality each reads."""
+
+    model: FourM
+    tokenizers: Mapping[str, Tokenizer]
+
+    def input(self, name: str) -> str:
+        """The model input a condition ``name`` feeds (ValueError naming the model's inputs)."""
+        return _resolve(name, self.model.input_specs, "an input")
+
+    def output(self, name: str) -> str:
+        """The model output a target ``name`` is (ValueError naming the model's outputs)."""
+        return _resolve(name, self.model.output_specs, "an output")
+
+    def tokenizer(self, spec: ModalitySpec) -> Tokenizer:
+        key = spec.source_name if spec.kind == "token_map" else spec.name
+        if key not in self.tokenizers:
+            raise ValueError(f"{spec.name}: no tokenizer for {key!r} (there are tokenizers for {sorted(self.tokenizers)})")
+        return self.tokenizers[key]
+
+    def conditions(self, raw: Mapping[str, Any]) -> State:
+        """``{condition name: raw value}`` -> the model's condition records, tokenised."""
+        device = self.model.mask_token.device
+        out: State = {}
+        for name, value in raw.items():
+            model_name = self.input(name)
+            spec = self.model.input_specs[model_name]
+            if spec.kind in ("token_map", "tokens"):
+                try:
+                    tokens = self.tokenizer(spec).encode(value)
+                except (ValueError, TypeError) as err:
+                    raise ValueError(f"condition {name!r}: its tokenizer cannot read it ({err})") from None
+                ids = tokens.ids.to(device)
+                if spec.kind == "tokens" and ids.shape[1] > spec.max_length:
+                    raise ValueError(f"condition {name!r}: {ids.shape[1]} ids, the model reads {spec.max_length}")
+                out[model_name] = condition(self.model, model_name, ids, tokens.valid.to(device))
+            else:
+                from multimae.modalities.prepare import prepare_dense
+
+                out[model_name] = condition(self.model, model_name, prepare_dense(spec, value).to(device))
+        return out
+
+    def steps(self, raw: Mapping[str, Any], schedules: Sequence[TargetSchedule], seed: int = 0,
+              chained: bool = True) -> Iterator[GenerationStep]:
+        """`generate_steps` from raw conditions."""
+        return generate_steps(self.model, self.conditions(raw), schedules, seed, chained)
+
+    def decode_record(self, target: str, record: ModalityBatch) -> Tensor | list[str]:
+        """A generated target decoded by its tokenizer: a raw map (B, C, H, W), or B texts."""
+        spec = self.model.output_specs[target]
+        ids = record.data if spec.kind == "tokens" else record.data.reshape(record.data.shape[0], -1)
+        with torch.no_grad():
+            return self.tokenizer(spec).decode(ids.cpu() if spec.kind == "tokens" else ids)
+
+    def decode(self, state: Mapping[str, ModalityBatch], schedules: Sequence[TargetSchedule]
+               ) -> dict[str, Tensor | list[str]]:
+        """``{modality its tokenizer reads: decoded}`` for every target of ``schedules`` in ``state``."""
+        out = {}
+        for s in schedules:
+            spec = self.model.output_specs[s.target]
+            out[spec.source_name if spec.kind == "token_map" else spec.name] = self.decode_record(s.target, state[s.target])
+        return out
