@@ -78,7 +78,11 @@ def test_predict_on_a_picture_with_the_runs_tokenizers(tmp_path, trained_run, ca
     Image.fromarray((picture.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(tmp_path / "a.png")
     out = tmp_path / "out"
     assert main(["predict", "--checkpoint", str(trained_run), "--rgb", str(tmp_path / "a.png"), "--out", str(out)]) == 0
-    assert "predicted from them in one pass: depth" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "predicted from them in one pass: depth" in printed
+    caption = (out / "caption.txt").read_text().strip()  # the caption, generated token by token from the picture
+    assert f"caption (autoregressive, greedy): {caption}" in printed
+    assert json.loads((out / "summary.json").read_text())["sequences"] == {"caption": caption}
     depth = np.load(out / "depth.npy")
     assert depth.shape == (1, IMAGE, IMAGE) and np.isfinite(depth).any()
     assert (out / "figure.png").is_file() and json.loads((out / "summary.json").read_text())["predicted"] == ["depth"]

@@ -201,7 +201,7 @@ def _predict_fourm(args: argparse.Namespace, model: Any, files: dict[str, Any], 
     import numpy as np
     from PIL import Image
 
-    from multimae.inference.fourm import predict_from_maps, run_tokenizers
+    from multimae.inference.fourm import predict_from_maps, predict_sequences, run_tokenizers
     from multimae.inference.inputs import fit_size, read_input
     from multimae.modalities.registry import get_modality
     from multimae.viz.colormaps import distinct_colors, draw
@@ -213,6 +213,7 @@ def _predict_fourm(args: argparse.Namespace, model: Any, files: dict[str, Any], 
     raw = {n: read_input(get_modality(n), p) for n, p in files.items()}
     maps, how = fit_size({n: r.value for n, r in raw.items()}, model.config.image_size, 1, fit)
     decoded, _ = predict_from_maps(model, tokenizers, {n: v.unsqueeze(0) for n, v in maps.items()})
+    texts = {n: t[0] for n, t in predict_sequences(model, tokenizers, {n: v.unsqueeze(0) for n, v in maps.items()}).items()}
     args.out.mkdir(parents=True, exist_ok=True)
     pictures, titles = [], []
     for name, value in [*((n, v) for n, v in maps.items()), *((n, v[0]) for n, v in decoded.items())]:
@@ -225,12 +226,18 @@ def _predict_fourm(args: argparse.Namespace, model: Any, files: dict[str, Any], 
         if not given:
             np.save(args.out / f"{name}.npy", value.detach().cpu().numpy())
             Image.fromarray(picture).save(args.out / f"{name}.png")
-    image_grid([pictures], titles, tile=192).save(args.out / "figure.png")
+    for name, text in texts.items():
+        (args.out / f"{name}.txt").write_text(text + "\n")
+    notes = ["; ".join(f"{n} (4M, greedy token by token): {t}" for n, t in texts.items())] if texts else None
+    image_grid([pictures], titles, notes, tile=192).save(args.out / "figure.png")
     summary = {"inputs": {n: {"file": str(files[n]), "read": raw[n].how} for n in files}, "fit": how,
                "predicted": sorted(decoded), "decoding": "one pass, argmax per token (4M's one-step decoding)",
+               "sequences": texts, "sequence_decoding": "autoregressive, argmax per token, from the given maps",
                "tokenizers": {m: t.content_hash for m, t in tokenizers.items()}}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"inputs: {', '.join(f'{n} ({raw[n].how})' for n in files)}; {how}")
     print(f"predicted from them in one pass: {', '.join(sorted(decoded))}")
-    print(f"wrote {2 * len(decoded) + 2} files to {args.out} (figure: {args.out / 'figure.png'})")
+    for name, text in texts.items():
+        print(f"{name} (autoregressive, greedy): {text}")
+    print(f"wrote {2 * len(decoded) + len(texts) + 2} files to {args.out} (figure: {args.out / 'figure.png'})")
     return 0

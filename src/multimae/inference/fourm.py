@@ -3,8 +3,9 @@
 Shapes: B batch, N_m tokens of modality m, V_m its vocabulary.
 
 `predict_token_maps` is the argmax of one decoder pass over every position of each target map (4M's
-one-step decoding; MaskGIT / ROAR samplers refine this over several steps). Sequences need
-step-by-step decoding and are not predicted here.
+one-step decoding; `multimae.generation`'s MaskGIT / ROAR samplers refine this over several steps).
+`predict_sequences` decodes the sequence outputs (a caption) greedily, token by token
+(`multimae.generation.autoregressive`).
 """
 
 from __future__ import annotations
@@ -69,12 +70,9 @@ def run_tokenizers(checkpoint: str | Path) -> dict[str, Tokenizer]:
     return {m: load_tokenizer(folder) for m, folder in sorted(folders.items())}
 
 
-@torch.no_grad()
-def predict_from_maps(model: FourM, tokenizers: Mapping[str, Tokenizer], maps: Mapping[str, Tensor],
-                      targets: Sequence[str] | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """``(decoded, ids)``: raw maps ``{stored modality: (B, ...) raw}`` (an rgb picture in [0, 1], ...) encoded
-    by their tokenizers into the model's token maps, every other token-map output predicted in one pass
-    (`predict_token_maps`) and decoded: ``decoded`` ``{stored modality: raw map}``, ``ids`` ``{output: (B, N)}``."""
+def _map_conditions(model: FourM, tokenizers: Mapping[str, Tokenizer], maps: Mapping[str, Tensor]
+                    ) -> dict[str, tuple[Tensor, Tensor]]:
+    """``{model token map: (ids, valid)}`` of raw maps ``{stored modality: (B, ...) raw}``, tokenised."""
     by_source = {s.source_name: n for n, s in model.input_specs.items() if s.kind == "token_map"}
     unknown = [m for m in maps if m not in by_source]
     if unknown:
@@ -86,6 +84,33 @@ def predict_from_maps(model: FourM, tokenizers: Mapping[str, Tokenizer], maps: M
     for source, raw in maps.items():
         tokens = tokenizers[source].encode(raw)
         conditions[by_source[source]] = (tokens.ids, tokens.valid)
+    return conditions
+
+
+@torch.no_grad()
+def predict_sequences(model: FourM, tokenizers: Mapping[str, Tokenizer], maps: Mapping[str, Tensor],
+                      max_new: int | None = None) -> dict[str, list[str]]:
+    """``{sequence output: B texts}``: every sequence output the tokenizers can decode (a caption), generated
+    greedily (temperature 0, KV cache) from the raw maps ``{stored modality: (B, ...) raw}`` alone."""
+    from multimae.generation import TargetSchedule, condition, generate
+
+    conditions = {n: condition(model, n, ids, valid) for n, (ids, valid) in _map_conditions(model, tokenizers,
+                                                                                           maps).items()}
+    schedules = [TargetSchedule(n, "autoregressive", num_tokens=max_new, temperature=0.0)
+                 for n, s in model.output_specs.items() if s.kind == "tokens" and n in tokenizers]
+    if not schedules:
+        return {}
+    out = generate(model, conditions, schedules, chained=False)
+    return {s.target: tokenizers[s.target].decode(out[s.target].data.cpu()) for s in schedules}
+
+
+@torch.no_grad()
+def predict_from_maps(model: FourM, tokenizers: Mapping[str, Tokenizer], maps: Mapping[str, Tensor],
+                      targets: Sequence[str] | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """``(decoded, ids)``: raw maps ``{stored modality: (B, ...) raw}`` (an rgb picture in [0, 1], ...) encoded
+    by their tokenizers into the model's token maps, every other token-map output predicted in one pass
+    (`predict_token_maps`) and decoded: ``decoded`` ``{stored modality: raw map}``, ``ids`` ``{output: (B, N)}``."""
+    conditions = _map_conditions(model, tokenizers, maps)
     if targets is None:
         targets = [n for n, s in model.output_specs.items()
                    if s.kind == "token_map" and n not in conditions and s.source_name in tokenizers]
