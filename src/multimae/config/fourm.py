@@ -69,6 +69,9 @@ class FourMMaskingConfig:
     mixture: list[MaskingComponent] = field(default_factory=lambda: [MaskingComponent(0.5, 0.5)])
     max_tokens: dict[str, int] = field(default_factory=dict)  # per sequence: ids kept (default: what fits)
     keep: Literal["random", "all", "binary"] = "random"  # a sequence's kept share: uniform, all, or all-or-none
+    # per sample and modality, the probability that its given tokens are withdrawn (a sequence keeps [S_1]):
+    # trains the unconditional pass of classifier-free guidance (docs/generation.md); 0 = off
+    condition_dropout: float = 0.0
 
     def validate(self) -> None:
         for key in ("input_budget", "target_budget"):
@@ -88,6 +91,8 @@ class FourMMaskingConfig:
         for name, n in self.max_tokens.items():
             if n < 1:
                 raise ValueError(f"masking.max_tokens.{name} must be >= 1, got {n}")
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError(f"masking.condition_dropout must be in [0, 1), got {self.condition_dropout}")
 
 
 @dataclass

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from multimae.masking.condition_dropout import drop_conditions
 from multimae.masking.draws import Draws, GeneratorDraws
 from multimae.masking.input_target import DirichletInputTargetMasking
 from multimae.masking.span import KEEP_SCHEMES, SentinelId, fourm_sentinel_id, real_ids, span_layout
@@ -98,11 +99,14 @@ class UnifiedMasking:
     ``budgets``: the Dirichlet mixture drawing the per-sample budgets (its components index the
     ``keep`` tuples of `SequenceMasking`). ``sequences``: ``{name: SequenceMasking}`` for the records
     that are sequences; every other record is a grid. ``sentinel``: id of [S_i].
+    ``condition_dropout``: per sample and modality, the probability that its given tokens are
+    withdrawn after the masking (`multimae.masking.condition_dropout`; 0 = off, no draw).
     """
 
     budgets: DirichletInputTargetMasking
     sequences: Mapping[str, SequenceMasking] = field(default_factory=dict)
     sentinel: SentinelId = fourm_sentinel_id
+    condition_dropout: float = 0.0
 
     def _check(self, records: Records) -> int:
         if not records:
@@ -135,7 +139,8 @@ class UnifiedMasking:
         caps = self.caps(records)
         reduce = [n not in self.sequences for n in names]
         component, inputs, targets = self.budgets.sample_budgets(caps, names, generator, reduce)
-        return self.apply(records, inputs, targets, GeneratorDraws(generator), component)
+        out = self.apply(records, inputs, targets, GeneratorDraws(generator), component)
+        return drop_conditions(out, self.condition_dropout, generator, self.sequences, self.sentinel)
 
     def apply(self, records: Records, inputs: Tensor, targets: Tensor, draws: Draws,
               component: Tensor | None = None) -> dict[str, ModalityBatch]:

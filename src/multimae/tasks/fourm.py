@@ -54,7 +54,7 @@ def build_masking(cfg: FourMMaskingConfig, specs: Mapping[str, ModalitySpec]) ->
                 raise ValueError(f"masking.max_tokens.{name}={T}: its layout of {layout_length(T)} ids is longer than "
                                  f"the modality's max_length {spec.max_length}")
             sequences[name] = SequenceMasking(T, cfg.keep, spec.pad_id)
-    return UnifiedMasking(budgets, sequences)
+    return UnifiedMasking(budgets, sequences, condition_dropout=cfg.condition_dropout)
 
 
 @dataclass
