@@ -62,6 +62,7 @@ def test_chained_map_then_caption(tmp_path, trained_run, picture, capsys):
     (["--target", "depth", "--cond", "sound=a.wav"], "'sound' is not an input"),
     (["--target", "depth", "--guidance", "rgb=x"], "--guidance weights must be numbers"),
     (["--target", "depth", "--cond", "depth=nothere.png"], "no such file"),
+    (["--target", "rgb"], "'tok_rgb' is a condition"),
 ])
 def test_errors_name_the_problem(tmp_path, trained_run, picture, extra, message):
     base = ["generate", "--checkpoint", str(trained_run), "--cond", f"rgb={picture}", "--out", str(tmp_path / "o")]
@@ -71,7 +72,7 @@ def test_errors_name_the_problem(tmp_path, trained_run, picture, extra, message)
 
 def test_a_condition_the_tokenizer_cannot_read(tmp_path, trained_run):
     bad = tmp_path / "bad.npy"
-    np.save(bad, np.zeros((5, 7), dtype=np.float32))  # a depth map needs (H, W) in metres: fine; rgb needs 3 channels
-    with pytest.raises(SystemExit, match="rgb"):
+    np.save(bad, np.zeros((5, 7), dtype=np.float32))  # one channel: not a picture the rgb tokenizer reads
+    with pytest.raises(SystemExit, match=r"rgb: bad.npy: expected \(3, H, W\)"):
         main(["generate", "--checkpoint", str(trained_run), "--cond", f"rgb={bad}", "--target", "depth",
               "--out", str(tmp_path / "o")])

@@ -58,6 +58,7 @@ def test_top_k_and_top_p_filtering():
     logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
     assert torch.isinf(filter_logits(logits, top_k=2)).tolist() == [[False, False, True, True]]
     assert torch.isinf(filter_logits(logits, top_k=0.5)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(filter_logits(logits, top_k=3.0)).tolist() == [[False, False, False, True]]
     p = logits.softmax(-1)[0]  # 0.64, 0.24, 0.09, 0.03
     assert torch.isinf(filter_logits(logits, top_p=0.5)).tolist() == [[False, True, True, True]]
     assert torch.isinf(filter_logits(logits, top_p=float(p[0] + 0.01))).tolist() == [[False, False, True, True]]

@@ -107,9 +107,9 @@ class RunGenerator:
     def decode_record(self, target: str, record: ModalityBatch) -> Tensor | list[str]:
         """A generated target decoded by its tokenizer: a raw map (B, C, H, W), or B texts."""
         spec = self.model.output_specs[target]
-        ids = record.data if spec.kind == "tokens" else record.data.reshape(record.data.shape[0], -1)
+        ids = record.data.reshape(record.data.shape[0], -1).cpu()
         with torch.no_grad():
-            return self.tokenizer(spec).decode(ids.cpu() if spec.kind == "tokens" else ids)
+            return self.tokenizer(spec).decode(ids)
 
     def decode(self, state: Mapping[str, ModalityBatch], schedules: Sequence[TargetSchedule]
                ) -> dict[str, Tensor | list[str]]:

@@ -20,13 +20,13 @@ ARGMAX_BELOW = 1e-10  # a temperature this close to 0 means argmax
 def filter_logits(logits: Tensor, top_k: float = 0, top_p: float = 0.0) -> Tensor:
     """(R, V) logits with every token outside the top-k / top-p set at -inf (a new tensor).
 
-    ``top_k``: an int k, or a float fraction of V (4M's convention); 0 = off. ``top_p``: the smallest
+    ``top_k``: k >= 1 tokens, or below 1 a fraction of V (4M reads any float as a fraction); 0 = off. ``top_p``: the smallest
     set of most likely tokens whose probability reaches ``top_p`` (the first token over it kept); 0 = off.
     """
     out = logits.clone()
     V = out.shape[-1]
     if top_k > 0:
-        k = min(int(top_k) if isinstance(top_k, int) else int(top_k * V), V)
+        k = min(int(top_k) if top_k >= 1 else int(top_k * V), V)
         if k >= 1:
             kth = torch.topk(out, k, dim=-1).values[..., -1:]
             out = out.masked_fill(out < kth, float("-inf"))

@@ -40,7 +40,7 @@ class TargetSchedule:
     token_schedule: cosine | linear (maskgit; roar is always linear).
     temperature: sampling temperature at the first step; 0 = argmax.
     temperature_schedule: constant | linear.
-    top_k: keep the k most likely tokens (an int), or that fraction of the vocabulary (a float < 1); 0 = off.
+    top_k: keep the k most likely tokens (k >= 1), or that fraction of the vocabulary (below 1); 0 = off.
     top_p: keep the most likely tokens up to this probability mass (and the first over it); 0 = off.
     guidance: ``{condition: weight}`` classifier-free guidance, logits = l_u + sum_i w_i (l_i - l_u);
         empty = one conditional pass.
