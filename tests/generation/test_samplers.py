@@ -182,5 +182,7 @@ def test_errors_name_the_problem(model, conditions):
     with pytest.raises(ValueError, match="is a condition"):
         generate(model, {**conditions, "tok_depth": condition(model, "tok_depth", torch.zeros(B, 16).long())},
                  [TargetSchedule("tok_depth")])
+    with pytest.raises(ValueError, match="at most 15 new ids"):
+        generate(model, conditions, [TargetSchedule("caption", "autoregressive", num_tokens=40)])
     with pytest.raises(ValueError, match="guidance on"):
         generate(model, conditions, [TargetSchedule("tok_depth", guidance={"tok_semseg": 2.0})])

@@ -63,6 +63,10 @@ def check_schedules(model: FourM, conditions: Mapping[str, ModalityBatch], sched
         fits = SEQUENCE_SCHEMES if kind == "tokens" else TOKEN_MAP_SCHEMES
         if s.scheme not in fits:
             raise ValueError(f"target {s.target!r} ({kind}) is decoded with {fits}, not {s.scheme!r}")
+        most = model.output_specs[s.target].max_length - 1
+        if kind == "tokens" and s.num_tokens is not None and s.num_tokens > most:
+            raise ValueError(f"target {s.target!r}: at most {most} new ids (its max_length is {most + 1}), "
+                             f"asked for {s.num_tokens}")
         if s.target in conditions or names.count(s.target) > 1:
             raise ValueError(f"target {s.target!r} is a condition or appears twice among the targets")
     if not schedules:
@@ -107,13 +111,13 @@ def generate_steps(model: FourM, conditions: Mapping[str, ModalityBatch], schedu
             index += 1
 
 
-def concat_records(records: Sequence[ModalityBatch]) -> ModalityBatch:
-    """Records of consecutive sample chunks as one; sequences right-padded to the longest row."""
+def concat_records(records: Sequence[ModalityBatch], pad_id: int = 0) -> ModalityBatch:
+    """Records of consecutive sample chunks as one; sequences right-padded with ``pad_id`` to the longest row."""
     L = max(r.valid.shape[1] for r in records)
     data, valid, hidden = [], [], []
     for r in records:
         pad = L - r.valid.shape[1]
-        data.append(F.pad(r.data, (0, pad)))
+        data.append(F.pad(r.data, (0, pad), value=pad_id))
         valid.append(F.pad(r.valid, (0, pad)))
         hidden.append(None if r.hidden is None else F.pad(r.hidden, (0, pad), value=True))
     hid = None if any(h is None for h in hidden) else torch.cat(hidden)
@@ -142,7 +146,8 @@ def generate(model: FourM, conditions: Mapping[str, ModalityBatch], schedules: S
             if on_step is not None:
                 on_step(start, step)
         chunks.append(done)
-    out = {s.target: concat_records([c[s.target] for c in chunks]) for s in schedules}
+    out = {s.target: concat_records([c[s.target] for c in chunks], model.output_specs[s.target].pad_id)
+           for s in schedules}
     for s in schedules:
         if model.output_specs[s.target].kind != "tokens" and not bool(decoded(out[s.target]).all()):
             raise RuntimeError(f"{s.target}: tokens left undecoded")  # the schedules sum to N: a bug if hit
