@@ -186,3 +186,5 @@ def test_errors_name_the_problem(model, conditions):
         generate(model, conditions, [TargetSchedule("caption", "autoregressive", num_tokens=40)])
     with pytest.raises(ValueError, match="guidance on"):
         generate(model, conditions, [TargetSchedule("tok_depth", guidance={"tok_semseg": 2.0})])
+    with pytest.raises(ValueError, match="guidance on"):  # even at weight 1, which needs no extra pass
+        generate(model, conditions, [TargetSchedule("tok_depth", guidance={"tok_semseg": 1.0})])

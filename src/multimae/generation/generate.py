@@ -56,7 +56,11 @@ def check_schedules(model: FourM, conditions: Mapping[str, ModalityBatch], sched
     if stray:
         raise ValueError(f"conditions {stray} are not inputs of this model ({list(model.input_specs)})")
     names = [s.target for s in schedules]
-    for s in schedules:
+    for i, s in enumerate(schedules):
+        unguidable = [c for c in s.guidance if c not in conditions and c not in names[:i]]
+        if unguidable:
+            raise ValueError(f"guidance on {unguidable} for {s.target!r}: not among the conditions "
+                             f"{sorted(conditions)} (or the targets before it)")
         if s.target not in model.output_specs:
             raise ValueError(f"target {s.target!r} is not an output of this model ({list(model.output_specs)})")
         kind = model.output_specs[s.target].kind
