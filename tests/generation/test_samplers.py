@@ -44,6 +44,8 @@ def test_token_schedules_and_temperatures():
     assert cosine_token_counts(16, 3) == [4, 8, 4]  # the fixture's (official) numbers
     assert linear_token_counts(64, 2) == [32, 32] and linear_token_counts(10, 3) == [4, 3, 3]
     assert linear_token_counts(2, 4) == [1, 1]
+    assert cosine_token_counts(16, 5) == [2, 4, 5, 4, 1]  # 4M's
+    assert cosine_token_counts(16, 9) == [1, 2, 3, 3, 3, 2, 1, 1]  # 4M's, its empty first step dropped
     assert cosine_token_counts(16, 8) == [1, 1, 3, 3, 3, 3, 1, 1]  # 4M's rounding would end in -1
     for n, s in ((16, 1), (16, 7), (16, 8), (64, 8), (5, 5), (4, 12)):
         for counts in (cosine_token_counts(n, s), linear_token_counts(n, s)):

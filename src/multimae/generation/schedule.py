@@ -6,11 +6,10 @@ commits and `temperatures` the temperature of each step. A sequence is decoded t
 
 Token schedules (4M's):
 
-* ``cosine``: with c_i = (1 + cos(pi i / S)) / 2, step i commits round(N (1 - c_{i+1})) -
-  round(N (1 - c_i)) tokens (few tokens first, most in the middle). 4M rounds each step's
-  N (c_i - c_{i+1}) and gives the last step the remainder, which can be negative (16 tokens in 8
-  steps: ..., 2, -1); rounding the running total never is, and gives 4M's numbers where its are
-  valid in the cases tested (16 in 3: 4, 8, 4). Steps that would commit nothing are dropped;
+* ``cosine``: with c_i = (1 + cos(pi i / S)) / 2, step i commits round(N (c_i - c_{i+1})) tokens and
+  the last step the remainder (4M's; few tokens first, most in the middle). Where that remainder would
+  be negative (16 tokens in 8 steps: ..., 2, -1) the running total is rounded instead,
+  round(N (1 - c_{i+1})) - round(N (1 - c_i)). Steps that would commit nothing are dropped;
 * ``linear``: an even split, larger parts first (ROAR always uses it, as 4M does).
 
 Temperature schedules: ``constant``; ``linear``: T at the first step, then T (N - committed so
@@ -81,8 +80,13 @@ class TargetSchedule:
 
 def cosine_token_counts(num_tokens: int, steps: int) -> list[int]:
     """Tokens committed per step by the cosine schedule (each >= 1, summing to ``num_tokens``)."""
-    done = [round(num_tokens * (1 - 0.5 * (1 + math.cos(math.pi * i / steps)))) for i in range(steps + 1)]
-    return [b - a for a, b in zip(done, done[1:]) if b > a]
+    c = [0.5 * (1 + math.cos(math.pi * i / steps)) for i in range(steps + 1)]
+    counts = [round(num_tokens * (c[i] - c[i + 1])) for i in range(steps - 1)]
+    counts.append(num_tokens - sum(counts))
+    if min(counts) < 0:
+        done = [round(num_tokens * (1 - ci)) for ci in c]
+        counts = [b - a for a, b in zip(done, done[1:])]
+    return [n for n in counts if n > 0]
 
 
 def linear_token_counts(num_tokens: int, steps: int) -> list[int]:
