@@ -5,7 +5,6 @@ predictions from RGB tokens. The loop itself is `multimae.engine.trainer`."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,14 @@ from torch import Tensor
 
 from multimae.config.fourm import FourMRunConfig
 from multimae.data.token_pool import TokenPool, TokenPoolStream, load_token_pool
-from multimae.engine.file_table import FileEntry, sha256_file
+from multimae.engine.file_table import FileEntry
 from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
 from multimae.model.fourm import FourM, FourMConfig
 from multimae.tasks.fourm import FourMTask, build_masking, stored_name, unigram_log_probs
 from multimae.tasks.job import evaluating, finish_run, make_trainer, micro_batch, open_run, run_precision, start_process
 from multimae.tokenizers.base import Tokenizer, load_tokenizer
+from multimae.tokenizers.run_files import keep_tokenizers
 
-TOKENIZER_DIR = "tokenizers"  # in the run folder: one saved tokenizer per stored modality
 VAL_BATCH = 64
 
 
@@ -73,21 +72,15 @@ def run_tokenizers(cfg: FourMRunConfig, run_dir: Path, manifest: Mapping[str, An
                    ) -> tuple[dict[str, Tokenizer], dict[str, FileEntry]]:
     """The tokenizers ``data.tokenizers`` names, checked against the shards, copied into the run folder
     (``tokenizers/<modality>/``) and listed in its files table."""
-    tokenizers, files = {}, {}
+    tokenizers = {}
     for modality, folder in cfg.data.tokenizers.items():
         tok = load_tokenizer(folder)
         recorded = manifest["tokenizers"].get(modality)
         if recorded is None or recorded["content_hash"] != tok.content_hash:
             raise ValueError(f"data.tokenizers.{modality}={folder}: not the tokenizer the shards' {modality} tokens "
                              "were made with (content hashes differ, or the shards hold none)")
-        target = run_dir / TOKENIZER_DIR / modality
-        if is_main and Path(folder).resolve() != target.resolve():
-            shutil.copytree(folder, target, dirs_exist_ok=True)
-        for path in sorted(Path(folder).iterdir()):
-            if path.is_file():
-                rel = f"{TOKENIZER_DIR}/{modality}/{path.name}"
-                files[f"tokenizer/{modality}/{path.name}"] = FileEntry(rel, sha256_file(path))
         tokenizers[modality] = tok
+    files = keep_tokenizers(cfg.data.tokenizers, run_dir, is_main)
     return tokenizers, files
 
 
