@@ -87,6 +87,7 @@ def run_tokenizers(cfg: FourMRunConfig, run_dir: Path, manifest: Mapping[str, An
 def run_fourm_pretraining(cfg: FourMRunConfig, resume: str | Path | None = None, progress: bool = True,
                           trusted: bool = False, overwrite: bool = False) -> Path:
     """Run (or resume) a 4M pre-training run on token shards; returns its folder."""
+    cfg = cfg.with_token_schedule()
     cfg.validate()
     device, info = start_process(cfg.train)
     micro = micro_batch(cfg, info)
@@ -113,7 +114,9 @@ def run_fourm_pretraining(cfg: FourMRunConfig, resume: str | Path | None = None,
     with trainer.gathered():  # FSDP: every process gathers the weights, the main one reports alone
         if info.is_main:
             model.eval()
-            report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1), **trainer.setup_report(),
+            report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1),
+                                      "tokens_per_step": cfg.tokens_per_step, "tokens_seen": trainer.step * cfg.tokens_per_step,
+                                      **trainer.setup_report(),
                                       "val": task.validate(val_batches(val_pool), unigram),
                                       "val_samples": val_pool.num_samples, "train_samples": train_pool.num_samples}
             if cfg.data.world_eval_scenes and pool.manifest["source"].get("kind") == "world":
