@@ -131,7 +131,7 @@ def load_official(root: Path) -> types.SimpleNamespace:
 
 @dataclass
 class Setup:
-    """One size: the two models, their optimisers and a pool of pre-drawn batches."""
+    """One size: the two models (same weights) and a pool of pre-drawn batches."""
 
     size: str
     ours: torch.nn.Module
