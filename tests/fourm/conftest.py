@@ -1,5 +1,4 @@
-"""A tiny 4M run on world token shards, trained once per session for the tests that need a run
-(`test_run.py`, `test_generate_cli.py`)."""
+"""A tiny 4M pre-training run on tiny world token shards, made once for the 4M tests that need one."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from token_shards.conftest import IMAGE, RENDER, make_tokenizer
 SCENES = 24
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def token_data(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     """24 world scenes, 2 crops each, tokenised at 16 px (4 x 4 grids) with tiny untrained map
     tokenizers, and captions with a tiny trained sequence tokenizer."""
@@ -54,7 +53,7 @@ train: {{steps: {steps}, precision: fp32, threads: 1, device: cpu, log_every: 2,
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def trained_run(tmp_path_factory, token_data) -> Path:
     data, dirs = token_data
     root = tmp_path_factory.mktemp("fourm-run")

@@ -23,6 +23,7 @@ def test_a_4m_run_trains_reports_and_reloads(trained_run, token_data):
     run = trained_run
     report = json.loads((run / "report.json").read_text())
     assert report["steps"] == 6 and report["val_samples"] == 6 and report["train_samples"] == 18
+    assert report["tokens_per_step"] == 4 * (12 + 12) and report["tokens_seen"] == 6 * 96
     for name in ("tok_rgb", "tok_depth", "caption"):
         val = report["val"]
         assert 0 <= val[f"{name}/acc"] <= 1 and val[f"{name}/ce"] > 0 and val[f"{name}/unigram_ce"] > 0
@@ -114,3 +115,23 @@ def test_a_4m_run_shards_over_two_processes_with_fsdp(tmp_path, token_data):
     state = torch.load(latest_checkpoint(run), weights_only=True)["model"]
     assert isinstance(model, FourM) and state.keys() == model.state_dict().keys()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_the_schedule_in_tokens_sets_steps_and_warmup():
+    """4M measures training and warm-up in tokens: the 4m-b preset's 500 B tokens at 8192 x (128 + 128)
+    tokens per step are 238,419 steps (rounded up), its 10 B warm-up tokens 4,769 of them."""
+    from multimae.config import load_config
+    from multimae.config.fourm import FourMRunConfig
+    from multimae.configs import preset_path
+
+    cfg = load_config(FourMRunConfig, preset_path("4m-b"), ["data.root=x"])
+    assert cfg.tokens_per_step == 8192 * 256
+    resolved = cfg.with_token_schedule()
+    assert resolved.train.steps == 238_419
+    assert round(resolved.optim.warmup_fraction * resolved.train.steps) == 4_769
+    plain = load_config(FourMRunConfig, None, ["data.root=x", "train.steps=10", "masking.input_budget=[2, 6]",
+                                               "masking.target_budget=4", "data.batch_size=2"])
+    assert plain.with_token_schedule() == plain  # no token schedule: the steps as given
+    assert plain.tokens_per_step == 2 * (6 + 4)
+    with pytest.raises(ValueError, match="tokens.total must be a finite number > 0"):
+        load_config(FourMRunConfig, None, ["data.root=x", "tokens.total=-1"]).with_token_schedule()

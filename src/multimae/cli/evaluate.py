@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from multimae.tasks.finetune_job import make_task, save_prediction_picture
     from multimae.tasks.loading import load_finetuned
     from multimae.tasks.runs import check_output_file
+    from multimae.tokenizers.run_files import run_tokenizers
 
     check_positive(args.max_samples, "--max-samples")
     for option, path in (("--out", args.out), ("--picture", args.picture)):
@@ -46,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {err}") from None
     if not batches:
         raise SystemExit(f"error: split {args.split!r} holds no samples")
-    task = make_task(cfg, model)
+    try:
+        task = make_task(cfg, model, run_tokenizers(args.checkpoint))
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     metrics = {"split": args.split, "samples": sum(len(next(iter(b.values()))) for b in batches),
                "task": cfg.task.kind, "inputs": list(cfg.task.inputs), **task.evaluate(batches)}
     text = json.dumps(metrics, indent=2)

@@ -158,8 +158,13 @@ def run(args: argparse.Namespace) -> int:
                                      trusted=args.trust)
         from multimae.model.fourm import FourM
 
+        from multimae.model.fourm.encoder import FourMEncoder
+
         if isinstance(model, FourM):
             return _predict_fourm(args, model, files, fit)
+        if isinstance(getattr(model, "backbone", None), FourMEncoder):
+            raise ValueError("a model fine-tuned on a 4M encoder does not predict from pictures here yet; "
+                             "`multimae evaluate --checkpoint RUN --picture P` scores and draws it on its data")
         model = model.to(device).eval()
         if report.source_format not in ("multimae run", "multimae"):  # a foreign file: say what was guessed
             print(f"checkpoint: {report.summary()}")
@@ -201,7 +206,8 @@ def _predict_fourm(args: argparse.Namespace, model: Any, files: dict[str, Any], 
     import numpy as np
     from PIL import Image
 
-    from multimae.inference.fourm import predict_from_maps, predict_sequences, run_tokenizers
+    from multimae.inference.fourm import predict_from_maps, predict_sequences
+    from multimae.tokenizers.run_files import run_tokenizers
     from multimae.inference.inputs import fit_size, read_input
     from multimae.modalities.registry import get_modality
     from multimae.viz.colormaps import distinct_colors, draw

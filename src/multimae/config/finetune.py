@@ -16,6 +16,7 @@ from multimae.modalities.registry import (
 )
 from multimae.modalities.spec import ModalitySpec
 from multimae.model.config import EncoderConfig, model_config
+from multimae.model.fourm.config import FourMConfig, fourm_config
 
 TaskKind = Literal["classification", "segmentation", "depth", "regression"]
 TASK_KINDS: tuple[str, ...] = ("classification", "segmentation", "depth", "regression")
@@ -86,16 +87,34 @@ class InitSection:
     checkpoint: str | None = None
 
 
+# The `FourMConfig` fields that shape a 4M model's encoder (what a fine-tuning run keeps of it).
+FOURM_ENCODER_FIELDS = ("dim", "encoder_depth", "num_heads", "mlp_ratio", "mlp", "bias", "qk_norm",
+                        "num_register_tokens", "patch_size", "drop_path_rate")
+BACKBONE_FAMILIES = ("multimae", "4m")
+
+
 @dataclass
 class FinetuneModelSection:
     size: str = "tiny"  # tiny | small | base | large (from scratch)
-    encoder: dict[str, Any] = field(default_factory=dict)  # EncoderConfig overrides; with init.checkpoint the
-    # checkpoint's architecture is used and only drop_path_rate may be set here
+    family: str = "multimae"  # the encoder: multimae (a MultiMAE / ViT encoder) or 4m (a 4M model's encoder);
+    # set from init.checkpoint when there is one
+    encoder: dict[str, Any] = field(default_factory=dict)  # EncoderConfig overrides (4m: FOURM_ENCODER_FIELDS);
+    # with init.checkpoint the checkpoint's architecture is used and only drop_path_rate may be set here
     modality_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {semseg: {num_channels: 9}}
     custom_modalities: dict[str, dict[str, Any]] = field(default_factory=dict)  # spec fields by name
 
-    def encoder_config(self, image_size: int) -> EncoderConfig:
-        """The encoder, with positional tables stored for ``image_size``."""
+    def __post_init__(self) -> None:
+        if self.family not in BACKBONE_FAMILIES:
+            raise ValueError(f"model.family must be one of {BACKBONE_FAMILIES}, got {self.family!r}")
+
+    def encoder_config(self, image_size: int) -> EncoderConfig | FourMConfig:
+        """The encoder, with positional tables stored for ``image_size`` (a `FourMConfig` for family
+        4m: its encoder fields, no inputs or outputs of its own; the run's inputs are the task's)."""
+        if self.family == "4m":
+            unknown = sorted(set(self.encoder) - set(FOURM_ENCODER_FIELDS))
+            if unknown:
+                raise ValueError(f"model.encoder {unknown}: not fields of a 4M encoder {FOURM_ENCODER_FIELDS}")
+            return fourm_config(self.size, **self.encoder, image_size=image_size, inputs=(), outputs=())
         enc = model_config(self.size, encoder=self.encoder, inputs=(DEFAULT_IMAGE_MODALITY,), outputs=(),
                            modality_overrides={}).encoder
         return dataclasses.replace(enc, image_size=image_size)
@@ -139,6 +158,19 @@ class FinetuneConfig:
         """The task's inputs, then its target (when it has one)."""
         target = self.task.target_name
         return tuple(dict.fromkeys([*self.task.inputs, *([target] if target else [])]))
+
+    @property
+    def input_data(self) -> tuple[str, ...]:
+        """The modality of the data each input is read from: itself, or for a token-map input the map
+        it tokenizes (its spec's source: the run encodes it with the tokenizer it keeps)."""
+        specs = self.model.specs(tuple(self.task.inputs))
+        return tuple(dict.fromkeys(s.source_name if s.kind == "token_map" else n for n, s in specs.items()))
+
+    @property
+    def data_modalities(self) -> tuple[str, ...]:
+        """What the data must hold: `input_data`, then the target (when the task has one)."""
+        target = self.task.target_name
+        return tuple(dict.fromkeys([*self.input_data, *([target] if target else [])]))
 
     @property
     def head_modalities(self) -> tuple[str, ...]:

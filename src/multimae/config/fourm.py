@@ -96,6 +96,26 @@ class FourMMaskingConfig:
 
 
 @dataclass
+class FourMTokenSchedule:
+    """The length of training and of its warm-up measured in tokens, as 4M's recipe gives them
+    (``total_tokens``, ``warmup_tokens``): one step sees data.batch_size x (input budget + target
+    budget) tokens (each budget's upper end). Unset: train.steps and optim.warmup_fraction apply."""
+
+    total: float | None = None  # training tokens, e.g. 5.0e+11 (4M-B); sets train.steps
+    warmup: float | None = None  # warm-up tokens, e.g. 1.0e+10; sets optim.warmup_fraction
+
+    def validate(self) -> None:
+        for name in ("total", "warmup"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"tokens.{name} must be a finite number > 0 (or null), got {value}")
+
+
+def _most(budget: int | tuple[int, int]) -> int:
+    return budget if isinstance(budget, int) else budget[1]
+
+
+@dataclass
 class FourMRunConfig:
     family: Literal["4m"] = "4m"
     model: FourMModelSection = field(default_factory=FourMModelSection)
@@ -103,8 +123,27 @@ class FourMRunConfig:
     masking: FourMMaskingConfig = field(default_factory=FourMMaskingConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tokens: FourMTokenSchedule = field(default_factory=FourMTokenSchedule)
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Input + target tokens of one optimiser step (the budgets' upper ends x the global batch)."""
+        return self.data.batch_size * (_most(self.masking.input_budget) + _most(self.masking.target_budget))
+
+    def with_token_schedule(self) -> FourMRunConfig:
+        """This config with train.steps and optim.warmup_fraction set from ``tokens`` (where given),
+        rounded up to whole steps as 4M does."""
+        self.tokens.validate()
+        per_step = self.tokens_per_step
+        train, optim = self.train, self.optim
+        if self.tokens.total is not None:
+            train = dataclasses.replace(train, steps=max(1, math.ceil(self.tokens.total / per_step)))
+        if self.tokens.warmup is not None:
+            optim = dataclasses.replace(optim, warmup_fraction=min(1.0, math.ceil(self.tokens.warmup / per_step) / train.steps))
+        return dataclasses.replace(self, train=train, optim=optim)
 
     def validate(self) -> None:
+        self.tokens.validate()
         specs = self.model.build().modality_specs()
         for name, n in self.masking.max_tokens.items():
             if name not in specs or specs[name].kind != "tokens":
@@ -113,8 +152,7 @@ class FourMRunConfig:
         self.masking.validate()
         model = self.model
         for key, slots in (("input_budget", model.num_encoder_tokens), ("target_budget", model.num_decoder_tokens)):
-            value = getattr(self.masking, key)
-            most = value if isinstance(value, int) else value[1]
+            most = _most(getattr(self.masking, key))
             if most > slots:
                 part = "encoder" if key == "input_budget" else "decoder"
                 raise ValueError(f"masking.{key} reaches {most} tokens, more than model.num_{part}_tokens={slots}")

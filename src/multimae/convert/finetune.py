@@ -31,6 +31,7 @@ from multimae.convert.official import (
 from multimae.convert.report import ConversionReport
 from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
 from multimae.model.config import MultiMAEConfig
+from multimae.model.fourm.config import FourMConfig
 from multimae.model.finetune import FineTuneModel
 from multimae.model.heads import (
     DPT_KEY_ALIASES, ConvNeXtHeadConfig, DPTHeadConfig, HeadConfig, LinearHeadConfig, canonical_dpt_state,
@@ -175,8 +176,9 @@ def head_from_dict(data: Mapping[str, Any]) -> tuple[str, HeadConfig]:
     return str(data["name"]), HEAD_KINDS[kind](**fields)
 
 
-def encoder_config(model: FineTuneModel) -> MultiMAEConfig:
-    """The encoder part of a `FineTuneModel` as a `MultiMAEConfig` without outputs."""
+def encoder_config(model: FineTuneModel) -> MultiMAEConfig | FourMConfig:
+    """The encoder part of a `FineTuneModel` as a `MultiMAEConfig` without outputs (a `FourMConfig`
+    without outputs for a 4M encoder)."""
     from multimae.modalities.registry import BUILTIN_MODALITIES
 
     overrides: dict[str, dict[str, Any]] = {}
@@ -190,6 +192,10 @@ def encoder_config(model: FineTuneModel) -> MultiMAEConfig:
                    if getattr(spec, f.name) != getattr(builtin, f.name)}
         if changed:
             overrides[name] = changed
-    return MultiMAEConfig(encoder=model.backbone.config, inputs=tuple(model.input_specs), outputs=(),
+    config = model.backbone.config
+    if isinstance(config, FourMConfig):
+        return dataclasses.replace(config, inputs=tuple(model.input_specs), outputs=(), modality_overrides=overrides,
+                                   custom_modalities=custom)
+    return MultiMAEConfig(encoder=config, inputs=tuple(model.input_specs), outputs=(),
                           modality_overrides=overrides, custom_modalities=custom)
 

@@ -187,7 +187,9 @@ class Checkpoint:
 
         if self.model_config is None:
             raise ValueError(f"{self.where}: carries no multimae model config (a {self.format!r} checkpoint)")
-        cls = FourMConfig if self.kind == "fourm" else MultiMAEConfig
+        # a fine-tuned 4M encoder is stored as a FourMConfig without outputs: its fields say so
+        fourm = self.kind == "fourm" or (self.kind == "finetune" and "encoder_depth" in self.model_config)
+        cls = FourMConfig if fourm else MultiMAEConfig
         return with_specs(cls.from_dict(self.model_config), self.specs)
 
     def modality_specs(self) -> dict[str, ModalitySpec]:
@@ -425,7 +427,7 @@ def build_model_from_checkpoint(source: str | Path | Checkpoint, trusted: bool =
     exactly: a `MultiMAE` (``kind`` pretrain), a `FineTuneModel` (finetune) or a `FourM` (fourm).
     ``source``: a `Checkpoint` or a path as `read_checkpoint` takes it."""
     from multimae.model.finetune import FineTuneModel
-    from multimae.model.fourm import FourM
+    from multimae.model.fourm import FourM, FourMConfig
     from multimae.model.multimae import MultiMAE
 
     ckpt = source if isinstance(source, Checkpoint) else read_checkpoint(source, trusted)
@@ -440,7 +442,8 @@ def build_model_from_checkpoint(source: str | Path | Checkpoint, trusted: bool =
 
         name, head = head_from_dict(ckpt.head)
         specs = config.modality_specs()
-        model = FineTuneModel(config.encoder, {n: specs[n] for n in config.inputs}, head, name)
+        trunk = config if isinstance(config, FourMConfig) else config.encoder
+        model = FineTuneModel(trunk, {n: specs[n] for n in config.inputs}, head, name)
     elif ckpt.kind == "fourm":
         model = FourM(config)
     else:

@@ -14,10 +14,11 @@ from multimae.model.state_keys import named_checkpoint_parameters
 def layer_id(name: str, num_layers: int) -> int:
     """Depth of parameter ``name`` for layer-wise lr decay, in a model with ``num_layers`` blocks.
 
-    0: input adapters (patch embeddings, positional tables) and global tokens; ``i + 1``: encoder
-    block ``i`` (``encoder.<i>.*``); ``num_layers + 1``: everything else (heads, decoders).
+    0: input adapters (patch embeddings, positional tables) and global tokens (a 4M encoder's
+    ``encoder_embeddings`` and register tokens); ``i + 1``: encoder block ``i`` (``encoder.<i>.*``);
+    ``num_layers + 1``: everything else (heads, decoders, a 4M encoder's final norm).
     """
-    if name.startswith(("input_adapters.", "global_tokens")):
+    if name.startswith(("input_adapters.", "global_tokens", "encoder_embeddings.", "register_tokens")):
         return 0
     if name.startswith("encoder."):
         return int(name.split(".")[1]) + 1

@@ -1,4 +1,4 @@
-"""Generation from raw data with a 4M model and its tokenizers (a run's, `inference.fourm.run_tokenizers`).
+"""Generation from raw data with a 4M model and its tokenizers (a run's, `tokenizers.run_files.run_tokenizers`).
 
 Shapes: B batch, H W pixels, N tokens of a map, L ids of a sequence.
 
@@ -38,7 +38,7 @@ from multimae.tokenizers.base import Tokenizer
 def load_run(checkpoint: str | Path) -> tuple[FourM, dict[str, Tokenizer]]:
     """A 4M run's model (eval mode) and its tokenizers (each checked against the run's files table)."""
     from multimae.engine.checkpoint import build_model_from_checkpoint
-    from multimae.inference.fourm import run_tokenizers
+    from multimae.tokenizers.run_files import run_tokenizers
 
     model = build_model_from_checkpoint(checkpoint)
     if not isinstance(model, FourM):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -53,21 +52,6 @@ def predict_token_maps(model: FourM, conditions: Mapping[str, tuple[Tensor, Tens
     given = sum(int(r.encoded.sum(dim=1).max()) for n, r in batch.items() if n in model.input_specs)
     out = model(batch, num_encoder_tokens=max(given, 1), num_decoder_tokens=slots)
     return {name: out.logits[name].argmax(dim=-1).view(B, -1) for name in targets}
-
-
-def run_tokenizers(checkpoint: str | Path) -> dict[str, Tokenizer]:
-    """``{stored modality: tokenizer}`` a 4M run keeps (its files table's ``tokenizer/<modality>/...``
-    entries), each file's SHA-256 checked against the table and each tokenizer's content hash against
-    its own record, so a model is never paired with a changed tokenizer."""
-    from multimae.engine.checkpoint import read_checkpoint
-    from multimae.engine.file_table import base_folder, verify_files
-    from multimae.tokenizers.base import load_tokenizer
-
-    ckpt = read_checkpoint(checkpoint)
-    entries = {n: e for n, e in ckpt.files.items() if n.startswith("tokenizer/")}
-    verify_files(ckpt.path, entries)
-    folders = {n.split("/")[1]: (base_folder(ckpt.path) / e.path).parent for n, e in entries.items()}
-    return {m: load_tokenizer(folder) for m, folder in sorted(folders.items())}
 
 
 def _map_conditions(model: FourM, tokenizers: Mapping[str, Tokenizer], maps: Mapping[str, Tensor]

@@ -154,6 +154,11 @@ class MultiModalViT(nn.Module):
         )
 
     # ------------------------------------------------------------------ inputs
+    @property
+    def patch_size(self) -> int:
+        """Pixels per token side of the token grid."""
+        return self.config.patch_size
+
     def _present(self, inputs: Mapping[str, Tensor]) -> list[str]:
         if not inputs:
             raise ValueError(f"no input modality given; this model accepts {list(self.input_adapters)}")

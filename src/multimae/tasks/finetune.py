@@ -32,7 +32,9 @@ from multimae.data.collate import batch_to
 from multimae.data.stream import derive_seed
 from multimae.losses import LossOutput
 from multimae.modalities import prepare_batch
+from multimae.modalities.spec import ModalitySpec
 from multimae.model import FineTuneModel
+from multimae.tokenizers.base import Tokenizer
 from multimae.tasks.metrics import (
     ConfusionMatrix,
     DepthMetrics,
@@ -71,6 +73,7 @@ class FinetuneTask:
     task: TaskSection
     seed: int = 0
     ignore_index: int = -100  # segmentation: class id excluded (resolved from the task / the target spec)
+    tokenizers: Mapping[str, Tokenizer] = field(default_factory=dict)  # by source: encode token-map inputs
     mixup: Any = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -80,19 +83,37 @@ class FinetuneTask:
         if t.mixup > 0 or t.cutmix > 0:
             from timm.data import Mixup
 
-            categorical = [n for n, s in self.model.input_specs.items() if s.is_categorical]
-            if categorical:
-                raise ValueError(f"mixup / cutmix need dense inputs; {categorical} are categorical")
+            discrete = [n for n, s in self.model.input_specs.items() if s.is_discrete]
+            if discrete:
+                raise ValueError(f"mixup / cutmix need dense inputs; {discrete} hold class or token ids")
             self.mixup = Mixup(mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, label_smoothing=t.label_smoothing,
                                num_classes=self.model.head_config.num_classes)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ data
     def inputs(self, raw: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Model inputs of the task's input modalities (normalised as their specs say)."""
-        missing = [m for m in self.task.inputs if m not in raw]
+        specs = self.model.input_specs
+        maps = {n: s for n, s in specs.items() if s.kind == "token_map"}
+        missing = [m for m in self.task.inputs if (maps[m].source_name if m in maps else m) not in raw]
         if missing:
             raise ValueError(f"the batch lacks the input modalities {missing} (it has {sorted(raw)})")
-        return prepare_batch(raw, self.model.input_specs, {}).inputs
+        inputs = prepare_batch(raw, {n: s for n, s in specs.items() if n not in maps}, {}).inputs
+        inputs.update(self._token_maps(raw, maps))
+        return inputs
+
+    def _token_maps(self, raw: Mapping[str, Tensor], maps: Mapping[str, ModalitySpec]) -> dict[str, Tensor]:
+        """``{token-map input: (B, N) ids}`` of the raw maps they tokenize, by the run's tokenizers (in
+        fp32, whatever the autocast around: the ids must not depend on the training precision)."""
+        out = {}
+        for name, spec in maps.items():
+            tokenizer = self.tokenizers.get(spec.source_name)
+            if tokenizer is None:
+                raise ValueError(f"input {name!r} needs the tokenizer of {spec.source_name!r}; this run has "
+                                 f"{sorted(self.tokenizers) or 'none'}")
+            data = raw[spec.source_name]
+            with torch.autocast(data.device.type, enabled=False):
+                out[name] = tokenizer.to(data.device).encode(data).ids
+        return out
 
     def target(self, raw: Mapping[str, Tensor]) -> Tensor:
         name = "label" if self.task.kind == "classification" else self.task.target_name

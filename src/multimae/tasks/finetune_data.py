@@ -32,14 +32,14 @@ _WORLD_SHARED = DEFAULT_INPUTS  # rendered together (as for pre-training), so th
 
 def _world_pool(cfg: FinetuneConfig, split: str, count: int, progress: bool,
                 info: DistInfo = DistInfo()) -> dict[str, Tensor]:
-    mods = tuple(sorted(set(cfg.modalities) | set(_WORLD_SHARED)))
+    mods = tuple(sorted(set(cfg.data_modalities) | set(_WORLD_SHARED)))
     return world_pool(cfg.data, split, count, mods, progress, info)
 
 
 def _folder(cfg: FinetuneConfig, split: str, transform: Any) -> FolderDataset:
     d = cfg.data
     root = d.root if split == "train" or not d.val_root else d.val_root
-    return FolderDataset(root, split, cfg.modalities, transform=transform, seed=cfg.train.seed,
+    return FolderDataset(root, split, cfg.data_modalities, transform=transform, seed=cfg.train.seed,
                          on_error=cfg.data.on_error, allow_missing=cfg.data.allow_missing)  # type: ignore[arg-type]
 
 
@@ -54,7 +54,7 @@ def train_stream(cfg: FinetuneConfig, info: DistInfo, micro_batch: int, progress
     else:
         from multimae.data.shards import ShardDataset
 
-        dataset = ShardDataset(d.root, cfg.modalities, transform=transform, shuffle=True, seed=seed,  # type: ignore[arg-type]
+        dataset = ShardDataset(d.root, cfg.data_modalities, transform=transform, shuffle=True, seed=seed,  # type: ignore[arg-type]
                                rank=info.rank, world_size=info.world_size, on_error=d.on_error,
                                allow_missing=d.allow_missing)
     return LoaderStream(dataset, micro_batch, seed, info.rank, info.world_size, d.num_workers)

@@ -16,19 +16,25 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from multimae.config.finetune import FinetuneConfig, FinetuneModelSection
+from multimae.config.finetune import FOURM_ENCODER_FIELDS, FinetuneConfig, FinetuneModelSection
 from multimae.convert.io import read_checkpoint
-from multimae.engine.checkpoint import build_model_from_checkpoint, spec_to_dict
+from multimae.engine.checkpoint import Checkpoint, build_model_from_checkpoint, spec_to_dict
 from multimae.convert.timm_vit import TIMM_PREFIX, read_timm_source, timm_to_multimae
 from multimae.errors import reading
 from multimae.layers.pos_embed import resize_pos_embed
+from multimae.modalities.spec import ModalitySpec
 from multimae.model import FineTuneModel, MultiMAE
+from multimae.model.fourm import FourM
 from multimae.tasks.finetune_data import data_num_labels, data_num_segment_classes
 from multimae.tasks.loading import read_run_checkpoint
+from multimae.tasks.runs import check_run_kind
 
 __all__ = ["load_encoder_weights", "resolve"]
 
 _ARCH_KEYS = ("dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "num_global_tokens", "patch_size")
+# The state-dict names of an encoder (a MultiMAE's, a 4M model's) and of its per-modality embeddings.
+_ENCODER_KEYS = ("encoder.", "global_tokens", "encoder_norm.", "register_tokens")
+_ADAPTER_KEYS = ("input_adapters.", "encoder_embeddings.")
 
 
 def _read_initial(source: str, cfg: FinetuneConfig, trusted: bool) -> tuple[dict[str, Tensor], FinetuneModelSection, str]:
@@ -50,7 +56,10 @@ def _read_initial_weights(source: str, cfg: FinetuneConfig, trusted: bool) -> tu
         vit, _ = timm_to_multimae(state, num_heads=heads)
         section = FinetuneModelSection(size="base", encoder=dataclasses.asdict(vit.backbone.config))
         return vit.state_dict(), section, f"timm ViT {source}"
-    ckpt = read_run_checkpoint(source, "pretrain", trusted)
+    ckpt = read_run_checkpoint(source, None, trusted)
+    if ckpt.kind == "fourm":
+        return _fourm_initial(ckpt, source)
+    check_run_kind(ckpt.where, ckpt.kind or "pretrain", "pretrain")
     model = build_model_from_checkpoint(ckpt)
     assert isinstance(model, MultiMAE)
     config = model.model_config  # the checkpoint's stored specs in force (`Checkpoint.config`)
@@ -59,6 +68,32 @@ def _read_initial_weights(source: str, cfg: FinetuneConfig, trusted: bool) -> tu
                                    modality_overrides=config.modality_overrides,
                                    custom_modalities={n: spec_to_dict(s) for n, s in config.custom_modalities.items()})
     return model.state_dict(), section, f"multimae {source} (inputs {list(model.input_specs)})"
+
+
+def _fourm_initial(ckpt: Checkpoint, source: str) -> tuple[dict[str, Tensor], FinetuneModelSection, str]:
+    """The encoder of a 4M run: its weights (the whole model's; the encoder's are read), its shape and
+    its modalities' specs (token maps with the run's vocabularies)."""
+    model = build_model_from_checkpoint(ckpt)
+    assert isinstance(model, FourM)
+    config = model.config
+    size = (ckpt.run_config or {}).get("model", {}).get("size", "base")
+    section = FinetuneModelSection(size=size, family="4m", encoder={k: getattr(config, k) for k in FOURM_ENCODER_FIELDS},
+                                   modality_overrides=config.modality_overrides,
+                                   custom_modalities={n: spec_to_dict(s) for n, s in config.custom_modalities.items()})
+    return model.state_dict(), section, f"4M {source} (inputs {list(model.input_specs)})"
+
+
+def fourm_inputs(cfg: FinetuneConfig, encoder_inputs: Mapping[str, ModalitySpec]) -> tuple[FinetuneConfig, list[str]]:
+    """``cfg`` with each task input (and head modality) that a 4M encoder reads only as a token map
+    replaced by that token map (``rgb`` -> the model's tokens of rgb), and a note of each change."""
+    by_source = {s.source_name: n for n, s in encoder_inputs.items() if s.kind == "token_map"}
+    swap = {n: by_source[n] for n in cfg.task.inputs if n not in encoder_inputs and n in by_source}
+    if not swap:
+        return cfg, []
+    task = dataclasses.replace(cfg.task, inputs=tuple(swap.get(n, n) for n in cfg.task.inputs))
+    head = dataclasses.replace(cfg.head, modalities=tuple(swap.get(n, n) for n in cfg.head.modalities))
+    notes = [f"task.inputs: {a} -> {b} (the 4M encoder reads {a} as tokens of its {a} tokenizer)" for a, b in swap.items()]
+    return dataclasses.replace(cfg, task=task, head=head), notes
 
 
 def _check_class_count(cfg: FinetuneConfig, num_classes: int | None) -> None:
@@ -95,14 +130,24 @@ def resolve(cfg: FinetuneConfig, trusted: bool = False) -> tuple[FinetuneConfig,
     ignored = {k: v for k, v in cfg.model.encoder.items() if k in _ARCH_KEYS and ckpt.encoder.get(k) != v}
     if ignored:
         notes.append(f"model.encoder {ignored} ignored: the checkpoint's encoder is used")
-    encoder = {**ckpt.encoder, "drop_path_rate": cfg.model.encoder.get("drop_path_rate", 0.0),
-               "image_size": cfg.data.image_size}
+    encoder = {**ckpt.encoder, "drop_path_rate": cfg.model.encoder.get("drop_path_rate", 0.0)}
+    if ckpt.family != "4m":  # a 4M encoder's frame is the run's image size (`encoder_config`)
+        encoder["image_size"] = cfg.data.image_size
     overrides = {n: {**ckpt.modality_overrides.get(n, {}), **cfg.model.modality_overrides.get(n, {})}
                  for n in {*ckpt.modality_overrides, *cfg.model.modality_overrides}}
-    model = FinetuneModelSection(size=ckpt.size, encoder=encoder, modality_overrides=overrides,
+    model = FinetuneModelSection(size=ckpt.size, family=ckpt.family, encoder=encoder, modality_overrides=overrides,
                                  custom_modalities={**ckpt.custom_modalities, **cfg.model.custom_modalities})
     notes.append(f"initial weights: {what}")
-    return dataclasses.replace(cfg, model=model), state, notes
+    cfg = dataclasses.replace(cfg, model=model)
+    if ckpt.family == "4m":
+        cfg, swapped = fourm_inputs(cfg, cfg.model.specs(tuple(_fourm_encoder_inputs(state))))
+        notes.extend(swapped)
+    return cfg, state, notes
+
+
+def _fourm_encoder_inputs(state: Mapping[str, Tensor]) -> list[str]:
+    """The input modalities whose encoder embeddings a 4M state dict holds."""
+    return list(dict.fromkeys(k.split(".")[1] for k in state if k.startswith("encoder_embeddings.")))
 
 
 def load_encoder_weights(model: FineTuneModel, state: Mapping[str, Tensor]) -> list[str]:
@@ -115,8 +160,8 @@ def load_encoder_weights(model: FineTuneModel, state: Mapping[str, Tensor]) -> l
     own = model.state_dict()
     keep: dict[str, Tensor] = {}
     for key, value in state.items():
-        if not (key.startswith(("encoder.", "global_tokens")) or
-                (key.startswith("input_adapters.") and key.split(".")[1] in model.input_specs)):
+        if not (key.startswith(_ENCODER_KEYS) or
+                (key.startswith(_ADAPTER_KEYS) and key.split(".")[1] in model.input_specs)):
             continue
         if key not in own:
             raise ValueError(f"checkpoint tensor {key} has no place in the model (different adapter type?)")
@@ -130,8 +175,8 @@ def load_encoder_weights(model: FineTuneModel, state: Mapping[str, Tensor]) -> l
         keep[key] = value
     result = model.load_state_dict(keep, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith("output_adapters.")]
-    fresh = sorted({k.split(".")[1] for k in missing if k.startswith("input_adapters.")})
-    others = [k for k in missing if not k.startswith("input_adapters.")]
+    fresh = sorted({k.split(".")[1] for k in missing if k.startswith(_ADAPTER_KEYS)})
+    others = [k for k in missing if not k.startswith(_ADAPTER_KEYS)]
     if others:
         raise ValueError(f"the checkpoint lacks encoder weights: {others[:5]}")
     return fresh

@@ -5,7 +5,6 @@ predictions from RGB tokens. The loop itself is `multimae.engine.trainer`."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,14 @@ from torch import Tensor
 
 from multimae.config.fourm import FourMRunConfig
 from multimae.data.token_pool import TokenPool, TokenPoolStream, load_token_pool
-from multimae.engine.file_table import FileEntry, sha256_file
+from multimae.engine.file_table import FileEntry
 from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
 from multimae.model.fourm import FourM, FourMConfig
 from multimae.tasks.fourm import FourMTask, build_masking, stored_name, unigram_log_probs
 from multimae.tasks.job import evaluating, finish_run, make_trainer, micro_batch, open_run, run_precision, start_process
 from multimae.tokenizers.base import Tokenizer, load_tokenizer
+from multimae.tokenizers.run_files import keep_tokenizers
 
-TOKENIZER_DIR = "tokenizers"  # in the run folder: one saved tokenizer per stored modality
 VAL_BATCH = 64
 
 
@@ -73,27 +72,22 @@ def run_tokenizers(cfg: FourMRunConfig, run_dir: Path, manifest: Mapping[str, An
                    ) -> tuple[dict[str, Tokenizer], dict[str, FileEntry]]:
     """The tokenizers ``data.tokenizers`` names, checked against the shards, copied into the run folder
     (``tokenizers/<modality>/``) and listed in its files table."""
-    tokenizers, files = {}, {}
+    tokenizers = {}
     for modality, folder in cfg.data.tokenizers.items():
         tok = load_tokenizer(folder)
         recorded = manifest["tokenizers"].get(modality)
         if recorded is None or recorded["content_hash"] != tok.content_hash:
             raise ValueError(f"data.tokenizers.{modality}={folder}: not the tokenizer the shards' {modality} tokens "
                              "were made with (content hashes differ, or the shards hold none)")
-        target = run_dir / TOKENIZER_DIR / modality
-        if is_main and Path(folder).resolve() != target.resolve():
-            shutil.copytree(folder, target, dirs_exist_ok=True)
-        for path in sorted(Path(folder).iterdir()):
-            if path.is_file():
-                rel = f"{TOKENIZER_DIR}/{modality}/{path.name}"
-                files[f"tokenizer/{modality}/{path.name}"] = FileEntry(rel, sha256_file(path))
         tokenizers[modality] = tok
+    files = keep_tokenizers(cfg.data.tokenizers, run_dir, is_main)
     return tokenizers, files
 
 
 def run_fourm_pretraining(cfg: FourMRunConfig, resume: str | Path | None = None, progress: bool = True,
                           trusted: bool = False, overwrite: bool = False) -> Path:
     """Run (or resume) a 4M pre-training run on token shards; returns its folder."""
+    cfg = cfg.with_token_schedule()
     cfg.validate()
     device, info = start_process(cfg.train)
     micro = micro_batch(cfg, info)
@@ -120,7 +114,9 @@ def run_fourm_pretraining(cfg: FourMRunConfig, resume: str | Path | None = None,
     with trainer.gathered():  # FSDP: every process gathers the weights, the main one reports alone
         if info.is_main:
             model.eval()
-            report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1), **trainer.setup_report(),
+            report: dict[str, Any] = {"steps": trainer.step, "train_wall_s": round(wall, 1),
+                                      "tokens_per_step": cfg.tokens_per_step, "tokens_seen": trainer.step * cfg.tokens_per_step,
+                                      **trainer.setup_report(),
                                       "val": task.validate(val_batches(val_pool), unigram),
                                       "val_samples": val_pool.num_samples, "train_samples": train_pool.num_samples}
             if cfg.data.world_eval_scenes and pool.manifest["source"].get("kind") == "world":

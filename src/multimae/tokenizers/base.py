@@ -129,6 +129,13 @@ class Tokenizer(ABC):
     def from_saved(cls, config: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> Tokenizer:
         """The tokenizer `config_dict` and `state_tensors` describe."""
 
+    def to(self, device: torch.device | str) -> Tokenizer:
+        """This tokenizer with its network (a learned tokenizer's ``net``) moved to ``device``."""
+        net = getattr(self, "net", None)
+        if isinstance(net, torch.nn.Module):
+            net.to(device)
+        return self
+
     # ------------------------------------------------------------------ identity and files
 
     @property

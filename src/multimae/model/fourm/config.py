@@ -33,6 +33,7 @@ class FourMConfig:
     bias: bool = False  # biases of attention / MLP linears and LayerNorms (4M's "nobias": False)
     qk_norm: bool = False  # LayerNorm of queries and keys per head
     num_register_tokens: int = 0  # learned tokens prepended to every encoder input, always attended to
+    drop_path_rate: float = 0.0  # stochastic depth of the encoder blocks, rising linearly to this (4M's default 0)
     patch_size: int = 16  # raw-pixel patches (rgb): P x P pixels per token
     image_size: int = 224  # the frame the grids' positional tables are made for
     inputs: tuple[str, ...] = FOURM_MODALITIES
@@ -56,6 +57,8 @@ class FourMConfig:
             raise ValueError(f"4M: dim must be divisible by 4 (2-D sin-cos positions), got {self.dim}")
         if self.image_size % self.patch_size:
             raise ValueError(f"4M: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"4M: drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if min(self.num_encoder_tokens, self.num_decoder_tokens) < 1 or self.num_register_tokens < 0:
             raise ValueError("4M: num_encoder_tokens and num_decoder_tokens must be >= 1, num_register_tokens >= 0")
 
@@ -63,8 +66,8 @@ class FourMConfig:
         """Specs of every input and output, in first-use order, checked against what 4M embeds."""
         names = list(dict.fromkeys([*self.inputs, *self.outputs]))
         specs = resolve_modalities(names, self.custom_modalities, self.modality_overrides)
-        if not self.inputs or not self.outputs:
-            raise ValueError("a 4M model needs at least one input and one output modality")
+        if not self.inputs:
+            raise ValueError("a 4M model needs at least one input modality")
         for name in self.inputs:
             if specs[name].kind not in FOURM_INPUT_KINDS:
                 raise ValueError(f"4M reads {name!r} ({specs[name].kind}) only once it is tokenized: inputs are raw "

@@ -51,9 +51,14 @@ def _rank(mask: Tensor) -> Tensor:
     return ((mask.long().cumsum(dim=1) - 1) * mask).clamp_min(0)
 
 
+def token_pixels(spec: ModalitySpec, patch_size: int) -> int:
+    """Pixels per token side of a grid modality: the patch of raw pixels, a token map's stride."""
+    return patch_size if spec.kind == "dense" else spec.stride
+
+
 def grid_side(spec: ModalitySpec, image_size: int, patch_size: int) -> int:
     """Tokens per side of a grid modality: the image's patches for raw pixels, image / stride for a token map."""
-    cell = patch_size if spec.kind == "dense" else spec.stride
+    cell = token_pixels(spec, patch_size)
     if image_size % cell:
         raise ValueError(f"{spec.name}: image_size {image_size} is not a multiple of its {cell}-pixel tokens")
     return image_size // cell

@@ -26,7 +26,7 @@ sampler, so the model is deterministic given its batch. State-dict names follow 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -127,6 +127,45 @@ def select_slots(parts: Mapping[str, tuple[Tensor, Tensor, Tensor]], num_slots: 
     return Slots(x, emb, keep, mod, pos, names, gathered)
 
 
+def trunk_layers(config: FourMConfig) -> tuple[Callable[[int], nn.Module], type[nn.Module], type[nn.Module] | None]:
+    """(norm layer, activation, MLP class or None for timm's) of 4M's blocks."""
+    norm = partial(nn.LayerNorm, eps=1e-6, bias=config.bias)
+    act, mlp = (nn.SiLU, GatedMlp) if config.mlp == "swiglu" else (nn.GELU, None)
+    return norm, act, mlp
+
+
+def encoder_trunk(config: FourMConfig) -> tuple[nn.ModuleList, nn.Module]:
+    """(the encoder blocks, the final norm) of ``config``: timm pre-norm blocks with 4M's MLP."""
+    norm, act, mlp = trunk_layers(config)
+    block_mlp = {"mlp_layer": mlp} if mlp is not None else {}
+    rates = torch.linspace(0, config.drop_path_rate, config.encoder_depth, device="cpu").tolist()
+    blocks = nn.ModuleList([
+        Block(config.dim, config.num_heads, config.mlp_ratio, qkv_bias=config.bias, qk_norm=config.qk_norm,
+              proj_bias=config.bias, drop_path=rate, act_layer=act, norm_layer=norm, **block_mlp)
+        for rate in rates])
+    return blocks, norm(config.dim)
+
+
+def run_encoder(blocks: nn.ModuleList, norm: nn.Module, x: Tensor, keep: Tensor, registers: Tensor | None = None,
+                return_layers: Sequence[int] = ()) -> tuple[Tensor, list[Tensor]]:
+    """``(out, intermediates)``: ``x`` (B, S, D) (content + embedding) through ``blocks`` and ``norm``,
+    slots where ``keep`` (B, S) is False never attended to; ``registers`` (1, R, D) are prepended (and
+    kept in ``out``, (B, R + S, D)). ``intermediates``: the outputs (before the norm) of the blocks
+    listed in ``return_layers`` (negative indices count from the end)."""
+    if registers is not None:
+        B = x.shape[0]
+        x = torch.cat([registers.to(x.dtype).expand(B, -1, -1), x], dim=1)
+        keep = torch.cat([keep.new_ones(B, registers.shape[1]), keep], dim=1)
+    mask = additive_mask(keep[:, None, None, :], x.dtype)  # (B, 1, 1, S): padding is never a key
+    wanted = {i % len(blocks) for i in return_layers}
+    intermediates = []
+    for i, block in enumerate(blocks):
+        x = block(x, attn_mask=mask)
+        if i in wanted:
+            intermediates.append(x)
+    return norm(x), intermediates
+
+
 class FourM(nn.Module):
     """4M: ``encoder_embeddings``, ``encoder`` blocks, ``encoder_norm``, ``decoder_proj_context``,
     ``decoder_embeddings``, ``decoder`` blocks, ``decoder_norm``, ``mask_token`` (official names)."""
@@ -134,6 +173,8 @@ class FourM(nn.Module):
     def __init__(self, config: FourMConfig) -> None:
         super().__init__()
         specs = config.modality_specs()
+        if not config.outputs:
+            raise ValueError("a 4M model needs at least one output modality (an encoder alone is FourMEncoder)")
         self.config = config
         self.input_specs: dict[str, ModalitySpec] = {n: specs[n] for n in config.inputs}
         self.output_specs: dict[str, ModalitySpec] = {n: specs[n] for n in config.outputs}
@@ -145,15 +186,9 @@ class FourM(nn.Module):
         for name, dec in self.decoder_embeddings.items():
             if name in self.encoder_embeddings:
                 dec.share_modality_embedding(self.encoder_embeddings[name].mod_emb)
-        norm = partial(nn.LayerNorm, eps=1e-6, bias=config.bias)
-        act, mlp = (nn.SiLU, GatedMlp) if config.mlp == "swiglu" else (nn.GELU, None)
-        block_mlp = {"mlp_layer": mlp} if mlp is not None else {}
-        self.encoder = nn.ModuleList([
-            Block(D, config.num_heads, config.mlp_ratio, qkv_bias=config.bias, qk_norm=config.qk_norm,
-                  proj_bias=config.bias, act_layer=act, norm_layer=norm, **block_mlp)
-            for _ in range(config.encoder_depth)])
-        self.encoder_norm = norm(D)
+        self.encoder, self.encoder_norm = encoder_trunk(config)
         self.decoder_proj_context = nn.Linear(D, D)  # with a bias in every 4M variant
+        norm, act, mlp = trunk_layers(config)
         dec_mlp = {"mlp_layer": mlp} if mlp is not None else {}
         self.decoder = nn.ModuleList([
             DecoderBlock(D, config.num_heads, config.mlp_ratio, bias=config.bias, qk_norm=config.qk_norm,
@@ -198,18 +233,10 @@ class FourM(nn.Module):
         return parts, labels
 
     def encode(self, slots: Slots) -> Tensor:
-        """(B, S, D) encoder output (after the final norm) of the selected input tokens."""
-        x = slots.x + slots.emb
-        keep = slots.keep
-        if self.config.num_register_tokens:
-            B = x.shape[0]
-            reg = self.register_tokens.to(x.dtype).expand(B, -1, -1)
-            x = torch.cat([reg, x], dim=1)
-            keep = torch.cat([keep.new_ones(B, reg.shape[1]), keep], dim=1)
-        mask = additive_mask(keep[:, None, None, :], x.dtype)  # (B, 1, 1, S): padding is never a key
-        for block in self.encoder:
-            x = block(x, attn_mask=mask)
-        return self.encoder_norm(x)
+        """(B, R + S, D) encoder output (after the final norm) of the selected input tokens, after the
+        R register tokens."""
+        registers = self.register_tokens if self.config.num_register_tokens else None
+        return run_encoder(self.encoder, self.encoder_norm, slots.x + slots.emb, slots.keep, registers)[0]
 
     def context(self, encoded: Tensor, slots: Slots) -> tuple[Tensor, Tensor]:
         """``(context (B, S, D), keep (B, S))``: the projected encoder output plus the inputs' emb."""
@@ -295,7 +322,7 @@ class FourM(nn.Module):
         return {n for n, _ in self.named_parameters() if n.endswith(("mod_emb", "pos_emb", "mask_token", "register_tokens"))}
 
 
-def init_fourm_weights(model: FourM) -> None:
+def init_fourm_weights(model: nn.Module) -> None:
     """4M's initialisation: modality embeddings, mask and register tokens normal(0.02); every Linear
     xavier-uniform (a fused qkv / kv weight as separate q, k, v / k, v matrices) with zero bias; every
     Embedding normal(0.02); LayerNorms 1 and 0. Modules are visited in order, so a tied output
