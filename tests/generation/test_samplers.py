@@ -190,3 +190,21 @@ def test_errors_name_the_problem(model, conditions):
         generate(model, conditions, [TargetSchedule("tok_depth", guidance={"tok_semseg": 2.0})])
     with pytest.raises(ValueError, match="guidance on"):  # even at weight 1, which needs no extra pass
         generate(model, conditions, [TargetSchedule("tok_depth", guidance={"tok_semseg": 1.0})])
+
+
+def test_the_kv_cache_with_qk_norm_biases_gelu_and_register_tokens():
+    torch.manual_seed(1)
+    cfg = fourm_config("tiny", dim=32, num_heads=4, encoder_depth=1, decoder_depth=2, image_size=32, patch_size=8,
+                       inputs=("rgb", "caption"), outputs=("tok_depth", "caption"), qk_norm=True, bias=True,
+                       mlp="gelu", num_register_tokens=2,
+                       modality_overrides={"tok_depth": {"num_channels": 16}, "caption": {"num_channels": 30}})
+    model = FourM(cfg).eval()
+    state = {"rgb": condition(model, "rgb", torch.randn(2, 3, 32, 32))}
+    sched = TargetSchedule("caption", "autoregressive", temperature=1.0, guidance={"rgb": 2.0})
+    runs = [autoregressive_step(model, state, sched, 8, 1.0, torch.Generator().manual_seed(0), use_cache=cache)
+            for cache in (True, False)]
+    assert torch.equal(runs[0].generated, runs[1].generated)
+    torch.testing.assert_close(runs[0].logits, runs[1].logits, atol=1e-5, rtol=1e-4)
+    from multimae.generation.state import emptied
+
+    assert encode_state(model, {"rgb": emptied(model, "rgb", state["rgb"])}).tokens.shape[1] == 2  # registers only
