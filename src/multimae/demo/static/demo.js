@@ -39,6 +39,7 @@ async function api(method, path, body) {
 
 function multimaeView(info) {
   const [gridH, gridW] = info.grid;
+  window.demo.grid = info.grid;
   const tokens = gridH * gridW;
   const classes = info.classes;
   let state = { inputs: {}, masks: {}, outputs: {}, pasted: {} };
