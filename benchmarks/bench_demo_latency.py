@@ -1,6 +1,7 @@
 """Time from a mask change on the demo page to every picture updated, measured in the browser.
 
-    python benchmarks/bench_demo_latency.py --checkpoint runs/pretrain-... [--changes 20] [--screenshot docs/demo.png]
+    python benchmarks/bench_demo_latency.py --checkpoint runs/pretrain-... [--changes 20] [--visible 32]
+        [--screenshot docs/demo.png]
 
 Starts ``multimae demo`` on the checkpoint (a subprocess, on a free port of 127.0.0.1), opens the
 page in Debian's headless chromium through playwright, loads a world scene, then toggles one
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=20, help="mask changes timed [20]")
     parser.add_argument("--split", default="val", help="world split of the scene [val]")
     parser.add_argument("--scene", type=int, default=3, help="world scene shown [3]")
+    parser.add_argument("--visible", type=int, help="start from a random mask with this many visible tokens "
+                        "(the page's Random N) [no mask]")
+    parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet alpha of that mask [1.0]")
     parser.add_argument("--screenshot", type=Path, help="save the page after the changes, e.g. docs/demo.png")
     args = parser.parse_args(argv)
 
@@ -110,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
             updates = page.evaluate("() => window.demo.updates")
             page.click("#load-scene")
             page.wait_for_function(f"() => window.demo.updates > {updates} && !window.demo.busy")
+            if args.visible is not None:
+                page.fill("#alpha", str(args.alpha))
+                updates = page.evaluate("() => window.demo.updates")
+                page.evaluate(f"() => {{ const s = document.getElementById('num-visible'); s.value = {args.visible}; "
+                              "s.dispatchEvent(new Event('change')); }")
+                page.wait_for_function(f"() => window.demo.updates > {updates} && !window.demo.busy")
             timings = measure_latency(page, args.changes)
             print(summary(timings))
             if args.screenshot:

@@ -125,6 +125,7 @@ def test_load_pick_a_scene_paint_masks_and_every_prediction_changes(page, served
     assert "world val scene 0" in page.locator("#inputs .tile .source").first.inner_text()  # the page loads scene 0
     page.screenshot(path=str(ARTIFACTS / "demo-loaded.png"), full_page=True)
 
+    page.uncheck("#paste")  # the predictions as such (pasted: the input at visible tokens, checked below)
     # An untrained model's class maps (argmax) rarely move with one token: their logits are compared.
     dense = [n for n, s in served.session.model.output_specs.items() if not s.is_categorical]
     logits = {n: v.clone() for n, v in served.session.prediction.logits.items()}
@@ -148,6 +149,10 @@ def test_load_pick_a_scene_paint_masks_and_every_prediction_changes(page, served
     wait_update(page, before)
     assert served.session.masks[names[0]][1, 1] and int(served.session.masks[names[0]].sum()) == 1
     every_prediction_changed(scene5, logits)
+    page.check("#paste")  # nothing of names[1] is masked: its pasted prediction is its input
+    page.wait_for_function("() => !window.demo.busy")
+    pasted = outputs(page)[names[1]]
+    assert pasted == served.session.state()["inputs"][names[1]]["picture"] != served.session.state()["outputs"][names[1]]
 
     # Drag along the top row of the second input: four tokens hidden by one stroke.
     box = page.locator(f"#inputs canvas[data-modality={names[1]}]").bounding_box()

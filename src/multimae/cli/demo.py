@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+from pathlib import Path
 
 from multimae.errors import UserError
 
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UserError(str(err)) from None
     limits = DemoLimits(uploads=UploadLimits(max_bytes=int(args.max_upload_mb * 2**20)))
-    session = DemoSession(model.to(device), str(args.checkpoint), limits, seed=args.seed)
+    name = Path(args.checkpoint).resolve().name  # the run folder or file, as the page names it
+    session = DemoSession(model.to(device), name, limits, seed=args.seed)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"multimae demo: {session.family} model from {args.checkpoint}")
     if not session.available:
