@@ -246,11 +246,24 @@ def test_bad_uploads_get_a_4xx_and_a_message(client, scene):
     assert client.get("/api/state").json()["outputs"] == scene["outputs"]  # nothing changed
 
 
+def test_an_upload_without_its_file_field_is_a_422(client):
+    refused(client.post("/api/inputs/rgb", data={"other": "x"}), 422, "invalid request", "file")
+    refused(client.post("/api/inputs/rgb", json={"file": "/etc/passwd"}), 422, "invalid request")
+
+
 def test_huge_uploads_are_refused_before_they_are_decoded(demo_model):
     limits = DemoLimits(uploads=UploadLimits(max_bytes=20_000, max_side=256))
     client = TestClient(create_app(DemoSession(demo_model, "tiny", limits)))
     noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)  # ~120 kB as PNG
     refused(upload(client, "rgb", png_bytes(noise)), 413, "limit")
+    middling = png_bytes(np.random.default_rng(1).integers(0, 256, (110, 110, 3), dtype=np.uint8))
+    assert 20_000 < len(middling) < 20_000 + 64 * 1024  # past the request check, caught when read
+    refused(upload(client, "rgb", middling), 413, "larger than the upload limit of 20000 bytes")
+    def chunks():  # a streamed body has no Content-Length: refused before it is read
+        yield b"x" * 1000
+
+    streamed = client.post("/api/inputs/rgb", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+    refused(streamed, 411, "Content-Length")
     big = png_bytes(np.zeros((300, 300, 3), np.uint8))  # small file, too many pixels
     assert len(big) < 20_000
     refused(upload(client, "rgb", big), 422, "300×300", "256 on a side")

@@ -82,6 +82,9 @@ def create_app(session: DemoSession) -> FastAPI:
     @app.middleware("http")
     async def refuse_large_bodies(request: Request, call_next: Any) -> Response:
         length = request.headers.get("content-length")
+        if length is None and request.method == "POST" and request.url.path.startswith("/api/inputs/"):
+            return _error(411, "an upload must say its size (Content-Length): uploads are limited to "
+                          f"{session.limits.uploads.max_bytes} bytes")
         if length is not None and length.isdigit() and int(length) > max_request:
             return _error(413, f"request of {length} bytes, more than the upload limit of "
                           f"{session.limits.uploads.max_bytes} bytes")

@@ -79,7 +79,7 @@ def read_upload(spec: ModalitySpec, data: bytes, filename: str, limits: UploadLi
     if spec.stored_as not in UPLOADABLE:
         raise UploadError(f"{spec.name}: uploads are not supported for {spec.stored_as} data", 422)
     if len(data) > limits.max_bytes:
-        raise UploadError(f"{label}: {len(data)} bytes, more than the limit of {limits.max_bytes}", 413)
+        raise UploadError(f"{label}: larger than the upload limit of {limits.max_bytes} bytes", 413)
     if not data:
         raise UploadError(f"{label}: the file is empty", 415)
     H, W = _header_size(data, label, limits)
