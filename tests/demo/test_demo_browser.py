@@ -180,6 +180,34 @@ def test_load_pick_a_scene_paint_masks_and_every_prediction_changes(page, served
     page.screenshot(path=str(ARTIFACTS / "demo-masked.png"), full_page=True)
 
 
+def test_requests_made_while_one_runs_are_queued_and_the_page_ends_as_the_server(page, served, monkeypatch):
+    names = list(served.session.specs)
+    commit = served.session._commit
+
+    def slow_commit(*args):  # every change takes 0.3 s on the server: the clicks below overlap them
+        time.sleep(0.3)
+        commit(*args)
+
+    monkeypatch.setattr(served.session, "_commit", slow_commit)
+    page.click("#random-scene")  # no waiting: a mask click, an edit and a mask click while it runs
+    click_cell(page, names[0], 0, 0)
+    page.check("input[name=tool][value=patch]")
+    click_cell(page, names[1], 3, 3)
+    page.check("input[name=tool][value=mask]")
+    click_cell(page, names[2], 2, 1)
+    click_cell(page, names[2], 0, 3)
+    click_cell(page, names[0], 1, 0)
+    page.wait_for_function("() => !window.demo.busy", timeout=30_000)
+    state = served.session.state()
+    shown = page.evaluate("() => Object.fromEntries([...document.querySelectorAll('#inputs .tile')]"
+                          ".map(t => [t.dataset.modality, t.querySelector('.visible').textContent]))")
+    assert shown == {n: f"{v['visible']} / 16 visible" for n, v in state["inputs"].items()}
+    assert served.session.masks[names[2]][2, 1] and served.session.masks[names[2]][0, 3]  # no click lost
+    assert served.session.masks[names[0]][1, 0]
+    assert served.session.sources[names[0]].startswith("world val scene ")
+    assert not torch.equal(served.session.inputs[names[1]], served.session.original[names[1]])  # the edit ran
+
+
 def test_editing_recolours_a_patch_and_paints_a_class(page, served):
     session = served.session
     colour_name = next(n for n, s in session.specs.items() if s.stored_as == "rgb8")

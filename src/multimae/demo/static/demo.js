@@ -45,7 +45,6 @@ function multimaeView(info) {
   let state = { inputs: {}, masks: {}, outputs: {}, pasted: {} };
   let masks = {};        // the page's masks: {name: [[0/1]]}, sent to the server on change
   let pending = false;   // a mask change not sent yet
-  let inFlight = false;  // a request running
   let changeStart = null;
   const tiles = {};
 
@@ -174,9 +173,14 @@ function multimaeView(info) {
     return visible;
   }
 
-  async function applyState(next, keepMasks) {
+  async function applyState(next) {
     state = next;
-    if (!keepMasks) masks = JSON.parse(JSON.stringify(next.masks));
+    // The server's masks, except where the page has changed them since (not sent yet: they go next).
+    const merged = {};
+    for (const name of Object.keys(next.masks)) {
+      merged[name] = pending && masks[name] ? masks[name] : JSON.parse(JSON.stringify(next.masks[name]));
+    }
+    masks = merged;
     const paste = $("paste").checked;
     const loads = [];
     for (const name of Object.keys(tiles)) {
@@ -220,14 +224,28 @@ function multimaeView(info) {
     window.demo.updates += 1;
   }
 
-  // Every request goes through here: one at a time; the answer replaces the state.
-  async function run(method, path, body, keepMasks) {
-    inFlight = true;
-    window.demo.busy = true;
+  // Every request goes through here, one after the other (in the order made); the answer
+  // replaces the state. window.demo.busy: a request queued or running, or a mask change not sent.
+  let chain = Promise.resolve();
+  let queued = 0;
+  let maskLoop = false;
+  function setBusy() { window.demo.busy = queued > 0 || pending || maskLoop; }
+
+  function run(method, path, body) {
+    queued += 1;
+    setBusy();
+    const next = chain.then(() => request(method, path, body));
+    chain = next.catch(() => false);
+    return next;
+  }
+
+  async function request(method, path, body) {
     try {
-      const next = await api(method, path, body);
+      // A body given as a function is made when sent: the masks as they are then.
+      const next = await api(method, path, typeof body === "function" ? body() : body);
       showMessage("", false);
-      await applyState(next, keepMasks);
+      await applyState(next);
+
       return true;
     } catch (err) {
       // The message is on the page; the server kept its state: show it again.
@@ -236,29 +254,29 @@ function multimaeView(info) {
       countVisible();
       return false;
     } finally {
-      inFlight = false;
-      window.demo.busy = pending;
+      queued -= 1;
+      setBusy();
     }
   }
 
-  // Mask changes: drawn at once, sent when no request is running (the latest masks win).
+  // Mask changes: drawn at once, sent one request at a time (the latest masks win).
   async function masksChanged() {
     if (changeStart === null) changeStart = performance.now();
     pending = true;
-    window.demo.busy = true;
+    setBusy();
     for (const name of Object.keys(tiles)) drawInput(name);
     countVisible();
-    if (inFlight) return;
-    while (pending) {
+    if (maskLoop) return;
+    maskLoop = true;
+    let ok = true;
+    while (pending && ok) {
       pending = false;
-      const ok = await run("POST", "/api/masks", { masks }, true);
-      if (!ok) { changeStart = null; return; }
+      ok = await run("POST", "/api/masks", () => ({ masks }));
     }
-    if (changeStart !== null) {
-      window.demo.timings.push(performance.now() - changeStart);
-      changeStart = null;
-    }
-    window.demo.busy = false;
+    maskLoop = false;
+    if (ok && changeStart !== null) window.demo.timings.push(performance.now() - changeStart);
+    changeStart = null;
+    setBusy();
   }
 
   function cellAt(canvas, ev) {
@@ -297,7 +315,7 @@ function multimaeView(info) {
           masks[name][c.row][c.col] = paintValue;
           masksChanged();
         }
-      } else if (tool() === "brush" && !inFlight && performance.now() - lastBrush > 30) {
+      } else if (tool() === "brush" && queued === 0 && performance.now() - lastBrush > 30) {
         lastBrush = performance.now();
         brush(name, c);
       }
@@ -315,7 +333,6 @@ function multimaeView(info) {
   function edit(name, where) {
     const value = editValue(name);
     if (value === null) { showMessage(`${name} is not editable on this page`, true); return; }
-    if (inFlight) return;
     run("POST", "/api/edit", { name, value, ...where });
   }
 
@@ -355,7 +372,7 @@ function multimaeView(info) {
   $("num-visible").addEventListener("input", () => { $("num-visible-value").textContent = $("num-visible").value; });
   $("num-visible").addEventListener("change", () => randomMask());
   $("random-mask").addEventListener("click", () => randomMask());
-  $("paste").addEventListener("change", () => applyState(state, true));
+  $("paste").addEventListener("change", () => applyState(state));
   $("download").addEventListener("click", (ev) => {
     if (!Object.keys(state.inputs).length) { ev.preventDefault(); showMessage("nothing to download yet", true); }
   });
