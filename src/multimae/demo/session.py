@@ -28,11 +28,12 @@ from torch import Tensor, nn
 from multimae.data.generated import WORLD_MODALITIES, WorldDataset
 from multimae.data.world import CLASS_NAMES, NUM_CLASSES, PALETTE, SPLITS
 from multimae.demo.archive import prediction_zip
+from multimae.demo.edits import apply_edit, brush_region, editor_of, patch_region
 from multimae.demo.family import DESCRIPTIONS, VIEWS, model_family
 from multimae.demo.uploads import UPLOADABLE, UploadError, UploadLimits, read_upload
 from multimae.inference import Prediction, PredictionPictures, predict, prediction_pictures
 from multimae.viz.colormaps import distinct_colors
-from multimae.inference.inputs import fit_size, read_input
+from multimae.inference.inputs import fit_size
 from multimae.masking import sample_masks
 from multimae.modalities.spec import ModalitySpec
 
@@ -58,18 +59,6 @@ def png_data_url(picture: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(picture).save(buf, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def editor_of(spec: ModalitySpec) -> str | None:
-    """How the page edits an input: ``class`` (paint a class id), ``color`` (an RGB colour in [0, 1]),
-    ``value`` (one number in the map's units); None: not editable on the page."""
-    if spec.is_categorical:
-        return "class"
-    if spec.stored_as == "rgb8":  # a colour picture
-        return "color"
-    if spec.drawn_as == "colormap" and spec.num_channels == 1:
-        return "value"
-    return None
 
 
 def _palette(num_classes: int) -> tuple[Sequence[Sequence[int]] | None, list[str]]:
@@ -285,22 +274,12 @@ class DemoSession:
         with self._lock:
             if name not in self.inputs:
                 raise DemoError(f"{name} is not a current input {list(self.inputs)}", 409)
-            where = self._region(patch, brush)
-            old = self.inputs[name]
-            channels = 1 if spec.is_categorical else int(old.shape[0])
-            if len(value) != channels or not all(np.isfinite(v) for v in value):
-                raise DemoError(f"an edit of {name} needs {channels} finite number(s), got {list(value)}")
-            if spec.is_categorical:
-                if value[0] != int(value[0]) or not 0 <= value[0] < spec.num_channels:
-                    raise DemoError(f"class id must be an integer in [0, {spec.num_channels}), got {value[0]}")
-                new = torch.where(where, torch.tensor(int(value[0])), old)
-            else:
-                fill = torch.tensor(value, dtype=old.dtype)[:, None, None]
-                new = torch.where(where[None], fill, old)
             try:
-                read_input(spec, new)  # the value must be one the input can hold (rgb in [0, 1], ...)
+                where = (patch_region(*patch, self.image_size, self.patch_size) if patch is not None
+                         else brush_region(*brush, self.image_size, self.limits.max_brush_radius))  # type: ignore[misc]
+                new = apply_edit(spec, self.inputs[name], value, where)
             except ValueError as err:
-                raise DemoError(f"edit of {name}: {err}") from None
+                raise DemoError(str(err)) from None
             self._commit({**self.inputs, name: new}, self.masks)
             return self._state()
 
@@ -333,25 +312,6 @@ class DemoSession:
 
     def _ordered(self, table: Mapping[str, Any]) -> dict[str, Any]:
         return {n: table[n] for n in self.specs if n in table}
-
-    def _region(self, patch: tuple[int, int] | None, brush: tuple[float, float, float] | None) -> Tensor:
-        """(H, W) bool: the pixels an edit writes."""
-        H = W = self.image_size
-        if patch is not None:
-            row, col = patch
-            h, w = self.grid
-            if not (0 <= row < h and 0 <= col < w):
-                raise DemoError(f"patch ({row}, {col}) is outside the {h}×{w} token grid")
-            P = self.patch_size
-            where = torch.zeros(H, W, dtype=torch.bool)
-            where[row * P:(row + 1) * P, col * P:(col + 1) * P] = True
-            return where
-        x, y, radius = brush  # type: ignore[misc]
-        if not (0 <= x < W and 0 <= y < H) or not 0 < radius <= self.limits.max_brush_radius:
-            raise DemoError(f"brush at ({x}, {y}) radius {radius}: the centre must lie in the {W}×{H} image and the "
-                            f"radius in (0, {self.limits.max_brush_radius}]")
-        ys, xs = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
-        return (xs - x) ** 2 + (ys - y) ** 2 <= radius ** 2
 
     def _commit(self, inputs: dict[str, Tensor], masks: dict[str, np.ndarray]) -> None:
         """Run the model on ``inputs`` / ``masks`` and, when it accepts them, make them the state."""
