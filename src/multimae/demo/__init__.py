@@ -3,9 +3,9 @@
     from multimae.demo import DemoSession, create_app
     app = create_app(DemoSession(model, "my-run"))      # serve with uvicorn
 
-`session` holds the model's state (inputs, masks, prediction), `uploads` reads uploaded files, `edits`
-writes a value into a patch or a brush stroke,
-`archive` writes the download, `app` is the HTTP API (FastAPI) and `static/` the page (plain
+`session` holds the model's state (inputs, masks, prediction), `uploads` reads uploaded files,
+`edits` writes a value into a patch or a brush stroke, `archive` writes the download, `family`
+tells the model families apart, `app` is the HTTP API (FastAPI) and `static/` the page (plain
 JavaScript, no build step, nothing fetched from elsewhere). See docs/demo.md.
 """
 
