@@ -235,3 +235,20 @@ def test_fine_tuning_run_folders_predict_with_their_head(tmp_path):
     with torch.no_grad():
         expected = model(x)[0]
     torch.testing.assert_close(_load(tmp_path / "p" / "semseg_logits.npy"), expected)
+
+
+def test_prediction_pictures_are_the_figures_maps(checkpoint, world):
+    from multimae.inference import prediction_pictures
+
+    model = load_model(checkpoint)
+    inputs = {m: world[m] for m in ("rgb", "depth", "semseg")}
+    pred = predict(model, inputs, num_visible=20, seed=1)
+    pics = prediction_pictures(pred)
+    assert list(pics.inputs) == ["rgb", "depth", "semseg"] and set(pics.outputs) == {"rgb", "depth", "semseg", "norm_rgb"}
+    assert set(pics.pasted) == {"rgb", "depth", "semseg"} and pics.palette.shape == (NUM_CLASSES, 3)
+    assert all(p.shape == (32, 32, 3) and p.dtype == np.uint8 for p in [*pics.inputs.values(), *pics.outputs.values()])
+    for name, mask in pred.masks.items():  # pasted: the input at visible patches, the prediction at masked ones
+        pixels = mask.repeat_interleave(8, 0).repeat_interleave(8, 1).numpy()
+        assert (pics.pasted[name][~pixels] == pics.inputs[name][~pixels]).all()
+        if name != "depth":  # depth pictures share the input's range, so both are drawn alike
+            assert (pics.pasted[name][pixels] == pics.outputs[name][pixels]).all()

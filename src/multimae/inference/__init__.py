@@ -12,9 +12,9 @@ any mask, get outputs back in data units, and draw or save them.
 from multimae.inference.inputs import FITS, RawInput, fit_size, read_input
 from multimae.inference.load import load_model
 from multimae.inference.predict import Prediction, predict
-from multimae.inference.render import prediction_figure, save_prediction
+from multimae.inference.render import PredictionPictures, prediction_figure, prediction_pictures, save_prediction
 
 __all__ = [
-    "FITS", "Prediction", "RawInput", "fit_size", "load_model", "predict", "prediction_figure", "read_input",
-    "save_prediction",
+    "FITS", "Prediction", "PredictionPictures", "RawInput", "fit_size", "load_model", "predict", "prediction_figure",
+    "prediction_pictures", "read_input", "save_prediction",
 ]

@@ -73,6 +73,38 @@ class _Painter:
         return self.picture(name, mixed)
 
 
+@dataclasses.dataclass
+class PredictionPictures:
+    """The pictures of one prediction, uint8 (H, W, 3) each, drawn with shared colours (a depth
+    prediction over its input's range, one palette for every class map).
+
+    Attributes:
+        inputs: ``{input: the input as given}`` (not greyed: the caller draws its mask).
+        outputs: ``{map output: the prediction}`` (norm_rgb with patch statistics put back).
+        pasted: ``{input that is also an output: the prediction at masked patches, the input at
+            visible ones}``.
+        palette: (K, 3) uint8, the colours of class ids.
+    """
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    pasted: dict[str, np.ndarray]
+    palette: np.ndarray
+
+
+def prediction_pictures(pred: Prediction, palette: Sequence[Sequence[int]] | None = None) -> PredictionPictures:
+    """Every picture of ``pred``, as `prediction_figure` draws them, one array each (for pages and
+    other layouts than the figure's)."""
+    p = _Painter(pred, palette)
+    maps = [n for n, v in pred.outputs.items() if _is_map(v)]
+    return PredictionPictures(
+        inputs={n: p.picture(n, v) for n, v in pred.inputs.items()},
+        outputs={n: p.output_picture(n) for n in maps},
+        pasted={n: p.pasted(n) for n in pred.inputs if n in maps},
+        palette=p.palette,
+    )
+
+
 def _display(name: str, value: Tensor) -> str:
     """How a map is drawn: as its modality's spec says, else by its values (`default_display`)."""
     return display_of(name) or default_display(not value.is_floating_point(), int(value.shape[0]))
