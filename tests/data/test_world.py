@@ -198,3 +198,27 @@ def test_dataset_sample_layout():
     assert isinstance(batch["caption"], list) and len(batch["caption"]) == 2
     with pytest.raises(IndexError):
         ds[3]
+
+
+def test_caption_attributes_read_back_what_the_scene_facts_say():
+    """A true caption's attributes are the scene's facts: the largest object's colour and shape,
+    the number of visible objects (as the caption counts them) and the floor's texture word."""
+    from multimae.data.world import LABEL_NAMES, caption_attributes, scene_facts, visible_objects, world_sample
+    from multimae.data.world.classes import COLORS, TEXTURE_WORDS
+
+    checked = 0
+    for i in range(40):
+        ws = world_sample("val", i, 64, 1.0)
+        visible = visible_objects(ws.scene, ws.rendering)
+        said = caption_attributes(ws.caption)
+        if not visible:
+            assert said["objects"] == "0"
+            continue
+        facts = scene_facts(visible)
+        assert said["color"] == list(COLORS)[facts["color"]]
+        assert said["shape"] == LABEL_NAMES[facts["label"]] == visible[0].obj.shape
+        assert said["objects"] == str(facts["objects"])
+        assert said["floor"] == TEXTURE_WORDS[ws.scene.floor.kind]
+        checked += 1
+    assert checked > 30
+    assert caption_attributes("a red") == {"color": "red", "shape": None, "objects": None, "floor": None}

@@ -29,8 +29,12 @@ def test_a_4m_run_trains_reports_and_reloads(trained_run, token_data):
         assert 0 <= val[f"{name}/acc"] <= 1 and val[f"{name}/ce"] > 0 and val[f"{name}/unigram_ce"] > 0
     assert (run / "predictions.png").stat().st_size > 0
     rgb = report["from_rgb"]  # depth from the picture alone against the exact truth, and the tokenizer's ceiling
-    assert set(rgb) == {"model", "tokenizer", "scenes"} and "8 px" not in rgb["scenes"]
+    assert set(rgb) == {"model", "tokenizer", "caption", "scenes"} and "8 px" not in rgb["scenes"]
     assert all(v > 0 and np.isfinite(v) for v in (rgb["model"]["depth_l1"], rgb["tokenizer"]["depth_l1"]))
+    captions = rgb["caption"]  # generated from the picture, read back against the true captions
+    assert all(0 <= captions[f"{k}_acc"] <= 1 and 0 < captions[f"{k}_majority"] <= 1
+               for k in ("color", "shape", "objects", "floor"))
+    assert len(captions["examples"]) == 3 and all(e["truth"] for e in captions["examples"])
     ckpt = read_checkpoint(latest_checkpoint(run))
     assert ckpt.kind == "fourm" and sorted(ckpt.files) and all(k.startswith("tokenizer/") for k in ckpt.files)
     for entry in ckpt.files.values():

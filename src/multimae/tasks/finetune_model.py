@@ -27,7 +27,7 @@ from multimae.model import FineTuneModel, MultiMAE
 from multimae.model.fourm import FourM
 from multimae.tasks.finetune_data import data_num_labels, data_num_segment_classes
 from multimae.tasks.loading import read_run_checkpoint
-from multimae.tasks.runs import check_run_kind
+from multimae.tasks.runs import check_run_kind, config_kind, read_run_config
 
 __all__ = ["load_encoder_weights", "resolve"]
 
@@ -56,6 +56,11 @@ def _read_initial_weights(source: str, cfg: FinetuneConfig, trusted: bool) -> tu
         vit, _ = timm_to_multimae(state, num_heads=heads)
         section = FinetuneModelSection(size="base", encoder=dataclasses.asdict(vit.backbone.config))
         return vit.state_dict(), section, f"timm ViT {source}"
+    folder = Path(source)
+    if folder.is_dir() and (folder / "config.yaml").exists():  # a run of the wrong kind: said before any weights are read
+        kind = config_kind(read_run_config(folder))
+        if kind != "fourm":
+            check_run_kind(folder, kind, "pretrain")
     ckpt = read_run_checkpoint(source, None, trusted)
     if ckpt.kind == "fourm":
         return _fourm_initial(ckpt, source)

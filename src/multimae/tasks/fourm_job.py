@@ -5,7 +5,7 @@ predictions from RGB tokens. The loop itself is `multimae.engine.trainer`."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from torch import Tensor
 from multimae.config.fourm import FourMRunConfig
 from multimae.data.token_pool import TokenPool, TokenPoolStream, load_token_pool
 from multimae.engine.file_table import FileEntry
-from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
+from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY, DEFAULT_TEXT_MODALITY
 from multimae.model.fourm import FourM, FourMConfig
 from multimae.tasks.fourm import FourMTask, build_masking, stored_name, unigram_log_probs
 from multimae.tasks.job import evaluating, finish_run, make_trainer, micro_batch, open_run, run_precision, start_process
@@ -175,6 +175,9 @@ def world_from_rgb(model: FourM, tokenizers: Mapping[str, Tokenizer], manifest: 
     objects = [i for i, n in enumerate(CLASS_NAMES) if n not in BACKGROUND_CLASSES]
     scores: dict[str, Any] = score_from_image(model, tokenizers, batches, DEFAULT_IMAGE_MODALITY,
                                               {m: len(CLASS_NAMES) for m in maps}, objects)
+    captions = caption_scores(model, tokenizers, batches, [s[DEFAULT_TEXT_MODALITY] for s in samples])
+    if captions:
+        scores[DEFAULT_TEXT_MODALITY] = captions
     scores["scenes"] = f"world val 0..{scenes - 1} at {size} px, class colours {colors}"
     if compare_with:
         from multimae.convert import load_any
@@ -185,3 +188,30 @@ def world_from_rgb(model: FourM, tokenizers: Mapping[str, Tokenizer], manifest: 
                                               objects)
         scores["multimae_run"] = str(compare_with)
     return scores
+
+
+def caption_scores(model: FourM, tokenizers: Mapping[str, Tokenizer], batches: Sequence[Mapping[str, Tensor]],
+                   truth: Sequence[str]) -> dict[str, Any]:
+    """Captions generated from the picture alone (greedy, token by token) against the world's true
+    captions: per attribute the share of scenes where the generated caption states the true value
+    (`multimae.data.world.caption_attributes`; unstated counts as wrong), the share of exact
+    captions, and the majority baseline (always the most frequent true value); empty without a
+    caption output."""
+    from multimae.data.world import CAPTION_ATTRIBUTES, caption_attributes
+    from multimae.inference.fourm import predict_sequences
+
+    texts: list[str] = []
+    for batch in batches:
+        generated = predict_sequences(model, tokenizers, {DEFAULT_IMAGE_MODALITY: batch[DEFAULT_IMAGE_MODALITY]})
+        if not generated:
+            return {}
+        texts.extend(next(iter(generated.values())))
+    said = [caption_attributes(t) for t in texts]
+    true = [caption_attributes(t) for t in truth]
+    out: dict[str, Any] = {"exact": sum(a.strip() == b.strip() for a, b in zip(texts, truth)) / len(truth)}
+    for key in CAPTION_ATTRIBUTES:
+        values = [t[key] for t in true]
+        out[f"{key}_acc"] = sum(s[key] == t for s, t in zip(said, values)) / len(values)
+        out[f"{key}_majority"] = max(values.count(v) for v in set(values)) / len(values)
+    out["examples"] = [{"generated": g, "truth": t} for g, t in zip(texts[:3], truth[:3])]
+    return out

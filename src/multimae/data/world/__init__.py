@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from multimae.data.world.captions import FACTS, caption, scene_facts, scene_label, visible_objects
+from multimae.data.world.captions import (
+    CAPTION_ATTRIBUTES, FACTS, caption, caption_attributes, scene_facts, scene_label, visible_objects,
+)
 from multimae.data.world.classes import (
     BACKGROUND_CLASSES,
     CLASS_NAMES,
@@ -24,9 +26,9 @@ from multimae.data.world.scenes import GENERATOR_VERSION, SPLITS, Scene, check_w
 from multimae.data.world.sequences import SEQUENCE_WORDS, boxes_text, world_sequences
 
 __all__ = [
-    "BACKGROUND_CLASSES", "CLASS_NAMES", "FACTS", "GENERATOR_VERSION", "LABEL_NAMES", "METADATA_FIELDS",
+    "BACKGROUND_CLASSES", "CAPTION_ATTRIBUTES", "CLASS_NAMES", "FACTS", "GENERATOR_VERSION", "LABEL_NAMES", "METADATA_FIELDS",
     "NUM_CLASSES", "NUM_LABELS", "OBJECT_CLASSES", "PALETTE", "SEQUENCE_WORDS", "SPLITS", "MetadataField",
-    "Rendering", "Scene", "WorldSample", "boxes_text", "check_world_settings", "metadata_text", "palette_text",
+    "Rendering", "Scene", "WorldSample", "boxes_text", "caption_attributes", "check_world_settings", "metadata_text", "palette_text",
     "parse_metadata", "parse_palette", "render", "sample_scene", "scene_facts", "scene_rng", "visible_objects",
     "world_sample", "world_sequences",
 ]

@@ -103,3 +103,27 @@ def caption(scene: Scene, visible: list[VisibleObject], width: int) -> str:
     if scene.wall.kind != "plain":
         text += f" by a {TEXTURE_WORDS[scene.wall.kind]} wall"
     return text
+
+
+# What a caption says, read back from its words (`caption_attributes`): the first-named (largest
+# visible) object's colour and shape, the number of objects, and the floor.
+CAPTION_ATTRIBUTES: tuple[str, ...] = ("color", "shape", "objects", "floor")
+
+
+def caption_attributes(text: str) -> dict[str, str | None]:
+    """``{attribute: value or None}`` of `CAPTION_ATTRIBUTES` read from a caption in the world's
+    grammar (`caption`); a generated caption that does not say one gives None for it."""
+    words = text.lower().replace(",", " ").split()
+    color = next((w for w in words if w in COLORS), None)
+    shape = next((w for w in words if w in OBJECT_CLASSES), None)
+    floor = next((words[i - 1] for i in range(1, len(words)) if words[i] == "floor"), None)
+    if "empty" in words:
+        count: str | None = "0"
+    elif shape is None:
+        count = None
+    else:
+        named = sum(w in OBJECT_CLASSES for w in words)
+        others = next((_NUMBERS.index(words[i - 1]) for i in range(1, len(words))
+                       if words[i] in ("other", "others") and words[i - 1] in _NUMBERS), 0)
+        count = str(named + others)
+    return {"color": color, "shape": shape, "objects": count, "floor": floor}
