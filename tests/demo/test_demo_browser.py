@@ -26,8 +26,6 @@ import uvicorn  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from multimae.demo import DemoSession, create_app  # noqa: E402
-from multimae.model import MultiMAE  # noqa: E402
-from multimae.modalities.spec import ModalitySpec  # noqa: E402
 
 from .conftest import png_bytes  # noqa: E402
 
@@ -284,20 +282,13 @@ def test_mask_change_latency_median_over_20_changes(page, served, capsys):
         print(f"\ndemo latency (tiny model, browser): {_bench().summary(timings)}")
 
 
-def test_a_family_without_a_view_says_so_on_the_page(browser):
-    caption = ModalitySpec(name="caption", kind="tokens", num_channels=13, loss="cross_entropy", max_length=8, pad_id=0)
-    from conftest import tiny_config
-
-    torch.manual_seed(0)
-    m3ae = MultiMAE(tiny_config(inputs=("rgb", "caption"), outputs=("rgb", "caption"),
-                                custom_modalities={"caption": caption}, modality_overrides={},
-                                decoder=dict(dim=16, depth=2, num_heads=2, kind="joint")))
-    with Served(DemoSession(m3ae, "m3ae")) as served:
+def test_a_family_without_a_view_says_so_on_the_page(browser, tiny_fourm):
+    with Served(DemoSession(tiny_fourm, "4m")) as served:
         page = browser.new_page()
         page.goto(served.url)
         page.wait_for_function("() => window.demo && window.demo.ready")
-        assert "no view for the m3ae family yet" in page.inner_text("#message")
+        assert "no view for the 4m family yet" in page.inner_text("#message")
         assert page.locator("#view-multimae").is_hidden()
-        page.screenshot(path=str(ARTIFACTS / "demo-m3ae.png"))
+        page.screenshot(path=str(ARTIFACTS / "demo-4m.png"))
         page.close()
 
