@@ -327,6 +327,13 @@ def test_the_m3ae_view_masks_a_word_by_its_chip_and_the_predictions_follow(brows
         assert "with the predicted words" in box.locator(".predicted-text").inner_text()
         after = outputs(page)
         assert set(after) == set(before) and after != before  # the image prediction follows the caption
+
+        updates = page.evaluate("() => window.demo.updates")
+        box.locator(".chip").nth(2).click()  # two quick clicks: both words end up masked
+        box.locator(".chip").nth(3).click()
+        page.wait_for_function(f"() => window.demo.updates > {updates} + 1 && !window.demo.busy", timeout=30_000)
+        assert m3ae_session.state()["texts"][name]["masked"][1:4] == [1, 1, 1]
+        assert box.locator(".chip.masked .predicted").count() == 3
         page.screenshot(path=str(ARTIFACTS / "demo-m3ae.png"), full_page=True)
 
         updates = page.evaluate("() => window.demo.updates")

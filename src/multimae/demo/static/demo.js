@@ -128,16 +128,22 @@ function multimaeView(info) {
     const path = `/api/texts/${encodeURIComponent(name)}`;
     if (act === "set") { run("POST", path, { text: texts[name].area.value }); return; }
     if (act === "remove") { run("DELETE", `/api/inputs/${encodeURIComponent(name)}`); return; }
-    const given = state.texts && state.texts[name];
-    if (!given) { showMessage(`no ${name} given: type one and press Enter`, true); return; }
-    run("POST", `${path}/masks`, { masked: given.words.map(() => (act === "all" ? 1 : 0)) });
+    if (!(state.texts || {})[name]) { showMessage(`no ${name} given: type one and press Enter`, true); return; }
+    run("POST", `${path}/masks`, () => ({ masked: wordMasks(name).map(() => (act === "all" ? 1 : 0)) }));
+  }
+
+  // The word masks as they are when a request is sent (after the answers to earlier clicks).
+  function wordMasks(name) {
+    const given = (state.texts || {})[name];
+    return given ? given.masked.slice() : [];
   }
 
   function toggleWord(name, index) {
-    const given = state.texts[name];
-    const masked = given.masked.slice();
-    masked[index] = masked[index] ? 0 : 1;
-    run("POST", `/api/texts/${encodeURIComponent(name)}/masks`, { masked });
+    run("POST", `/api/texts/${encodeURIComponent(name)}/masks`, () => {
+      const masked = wordMasks(name);
+      masked[index] = masked[index] ? 0 : 1;
+      return { masked };
+    });
   }
 
   function drawTexts(next) {
