@@ -100,6 +100,8 @@ def test_bad_texts_and_word_masks_are_refused_with_a_message(client, m3ae_sessio
     image = m3ae_session.info()["inputs"][0]["name"]
     refused(client.post(f"/api/texts/{image}", json={"text": "a"}), 404, "not a text input")
     refused(client.post(f"/api/texts/{TEXT}", json={}), 422, "text")
+    refused(client.post("/api/edit", json={"name": TEXT, "value": [1], "patch": [0, 0]}), 422, "text input")
+    refused(client.post(f"/api/inputs/{TEXT}", files={"file": ("c.png", b"x")}), 422, "text input")
     too_long = " ".join(["red"] * (m3ae_model.input_specs[TEXT].max_length + 1))
     refused(client.post(f"/api/texts/{TEXT}", json={"text": too_long}), 422, "shorten it")
     refused(client.post(f"/api/texts/{TEXT}", json={"text": "a" * 3000}), 422, "characters")

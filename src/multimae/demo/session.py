@@ -366,6 +366,8 @@ class DemoSession:
     # ------------------------------------------------------------------ internals
 
     def _spec(self, name: str) -> ModalitySpec:
+        if name in self.text_specs:
+            raise DemoError(f"{name} is a text input: give it as words (POST /api/texts/{name}), not as a picture")
         if name not in self.specs:
             raise DemoError(f"{name!r} is not an input of this model; its inputs are {list(self.specs)}", 404)
         return self.specs[name]
