@@ -37,6 +37,51 @@ def session(demo_model, demo_checkpoint) -> DemoSession:
     return DemoSession(demo_model, demo_checkpoint.name, DemoLimits())
 
 
+@pytest.fixture(scope="session")
+def tiny_fourm():
+    """A 4M model: a family the page has no view for."""
+    from multimae.model.fourm import FourM, fourm_config
+
+    cfg = fourm_config("tiny", dim=32, num_heads=2, encoder_depth=1, decoder_depth=1, image_size=32, patch_size=8,
+                       inputs=("rgb", "tok_depth"), outputs=("tok_depth",), num_encoder_tokens=16,
+                       num_decoder_tokens=16, modality_overrides={"tok_depth": {"num_channels": 16}})
+    torch.manual_seed(0)
+    return FourM(cfg)
+
+
+M3AE_TINY = [
+    "model.encoder={dim: 32, depth: 1, num_heads: 2, image_size: 32, patch_size: 8}",
+    "model.decoder={dim: 16, depth: 1, num_heads: 2, kind: joint}",
+    "data.image_size=32", "data.batch_size=8", "data.num_workers=0", "data.tokenizer_vocab_size=200",
+    "data.world_train_scenes=16", "data.world_val_scenes=8",
+    "train.log_every=1", "train.val_every=1", "train.ckpt_every=1", "train.precision=fp32", "train.steps=1",
+]
+
+
+@pytest.fixture(scope="session")
+def m3ae_run(tmp_path_factory):
+    """A tiny M3AE run folder (`multimae pretrain --config m3ae-cpu`, one step: 32 px, 4 x 4 tokens, a
+    caption of at most 32 word pieces, the run's own 200-piece tokenizer)."""
+    from multimae.cli.main import main
+
+    root = tmp_path_factory.mktemp("demo-m3ae")
+    args = [*M3AE_TINY, f"train.out_dir={root}", "train.name=run", f"data.cache_dir={root / 'cache'}"]
+    assert main(["pretrain", "--config", "m3ae-cpu", "--quiet", *args]) == 0
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def m3ae_model(m3ae_run):
+    return load_model(m3ae_run)
+
+
+@pytest.fixture
+def m3ae_session(m3ae_model, m3ae_run) -> DemoSession:
+    from multimae.tasks.loading import load_tokenizers
+
+    return DemoSession(m3ae_model, m3ae_run.name, DemoLimits(), tokenizers=load_tokenizers(m3ae_run, m3ae_model))
+
+
 def png_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")

@@ -21,7 +21,6 @@ from multimae.data.world import NUM_CLASSES  # noqa: E402
 from multimae.demo import DemoLimits, DemoSession, create_app  # noqa: E402
 from multimae.demo.app import STATIC  # noqa: E402
 from multimae.demo.uploads import UploadLimits  # noqa: E402
-from multimae.model import MultiMAE  # noqa: E402
 
 from .conftest import decode_picture, png_bytes  # noqa: E402
 
@@ -297,31 +296,20 @@ def test_the_download_is_reproduced_by_multimae_predict(client, scene, demo_chec
 
 # ------------------------------------------------------------------------------------ other families
 
-def test_a_family_without_a_view_is_named_and_its_requests_refused():
-    from multimae.modalities.spec import ModalitySpec
-
-    from conftest import tiny_config
-
-    caption = ModalitySpec(name="caption", kind="tokens", num_channels=13, loss="cross_entropy", max_length=8, pad_id=0)
-    torch.manual_seed(0)
-    m3ae = MultiMAE(tiny_config(inputs=("rgb", "caption"), outputs=("rgb", "caption"),
-                                custom_modalities={"caption": caption}, modality_overrides={},
-                                decoder=dict(dim=16, depth=2, num_heads=2, kind="joint")))
-    client = TestClient(create_app(DemoSession(m3ae, "m3ae")))
+def test_a_family_without_a_view_is_named_and_its_requests_refused(tiny_fourm):
+    client = TestClient(create_app(DemoSession(tiny_fourm, "4m")))
     info = client.get("/api/info").json()
-    assert info["family"] == "m3ae" and info["view_available"] is False and "no view for the m3ae" in info["message"]
+    assert info["family"] == "4m" and info["view_available"] is False and "no view for the 4m" in info["message"]
     assert client.get("/").status_code == 200
-    refused(client.post("/api/scene", json={"split": "val", "index": 0}), 409, "no view for m3ae")
+    refused(client.post("/api/scene", json={"split": "val", "index": 0}), 409, "no view for 4m")
     refused(client.get("/api/state"), 409, "no view")
+    refused(client.post("/api/texts/caption", json={"text": "a red cube"}), 409, "no view")
 
 
-def test_model_family_of_each_kind_of_model(demo_model):
+def test_model_family_of_each_kind_of_model(demo_model, tiny_fourm, m3ae_model):
     from multimae.demo import model_family
-    from multimae.model.fourm import FourM, fourm_config
 
-    cfg = fourm_config("tiny", dim=32, num_heads=2, encoder_depth=1, decoder_depth=1, image_size=32, patch_size=8,
-                       inputs=("rgb", "tok_depth"), outputs=("tok_depth",), num_encoder_tokens=16,
-                       num_decoder_tokens=16, modality_overrides={"tok_depth": {"num_channels": 16}})
-    assert model_family(FourM(cfg)) == "4m" and model_family(demo_model) == "multimae"
+    assert model_family(tiny_fourm) == "4m" and model_family(demo_model) == "multimae"
+    assert model_family(m3ae_model) == "m3ae"
     with pytest.raises(ValueError, match="not a model"):
         model_family(torch.nn.Linear(2, 2))

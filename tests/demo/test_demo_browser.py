@@ -26,8 +26,6 @@ import uvicorn  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from multimae.demo import DemoSession, create_app  # noqa: E402
-from multimae.model import MultiMAE  # noqa: E402
-from multimae.modalities.spec import ModalitySpec  # noqa: E402
 
 from .conftest import png_bytes  # noqa: E402
 
@@ -284,20 +282,78 @@ def test_mask_change_latency_median_over_20_changes(page, served, capsys):
         print(f"\ndemo latency (tiny model, browser): {_bench().summary(timings)}")
 
 
-def test_a_family_without_a_view_says_so_on_the_page(browser):
-    caption = ModalitySpec(name="caption", kind="tokens", num_channels=13, loss="cross_entropy", max_length=8, pad_id=0)
-    from conftest import tiny_config
-
-    torch.manual_seed(0)
-    m3ae = MultiMAE(tiny_config(inputs=("rgb", "caption"), outputs=("rgb", "caption"),
-                                custom_modalities={"caption": caption}, modality_overrides={},
-                                decoder=dict(dim=16, depth=2, num_heads=2, kind="joint")))
-    with Served(DemoSession(m3ae, "m3ae")) as served:
+def test_a_family_without_a_view_says_so_on_the_page(browser, tiny_fourm):
+    with Served(DemoSession(tiny_fourm, "4m")) as served:
         page = browser.new_page()
         page.goto(served.url)
         page.wait_for_function("() => window.demo && window.demo.ready")
-        assert "no view for the m3ae family yet" in page.inner_text("#message")
+        assert "no view for the 4m family yet" in page.inner_text("#message")
         assert page.locator("#view-multimae").is_hidden()
-        page.screenshot(path=str(ARTIFACTS / "demo-m3ae.png"))
+        page.screenshot(path=str(ARTIFACTS / "demo-4m.png"))
         page.close()
 
+
+
+def test_the_m3ae_view_masks_a_word_by_its_chip_and_the_predictions_follow(browser, m3ae_session):
+    with Served(m3ae_session) as served:
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        errors = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(served.url)
+        page.wait_for_function("() => window.demo && window.demo.ready && window.demo.updates > 0 && !window.demo.busy",
+                               timeout=30_000)
+        assert page.locator("#view-multimae").is_visible() and page.locator("#message").is_hidden()
+        name = m3ae_session.info()["texts"][0]["name"]
+        box = page.locator(f"fieldset.text[data-modality={name}]")
+        words = m3ae_session.state()["texts"][name]["words"]
+        assert box.locator(".chip").count() == len(words) and box.locator("textarea").input_value() == " ".join(words)
+        image = m3ae_session.info()["inputs"][0]["name"]
+        updates = page.evaluate("() => window.demo.updates")
+        for row in range(2):  # hide half the image: its prediction there shows what the caption says
+            for col in range(4):
+                click_cell(page, image, row, col)
+        wait_update(page, updates)
+        assert m3ae_session.state()["inputs"][image]["visible"] == 8
+        before = outputs(page)
+        assert before and all(before.values())
+
+        updates = page.evaluate("() => window.demo.updates")
+        box.locator(".chip").nth(1).click()
+        wait_update(page, updates)
+        chip = box.locator(".chip").nth(1)
+        assert "masked" in chip.get_attribute("class") and chip.inner_text().startswith("[MASK]")
+        predicted = chip.locator(".predicted").inner_text()
+        assert predicted and predicted == m3ae_session.state()["texts"][name]["predicted"][1]
+        assert "with the predicted words" in box.locator(".predicted-text").inner_text()
+        after = outputs(page)
+        assert set(after) == set(before) and after != before  # the image prediction follows the caption
+
+        updates = page.evaluate("() => window.demo.updates")
+        box.locator(".chip").nth(2).click()  # two quick clicks: both words end up masked
+        box.locator(".chip").nth(3).click()
+        page.wait_for_function(f"() => window.demo.updates > {updates} + 1 && !window.demo.busy", timeout=30_000)
+        assert m3ae_session.state()["texts"][name]["masked"][1:4] == [1, 1, 1]
+        assert box.locator(".chip.masked .predicted").count() == 3
+        page.screenshot(path=str(ARTIFACTS / "demo-m3ae.png"), full_page=True)
+
+        updates = page.evaluate("() => window.demo.updates")
+        box.locator("textarea").fill("   ")
+        box.locator("textarea").press("Enter")
+        page.wait_for_function("() => !document.getElementById('message').hidden")
+        assert "empty" in page.inner_text("#message")
+        assert box.locator(".chip").count() == len(words)  # the state as it was
+
+        box.locator("textarea").fill("a red cube left of a [MASK] sphere")
+        box.locator("textarea").press("Enter")
+        wait_update(page, updates)
+        assert box.locator(".chip").count() == 8 and box.locator(".chip.masked").count() == 1
+        assert page.locator("#message").is_hidden()
+
+        updates = page.evaluate("() => window.demo.updates")
+        box.locator("button[data-act=remove]").click()
+        wait_update(page, updates)
+        assert "from the other inputs alone" in box.locator(".predicted-text").inner_text()
+        assert box.locator(".chip").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "demo-m3ae-from-image.png"), full_page=True)
+        page.close()
+        assert not errors, errors

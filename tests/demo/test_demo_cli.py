@@ -49,3 +49,15 @@ def test_demo_refuses_a_missing_or_broken_checkpoint(tmp_path, served, capsys):
     broken.write_bytes(b"garbage")
     assert main(["demo", "--checkpoint", str(broken)]) == 2
     assert "cannot read this checkpoint" in capsys.readouterr().err and not served
+
+
+def test_demo_of_an_m3ae_run_loads_its_tokenizer(m3ae_run, served, capsys):
+    TestClient = pytest.importorskip("fastapi.testclient").TestClient
+
+    assert main(["demo", "--checkpoint", str(m3ae_run)]) == 0
+    (app, _), = served
+    out = capsys.readouterr().out
+    assert "m3ae model from" in out and "no view" not in out
+    state = TestClient(app).post("/api/scene", json={"split": "val", "index": 1}).json()
+    assert state["texts"] and state["captions"]  # the caption read with the run's tokenizer
+    assert {r.path for r in app.routes} >= {"/api/texts/{name}", "/api/texts/{name}/masks"}

@@ -44,6 +44,19 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _tokenizers(args: argparse.Namespace, model: object) -> dict:
+    """``{text modality: tokenizer}`` of a run's model with text (M3AE's caption); empty without text."""
+    from multimae.tasks.loading import load_tokenizers
+
+    specs = {**getattr(model, "input_specs", {}), **getattr(model, "output_specs", {})}
+    if not any(s.stored_as == "text" for s in specs.values()):
+        return {}
+    try:
+        return load_tokenizers(args.checkpoint, model, args.trust)  # type: ignore[arg-type]
+    except ValueError as err:
+        raise ValueError(f"{err}: the demo of a model with text needs the run folder (it holds the tokenizer)") from None
+
+
 def run(args: argparse.Namespace) -> int:
     _check(args)
     try:
@@ -63,11 +76,12 @@ def run(args: argparse.Namespace) -> int:
         device = resolve_device(args.device, key="--device")
         with reading(args.checkpoint, "checkpoint"):
             model, _ = load_any(args.checkpoint, trusted=args.trust)
+        tokenizers = _tokenizers(args, model)
     except ValueError as err:
         raise UserError(str(err)) from None
     limits = DemoLimits(uploads=UploadLimits(max_bytes=int(args.max_upload_mb * 2**20)))
     name = Path(args.checkpoint).resolve().name  # the run folder or file, as the page names it
-    session = DemoSession(model.to(device), name, limits, seed=args.seed)
+    session = DemoSession(model.to(device), name, limits, seed=args.seed, tokenizers=tokenizers)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"multimae demo: {session.family} model from {args.checkpoint}")
     if not session.available:

@@ -12,6 +12,8 @@ Endpoints (JSON unless said; every refusal is a 4xx with ``{"error": message}``)
     POST   /api/masks/random      {"num_visible": N, "alpha": 1.0, "seed": null}
     POST   /api/edit              {"name", "value": [...], "patch": [row, col] | "brush": [x, y, r]}
     POST   /api/reset             inputs back to as loaded (masks kept)
+    POST   /api/texts/{name}      {"text": "a red cube ..."}: give a text input (M3AE's caption), no word masked
+    POST   /api/texts/{name}/masks  {"masked": [0/1 per word]}: the words given as [MASK] (predicted)
     GET    /api/download          zip of inputs, masks (mask.npz) and predictions
 
 Every changing request answers with the new state. No request names a file on the server: uploads
@@ -51,6 +53,14 @@ class RandomMasksRequest(BaseModel):
     num_visible: int
     alpha: float = 1.0
     seed: int | None = None
+
+
+class TextRequest(BaseModel):
+    text: str = Field(max_length=100_000)  # the session's own limit (DemoLimits.max_text_chars) is checked too
+
+
+class WordMasksRequest(BaseModel):
+    masked: list[int] = Field(max_length=10_000)
 
 
 class EditRequest(BaseModel):
@@ -146,6 +156,14 @@ def create_app(session: DemoSession) -> FastAPI:
     @app.post("/api/reset")
     def reset() -> dict[str, Any]:
         return session.reset()
+
+    @app.post("/api/texts/{name}")
+    def text(name: str, body: TextRequest) -> dict[str, Any]:
+        return session.set_text(name, body.text)
+
+    @app.post("/api/texts/{name}/masks")
+    def word_masks(name: str, body: WordMasksRequest) -> dict[str, Any]:
+        return session.set_word_masks(name, body.masked)
 
     @app.get("/api/download")
     def download() -> Response:

@@ -9,7 +9,7 @@ from multimae.model.fourm import FourM
 from multimae.model.multimae import MultiMAE
 
 # Families whose view the page has; the others are named, and the page says their view is not there yet.
-VIEWS: tuple[str, ...] = ("multimae",)
+VIEWS: tuple[str, ...] = ("multimae", "m3ae")
 
 DESCRIPTIONS = {
     "multimae": "MultiMAE: masked reconstruction and cross-modal prediction",

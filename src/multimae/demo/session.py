@@ -7,6 +7,10 @@ size, K classes. Masks are (h, w) bool, True = masked (hidden from the encoder, 
 
 Nothing here names a modality: what each input is, how it is drawn and edited comes from the
 model's `ModalitySpec`s; a world scene gives the model's inputs that the built-in world renders.
+
+Text inputs (a spec ``stored_as == "text"``: M3AE's caption) are held apart from the maps, as
+words with a mask per word (True = the word is given as ``[MASK]`` and predicted); the maps'
+token masks never cover them.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from multimae.data.codecs import TEXT as WORLD_TEXTS
 from multimae.data.generated import WORLD_MODALITIES, WorldDataset
 from multimae.data.world import CLASS_NAMES, NUM_CLASSES, PALETTE, SPLITS
 from multimae.demo.archive import prediction_zip
@@ -32,10 +37,12 @@ from multimae.demo.edits import apply_edit, brush_region, editor_of, patch_regio
 from multimae.demo.family import DESCRIPTIONS, VIEWS, model_family
 from multimae.demo.uploads import UPLOADABLE, UploadError, UploadLimits, read_upload
 from multimae.inference import Prediction, PredictionPictures, predict, prediction_pictures
+from multimae.inference.captions import MASK_WORD
 from multimae.viz.colormaps import distinct_colors
 from multimae.inference.inputs import fit_size
 from multimae.masking import sample_masks
 from multimae.modalities.spec import ModalitySpec
+from multimae.text.tokenizer import TextTokenizer
 
 WORLD_SCENES = 100_000  # scene indices offered by the page (any index >= 0 is a scene)
 
@@ -52,6 +59,7 @@ class DemoError(ValueError):
 class DemoLimits:
     uploads: UploadLimits = field(default_factory=UploadLimits)
     max_brush_radius: int = 64  # pixels of the model's image
+    max_text_chars: int = 2000  # longest caption accepted (the model's max_length in pieces is checked too)
 
 
 def png_data_url(picture: np.ndarray) -> str:
@@ -77,9 +85,11 @@ class DemoSession:
         checkpoint: what the page calls the model (the run folder or file name).
         limits: upload and edit limits.
         seed: seed of random scene indices and of random masks drawn without a seed.
+        tokenizers: ``{text modality: its tokenizer}`` for a model with text (`multimae.tasks.loading.load_tokenizers`).
     """
 
-    def __init__(self, model: nn.Module, checkpoint: str, limits: DemoLimits | None = None, seed: int = 0) -> None:
+    def __init__(self, model: nn.Module, checkpoint: str, limits: DemoLimits | None = None, seed: int = 0,
+                 tokenizers: Mapping[str, TextTokenizer] | None = None) -> None:
         self.model = model.eval()
         self.family = model_family(model)
         self.checkpoint = checkpoint
@@ -91,11 +101,16 @@ class DemoSession:
         self.sizes: dict[str, tuple[int, int]] = {}  # (H, W) of each input as given (uploads: their own)
         self.sources: dict[str, str] = {}  # where each input came from, in words
         self.masks: dict[str, np.ndarray] = {}  # (h, w) bool, True = masked
+        self.words: dict[str, list[str]] = {}  # each given text input's words (whitespace-split)
+        self.word_masks: dict[str, list[bool]] = {}  # ... one per word, True = given as [MASK] (predicted)
+        self.tokenizers = dict(tokenizers or {})
         self.prediction: Prediction | None = None
         self._pictures: PredictionPictures | None = None
         self.elapsed_ms = 0.0  # model + pictures of the last change
         specs = getattr(model, "input_specs", {})
-        self.specs: dict[str, ModalitySpec] = dict(specs)
+        self.specs: dict[str, ModalitySpec] = {n: s for n, s in specs.items() if s.stored_as != "text"}  # maps
+        self.text_specs: dict[str, ModalitySpec] = {n: s for n, s in specs.items() if s.stored_as == "text"}
+        self.text_outputs = [n for n, s in getattr(model, "output_specs", {}).items() if s.stored_as == "text"]
         classes = max([s.num_channels for s in self.specs.values() if s.is_categorical]
                       + [s.num_channels for s in getattr(model, "output_specs", {}).values() if s.is_categorical],
                       default=0)
@@ -138,7 +153,10 @@ class DemoSession:
                      "editor": editor_of(s), "upload": UPLOADABLE.get(s.stored_as), "from_world": n in WORLD_MODALITIES}
                     for n, s in self.specs.items()],
             outputs=[{"name": n, "drawn_as": s.drawn_as, "categorical": s.is_categorical}
-                     for n, s in self.model.output_specs.items()],
+                     for n, s in self.model.output_specs.items() if n not in self.text_outputs],
+            texts=[{"name": n, "max_length": s.max_length, "from_world": n in WORLD_TEXTS,
+                    "outputs": [o for o in self.text_outputs if self.model.output_specs[o].source_name == n]}
+                   for n, s in self.text_specs.items()],
             classes=[{"id": i, "name": name, "color": [int(c) for c in palette[i]]}
                      for i, name in enumerate(self.class_names)],
             world={"splits": list(SPLITS), "scenes": WORLD_SCENES},
@@ -166,7 +184,8 @@ class DemoSession:
         if split not in SPLITS:
             raise DemoError(f"unknown split {split!r}; splits are {list(SPLITS)}")
         names = tuple(n for n in self.specs if n in WORLD_MODALITIES)
-        if not names:
+        texts = tuple(n for n in self.text_specs if n in WORLD_TEXTS)
+        if not names and not texts:
             raise DemoError(f"the built-in world renders none of this model's inputs {list(self.specs)}")
         with self._lock:
             if index is None:
@@ -175,16 +194,17 @@ class DemoSession:
                 raise DemoError(f"scene index must be in [0, {WORLD_SCENES}), got {index}")
             sample = WorldDataset(split, size=self.image_size, length=WORLD_SCENES, modalities=names)[index]
             inputs = {n: sample[n] for n in names}
+            words = {n: str(sample[n]).split() for n in texts}
             for n, v in inputs.items():
                 spec = self.specs[n]
                 if spec.is_categorical and int(v.max()) >= spec.num_channels:
                     raise DemoError(f"scene {index}: {n} has class id {int(v.max())}, beyond this model's "
                                     f"{spec.num_channels} classes (the world has {NUM_CLASSES})")
             masks = {n: np.zeros(self.grid, dtype=bool) for n in names}
-            self._commit(inputs, masks)
+            self._commit(inputs, masks, words, {n: [False] * len(w) for n, w in words.items()})
             self.original = {n: v.clone() for n, v in inputs.items()}
             self.sizes = {n: (self.image_size, self.image_size) for n in names}
-            self.sources = {n: f"world {split} scene {index}" for n in names}
+            self.sources = {n: f"world {split} scene {index}" for n in (*names, *texts)}
             return self._state()
 
     def upload(self, name: str, data: bytes, filename: str) -> dict[str, Any]:
@@ -213,13 +233,20 @@ class DemoSession:
             return self._state()
 
     def remove(self, name: str | None) -> dict[str, Any]:
-        """Stop giving input ``name`` (every input for None)."""
+        """Stop giving input ``name`` (every input for None); a text input removed is predicted whole
+        from the other inputs (M3AE's caption from the image alone)."""
         self._need_view()
         with self._lock:
-            names = list(self.inputs) if name is None else [self._spec(name).name]
+            if name is None:
+                names = [*self.inputs, *self.words]
+            elif name in self.text_specs:
+                names = [name]
+            else:
+                names = [self._spec(name).name]
             inputs = {n: v for n, v in self.inputs.items() if n not in names}
             masks = {n: m for n, m in self.masks.items() if n not in names}
-            self._commit(inputs, masks)
+            words = {n: w for n, w in self.words.items() if n not in names}
+            self._commit(inputs, masks, words, {n: m for n, m in self.word_masks.items() if n in words})
             for table in (self.original, self.sizes, self.sources):
                 for n in names:
                     table.pop(n, None)
@@ -283,11 +310,44 @@ class DemoSession:
             self._commit({**self.inputs, name: new}, self.masks)
             return self._state()
 
+    def set_text(self, name: str, text: str) -> dict[str, Any]:
+        """Give text input ``name`` as ``text`` (typed); no word masked. A word written ``[MASK]`` is
+        masked from the start."""
+        self._need_view()
+        self._text_spec(name)
+        if len(text) > self.limits.max_text_chars:
+            raise DemoError(f"{name}: the text has {len(text)} characters, more than the limit of "
+                            f"{self.limits.max_text_chars}")
+        words = text.split()
+        if not words:
+            raise DemoError(f"{name}: the text is empty: type some words, or remove {name} to have it predicted "
+                            "from the other inputs")
+        with self._lock:
+            hidden = [w == MASK_WORD for w in words]
+            self._commit(self.inputs, self.masks, {**self.words, name: words}, {**self.word_masks, name: hidden})
+            self.sources[name] = "typed"
+            return self._state()
+
+    def set_word_masks(self, name: str, masked: Sequence[int]) -> dict[str, Any]:
+        """Mask the words of text input ``name``: one 0 / 1 per word (1 = given as ``[MASK]``, predicted)."""
+        self._need_view()
+        self._text_spec(name)
+        with self._lock:
+            if name not in self.words:
+                raise DemoError(f"{name} is not given: load a scene or type a text first", 409)
+            words = self.words[name]
+            if len(masked) != len(words) or any(m not in (0, 1) for m in masked):
+                raise DemoError(f"the word mask of {name} must be {len(words)} values 0 / 1 (one per word), "
+                                f"got {len(masked)}")
+            hidden = [bool(m) or w == MASK_WORD for m, w in zip(masked, words)]
+            self._commit(self.inputs, self.masks, self.words, {**self.word_masks, name: hidden})
+            return self._state()
+
     def reset(self) -> dict[str, Any]:
         """Every input back to as loaded (edits undone); masks kept."""
         self._need_view()
         with self._lock:
-            self._commit({n: v.clone() for n, v in self.original.items()}, self.masks)
+            self._commit({n: v.clone() for n, v in self.original.items()}, self.masks, self.words, self.word_masks)
             return self._state()
 
     def download(self) -> bytes:
@@ -306,23 +366,38 @@ class DemoSession:
     # ------------------------------------------------------------------ internals
 
     def _spec(self, name: str) -> ModalitySpec:
+        if name in self.text_specs:
+            raise DemoError(f"{name} is a text input: give it as words (POST /api/texts/{name}), not as a picture")
         if name not in self.specs:
             raise DemoError(f"{name!r} is not an input of this model; its inputs are {list(self.specs)}", 404)
         return self.specs[name]
 
+    def _text_spec(self, name: str) -> ModalitySpec:
+        if name not in self.text_specs:
+            raise DemoError(f"{name!r} is not a text input of this model; its text inputs are "
+                            f"{list(self.text_specs)}", 404)
+        return self.text_specs[name]
+
     def _ordered(self, table: Mapping[str, Any]) -> dict[str, Any]:
         return {n: table[n] for n in self.specs if n in table}
 
-    def _commit(self, inputs: dict[str, Tensor], masks: dict[str, np.ndarray]) -> None:
-        """Run the model on ``inputs`` / ``masks`` and, when it accepts them, make them the state."""
+    def _commit(self, inputs: dict[str, Tensor], masks: dict[str, np.ndarray],
+                words: dict[str, list[str]] | None = None, word_masks: dict[str, list[bool]] | None = None) -> None:
+        """Run the model on ``inputs`` / ``masks`` (and the text inputs' ``words`` with their
+        ``word_masks``; None: as they are) and, when it accepts them, make them the state."""
+        words = self.words if words is None else words
+        word_masks = self.word_masks if word_masks is None else word_masks
         start = time.perf_counter()
         pred = None
-        if inputs:
+        texts = {n: " ".join(MASK_WORD if hide else w for w, hide in zip(ws, word_masks[n])) for n, ws in words.items()}
+        if inputs or texts:
             try:
-                pred = predict(self.model, inputs, mask=masks)
+                pred = predict(self.model, {**inputs, **texts}, mask=masks if inputs else None,
+                               tokenizers=self.tokenizers)
             except ValueError as err:
                 raise DemoError(str(err)) from None
         self.inputs, self.masks, self.prediction = inputs, masks, pred
+        self.words, self.word_masks = dict(words), dict(word_masks)
         self._pictures = prediction_pictures(pred, self.palette) if pred is not None else None
         self.elapsed_ms = (time.perf_counter() - start) * 1000
 
@@ -339,6 +414,9 @@ class DemoSession:
         pred = self.prediction
         return {
             "inputs": inputs,
+            "texts": self._texts_state(),
+            "captions": {n: {"given": c.given, "text": c.text, "marked": c.marked, "words": c.words}
+                         for n, c in (pred.captions.items() if pred else ())},
             "masks": {n: m.astype(int).tolist() for n, m in self.masks.items()},
             "outputs": {n: png_data_url(p) for n, p in pics.outputs.items()} if pics else {},
             "pasted": {n: png_data_url(p) for n, p in pics.pasted.items()} if pics else {},
@@ -347,3 +425,16 @@ class DemoSession:
             "elapsed_ms": round(self.elapsed_ms, 1),
         }
 
+
+    def _texts_state(self) -> dict[str, Any]:
+        """Each given text input: its words, their masks and the word piece predicted at each masked
+        word (the k-th masked word is the k-th predicted position: one [MASK] each)."""
+        out = {}
+        captions = self.prediction.captions if self.prediction else {}
+        for n, words in self.words.items():
+            hidden = self.word_masks[n]
+            outputs = [o for o in self.text_outputs if self.model.output_specs[o].source_name == n]
+            predicted_words = iter(captions[outputs[0]].words if outputs and outputs[0] in captions else [])
+            out[n] = {"words": words, "masked": [int(h) for h in hidden], "source": self.sources.get(n, ""),
+                      "predicted": [next(predicted_words, None) if h else None for h in hidden]}
+        return out

@@ -229,7 +229,8 @@ def predict(
     valid = {n: c.valid[None].to(device) for n, c in given.items()} or None
     grid = (model.backbone.layout(batch.inputs).grid if names
             else (cfg.image_size // cfg.patch_size, cfg.image_size // cfg.patch_size))
-    if any(bool(c.hidden.any()) for c in given.values()):  # the [MASK] words hidden, beside the maps' masks
+    if given and (masks is not None or any(bool(c.hidden.any()) for c in given.values())):
+        # the [MASK] words hidden (none may be), beside the maps' masks: the model takes masks for every input or none
         none = {n: torch.zeros(1, grid[0] * grid[1], dtype=torch.bool, device=device) for n in names}
         masks = {**(masks or none), **{n: c.hidden[None].to(device) for n, c in given.items()}}
     was_training = model.training

@@ -42,7 +42,7 @@ function multimaeView(info) {
   window.demo.grid = info.grid;
   const tokens = gridH * gridW;
   const classes = info.classes;
-  let state = { inputs: {}, masks: {}, outputs: {}, pasted: {} };
+  let state = { inputs: {}, masks: {}, outputs: {}, pasted: {}, texts: {}, captions: {} };
   let masks = {};        // the page's masks: {name: [[0/1]]}, sent to the server on change
   let pending = false;   // a mask change not sent yet
   let changeStart = null;
@@ -90,6 +90,93 @@ function multimaeView(info) {
     tile.dataset.modality = spec.name;
     tile.innerHTML = `<h3><span>${spec.name}</span><span class="units"></span></h3><img alt="${spec.name} prediction">`;
     $("outputs").appendChild(tile);
+  }
+
+  // ---- text inputs (M3AE's caption): a text box, a chip per word (click: mask / unmask it), the
+  // predicted words at the masked ones, the caption generated when none is given
+  const texts = {};
+  for (const spec of info.texts || []) {
+    const box = document.createElement("fieldset");
+    box.className = "text";
+    box.dataset.modality = spec.name;
+    box.innerHTML = `<legend>${spec.name} <small>(at most ${spec.max_length} word pieces; ` +
+      `click a word to mask it: the model predicts it)</small></legend>` +
+      `<textarea class="text-value" rows="2" aria-label="${spec.name}"></textarea>` +
+      `<div class="row"><button data-act="set" title="give this text (Enter)">Use this ${spec.name}</button>` +
+      `<button data-act="all" title="mask every word">mask all words</button>` +
+      `<button data-act="none" title="mask no word">mask none</button>` +
+      `<button data-act="remove" title="give no ${spec.name}: the model writes one from the other inputs">` +
+      `${spec.name} from the image alone</button></div>` +
+      `<div class="chips"></div><div class="predicted-text"></div><div class="source"></div>`;
+    $("texts").appendChild(box);
+    $("texts").hidden = false;
+    const area = box.querySelector("textarea");
+    texts[spec.name] = { box, spec, area, chips: box.querySelector(".chips"),
+                         predicted: box.querySelector(".predicted-text"), source: box.querySelector(".source") };
+    box.querySelector(".row").addEventListener("click", (ev) => textButton(spec.name, ev.target.dataset.act));
+    area.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); textButton(spec.name, "set"); }
+    });
+    box.querySelector(".chips").addEventListener("click", (ev) => {
+      const chip = ev.target.closest(".chip");
+      if (chip) toggleWord(spec.name, Number(chip.dataset.index));
+    });
+  }
+
+  function textButton(name, act) {
+    if (!act) return;
+    const path = `/api/texts/${encodeURIComponent(name)}`;
+    if (act === "set") { run("POST", path, { text: texts[name].area.value }); return; }
+    if (act === "remove") { run("DELETE", `/api/inputs/${encodeURIComponent(name)}`); return; }
+    if (!(state.texts || {})[name]) { showMessage(`no ${name} given: type one and press Enter`, true); return; }
+    run("POST", `${path}/masks`, () => ({ masked: wordMasks(name).map(() => (act === "all" ? 1 : 0)) }));
+  }
+
+  // The word masks as they are when a request is sent (after the answers to earlier clicks).
+  function wordMasks(name) {
+    const given = (state.texts || {})[name];
+    return given ? given.masked.slice() : [];
+  }
+
+  function toggleWord(name, index) {
+    run("POST", `/api/texts/${encodeURIComponent(name)}/masks`, () => {
+      const masked = wordMasks(name);
+      masked[index] = masked[index] ? 0 : 1;
+      return { masked };
+    });
+  }
+
+  function drawTexts(next) {
+    for (const name of Object.keys(texts)) {
+      const t = texts[name];
+      const given = (next.texts || {})[name];
+      t.box.classList.toggle("absent", !given);
+      if (given && document.activeElement !== t.area) t.area.value = given.words.join(" ");
+      t.source.textContent = given ? given.source : `no ${name} given`;
+      t.chips.innerHTML = "";
+      if (given) {
+        given.words.forEach((word, i) => {
+          const chip = document.createElement("button");
+          chip.className = given.masked[i] ? "chip masked" : "chip";
+          chip.dataset.index = i;
+          chip.title = given.masked[i] ? `${word}: masked, click to give it` : "click to mask this word";
+          chip.textContent = given.masked[i] ? "[MASK]" : word;
+          if (given.masked[i] && given.predicted[i] !== null) {
+            const p = document.createElement("span");
+            p.className = "predicted";
+            p.textContent = given.predicted[i];
+            chip.appendChild(p);
+          }
+          t.chips.appendChild(chip);
+        });
+      }
+      const lines = t.spec.outputs.filter((o) => next.captions && next.captions[o]).map((o) => {
+        const c = next.captions[o];
+        return c.given === null ? `${o} from the other inputs alone: ${c.text}`
+          : (c.words.length ? `${o} with the predicted words: ${c.marked}` : "");
+      }).filter((line) => line);
+      t.predicted.textContent = lines.join("\n");
+    }
   }
 
   function editorControl(spec) {
@@ -209,6 +296,7 @@ function multimaeView(info) {
       }
     }
     await Promise.all(loads);
+    drawTexts(next);
     for (const name of Object.keys(tiles)) drawInput(name);
     const visible = countVisible();
     $("num-visible-value").textContent = $("num-visible").value;
@@ -218,7 +306,7 @@ function multimaeView(info) {
       li.textContent = note;
       $("notes").appendChild(li);
     }
-    $("status").textContent = Object.keys(next.inputs).length
+    $("status").textContent = Object.keys(next.inputs).length + Object.keys(next.texts || {}).length
       ? `model + pictures: ${next.elapsed_ms} ms on the server; ${visible} tokens visible`
       : "no input: load a scene or upload an image";
     window.demo.updates += 1;
@@ -250,6 +338,7 @@ function multimaeView(info) {
     } catch (err) {
       // The message is on the page; the server kept its state: show it again.
       masks = JSON.parse(JSON.stringify(state.masks));
+      drawTexts(state);
       for (const name of Object.keys(tiles)) drawInput(name);
       countVisible();
       return false;
@@ -398,7 +487,8 @@ function multimaeView(info) {
 
 // ---------------------------------------------------------------------------------- the page
 
-const VIEWS = { multimae: multimaeView }; // M3AE and 4M views join here, behind the same page
+// M3AE's view is MultiMAE's with its text inputs (info.texts: a caption box and word chips); 4M's joins here.
+const VIEWS = { multimae: multimaeView, m3ae: multimaeView };
 
 async function main() {
   const info = await api("GET", "/api/info");
