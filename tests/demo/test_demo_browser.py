@@ -186,8 +186,15 @@ def test_requests_made_while_one_runs_are_queued_and_the_page_ends_as_the_server
         time.sleep(0.3)
         commit(*args)
 
+    before = page.evaluate("() => window.demo.updates")
+    page.click("#random-scene")
+    wait_update(page, before)
+    for name in (names[0], names[2]):  # a known start for the clicks below: every token hidden
+        before = page.evaluate("() => window.demo.updates")
+        page.locator(f".tile[data-modality={name}] button[data-act=none]").click()
+        wait_update(page, before)
     monkeypatch.setattr(served.session, "_commit", slow_commit)
-    page.click("#random-scene")  # no waiting: a mask click, an edit and a mask click while it runs
+    # no waiting from here on: a mask click, an edit and mask clicks while the earlier requests run
     click_cell(page, names[0], 0, 0)
     page.check("input[name=tool][value=patch]")
     click_cell(page, names[1], 3, 3)
@@ -201,7 +208,8 @@ def test_requests_made_while_one_runs_are_queued_and_the_page_ends_as_the_server
                           ".map(t => [t.dataset.modality, t.querySelector('.visible').textContent]))")
     assert shown == {n: f"{v['visible']} / 16 visible" for n, v in state["inputs"].items()}
     assert served.session.masks[names[2]][2, 1] and served.session.masks[names[2]][0, 3]  # no click lost
-    assert served.session.masks[names[0]][1, 0]
+    assert served.session.masks[names[0]][0, 0] and served.session.masks[names[0]][1, 0]
+    assert int(served.session.masks[names[0]].sum()) == 2 and int(served.session.masks[names[2]].sum()) == 2
     assert served.session.sources[names[0]].startswith("world val scene ")
     assert not torch.equal(served.session.inputs[names[1]], served.session.original[names[1]])  # the edit ran
 

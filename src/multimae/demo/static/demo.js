@@ -359,8 +359,9 @@ function multimaeView(info) {
     maskLoop = true;
     let ok = true;
     while (pending && ok) {
-      pending = false;
-      ok = await run("POST", "/api/masks", () => ({ masks }));
+      // The change counts as sent when its request is made, not when it is queued: an answer to an
+      // earlier request (a scene, an edit) that arrives in between keeps the page's masks.
+      ok = await run("POST", "/api/masks", () => { pending = false; return { masks }; });
     }
     maskLoop = false;
     if (ok && changeStart !== null) window.demo.timings.push(performance.now() - changeStart);
