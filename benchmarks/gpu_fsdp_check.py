@@ -50,14 +50,7 @@ from multimae.engine.trainer import Trainer
 from multimae.model import MultiMAE
 from multimae.tasks.pretrain import PretrainTask
 
-
-def synthetic_pool(n: int, size: int, num_classes: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return {
-        "rgb": torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8),
-        "depth": torch.randint(500, 20000, (n, 1, size, size), generator=g, dtype=torch.int32).to(torch.uint16),
-        "semseg": torch.randint(0, num_classes, (n, size, size), generator=g, dtype=torch.uint8),
-    }
+from bench_training import synthetic_pool  # the same synthetic world pool as the training benchmark
 
 
 def join_group(cpu: bool) -> DistInfo:
