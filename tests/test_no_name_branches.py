@@ -45,6 +45,15 @@ ALLOWED: tuple[tuple[str, str, str], ...] = (
     ("viz/colormaps.py", 'if display == "normals"', "a display kind (ModalitySpec.display)"),
     ("viz/predictions.py", 'if display == "normals"', "a display kind (ModalitySpec.display)"),
     ("viz/reconstruction.py", 'spec.drawn_as == "rgb"', "a display kind (ModalitySpec.drawn_as)"),
+    # 'palette' is also the display kind of class maps (a colour per class), beside 4M-21's colour-palette modality.
+    ("cli/generate.py", 'spec.drawn_as == "palette"', "a display kind (ModalitySpec.drawn_as)"),
+    ("cli/predict.py", 'spec.drawn_as == "palette"', "a display kind (ModalitySpec.drawn_as)"),
+    ("inference/render.py", 'if display == "palette"', "a display kind (ModalitySpec.display)"),
+    ("viz/colormaps.py", 'if display == "palette"', "a display kind (ModalitySpec.display)"),
+    ("viz/fourm.py", 'if display == "palette"', "a display kind (ModalitySpec.display)"),
+    ("viz/predictions.py", 'draw("palette"', "a display kind (ModalitySpec.display)"),
+    ("viz/samples.py", 'display_of(m) == "palette"', "a display kind (ModalitySpec.drawn_as)"),
+    ("data/manifest.py", '"palette": [list(c) for c in PALETTE]', "the manifest's class display colours"),
     ("data/jsonl.py", 'CAPTION_FIELD = "caption"', "a JSONL line's field name (file format), not the modality"),
     # Labellers: what a labeller produces is the point of it.
     ("pseudolabel/hf.py", 'modality = "depth"', "the DPT labeller produces depth"),

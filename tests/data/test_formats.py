@@ -13,11 +13,12 @@ from multimae.data.shards import ShardDataset, iter_shard
 from multimae.data.writer import GenerateConfig, generate
 SIZE = 24  # as in conftest.py
 
-ALL = ("rgb", "depth", "normals", "semseg", "instance", "caption")
+ALL = ("rgb", "depth", "normals", "semseg", "instance", "caption", "boxes", "metadata", "palette")
+WORLD = tuple(m for m in ALL if m != "caption")  # the caption comes with every world sample
 
 
 def _same(a, b):
-    for k in ("rgb", "depth", "normals", "semseg", "instance", "label", "caption"):
+    for k in (*ALL, "label"):
         if isinstance(a[k], torch.Tensor):
             assert a[k].dtype == b[k].dtype and torch.equal(a[k].nan_to_num(-1), b[k].nan_to_num(-1)), k
         else:
@@ -26,7 +27,7 @@ def _same(a, b):
 
 def test_folder_round_trips_exactly(folder_root):
     ds = FolderDataset(folder_root, "train", ALL)
-    world = WorldDataset("train", size=SIZE, length=6)
+    world = WorldDataset("train", size=SIZE, length=6, modalities=WORLD)
     assert len(ds) == 6 and ds.has_classes
     for i in range(len(ds)):
         sample = ds[i]
@@ -34,7 +35,7 @@ def test_folder_round_trips_exactly(folder_root):
 
 
 def test_shards_round_trip_exactly(shard_root):
-    world = WorldDataset("train", size=SIZE, length=20)
+    world = WorldDataset("train", size=SIZE, length=20, modalities=WORLD)
     samples = list(ShardDataset(shard_root / "train"))
     assert [s["key"] for s in samples] == [f"{i:08d}" for i in range(20)]
     for s in samples:
@@ -156,3 +157,19 @@ def test_one_file_name_table_names_every_stored_modality():
     assert set(READABLE) == set(MODALITIES) and SUFFIX["depth"] == "png" and SUFFIX["caption"] == "txt"
     assert [member_suffix(m) for m in ("rgb", "depth", "caption")] == ["rgb.png", "depth.png", "txt"]
     assert MEMBER_TO_MODALITY["depth.npy"] == "depth" and LABEL_SUFFIX not in MEMBER_TO_MODALITY
+    assert member_suffix("boxes") == "boxes.txt" and SUFFIX["metadata"] == "txt"  # beside the caption's txt
+
+
+def test_stored_boxes_are_checked_and_sequences_may_be_empty(folder_root, tmp_path):
+    root = _flat_copy(folder_root, tmp_path, ("rgb", "boxes", "palette"))
+    boxes, palette = (sorted((root / "val" / m).iterdir()) for m in ("boxes", "palette"))
+    boxes[0].write_text("")  # a scene without boxes
+    palette[0].write_text("")
+    sample = FolderDataset(root, "val", ("rgb", "boxes", "palette"))[0]
+    assert sample["boxes"] == "" and sample["palette"] == ""
+    boxes[1].write_text("v0=1 v1=2 v2=3 cube")
+    with pytest.raises(ValueError, match=f"{boxes[1].name}: boxes: not a list of boxes"):
+        FolderDataset(root, "val", ("rgb", "boxes"))[1]
+    boxes[2].write_text(f"v0=1 v1=2 v2=3 v3={SIZE} cube")
+    with pytest.raises(ValueError, match=f"boxes: box .* reaches outside the {SIZE}x{SIZE} \\(WxH\\) maps"):
+        FolderDataset(root, "val", ("rgb", "boxes"))[2]

@@ -110,6 +110,9 @@ def test_bad_inputs_are_named(tokenizer):
         SequenceTokenizer.train(["a cube"], vocab_size=10)
     with pytest.raises(ValueError, match="no texts"):
         SequenceTokenizer.train(["", " "])
+    with pytest.raises(ValueError, match=r"texts\[1\]: coordinate v2=32 is outside this tokenizer's 32 bins"):
+        tokenizer.encode(["v0=1 v1=2 v2=3 v3=4 cube", "v0=1 v1=2 v2=32 v3=4 cube"])
+    assert tokenizer.encode(["xv2=99 v2=31"]).valid.any()  # only whole coordinate words are coordinates
 
 
 def test_saved_tokenizer_reloads_exactly_and_refuses_a_changed_file(tokenizer, texts, tmp_path):

@@ -16,6 +16,11 @@ semseg      8-bit PNG, or 16-bit PNG when    int64 ``(H, W)`` class ids
             there are more than 256 classes
 instance    8- or 16-bit PNG, 0 = none       int64 ``(H, W)``
 caption     UTF-8 text (``.txt``), not empty  str, stripped of surrounding white space
+boxes       UTF-8 text (``.txt``), 4M's       str: whole boxes only, inside the sample's maps
+            ``v0=x0 v1=y0 v2=x1 v3=y1 name``  (empty: no box)
+            per box, in pixels of the maps
+metadata,   UTF-8 text (``.txt``) of a        str (may be empty)
+palette     serialised sequence
 feature     ``.npy`` float (G, C) or (C,)    float32 ``(G, C)`` global vectors, finite
 label       decimal text (``.cls``)          int
 ==========  ===============================  ==================================================
@@ -36,6 +41,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from multimae.data.boxes import check_boxes_text
 from multimae.modalities.registry import stored_modalities
 
 DEPTH_SCALE = 1000.0  # stored value per scene unit: millimetres when the unit is the metre
@@ -45,11 +51,15 @@ DENSE = tuple(m for m, e in STORED.items() if e in ("rgb8", "depth16", "unit_vec
 CLASS_MAPS = tuple(m for m, e in STORED.items() if e in ("class_ids", "instance_ids"))
 MAPS = DENSE + CLASS_MAPS
 TEXT = tuple(m for m, e in STORED.items() if e == "text")
+BOXES = tuple(m for m, e in STORED.items() if e == "box_text")
+# Serialised sequences (4M's boxes, metadata, palette), stored as text and tokenised by a sequence tokenizer.
+SEQUENCES = BOXES + tuple(m for m, e in STORED.items() if e == "sequence_text")
 VECTORS = tuple(m for m, e in STORED.items() if e == "vectors")
-MODALITIES = MAPS + TEXT + VECTORS
+MODALITIES = MAPS + TEXT + SEQUENCES + VECTORS
 # The extensions a reader accepts for each encoding, the first being the one written.
 EXTENSIONS = {"rgb8": (".png", ".jpg", ".jpeg"), "depth16": (".png", ".npy"), "unit_vectors8": (".png",),
-              "class_ids": (".png",), "instance_ids": (".png",), "text": (".txt",), "vectors": (".npy",)}
+              "class_ids": (".png",), "instance_ids": (".png",), "text": (".txt",), "box_text": (".txt",),
+              "sequence_text": (".txt",), "vectors": (".npy",)}
 # The one modality <-> file-name table: the extensions a reader accepts for each modality, the
 # first being the one written. Folders hold ``<modality>/.../<key><ext>``; shard members are
 # ``<key>.<modality><ext>`` (`member_suffix`), but a caption is ``<key>.txt`` and a label ``<key>.cls``.
@@ -272,6 +282,22 @@ def decode_text(data: bytes, name: str, modality: str) -> str:
     return check_text(text, name, modality)
 
 
+def decode_sequence(data: bytes, name: str, modality: str) -> str:
+    """UTF-8 bytes of a serialised sequence -> stripped text (empty allowed: a scene without boxes);
+    boxes must be whole boxes (`multimae.data.boxes.check_boxes_text`). A ValueError naming ``name``."""
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{name}: {modality} is not UTF-8 text (byte {err.start}: {data[err.start:err.start + 1]!r})"
+                         ) from None
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(f"{name}: {modality} has {len(text)} characters, more than {MAX_TEXT_CHARS} "
+                         f"(starts {text[:40]!r})")
+    if STORED[modality] == "box_text":
+        check_boxes_text(text, f"{name}: {modality}")
+    return text
+
+
 def decode_vectors(array: np.ndarray, name: str, modality: str) -> torch.Tensor:
     """A stored float array (G, C), or (C,) for one vector, -> float32 ``(G, C)``; a ValueError naming
     ``name`` when it is not a finite float array of that shape."""
@@ -290,6 +316,8 @@ def decode_modality(modality: str, data: bytes, name: str, num_classes: int | No
     encoding = STORED.get(modality)
     if encoding == "text":
         return decode_text(data, name, modality)
+    if encoding in ("box_text", "sequence_text"):
+        return decode_sequence(data, name, modality)
     array = read_array(data, name, rgb=encoding == "rgb8")
     if encoding == "vectors":
         return decode_vectors(array, name, modality)
@@ -318,6 +346,10 @@ def check_sample(sample: Mapping[str, object], name: str) -> None:
         listed = ", ".join(f"{k} {w}×{h}" for k, (h, w) in sizes.items())
         raise ValueError(f"{name}: modalities have different sizes ({listed}, W×H); they must be aligned pixel for "
                          "pixel (resizing them together would stretch them differently)")
+    if sizes:
+        for modality in BOXES:
+            if isinstance(text := sample.get(modality), str):
+                check_boxes_text(text, f"{name}: {modality}", next(iter(sizes.values())))
 
 
 def read_file(path: Path) -> bytes:

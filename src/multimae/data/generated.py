@@ -9,6 +9,7 @@ from multimae.data.codecs import (
     CLASS_MAPS,
     LABEL_SUFFIX,
     MAPS,
+    SEQUENCES,
     STORED,
     TEXT,
     class_map_dtype,
@@ -21,9 +22,18 @@ from multimae.data.codecs import (
 )
 from multimae.data.collate import sample_generator
 from multimae.data.transforms import Transform
-from multimae.data.world import NUM_CLASSES, WorldSample, check_world_settings, scene_rng, world_sample
+from multimae.data.world import (
+    NUM_CLASSES,
+    SEQUENCE_NAMES,
+    WorldSample,
+    check_world_settings,
+    scene_rng,
+    stored_sequences,
+    world_sample,
+)
 
 WORLD_MODALITIES = MAPS  # the world renders every stored map (`WorldSample.rendering` has one field each)
+WORLD_SEQUENCES = tuple(m for m in SEQUENCES if m in SEQUENCE_NAMES)  # ... and serialises these sequences
 
 
 def storage_arrays(ws: WorldSample) -> dict[str, np.ndarray]:
@@ -34,8 +44,10 @@ def storage_arrays(ws: WorldSample) -> dict[str, np.ndarray]:
 
 
 def encode_world_sample(ws: WorldSample) -> dict[str, bytes]:
-    """Files of one sample, keyed by suffix (``rgb.png``, ..., ``txt``, ``cls``)."""
+    """Files of one sample, keyed by suffix (``rgb.png``, ..., ``boxes.txt``, ..., ``txt``, ``cls``)."""
     files = {member_suffix(m): encode_png(a) for m, a in storage_arrays(ws).items()}
+    for m, text in stored_sequences(ws, WORLD_SEQUENCES).items():
+        files[member_suffix(m)] = text.encode("utf-8")
     for m in TEXT:  # the caption
         files[member_suffix(m)] = getattr(ws, m).encode("utf-8")
     files[LABEL_SUFFIX] = str(ws.label).encode("ascii")
@@ -44,10 +56,11 @@ def encode_world_sample(ws: WorldSample) -> dict[str, bytes]:
 
 def decode_world_sample(ws: WorldSample, key: str, modalities: tuple[str, ...] = WORLD_MODALITIES
                         ) -> dict[str, object]:
-    """The sample a reader returns for ``ws`` after a write/read round trip, without the disk."""
+    """The sample a reader returns for ``ws`` after a write/read round trip, without the disk:
+    ``modalities`` (maps and sequences), the label, the caption and the key."""
     arrays = storage_arrays(ws)
-    sample: dict[str, object] = {}
-    for m in modalities:
+    sample: dict[str, object] = dict(stored_sequences(ws, tuple(m for m in modalities if m in WORLD_SEQUENCES)))
+    for m in (m for m in modalities if m not in WORLD_SEQUENCES):
         if m in CLASS_MAPS:  # class ids are checked against the world's classes, instance ids are not
             sample[m] = decode_class_map(arrays[m], key, NUM_CLASSES if STORED[m] == "class_ids" else None)
         else:
@@ -63,7 +76,8 @@ class WorldDataset(Dataset):
 
     Each item is a sample dict: ``rgb`` (3, H, W) float in [0, 1], ``depth`` (1, H, W) z-depth
     (NaN = invalid), ``normals`` (3, H, W), ``semseg`` / ``instance`` (H, W) int64, ``label`` int,
-    ``caption`` str, ``key`` str; values are quantised exactly as on disk, so they equal what the
+    ``caption`` str, ``key`` str, and the sequences ``modalities`` names (`WORLD_SEQUENCES`: boxes in
+    pixels, metadata, palette; str); values are quantised exactly as on disk, so they equal what the
     folder and shard readers return for the same scene. ``transform(sample, generator)`` receives a
     generator seeded by (seed, epoch, index): deterministic whatever the worker; call
     `set_epoch` to draw new augmentations each epoch.
@@ -73,9 +87,10 @@ class WorldDataset(Dataset):
                  class_colors: float = 0.0,
                  transform: Transform | None = None, modalities: tuple[str, ...] = WORLD_MODALITIES,
                  seed: int = 0) -> None:
-        unknown = set(modalities) - set(WORLD_MODALITIES)
+        unknown = set(modalities) - set(WORLD_MODALITIES) - set(WORLD_SEQUENCES)
         if unknown:
-            raise ValueError(f"the world has no modality {sorted(unknown)}; it has {WORLD_MODALITIES}")
+            raise ValueError(f"the world has no modality {sorted(unknown)}; it has "
+                             f"{[*WORLD_MODALITIES, *WORLD_SEQUENCES]}")
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         scene_rng(split, 0)  # validates the split

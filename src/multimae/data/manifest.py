@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from multimae.data.codecs import DEPTH_SCALE, MAPS, STORED
-from multimae.data.world import CLASS_NAMES, GENERATOR_VERSION, LABEL_NAMES, PALETTE
+from multimae.data.codecs import DEPTH_SCALE, MAPS, SEQUENCES, STORED
+from multimae.data.world import CLASS_NAMES, GENERATOR_VERSION, LABEL_NAMES, PALETTE, SEQUENCE_BINS
 from multimae.engine.files import write_text_atomic
 
 MANIFEST = "manifest.json"
@@ -18,6 +18,8 @@ _ENTRIES: dict[str, dict[str, Any]] = {
     "unit_vectors8": {"encoding": "png8", "decode": "value / 127.5 - 1, renormalised",
                       "frame": "camera: x right, y down, z forward"},
     "class_ids": {"encoding": "png8 (png16 above 256 classes)"},
+    "box_text": {"encoding": "text", "units": "pixels of the maps: v0=xmin v1=ymin v2=xmax v3=ymax (inclusive) name"},
+    "sequence_text": {"encoding": "text", "bins": SEQUENCE_BINS},
 }
 
 
@@ -35,6 +37,7 @@ def world_manifest(fmt: str, size: int, difficulty: float, class_colors: float =
         "palette": [list(c) for c in PALETTE],
         "label_names": list(LABEL_NAMES),
         **{m: dict(_ENTRIES[STORED[m]]) for m in MAPS if STORED[m] in _ENTRIES},  # depth, normals, semseg
+        "sequences": {m: dict(_ENTRIES[STORED[m]]) for m in SEQUENCES},  # boxes, metadata, palette
         "splits": {},
     }
 

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from multimae.data.codecs import MODALITIES, TEXT
 from multimae.data.folder import FolderDataset
-from multimae.data.generated import WORLD_MODALITIES, WorldDataset
+from multimae.data.generated import WORLD_MODALITIES, WORLD_SEQUENCES, WorldDataset
 from multimae.data.shards import ShardDataset, list_shards
 
 WORLD = "world"
@@ -90,10 +90,11 @@ def open_source(data: str, modalities: Sequence[str], split: str = "train", worl
     if unknown:
         raise ValueError(f"unknown modalities {unknown}; data modalities: {list(MODALITIES)}")
     if data == WORLD:
-        absent = [m for m in modalities if m not in WORLD_MODALITIES and m not in TEXT]
+        has = (*WORLD_MODALITIES, *WORLD_SEQUENCES, *TEXT)
+        absent = [m for m in modalities if m not in has]
         if absent:
-            raise ValueError(f"the built-in world has no {absent}; it has {[*WORLD_MODALITIES, *TEXT]}")
-        maps = tuple(m for m in modalities if m in WORLD_MODALITIES)
+            raise ValueError(f"the built-in world has no {absent}; it has {list(has)}")
+        maps = tuple(m for m in modalities if m in WORLD_MODALITIES or m in WORLD_SEQUENCES)
         samples = WorldDataset(split, size=render_size, length=world_scenes, modalities=maps,
                                class_colors=world_class_colors)
         about = {"split": split, "scenes": world_scenes, "size": render_size}

@@ -1,7 +1,8 @@
 """`generate`: write the world to disk as a folder tree or as tar shards, resumably.
 
 Folder layout (the official MultiMAE one, with a class level named after the scene label):
-``out/<split>/<modality>/<label name>/<key>.<ext>``, the caption as ``caption/<label>/<key>.txt``.
+``out/<split>/<modality>/<label name>/<key>.<ext>``, the caption as ``caption/<label>/<key>.txt`` and the
+world's sequences (boxes in pixels, metadata, palette) as ``<sequence>/<label>/<key>.txt``.
 Shards: ``out/<split>/shard-000000.tar``, ... (see `multimae.data.shards`). ``out/manifest.json``
 records the generator version, classes, palette and encodings (see `multimae.data.manifest`).
 
@@ -21,7 +22,7 @@ from typing import Any
 from tqdm import tqdm
 
 from multimae.data.codecs import MAPS, SUFFIX, TEXT, member_suffix
-from multimae.data.generated import encode_world_sample
+from multimae.data.generated import WORLD_SEQUENCES, encode_world_sample
 from multimae.data.manifest import read_manifest, world_manifest, write_manifest
 from multimae.data.shards import write_shard
 from multimae.data.world import LABEL_NAMES, SPLITS, check_world_settings, world_sample
@@ -72,7 +73,7 @@ def _generate_folder(root: Path, config: GenerateConfig, bar: tqdm) -> dict[str,
     bar.update(config.count - len(todo))
     for index, label, files in _render(config, todo):
         key, cls = f"{index:08d}", LABEL_NAMES[label]
-        for modality in (*MAPS, *TEXT):  # the caption last: it marks the sample done
+        for modality in (*MAPS, *WORLD_SEQUENCES, *TEXT):  # the caption last: it marks the sample done
             folder = split_dir / modality / cls
             folder.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(folder / f"{key}.{SUFFIX[modality]}", files[member_suffix(modality)])

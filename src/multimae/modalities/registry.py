@@ -32,6 +32,17 @@ _BUILTINS = (
     # tokenizer (`multimae.text.batch.spec_for`); 32 word pieces hold every caption of the world.
     ModalitySpec(name="caption", kind="tokens", num_channels=1000, loss="cross_entropy", max_length=32, pad_id=0,
                  encoding="text"),
+    # 4M's sequence modalities (4M's det, 4M-21's metadata and colour palette), stored as text and tokenised
+    # by the run's sequence tokenizer (`multimae tokenizer train --sequences`). Boxes are in pixels of the
+    # sample's maps and follow their crops and flips; metadata and palette describe the whole picture.
+    # The built-in world writes all three (`multimae.data.world.sequences`): at most 6 boxes (31 ids
+    # with [EOS]), 12 metadata fields (25 ids), 4 colours (13 ids).
+    ModalitySpec(name="boxes", kind="tokens", num_channels=1000, loss="cross_entropy", max_length=32, pad_id=0,
+                 encoding="box_text"),
+    ModalitySpec(name="metadata", kind="tokens", num_channels=1000, loss="cross_entropy", max_length=32, pad_id=0,
+                 encoding="sequence_text"),
+    ModalitySpec(name="palette", kind="tokens", num_channels=1000, loss="cross_entropy", max_length=16, pad_id=0,
+                 encoding="sequence_text"),
     # A global embedding of the picture (4M's DINOv2 / ImageBind features): one vector, made by a
     # feature labeler (`multimae pseudolabel`); the built-in world's comes from our own pre-trained
     # encoder (the `cpu` preset's width, 192). Another labeler's width is set by the data's manifest.

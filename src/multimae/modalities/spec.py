@@ -51,10 +51,17 @@ METRICS: tuple[str, ...] = ("auto", "segmentation", "l1", "none")
 # ``depth16`` 16-bit PNG of ``value * scale``, 0 = invalid (or float ``.npy``); ``unit_vectors8``
 # 8-bit ``(n + 1) / 2`` camera-frame unit vectors (x right: its sign flips under a horizontal flip);
 # ``class_ids`` 8/16-bit PNG of class ids; ``array`` as given; ``text`` UTF-8 text (a caption: token ids
-# come from the run's tokenizer, `multimae.text`); ``vectors`` a float ``.npy`` of shape (G, C) (a
-# feature embedding); ``auto``: class_ids, vectors or array by kind.
-Encoding = Literal["auto", "rgb8", "depth16", "unit_vectors8", "class_ids", "array", "text", "vectors"]
-ENCODINGS: tuple[str, ...] = ("auto", "rgb8", "depth16", "unit_vectors8", "class_ids", "array", "text", "vectors")
+# come from the run's tokenizer, `multimae.text`); ``box_text`` UTF-8 text of 2-D boxes serialised as 4M does,
+# in pixels of the sample's maps (`multimae.data.boxes`: cropped, resized and mirrored with the maps);
+# ``sequence_text`` UTF-8 text of a serialised sequence about the whole picture (metadata, a colour palette:
+# kept as it is under crops and flips, as 4M-21 keeps them); ``vectors`` a float ``.npy`` of shape (G, C)
+# (a feature embedding); ``auto``: class_ids, vectors or array by kind.
+Encoding = Literal["auto", "rgb8", "depth16", "unit_vectors8", "class_ids", "array", "text", "box_text",
+                   "sequence_text", "vectors"]
+ENCODINGS: tuple[str, ...] = ("auto", "rgb8", "depth16", "unit_vectors8", "class_ids", "array", "text", "box_text",
+                              "sequence_text", "vectors")
+# Stored as UTF-8 text, tokenised into a ``tokens`` modality.
+TEXT_ENCODINGS: tuple[str, ...] = ("text", "box_text", "sequence_text")
 
 
 def default_display(categorical: bool, num_channels: int) -> str:
@@ -162,13 +169,15 @@ class ModalitySpec:
         if (self.metric == "segmentation" and self.kind != "categorical") or (
                 self.metric == "l1" and self.kind != "dense"):
             raise ValueError(f"modality {self.name!r}: metric {self.metric!r} does not fit a {self.kind} map")
-        if (self.encoding == "class_ids") != (self.kind == "categorical") and self.encoding not in ("auto", "text"):
+        if (self.encoding == "class_ids") != (self.kind == "categorical") and self.encoding not in ("auto",
+                                                                                                 *TEXT_ENCODINGS):
             raise ValueError(f"modality {self.name!r}: encoding {self.encoding!r} does not fit a {self.kind} map")
         if (self.encoding == "vectors") != (self.kind == "vector") and self.encoding != "auto":
             raise ValueError(f"modality {self.name!r}: encoding {self.encoding!r} does not fit a {self.kind} modality "
                              "(vectors are stored as vectors)")
-        if self.encoding == "text" and self.kind != "tokens":
-            raise ValueError(f"modality {self.name!r}: text is tokenised into a tokens modality, not a {self.kind} one")
+        if self.encoding in TEXT_ENCODINGS and self.kind != "tokens":
+            raise ValueError(f"modality {self.name!r}: {self.encoding} text is tokenised into a tokens modality, not a "
+                             f"{self.kind} one")
         if self.num_channels < 1:
             raise ValueError(f"modality {self.name!r}: num_channels must be >= 1, got {self.num_channels}")
         if self.stride < 1:

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from multimae.data.boxes import parse_boxes, serialize_boxes, transform_boxes
+from multimae.data.codecs import BOXES
 from multimae.data.collate import sample_generator
 from multimae.data.transforms import central_square, crop_params, hflip, resized_crop
 
@@ -72,11 +74,20 @@ def plan_crops(size: tuple[int, int] | None, config: CropConfig, seed: int, inde
 def crop_view(sample: Mapping[str, object], crop: np.ndarray, sizes: Mapping[str, int | None]) -> Sample:
     """The modalities ``sizes`` names of ``sample`` seen through one crop (top, left, height, width,
     flipped): maps cropped and resized to their size P (P x P), mirrored when flipped (vector maps
-    and captions as `multimae.data.transforms.hflip` mirrors them); a modality of size None (text)
-    is only mirrored."""
+    and captions as `multimae.data.transforms.hflip` mirrors them); boxes (in pixels of the maps)
+    moved through the same crop into P bins (`multimae.data.boxes.transform_boxes`); a modality of
+    size None (a caption, metadata, a palette) is only mirrored (a caption's left / right swapped)."""
     top, left, height, width, flipped = (int(v) for v in crop)
     out: Sample = {}
     for modality, size in sizes.items():
+        if modality in BOXES:
+            if size is None or height < 1:
+                raise ValueError(f"sample {sample.get('key')}: {modality} are in pixels of the sample's maps; "
+                                 "tokenize them together with a map modality (e.g. rgb)")
+            boxes = transform_boxes(parse_boxes(str(sample[modality])), (top, left, height, width), size,
+                                    bool(flipped))
+            out[modality] = serialize_boxes(boxes)
+            continue
         one = {modality: sample[modality]}
         if size is not None:
             one = resized_crop(one, (top, left, height, width), size)

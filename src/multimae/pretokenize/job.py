@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from multimae.data.codecs import BOXES
 from multimae.data.sources import SampleSource, open_source
 from multimae.data.token_shards import FORMAT, PARTS, TOKEN_MANIFEST, VERSION, ids_dtype, shard_name
 from multimae.engine.distributed import resolve_rank
@@ -101,13 +102,14 @@ def load_tokenizers(folders: Mapping[str, str]) -> dict[str, Tokenizer]:
 
 def image_sizes(config: TokenizeConfig, tokenizers: Mapping[str, Tokenizer]) -> dict[str, int | None]:
     """Pixels each modality's crops are resized to: ``config.image_size``, else the ``data.image_size``
-    of the tokenizer's training run; None for a sequence tokenizer (text is not resized)."""
+    of the tokenizer's training run; boxes: the coordinate bins of their sequence tokenizer; None for
+    other sequences (text is not resized)."""
     from multimae.tokenizers.training import run_config_of
 
     sizes: dict[str, int | None] = {}
     for modality, tokenizer in tokenizers.items():
         if tokenizer.placement != "grid":
-            sizes[modality] = None
+            sizes[modality] = getattr(tokenizer, "coord_bins", None) if modality in BOXES else None
             continue
         run = run_config_of(config.tokenizers[modality])
         size = config.image_size or (run.data.image_size if run is not None else None)
@@ -134,7 +136,8 @@ def make_plan(config: TokenizeConfig, source: SampleSource, tokenizers: Mapping[
             "content_hash": tokenizer.content_hash, "type": tokenizer.type_name, "vocab_size": tokenizer.vocab_size,
             "placement": probe.placement, "grid": list(probe.grid) if probe.grid else None,
             "num_tokens": probe.ids.shape[1] if probe.placement == "grid" else None,
-            "image_size": sizes[modality], "dtype": ids_dtype(tokenizer.vocab_size).name}
+            "image_size": None if modality in BOXES else sizes[modality], "dtype": ids_dtype(tokenizer.vocab_size).name,
+            **({"coord_bins": sizes[modality]} if modality in BOXES else {})}
     return {
         "format": FORMAT, "version": VERSION,
         "source": {"kind": source.kind, "data": config.data, **source.record},
@@ -221,7 +224,7 @@ def run_tokenize(config: TokenizeConfig) -> TokenizeReport:
     out = Path(config.out)
     tokenizers = load_tokenizers(config.tokenizers)
     sizes = image_sizes(config, tokenizers)
-    render = config.render_size or max([s for s in sizes.values() if s is not None], default=64)
+    render = config.render_size or max([s for m, s in sizes.items() if s is not None and m not in BOXES], default=64)
     source = open_source(config.data, list(tokenizers), config.split, config.world_scenes, render,
                          config.world_class_colors)
     plan = make_plan(config, source, tokenizers, sizes)

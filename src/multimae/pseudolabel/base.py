@@ -41,11 +41,13 @@ from multimae.modalities.registry import (
     DEFAULT_IMAGE_MODALITY,
     stored_modalities,
 )
+from multimae.modalities.spec import TEXT_ENCODINGS
 
 # What a labeller may produce from the image: every built-in map or vector stored in files but the
-# image itself (texts are not labelled).
+# image itself (texts and serialised sequences are not labelled).
 LABELED_MODALITIES = tuple(m for m, encoding in stored_modalities().items()
-                           if m in BUILTIN_MODALITIES and m != DEFAULT_IMAGE_MODALITY and encoding != "text")
+                           if m in BUILTIN_MODALITIES and m != DEFAULT_IMAGE_MODALITY
+                           and encoding not in TEXT_ENCODINGS)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

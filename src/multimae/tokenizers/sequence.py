@@ -21,6 +21,7 @@ and identify the tokenizer by `content_hash`.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ COORD_AXES = 4  # v0= .. v3=: xmin, ymin, xmax, ymax
 # One training word that holds every letter and digit after its first character: the trainer then keeps
 # each as a word-continuing piece (``##q``), so an unseen word always splits into known pieces.
 _CONTINUATIONS = "a" + string.ascii_lowercase + string.digits
+_COORD = re.compile(r"(?<!\S)v([0-3])=(\d+)(?!\S)")  # a coordinate token as a whole word
 
 
 def _check(texts: Iterable[object]) -> Iterable[str]:
@@ -125,6 +127,11 @@ class SequenceTokenizer(Tokenizer):
             raise ValueError(f"sentinel {i} is not in [0, {self.layout['num_sentinels']})")
         return len(LEADING) + i
 
+    @property
+    def coord_bins(self) -> int:
+        """Bins per axis of the coordinate tokens ``v0=0`` .. ``v3={coord_bins-1}``."""
+        return self.layout["coord_bins"]
+
     def coord_id(self, axis: int, value: int) -> int:
         bins = self.layout["coord_bins"]
         if not (0 <= axis < COORD_AXES and 0 <= value < bins):
@@ -150,6 +157,11 @@ class SequenceTokenizer(Tokenizer):
         if isinstance(raw, str):
             raise ValueError("encode takes a sequence of texts, got one str (wrap it in a list)")
         texts = list(_check(raw))
+        for i, text in enumerate(texts):
+            for axis, value in _COORD.findall(text):
+                if int(value) >= self.coord_bins:
+                    raise ValueError(f"texts[{i}]: coordinate v{axis}={value} is outside this tokenizer's "
+                                     f"{self.coord_bins} bins (v{axis}=0 .. v{axis}={self.coord_bins - 1})")
         pieces = [e.ids for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
         ids = torch.full((len(texts), length), self.pad_id, dtype=torch.int64)
         for row, p in enumerate(pieces):

@@ -23,14 +23,17 @@ from multimae.data.world.metadata import METADATA_FIELDS, MetadataField, metadat
 from multimae.data.world.palette import palette_text, parse_palette
 from multimae.data.world.render import Rendering, render
 from multimae.data.world.scenes import GENERATOR_VERSION, SPLITS, Scene, check_world_settings, sample_scene, scene_rng
-from multimae.data.world.sequences import SEQUENCE_WORDS, boxes_text, world_sequences
+from multimae.data.world.sequences import (
+    SEQUENCE_BINS, SEQUENCE_NAMES, SEQUENCE_WORDS, boxes_text, stored_sequences, world_sequences,
+)
 
 __all__ = [
-    "BACKGROUND_CLASSES", "CAPTION_ATTRIBUTES", "CLASS_NAMES", "FACTS", "GENERATOR_VERSION", "LABEL_NAMES", "METADATA_FIELDS",
-    "NUM_CLASSES", "NUM_LABELS", "OBJECT_CLASSES", "PALETTE", "SEQUENCE_WORDS", "SPLITS", "MetadataField",
-    "Rendering", "Scene", "WorldSample", "boxes_text", "caption_attributes", "check_world_settings", "metadata_text", "palette_text",
-    "parse_metadata", "parse_palette", "render", "sample_scene", "scene_facts", "scene_rng", "visible_objects",
-    "world_sample", "world_sequences",
+    "BACKGROUND_CLASSES", "CAPTION_ATTRIBUTES", "CLASS_NAMES", "FACTS", "GENERATOR_VERSION", "LABEL_NAMES",
+    "METADATA_FIELDS", "NUM_CLASSES", "NUM_LABELS", "OBJECT_CLASSES", "PALETTE", "SEQUENCE_BINS", "SEQUENCE_NAMES",
+    "SEQUENCE_WORDS", "SPLITS", "MetadataField", "Rendering", "Scene", "WorldSample", "boxes_text",
+    "caption_attributes", "check_world_settings", "metadata_text", "palette_text", "parse_metadata", "parse_palette",
+    "render", "sample_scene", "scene_facts", "scene_rng", "stored_sequences", "visible_objects", "world_sample",
+    "world_sequences",
 ]
 
 _MAX_TRIES = 10

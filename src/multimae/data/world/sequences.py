@@ -35,10 +35,26 @@ def boxes_text(scene: Scene, rendering: Rendering, bins: int) -> str:
     return serialize_boxes(boxes_of_instances(rendering.instance, names, bins))
 
 
-def world_sequences(ws: WorldSample, bins: int = 64, colors: int = 4) -> dict[str, str]:
-    """The sequence texts of one world sample: boxes, metadata and a ``colors``-colour palette."""
-    return {
-        "boxes": boxes_text(ws.scene, ws.rendering, bins),
-        "metadata": metadata_text(ws.scene, ws.rendering, bins),
-        "palette": palette_text(ws.rendering.rgb, colors, bins),
+SEQUENCE_BINS = 64  # value bins of the stored metadata and palette: the sequence tokenizer's default coord_bins
+SEQUENCE_NAMES: tuple[str, ...] = ("boxes", "metadata", "palette")
+
+
+def world_sequences(ws: WorldSample, bins: int = SEQUENCE_BINS, colors: int = 4,
+                    names: tuple[str, ...] = SEQUENCE_NAMES, box_bins: int | None = None) -> dict[str, str]:
+    """The sequence texts ``names`` of one world sample: boxes (in ``box_bins`` per side, default
+    ``bins``), metadata and a ``colors``-colour palette (values in ``bins``)."""
+    unknown = set(names) - set(SEQUENCE_NAMES)
+    if unknown:
+        raise ValueError(f"the world has no sequences {sorted(unknown)}; it has {SEQUENCE_NAMES}")
+    make = {
+        "boxes": lambda: boxes_text(ws.scene, ws.rendering, box_bins or bins),
+        "metadata": lambda: metadata_text(ws.scene, ws.rendering, bins),
+        "palette": lambda: palette_text(ws.rendering.rgb, colors, bins),
     }
+    return {name: make[name]() for name in names}
+
+
+def stored_sequences(ws: WorldSample, names: tuple[str, ...] = SEQUENCE_NAMES) -> dict[str, str]:
+    """The sequences as data files hold them (`multimae.data.codecs`): boxes in pixels of the
+    sample's maps, metadata and palette values in `SEQUENCE_BINS`."""
+    return world_sequences(ws, names=names, box_bins=ws.rendering.rgb.shape[1])
