@@ -128,3 +128,19 @@ def test_variants_build_and_agree_on_shapes():
         model = tiny(**kw)
         out = model(batch())
         assert out.logits["caption"].shape == (B * 5, 20) and torch.isfinite(out.loss)
+
+
+def test_encoder_token_std_sets_only_the_encoders_token_embeddings():
+    def stds(model: FourM) -> dict[str, float]:
+        return {n: p.std().item() for n, p in model.named_parameters() if n.endswith("token_emb.weight")}
+
+    default, wide = stds(tiny()), stds(tiny(encoder_token_std=1.0))
+    assert set(default) == {f"{side}_embeddings.{m}.token_emb.weight" for side in ("encoder", "decoder")
+                            for m in ("tok_depth", "caption")}
+    for name, std in wide.items():
+        if name.startswith("encoder_"):
+            assert 0.7 < std < 1.3 and abs(default[name] - 0.02) < 0.01
+        else:  # the decoder's (tied with the output projection: xavier) are untouched
+            assert std == pytest.approx(default[name])
+    with pytest.raises(ValueError, match="encoder_token_std must be > 0"):
+        tiny(encoder_token_std=0.0)

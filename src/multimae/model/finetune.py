@@ -55,7 +55,7 @@ class FineTuneModel(nn.Module):
         self.output_adapters = nn.ModuleDict({head_name: build_head(head)})
         lift_child_keys(self, "backbone")
         if fourm:  # each part as its family initialises it (MultiMAE's scheme would touch 4M's bias-free norms)
-            init_fourm_weights(self.backbone)
+            init_fourm_weights(self.backbone, encoder.encoder_token_std)  # type: ignore[union-attr]
             init_weights(self.output_adapters)
         else:
             init_weights(self)

@@ -34,6 +34,9 @@ class FourMConfig:
     qk_norm: bool = False  # LayerNorm of queries and keys per head
     num_register_tokens: int = 0  # learned tokens prepended to every encoder input, always attended to
     drop_path_rate: float = 0.0  # stochastic depth of the encoder blocks, rising linearly to this (4M's default 0)
+    # Std of the encoder's token embeddings at initialisation (4M's normal(0.02)); docs/fourm.md measures
+    # larger values on short CPU runs, where 0.02 leaves the input tokens small beside their positions.
+    encoder_token_std: float = 0.02
     patch_size: int = 16  # raw-pixel patches (rgb): P x P pixels per token
     image_size: int = 224  # the frame the grids' positional tables are made for
     inputs: tuple[str, ...] = FOURM_MODALITIES
@@ -57,6 +60,8 @@ class FourMConfig:
             raise ValueError(f"4M: dim must be divisible by 4 (2-D sin-cos positions), got {self.dim}")
         if self.image_size % self.patch_size:
             raise ValueError(f"4M: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if not self.encoder_token_std > 0:
+            raise ValueError(f"4M: encoder_token_std must be > 0, got {self.encoder_token_std}")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"4M: drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if min(self.num_encoder_tokens, self.num_decoder_tokens) < 1 or self.num_register_tokens < 0:

@@ -198,7 +198,7 @@ class FourM(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, D))
         if config.num_register_tokens:
             self.register_tokens = nn.Parameter(torch.zeros(1, config.num_register_tokens, D))
-        init_fourm_weights(self)
+        init_fourm_weights(self, config.encoder_token_std)
 
     # ------------------------------------------------------------------ stages
     def _encoder_embedding(self, name: str) -> EncoderEmbedding:
@@ -322,11 +322,15 @@ class FourM(nn.Module):
         return {n for n, _ in self.named_parameters() if n.endswith(("mod_emb", "pos_emb", "mask_token", "register_tokens"))}
 
 
-def init_fourm_weights(model: nn.Module) -> None:
+ENCODER_EMBEDDINGS = "encoder_embeddings"  # the attribute holding the encoder's embeddings (FourM, FourMEncoder)
+
+
+def init_fourm_weights(model: nn.Module, encoder_token_std: float = 0.02) -> None:
     """4M's initialisation: modality embeddings, mask and register tokens normal(0.02); every Linear
     xavier-uniform (a fused qkv / kv weight as separate q, k, v / k, v matrices) with zero bias; every
-    Embedding normal(0.02); LayerNorms 1 and 0. Modules are visited in order, so a tied output
-    projection (visited after its token embedding) leaves that table xavier-initialised, as in 4M."""
+    Embedding normal(0.02) (the encoder's token embeddings normal(``encoder_token_std``)); LayerNorms 1
+    and 0. Modules are visited in order, so a tied output projection (visited after its token
+    embedding) leaves that table xavier-initialised, as in 4M."""
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
             fan_out, fan_in = module.weight.shape
@@ -339,7 +343,8 @@ def init_fourm_weights(model: nn.Module) -> None:
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=0.02)
+            encoder = name.startswith(f"{ENCODER_EMBEDDINGS}.")
+            nn.init.normal_(module.weight, std=encoder_token_std if encoder else 0.02)
         elif isinstance(module, nn.LayerNorm):
             if module.weight is not None:
                 nn.init.ones_(module.weight)
