@@ -139,3 +139,30 @@ def test_the_schedule_in_tokens_sets_steps_and_warmup():
     assert plain.tokens_per_step == 2 * (6 + 4)
     with pytest.raises(ValueError, match="tokens.total must be a finite number > 0"):
         load_config(FourMRunConfig, None, ["data.root=x", "tokens.total=-1"]).with_token_schedule()
+
+
+def test_boxes_generated_from_the_picture_are_scored_against_the_truth(tmp_path, token_data):
+    """A run that predicts boxes: its report scores the boxes generated from the picture alone against
+    the world's true boxes (in the tokenizer's bins), next to the boxes of another scene."""
+    from multimae.pretokenize import CropConfig, TokenizeConfig, run_tokenize
+    from multimae.tokenizers.sequence_training import train_sequence_tokenizer, world_texts
+
+    from token_shards.conftest import RENDER
+
+    _, dirs = token_data
+    texts = world_texts("train", 30, size=RENDER, bins=IMAGE, progress=False)
+    seq = train_sequence_tokenizer({"boxes": texts["boxes"]}, vocab_size=120, num_sentinels=20, coord_bins=IMAGE,
+                                   max_length=40).save(tmp_path / "tok-seq")
+    run_tokenize(TokenizeConfig(data="world", out=str(tmp_path / "tokens"), world_scenes=12, render_size=RENDER,
+                                image_size=IMAGE, tokenizers={"rgb": str(dirs["rgb"]), "boxes": str(seq)},
+                                crops=CropConfig(num_crops=1), shard_size=6, progress=False))
+    cfg = write_config(tmp_path / "4m.yaml", tmp_path / "tokens", {**dirs, "caption": seq}, tmp_path / "runs", steps=2)
+    text = cfg.read_text().replace("tok_depth, caption]", "boxes]").replace("caption:", "boxes:")
+    cfg.write_text(text.replace(f"depth: {dirs['depth']}, ", ""))
+    assert main(["pretrain", "--config", str(cfg), "--quiet"]) == 0
+    boxes = json.loads((tmp_path / "runs" / "run" / "report.json").read_text())["from_rgb"]["boxes"]
+    for scores in (boxes, boxes["other_scene"]):
+        assert all(0 <= scores[k] <= 1 for k in ("recall_iou", "recall_50", "precision_iou", "count_acc"))
+    assert boxes["boxes_true"] == boxes["other_scene"]["boxes_true"] > 8  # 8 val scenes, a box or more each
+    assert boxes["other_scene"]["recall_iou"] > 0  # another scene's boxes overlap some
+    assert len(boxes["examples"]) == 3 and all(e["truth"].startswith("v0=") for e in boxes["examples"])

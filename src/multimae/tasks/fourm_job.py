@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from multimae.config.fourm import FourMRunConfig
+from multimae.data.boxes import Box, box_scores, parse_boxes, serialize_boxes, transform_boxes
 from multimae.data.token_pool import TokenPool, TokenPoolStream, load_token_pool
 from multimae.engine.file_table import FileEntry
 from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY, DEFAULT_TEXT_MODALITY
@@ -154,30 +155,40 @@ def fourm_pictures(model: FourM, tokenizers: Mapping[str, Tokenizer], pool: Toke
 
 def world_from_rgb(model: FourM, tokenizers: Mapping[str, Tokenizer], manifest: Mapping[str, Any], scenes: int,
                    compare_with: str | None = None) -> dict[str, Any]:
-    """Dense predictions from the RGB picture alone on ``scenes`` held-out world scenes (val split, at the
-    model's image size, the world settings of the shards), against the exact truth: the model's (one pass), its tokenizers' ceiling (the
-    truth's own tokens decoded) and, with ``compare_with``, a MultiMAE run's on the same scenes."""
+    """Predictions from the RGB picture alone on ``scenes`` held-out world scenes (val split, at the
+    model's image size, the world settings of the shards), against the exact truth: dense maps (one
+    pass; with its tokenizers' ceiling, the truth's own tokens decoded, and, with ``compare_with``, a
+    MultiMAE run's on the same scenes), and the caption and boxes generated greedily."""
     from multimae.data import WorldDataset
     from multimae.data.world import BACKGROUND_CLASSES, CLASS_NAMES
-    from multimae.inference.fourm import score_from_image
+    from multimae.inference.fourm import predict_sequences, score_from_image
 
     targets = [s.source_name for s in model.output_specs.values() if s.kind == "token_map"]
     maps = [m for m in dict.fromkeys([DEFAULT_IMAGE_MODALITY, *targets]) if m in tokenizers]
     if DEFAULT_IMAGE_MODALITY not in maps:
         return {}
+    boxes = [n for n, s in model.output_specs.items() if s.stored_as == "box_text" and n in tokenizers]
     colors = float(manifest["source"].get("class_colors", 0.0))
     size = model.config.image_size  # the crops' size in the shards
-    world = WorldDataset("val", size=size, length=scenes, modalities=maps,
-                         class_colors=colors)
+    world = WorldDataset("val", size=size, length=scenes, modalities=(*maps, *boxes), class_colors=colors)
     samples = [world[i] for i in range(scenes)]
     batches = [{m: torch.stack([s[m] for s in samples[b : b + VAL_BATCH]]) for m in maps}
                for b in range(0, scenes, VAL_BATCH)]
     objects = [i for i, n in enumerate(CLASS_NAMES) if n not in BACKGROUND_CLASSES]
     scores: dict[str, Any] = score_from_image(model, tokenizers, batches, DEFAULT_IMAGE_MODALITY,
                                               {m: len(CLASS_NAMES) for m in maps}, objects)
-    captions = caption_scores(model, tokenizers, batches, [s[DEFAULT_TEXT_MODALITY] for s in samples])
-    if captions:
-        scores[DEFAULT_TEXT_MODALITY] = captions
+    generated: dict[str, list[str]] = {}
+    for batch in batches:
+        picture = {DEFAULT_IMAGE_MODALITY: batch[DEFAULT_IMAGE_MODALITY]}
+        for name, texts in predict_sequences(model, tokenizers, picture).items():
+            generated.setdefault(name, []).extend(texts)
+    if DEFAULT_TEXT_MODALITY in generated:
+        scores[DEFAULT_TEXT_MODALITY] = caption_scores(generated[DEFAULT_TEXT_MODALITY],
+                                                       [str(s[DEFAULT_TEXT_MODALITY]) for s in samples])
+    for name in boxes:
+        bins = getattr(tokenizers[name], "coord_bins", size)
+        truth = [transform_boxes(parse_boxes(str(s[name])), (0, 0, size, size), bins) for s in samples]
+        scores[name] = world_box_scores(generated[name], truth)
     scores["scenes"] = f"world val 0..{scenes - 1} at {size} px, class colours {colors}"
     if compare_with:
         from multimae.convert import load_any
@@ -190,22 +201,13 @@ def world_from_rgb(model: FourM, tokenizers: Mapping[str, Tokenizer], manifest: 
     return scores
 
 
-def caption_scores(model: FourM, tokenizers: Mapping[str, Tokenizer], batches: Sequence[Mapping[str, Tensor]],
-                   truth: Sequence[str]) -> dict[str, Any]:
-    """Captions generated from the picture alone (greedy, token by token) against the world's true
-    captions: per attribute the share of scenes where the generated caption states the true value
+def caption_scores(texts: Sequence[str], truth: Sequence[str]) -> dict[str, Any]:
+    """Captions generated from the picture alone against the world's true captions: per attribute the
+    share of scenes where the generated caption states the true value
     (`multimae.data.world.caption_attributes`; unstated counts as wrong), the share of exact
-    captions, and the majority baseline (always the most frequent true value); empty without a
-    caption output."""
+    captions, and the majority baseline (always the most frequent true value)."""
     from multimae.data.world import CAPTION_ATTRIBUTES, caption_attributes
-    from multimae.inference.fourm import predict_sequences
 
-    texts: list[str] = []
-    for batch in batches:
-        generated = predict_sequences(model, tokenizers, {DEFAULT_IMAGE_MODALITY: batch[DEFAULT_IMAGE_MODALITY]})
-        if not generated:
-            return {}
-        texts.extend(next(iter(generated.values())))
     said = [caption_attributes(t) for t in texts]
     true = [caption_attributes(t) for t in truth]
     out: dict[str, Any] = {"exact": sum(a.strip() == b.strip() for a, b in zip(texts, truth)) / len(truth)}
@@ -215,3 +217,12 @@ def caption_scores(model: FourM, tokenizers: Mapping[str, Tokenizer], batches: S
         out[f"{key}_majority"] = max(values.count(v) for v in set(values)) / len(values)
     out["examples"] = [{"generated": g, "truth": t} for g, t in zip(texts[:3], truth[:3])]
     return out
+
+
+def world_box_scores(texts: Sequence[str], truth: Sequence[Sequence[Box]]) -> dict[str, Any]:
+    """Boxes generated from the picture alone (greedy) against the true boxes (`box_scores`), next to
+    the baseline of another scene's true boxes (scene i scored with the boxes of scene i + 1)."""
+    predicted = [parse_boxes(t) for t in texts]
+    shifted = [truth[(i + 1) % len(truth)] for i in range(len(truth))]
+    return {**box_scores(predicted, truth), "other_scene": box_scores(shifted, truth),
+            "examples": [{"generated": g, "truth": serialize_boxes(t)} for g, t in zip(texts[:3], truth[:3])]}
