@@ -166,3 +166,26 @@ def test_boxes_generated_from_the_picture_are_scored_against_the_truth(tmp_path,
     assert boxes["boxes_true"] == boxes["other_scene"]["boxes_true"] > 8  # 8 val scenes, a box or more each
     assert boxes["other_scene"]["recall_iou"] > 0  # another scene's boxes overlap some
     assert len(boxes["examples"]) == 3 and all(e["truth"].startswith("v0=") for e in boxes["examples"])
+    # predict writes the generated boxes and draws them on the picture
+    from PIL import Image
+
+    Image.fromarray(np.full((IMAGE, IMAGE, 3), 90, dtype=np.uint8)).save(tmp_path / "a.png")
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(tmp_path / "runs" / "run"), "--rgb", str(tmp_path / "a.png"),
+                 "--out", str(out)]) == 0
+    text = (out / "boxes.txt").read_text().strip()
+    assert json.loads((out / "summary.json").read_text())["sequences"] == {"boxes": text}
+    assert np.asarray(Image.open(out / "boxes.png")).shape == (3 * IMAGE, 3 * IMAGE, 3)
+
+
+def test_draw_boxes_outlines_each_box_in_its_class_colour():
+    from multimae.data.boxes import Box
+    from multimae.viz.boxes import box_color, draw_boxes
+
+    picture = draw_boxes(np.zeros((8, 8, 3), dtype=np.uint8), [Box(0, 0, 3, 3, "cube"), Box(4, 4, 7, 7, "cone")], 8,
+                         scale=4)
+    assert picture.shape == (32, 32, 3) and box_color("cube") != box_color("cone")
+    assert tuple(picture[15, 0]) == box_color("cube") and tuple(picture[31, 20]) == box_color("cone")
+    assert tuple(picture[5, 28]) == (0, 0, 0)  # outside the boxes: the picture
+    with pytest.raises(ValueError, match=r"uint8 \(H, W, 3\)"):
+        draw_boxes(np.zeros((8, 8)), [], 8)

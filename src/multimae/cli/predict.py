@@ -198,6 +198,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _boxes_picture(maps: dict[str, Any], text: str, bins: int, size: int) -> Any:
+    """The boxes of ``text`` drawn on the given picture (the first map drawn as colours; else grey)."""
+    import numpy as np
+
+    from multimae.data.boxes import parse_boxes
+    from multimae.modalities.registry import get_modality
+    from multimae.viz.boxes import draw_boxes
+    from multimae.viz.colormaps import rgb_to_uint8
+
+    base = next((rgb_to_uint8(v.detach().cpu()) for n, v in maps.items() if get_modality(n).drawn_as == "rgb"), None)
+    if base is None:
+        base = np.full((size, size, 3), 128, dtype=np.uint8)
+    return draw_boxes(base, parse_boxes(text), bins)
+
+
 def _predict_fourm(args: argparse.Namespace, model: Any, files: dict[str, Any], fit: str) -> int:
     """A 4M run: each given map tokenised by the run's tokenizer, every other token map predicted in one
     pass and decoded; ``<modality>.npy`` / ``.png`` per prediction, ``figure.png`` and ``summary.json``."""
@@ -234,6 +249,12 @@ def _predict_fourm(args: argparse.Namespace, model: Any, files: dict[str, Any], 
             Image.fromarray(picture).save(args.out / f"{name}.png")
     for name, text in texts.items():
         (args.out / f"{name}.txt").write_text(text + "\n")
+        if model.output_specs[name].stored_as == "box_text":  # boxes: also drawn on the picture
+            picture = _boxes_picture(maps, text, getattr(tokenizers[name], "coord_bins", model.config.image_size),
+                                     model.config.image_size)
+            pictures.append(picture)
+            titles.append(f"{name} (4M, greedy)")
+            Image.fromarray(picture).save(args.out / f"{name}.png")
     notes = ["; ".join(f"{n} (4M, greedy token by token): {t}" for n, t in texts.items())] if texts else None
     image_grid([pictures], titles, notes, tile=192).save(args.out / "figure.png")
     summary = {"inputs": {n: {"file": str(files[n]), "read": raw[n].how} for n in files}, "fit": how,
