@@ -29,6 +29,8 @@ def test_presets_load_and_validate():
             continue
         assert load_config(RunConfig if "finetune" not in name else FinetuneConfig, preset_path(name),
                            ["data.root=/data/x"] if name.endswith("-vitb") else []).train.precision == "auto", name
+    wide = load_config(FourMRunConfig, preset_path("4m-cpu"), ["model.encoder_token_std=1.0"]).model.build()
+    assert wide.encoder_token_std == 1.0 and "boxes" in wide.outputs  # the 4M default reads and predicts boxes
     paper = load_config(RunConfig, preset_path("paper-vitb"), ["data.root=/data/x"])
     assert (paper.model.size, paper.data.batch_size, paper.masking.num_visible, paper.masking.alpha) == ("base", 2048, 98, 1.0)
     assert paper.optim.betas == (0.9, 0.95) and paper.optim.weight_decay == 0.05

@@ -31,6 +31,7 @@ class FourMModelSection:
     num_encoder_tokens: int = 256
     num_decoder_tokens: int = 256
     loss_reduction: str = "mod"
+    encoder_token_std: float = 0.02  # the encoder's token embeddings at init (4M's 0.02; docs/fourm.md)
     modality_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def build(self) -> FourMConfig:
