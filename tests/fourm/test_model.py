@@ -144,3 +144,22 @@ def test_encoder_token_std_sets_only_the_encoders_token_embeddings():
             assert std == pytest.approx(default[name])
     with pytest.raises(ValueError, match="encoder_token_std must be > 0"):
         tiny(encoder_token_std=0.0)
+
+
+def test_condition_use_compares_own_and_another_samples_input():
+    from multimae.config.fourm import FourMMaskingConfig
+    from multimae.tasks.fourm import FourMTask, build_masking, condition_use
+
+    model = tiny()
+    task = FourMTask(model, build_masking(FourMMaskingConfig(input_budget=8, target_budget=8),
+                                          {**model.input_specs, **model.output_specs}))
+    g = torch.Generator().manual_seed(1)
+    depth = torch.randint(0, 16, (4, 16), generator=g)
+    caption = torch.randint(4, 20, (4, 6), generator=g)
+    raw = {"ids": {"depth": depth, "caption": caption},
+           "valid": {"depth": torch.ones(4, 16, dtype=torch.bool), "caption": torch.ones(4, 6, dtype=torch.bool)}}
+    found = condition_use(task, [raw], [("tok_depth", "caption")])["tok_depth->caption"]
+    assert found["ce"] > 0 and abs(found["ce"] - found["ce_other"]) > 1e-4  # random weights read their input
+    same = {"ids": {"depth": depth[:1].repeat(4, 1), "caption": caption}, "valid": raw["valid"]}
+    found = condition_use(task, [same], [("tok_depth", "caption")])["tok_depth->caption"]
+    assert found["ce"] == pytest.approx(found["ce_other"], abs=1e-6)  # every row's input alike: nothing moved

@@ -123,6 +123,35 @@ class FourMTask:
 
 
 @torch.no_grad()
+def condition_use(task: FourMTask, raw_batches: Iterable[Mapping[str, Mapping[str, Tensor]]],
+                  pairs: Iterable[tuple[str, str]]) -> dict[str, dict[str, float]]:
+    """Does the model read its inputs? Per (input, target) pair of model modalities, the held-out
+    cross-entropy of the whole target given the whole input (`TransferMasking`, one pass): ``ce`` with
+    each sample's own input, ``ce_other`` with the input of the next sample of its batch (rows rolled by
+    one). ``ce_other - ce`` is what the input tells the model about the target: about 0 for a model that
+    ignores it (it predicts each target from the modality's statistics alone)."""
+    from multimae.masking import TransferMasking
+
+    pairs = list(pairs)
+    sums = {p: [0.0, 0.0, 0] for p in pairs}
+    sequences = task.masking.sequences
+    for raw in raw_batches:
+        records = task.records(raw)
+        for inp, tgt in pairs:
+            if inp not in records or tgt not in records or len(records[inp][0]) < 2:
+                continue
+            masking = TransferMasking([inp], [tgt], {n: sequences[n] for n in (inp, tgt) if n in sequences})
+            data, valid = records[inp]
+            for k, given in enumerate([(data, valid), (data.roll(1, 0), None if valid is None else valid.roll(1, 0))]):
+                out = task.model(masking({inp: given, tgt: records[tgt]}))
+                logits, labels = out.logits[tgt], out.labels[tgt]
+                sums[(inp, tgt)][k] += float(torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
+                sums[(inp, tgt)][2] += labels.numel() if k == 0 else 0
+    return {f"{inp}->{tgt}": {"ce": own / n, "ce_other": other / n} for (inp, tgt), (own, other, n) in sums.items()
+            if n}
+
+
+@torch.no_grad()
 def unigram_log_probs(task: FourMTask, raw_batches: Iterable[Mapping[str, Mapping[str, Tensor]]]) -> dict[str, Tensor]:
     """``{output: (V,) log-frequency}`` of each output's target tokens in ``raw_batches`` (training data)
     under the task's masking (so a sequence's sentinels count as they are predicted), add-one smoothed:

@@ -18,7 +18,7 @@ from multimae.data.token_pool import TokenPool, TokenPoolStream, load_token_pool
 from multimae.engine.file_table import FileEntry
 from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY, DEFAULT_TEXT_MODALITY
 from multimae.model.fourm import FourM, FourMConfig
-from multimae.tasks.fourm import FourMTask, build_masking, stored_name, unigram_log_probs
+from multimae.tasks.fourm import FourMTask, build_masking, condition_use, stored_name, unigram_log_probs
 from multimae.tasks.job import evaluating, finish_run, make_trainer, micro_batch, open_run, run_precision, start_process
 from multimae.tokenizers.base import Tokenizer, load_tokenizer
 from multimae.tokenizers.run_files import keep_tokenizers
@@ -120,6 +120,7 @@ def run_fourm_pretraining(cfg: FourMRunConfig, resume: str | Path | None = None,
                                       **trainer.setup_report(),
                                       "val": task.validate(val_batches(val_pool), unigram),
                                       "val_samples": val_pool.num_samples, "train_samples": train_pool.num_samples}
+            report["conditions"] = condition_use(task, val_batches(val_pool)[:4], picture_pairs(model))
             if cfg.data.world_eval_scenes and pool.manifest["source"].get("kind") == "world":
                 report["from_rgb"] = world_from_rgb(model, tokenizers, pool.manifest, cfg.data.world_eval_scenes,
                                                     cfg.data.compare_with)
@@ -127,6 +128,13 @@ def run_fourm_pretraining(cfg: FourMRunConfig, resume: str | Path | None = None,
                        lambda: fourm_pictures(model, tokenizers, val_pool, run_dir))
     trainer.close()
     return run_dir
+
+
+def picture_pairs(model: FourM) -> list[tuple[str, str]]:
+    """(the picture's token map, every other output): the pairs the report checks the model reads."""
+    image = next((n for n, s in model.input_specs.items()
+                  if s.kind == "token_map" and s.source_name == DEFAULT_IMAGE_MODALITY), None)
+    return [(image, n) for n in model.output_specs if n != image] if image else []
 
 
 def fourm_pictures(model: FourM, tokenizers: Mapping[str, Tokenizer], pool: TokenPool, run_dir: Path,
