@@ -31,6 +31,16 @@ def test_presets_load_and_validate():
                            ["data.root=/data/x"] if name.endswith("-vitb") else []).train.precision == "auto", name
     wide = load_config(FourMRunConfig, preset_path("4m-cpu"), ["model.encoder_token_std=1.0"]).model.build()
     assert wide.encoder_token_std == 1.0 and "boxes" in wide.outputs  # the 4M default reads and predicts boxes
+    from multimae.tasks.fourm import build_masking
+
+    capped = load_config(FourMRunConfig, preset_path("4m-cpu"), ["masking.min_tokens.tok_depth=4",
+                                                                 "masking.max_tokens.tok_rgb=10"])
+    capped.validate()
+    masking = build_masking(capped.masking, capped.model.build().modality_specs())
+    assert masking.budgets.min_tokens == {"tok_depth": 4} and masking.grid_max_tokens == {"tok_rgb": 10}
+    assert masking.sequences["caption"].max_tokens == 32
+    with pytest.raises(ValueError, match=r"masking.min_tokens: \['heat'\] are not modalities of the model"):
+        load_config(FourMRunConfig, preset_path("4m-cpu"), ["masking.min_tokens.heat=4"]).validate()
     paper = load_config(RunConfig, preset_path("paper-vitb"), ["data.root=/data/x"])
     assert (paper.model.size, paper.data.batch_size, paper.masking.num_visible, paper.masking.alpha) == ("base", 2048, 98, 1.0)
     assert paper.optim.betas == (0.9, 0.95) and paper.optim.weight_decay == 0.05

@@ -223,6 +223,32 @@ def test_input_target_masking_min_tokens_redraws_short_splits():
     assert (inputs.sum(dim=1) <= 24).all() and (inputs <= caps).all()
 
 
+def test_min_tokens_per_modality_holds_only_for_the_modalities_named():
+    names = list(THREE)
+    caps = torch.tensor([[16, 16, 8]] * 500)
+    picky = DirichletInputTargetMasking(24, 12, [BudgetDirichlet(0.2, 0.2)], min_tokens={"semseg": 3})
+    _, inputs, targets = picky.sample_budgets(caps, names, gen(19))
+    assert (inputs[:, 2] >= 3).all()
+    assert (targets[:, 2] >= (8 - inputs[:, 2]).clamp_max(3)).all()  # the target: what the inputs leave, up to 3
+    assert (inputs[:, :2] < 3).any() and (targets[:, :2] < 3).any()  # rgb and depth: no floor
+    with pytest.raises(ValueError, match="min_tokens must be >= 0"):
+        DirichletInputTargetMasking(4, min_tokens={"rgb": -1})
+
+
+def test_a_grids_max_tokens_caps_what_it_gives_and_predicts():
+    from multimae.masking import UnifiedMasking
+
+    masking = UnifiedMasking(DirichletInputTargetMasking(20, 20, [BudgetDirichlet(1.0, 1.0)]),
+                             grid_max_tokens={"depth": 5})
+    records = {n: (torch.zeros(300, k, dtype=torch.long), None) for n, k in THREE.items()}
+    out = masking(records, gen(21))
+    used = {n: (~b.hidden).sum(dim=1) + b.target.sum(dim=1) for n, b in out.items()}
+    assert (used["depth"] <= 5).all() and (used["depth"] == 5).any()
+    assert (used["rgb"] > 5).any()  # the others as before
+    with pytest.raises(ValueError, match=r"grid_max_tokens names sequences \[\] or values < 1 \{'depth': 0\}"):
+        UnifiedMasking(DirichletInputTargetMasking(4), grid_max_tokens={"depth": 0})
+
+
 def test_input_target_masking_rejects_bad_settings():
     with pytest.raises(ValueError, match="input_budget must be n >= 0 or \\(min, max\\)"):
         DirichletInputTargetMasking((10, 5))

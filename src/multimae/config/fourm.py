@@ -68,7 +68,9 @@ class FourMMaskingConfig:
     # the Dirichlet mixture: one component picked per sample (alpha: the input split, target_alpha: the
     # target split; a value per modality or one for all; 0 = never)
     mixture: list[MaskingComponent] = field(default_factory=lambda: [MaskingComponent(0.5, 0.5)])
-    max_tokens: dict[str, int] = field(default_factory=dict)  # per sequence: ids kept (default: what fits)
+    # per sequence: ids kept (default: what fits); per token map: at most this many given or predicted per sample
+    max_tokens: dict[str, int] = field(default_factory=dict)
+    min_tokens: dict[str, int] = field(default_factory=dict)  # per modality: a split giving it fewer is drawn again
     keep: Literal["random", "all", "binary"] = "random"  # a sequence's kept share: uniform, all, or all-or-none
     # per sample and modality, the probability that its given tokens are withdrawn (a sequence keeps [S_1]):
     # trains the unconditional pass of classifier-free guidance (docs/generation.md); 0 = off
@@ -92,6 +94,9 @@ class FourMMaskingConfig:
         for name, n in self.max_tokens.items():
             if n < 1:
                 raise ValueError(f"masking.max_tokens.{name} must be >= 1, got {n}")
+        for name, n in self.min_tokens.items():
+            if n < 0:
+                raise ValueError(f"masking.min_tokens.{name} must be >= 0, got {n}")
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"masking.condition_dropout must be in [0, 1), got {self.condition_dropout}")
 
@@ -146,10 +151,10 @@ class FourMRunConfig:
     def validate(self) -> None:
         self.tokens.validate()
         specs = self.model.build().modality_specs()
-        for name, n in self.masking.max_tokens.items():
-            if name not in specs or specs[name].kind != "tokens":
-                raise ValueError(f"masking.max_tokens.{name}: not a sequence modality of the model "
-                                 f"({[m for m, s in specs.items() if s.kind == 'tokens']})")
+        for key in ("max_tokens", "min_tokens"):
+            unknown = sorted(set(getattr(self.masking, key)) - set(specs))
+            if unknown:
+                raise ValueError(f"masking.{key}: {unknown} are not modalities of the model ({list(specs)})")
         self.masking.validate()
         model = self.model
         for key, slots in (("input_budget", model.num_encoder_tokens), ("target_budget", model.num_decoder_tokens)):

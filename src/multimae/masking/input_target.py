@@ -93,14 +93,15 @@ class DirichletInputTargetMasking:
     (None: uniformly). A modality's input budget is capped at its valid tokens, its target budget
     at the valid tokens left after the inputs; what a cap cuts off is not given to others (as in 4M).
     ``min_tokens``: a sample's split is drawn again (at most ``max_tries`` draws in all, then the last
-    is kept, as in 4M) while a modality gets fewer than min(``min_tokens``, its cap); 0 = never.
+    is kept, as in 4M) while a modality gets fewer than min(``min_tokens``, its cap); one number for
+    every modality or ``{modality: n}`` (4M's per-modality ``min_tokens``; others 0); 0 = never.
     """
 
     input_budget: int | tuple[int, int]
     target_budget: int | tuple[int, int] | None = None
     components: Sequence[BudgetDirichlet] = field(default_factory=lambda: (BudgetDirichlet(),))
     weights: Sequence[float] | None = None
-    min_tokens: int = 0
+    min_tokens: int | Mapping[str, int] = 0
     max_tries: int = 100
 
     def __post_init__(self) -> None:
@@ -114,20 +115,28 @@ class DirichletInputTargetMasking:
             if len(w) != len(self.components) or any(not x >= 0 for x in w) or sum(w) <= 0:
                 raise ValueError(f"DirichletInputTargetMasking: weights must be {len(self.components)} numbers "
                                  f">= 0 (one per component), not all 0, got {list(self.weights)}")
-        if self.min_tokens < 0 or self.max_tries < 1:
+        least = self.min_tokens.values() if isinstance(self.min_tokens, Mapping) else [self.min_tokens]
+        if any(n < 0 for n in least) or self.max_tries < 1:
             raise ValueError(f"DirichletInputTargetMasking: min_tokens must be >= 0 and max_tries >= 1, "
                              f"got {self.min_tokens} and {self.max_tries}")
+
+    def _least(self, names: Sequence[str], device: torch.device) -> Tensor:
+        """(M,) the fewest tokens each of ``names`` should get."""
+        if isinstance(self.min_tokens, Mapping):
+            return torch.tensor([int(self.min_tokens.get(n, 0)) for n in names], device=device)
+        return torch.full((len(names),), int(self.min_tokens), device=device)
 
     def _alphas(self, kind: str, names: Sequence[str], component: Tensor) -> Tensor:
         table = torch.tensor([c.table(kind, names) for c in self.components], dtype=torch.float64)  # (K, M)
         return table.to(component.device)[component].clamp_min(MIN_ALPHA)  # (B, M)
 
-    def _split(self, total: Tensor, alpha: Tensor, caps: Tensor, generator: torch.Generator | None) -> Tensor:
-        """`split_budget`, drawn again for the rows where a modality is below min(min_tokens, cap)."""
+    def _split(self, total: Tensor, alpha: Tensor, caps: Tensor, generator: torch.Generator | None,
+               least: Tensor) -> Tensor:
+        """`split_budget`, drawn again for the rows where a modality is below min(``least``, cap)."""
         budget = split_budget(total, alpha, caps, generator)
-        if self.min_tokens == 0:
+        if not bool(least.any()):
             return budget
-        need = caps.clamp_max(self.min_tokens)
+        need = torch.minimum(caps, least)
         for _ in range(self.max_tries - 1):
             short = (budget < need).any(dim=1)  # (B,)
             if not bool(short.any()):
@@ -154,13 +163,15 @@ class DirichletInputTargetMasking:
             component = torch.multinomial(w, B, replacement=True, generator=generator)
         lo, hi = _check_range("input_budget", self.input_budget)
         num_input = torch.randint(lo, hi + 1, (B,), generator=generator, device=device)
-        inputs = self._split(num_input, self._alphas("input_alpha", names, component), caps, generator)
+        least = self._least(names, device)
+        inputs = self._split(num_input, self._alphas("input_alpha", names, component), caps, generator, least)
         target_caps = torch.where(torch.tensor(reduce, device=device), caps - inputs, caps)
         if self.target_budget is None:
             return component, inputs, target_caps
         lo, hi = _check_range("target_budget", self.target_budget)
         num_target = torch.randint(lo, hi + 1, (B,), generator=generator, device=device)
-        targets = self._split(num_target, self._alphas("target_alpha", names, component), target_caps, generator)
+        targets = self._split(num_target, self._alphas("target_alpha", names, component), target_caps, generator,
+                              least)
         return component, inputs, targets
 
     def __call__(self, num_tokens: Mapping[str, int], batch_size: int,

@@ -101,12 +101,22 @@ class UnifiedMasking:
     that are sequences; every other record is a grid. ``sentinel``: id of [S_i].
     ``condition_dropout``: per sample and modality, the probability that its given tokens are
     withdrawn after the masking (`multimae.masking.condition_dropout`; 0 = off, no draw).
+    ``grid_max_tokens``: ``{grid: n}``, at most n of its tokens given or predicted per sample, both
+    together (4M's per-modality ``max_tokens``, of which an image's target gets what its input leaves;
+    others: all their valid tokens).
     """
 
     budgets: DirichletInputTargetMasking
     sequences: Mapping[str, SequenceMasking] = field(default_factory=dict)
     sentinel: SentinelId = fourm_sentinel_id
     condition_dropout: float = 0.0
+    grid_max_tokens: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        both = sorted(set(self.grid_max_tokens) & set(self.sequences))
+        bad = {n: v for n, v in self.grid_max_tokens.items() if v < 1}
+        if both or bad:
+            raise ValueError(f"UnifiedMasking: grid_max_tokens names sequences {both} or values < 1 {bad}")
 
     def _check(self, records: Records) -> int:
         if not records:
@@ -120,13 +130,15 @@ class UnifiedMasking:
         return next(iter(sizes.values()))
 
     def caps(self, records: Records) -> Tensor:
-        """(B, M) long, records' order: a grid's valid tokens, a sequence's T (0 where it has no ids)."""
+        """(B, M) long, records' order: a grid's valid tokens (at most its ``grid_max_tokens``), a
+        sequence's T (0 where it has no ids)."""
         self._check(records)
         columns = []
         for name, (data, valid) in records.items():
             seq = self.sequences.get(name)
             if seq is None:
-                columns.append(grid_valid(name, data, valid).sum(dim=1))
+                count = grid_valid(name, data, valid).sum(dim=1)
+                columns.append(count.clamp_max(self.grid_max_tokens[name]) if name in self.grid_max_tokens else count)
             else:
                 present = torch.tensor([bool(r) for r in real_ids(data, seq.max_tokens, seq.pad_id, valid)])
                 columns.append(present.long().to(data.device) * seq.max_tokens)

@@ -45,7 +45,8 @@ def build_masking(cfg: FourMMaskingConfig, specs: Mapping[str, ModalitySpec]) ->
     """`UnifiedMasking` of a masking config over the modalities ``specs`` (every input and output, once)."""
     components = [BudgetDirichlet(c.alpha, c.target_alpha) for c in cfg.mixture]
     weights = [c.weight for c in cfg.mixture] if any(c.weight != 1.0 for c in cfg.mixture) else None
-    budgets = DirichletInputTargetMasking(cfg.input_budget, cfg.target_budget, components, weights)
+    budgets = DirichletInputTargetMasking(cfg.input_budget, cfg.target_budget, components, weights,
+                                          min_tokens=dict(cfg.min_tokens))
     sequences = {}
     for name, spec in specs.items():
         if spec.kind == "tokens":
@@ -54,7 +55,8 @@ def build_masking(cfg: FourMMaskingConfig, specs: Mapping[str, ModalitySpec]) ->
                 raise ValueError(f"masking.max_tokens.{name}={T}: its layout of {layout_length(T)} ids is longer than "
                                  f"the modality's max_length {spec.max_length}")
             sequences[name] = SequenceMasking(T, cfg.keep, spec.pad_id)
-    return UnifiedMasking(budgets, sequences, condition_dropout=cfg.condition_dropout)
+    grids = {n: t for n, t in cfg.max_tokens.items() if n not in sequences}
+    return UnifiedMasking(budgets, sequences, condition_dropout=cfg.condition_dropout, grid_max_tokens=grids)
 
 
 @dataclass
