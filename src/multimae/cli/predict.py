@@ -199,17 +199,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _boxes_picture(maps: dict[str, Any], text: str, bins: int, size: int) -> Any:
-    """The boxes of ``text`` drawn on the given picture (the first map drawn as colours; else grey)."""
+    """The boxes of ``text`` drawn on the given picture (else on grey)."""
     import numpy as np
 
     from multimae.data.boxes import parse_boxes
-    from multimae.modalities.registry import get_modality
+    from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
     from multimae.viz.boxes import draw_boxes
     from multimae.viz.colormaps import rgb_to_uint8
 
-    base = next((rgb_to_uint8(v.detach().cpu()) for n, v in maps.items() if get_modality(n).drawn_as == "rgb"), None)
-    if base is None:
-        base = np.full((size, size, 3), 128, dtype=np.uint8)
+    picture = maps.get(DEFAULT_IMAGE_MODALITY)
+    base = rgb_to_uint8(picture.detach().cpu()) if picture is not None else np.full((size, size, 3), 128, np.uint8)
     return draw_boxes(base, parse_boxes(text), bins)
 
 
