@@ -17,11 +17,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Tokenises each --cond with the run's tokenizers, generates every --target one after another "
         "(each finished target is given to the next ones, unless --independent), decodes them with the run's "
         "tokenizers and writes <modality>.npy / .png (a sequence: .txt), figure.png (conditions and every generated "
-        "modality), summary.json, and with --steps-picture steps.png (the tokens decoded so far after each step).")
+        "modality), summary.json, and with --steps-picture steps.png (the tokens decoded so far after each step). "
+        "--inpaint NAME=MASK regenerates the marked part of the map given as --cond NAME=FILE and keeps the rest "
+        "(inpaint.png: original, regenerated tokens, the original's tokens decoded, result).")
     parser.add_argument("--checkpoint", required=True, help="a 4M run folder (or its checkpoint)")
     parser.add_argument("--cond", action="append", default=[], metavar="NAME=VALUE",
                         help="a condition: an image / .npy file for a map (rgb=a.png), the text (or a .txt file) for "
                         "a sequence (caption=\"a red sphere\"); repeatable")
+    parser.add_argument("--inpaint", action="append", default=[], metavar="NAME=MASK",
+                        help="in-paint the map given as --cond NAME=FILE (NAME must also be a --target): MASK is a "
+                        "picture (white = regenerate) or a .npy array (nonzero = regenerate) at the model's frame "
+                        "(image_size pixels, the map as resized) or at its token grid; a token is regenerated when "
+                        "any of its pixels is marked, the others are kept; repeatable")
     parser.add_argument("--target", required=True, help="modalities to generate, comma-separated, in order "
                         "(tok_depth,tok_semseg or depth,semseg)")
     parser.add_argument("--scheme", default="maskgit", choices=("maskgit", "roar"),
@@ -93,6 +100,61 @@ def _raw_conditions(gen: Any, args: argparse.Namespace) -> tuple[dict[str, Any],
     return raw, {**maps, **texts}
 
 
+def _read_mask(path: Path, option: str) -> Any:
+    """(H, W) bool, True = regenerate: a picture (white, grey > 127 = regenerate) or a .npy array (nonzero)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from multimae.errors import reading
+
+    if not path.is_file():
+        raise ValueError(f"{option}: no such file")
+    if path.suffix == ".npy":
+        with reading(path, ".npy mask", option):
+            array = np.load(path, allow_pickle=False)
+    else:
+        with reading(path, "mask picture", option), Image.open(path) as im:
+            array = np.asarray(im.convert("L")) > 127
+    if array.ndim != 2 or not (array.dtype == bool or np.issubdtype(array.dtype, np.number)):
+        raise ValueError(f"{option}: a mask is one (H, W) array, got {array.dtype} {array.shape}")
+    return torch.from_numpy(array != 0)
+
+
+def _inpaint(gen: Any, args: argparse.Namespace, raw: dict[str, Any], targets: list[str]
+             ) -> tuple[dict[str, Any], dict[str, str]]:
+    """``({model target: in-paint record}, {model target: its --cond name})`` from --inpaint; the in-painted
+    maps are taken out of ``raw``."""
+    from multimae.generation.editing import check_inpaintable
+
+    records, names = {}, {}
+    for name, value in _pairs(args.inpaint, "--inpaint"):
+        option = f"--inpaint {name}={value}"
+        target = gen.output(name)
+        check_inpaintable(gen.model, target)
+        if target in records:
+            raise ValueError(f"{option}: {target} is in-painted twice")
+        given = [c for c in raw if c == name or gen.input(c) == target]
+        if not given or isinstance(raw[given[0]], list):
+            raise ValueError(f"{option}: give the map to in-paint as --cond {name}=FILE")
+        if target not in targets:
+            raise ValueError(f"{option}: name {name} in --target too (where in the order it is generated)")
+        mask = _read_mask(Path(value), option)
+        original = raw.pop(given[0])
+        try:
+            record = gen.inpaint({name: (original, mask[None].expand(original.shape[0], *mask.shape))})[target]
+        except ValueError as err:
+            raise ValueError(f"{option}: {err}") from None
+        left = int((~record.encoded[0]).sum())
+        if left == 0:
+            print(f"note: {option} marks nothing: every token is kept, nothing is generated for {name} "
+                  f"(its result is its tokens decoded)")
+        elif left == record.num_tokens:
+            print(f"note: {option} marks every token: the original {name} is not used (plain generation)")
+        records[target], names[target] = record, given[0]
+    return records, names
+
+
 def run(args: argparse.Namespace) -> int:
     from multimae.engine.distributed import resolve_device
     from multimae.errors import check_seed, reading
@@ -123,17 +185,18 @@ def run(args: argparse.Namespace) -> int:
                 guidance=guidance))
         for t in targets:  # every target's tokenizer exists before anything is generated
             gen.tokenizer(model.output_specs[t])
+        inpaint, inpainted = _inpaint(gen, args, raw, targets)
         conditions = gen.conditions(raw)
         start = time.perf_counter()
-        steps, finals = _generate(gen, conditions, schedules, args)
+        steps, finals = _generate(gen, conditions, schedules, args, inpaint)
         seconds = time.perf_counter() - start
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    return _write(gen, args, shown, schedules, steps, finals, seconds)
+    return _write(gen, args, shown, schedules, steps, finals, seconds, inpaint, inpainted)
 
 
-def _generate(gen: Any, conditions: dict[str, Any], schedules: list[Any], args: argparse.Namespace
-              ) -> tuple[list[Any], dict[str, Any]]:
+def _generate(gen: Any, conditions: dict[str, Any], schedules: list[Any], args: argparse.Namespace,
+              inpaint: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     """The targets' final records (in batches of --batch-size) and, for the steps picture, every step of the
     first batch."""
     from multimae.generation.generate import generate
@@ -144,12 +207,13 @@ def _generate(gen: Any, conditions: dict[str, Any], schedules: list[Any], args: 
         if start == 0 and args.steps_picture:
             first.append(step)
 
-    finals = generate(gen.model, conditions, schedules, args.seed, not args.independent, args.batch_size, on_step=keep)
+    finals = generate(gen.model, conditions, schedules, args.seed, not args.independent, args.batch_size, on_step=keep,
+                      inpaint=inpaint)
     return first, finals
 
 
 def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules: list[Any], steps: list[Any],
-           finals: dict[str, Any], seconds: float) -> int:
+           finals: dict[str, Any], seconds: float, inpaint: dict[str, Any], inpainted: dict[str, str]) -> int:
     import dataclasses
 
     import numpy as np
@@ -183,12 +247,16 @@ def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules:
             Image.fromarray(pic).save(out / file)
             written.append(file)
         written.append(f"{name}.npy")
+    inpaint_sources = {gen.model.output_specs[t].source_name for t in inpaint}
+    masks = {gen.output(n): v for n, v in _pairs(args.inpaint, "--inpaint")}
     given = {n: v for n, v in shown.items() if not isinstance(v, str)}
     sources = {}
     for n in given:
         spec = gen.model.input_specs[gen.input(n)]
         sources[n] = spec.source_name if spec.kind == "token_map" else spec.name
-    titles = [f"{n} (given)" for n in given] + [f"{n} (generated)" for n in pictures]
+    originals = set(inpainted.values())
+    titles = ([f"{n} ({'original' if n in originals else 'given'})" for n in given]
+              + [f"{n} ({'in-painted' if n in inpaint_sources else 'generated'})" for n in pictures])
     texts = {n: v for n, v in decoded.items() if isinstance(v, list)}
     rows, notes = [], []
     for i in range(args.samples):
@@ -201,8 +269,16 @@ def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules:
     if steps:
         _steps_picture(gen, steps).save(out / "steps.png")
         written.append("steps.png")
+    if inpaint:
+        drawn = {n: picture(sources[n], shown[n].cpu().numpy()) for n in inpainted.values()}
+        tokens = {t: [picture(sources[inpainted[t]], a) for a in gen.decode_record(t, r).cpu().numpy()]
+                  for t, r in inpaint.items()}  # the original's tokens decoded
+        _inpaint_picture(gen, inpaint, inpainted, drawn, tokens, pictures).save(out / "inpaint.png")
+        written.append("inpaint.png")
     summary = {"checkpoint": str(args.checkpoint), "conditions": {n: (v if isinstance(v, str) else "map")
                                                                     for n, v in shown.items()},
+               "inpaint": {t: {"original": inpainted[t], "mask": masks[t], "regenerated_tokens":
+                               int((~r.encoded[0]).sum()), "tokens": r.num_tokens} for t, r in inpaint.items()},
                "chained": not args.independent, "seed": args.seed, "samples": args.samples,
                "schedules": [dataclasses.asdict(s) for s in schedules], "texts": texts,
                "seconds": round(seconds, 3), "tokenizers": {m: t.content_hash for m, t in gen.tokenizers.items()}}
@@ -214,6 +290,23 @@ def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules:
     print(f"generated {', '.join(s.target for s in schedules)} in {seconds:.2f} s "
           f"({'independently' if args.independent else 'chained'}); wrote {len(written)} files to {out}")
     return 0
+
+
+def _inpaint_picture(gen: Any, inpaint: dict[str, Any], inpainted: dict[str, str], originals: dict[str, Any],
+                     tokens: dict[str, list[Any]], pictures: dict[str, list[Any]]) -> Any:
+    """inpaint.png: per in-painted map (``originals``: its --cond name -> the picture given; ``tokens``: its
+    model name -> its tokens decoded, per sample), the original, its regenerated tokens marked on it, its
+    tokens decoded and the result of every sample."""
+    from multimae.generation.editing import token_grid
+    from multimae.viz.inpaint import InPainted, inpaint_figure
+
+    panels = {}
+    for target, record in inpaint.items():
+        name = inpainted[target]
+        result = pictures[gen.model.output_specs[target].source_name]
+        panels[name] = InPainted([originals[name]] * len(result), tokens[target], result, record.encoded.cpu(),
+                                 token_grid(gen.model, target))
+    return inpaint_figure(panels)
 
 
 def _steps_picture(gen: Any, steps: list[Any]) -> Any:

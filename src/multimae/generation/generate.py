@@ -9,7 +9,9 @@ global one), so a run is reproducible, and equal to 4M's draws where the same ca
 
 * chained (default, 4M's): every target is in the state from the start (empty), so each fully
   generated target is given to the encoder while the next ones are decoded;
-* independent: each target is decoded from the original conditions alone.
+* independent: each target is decoded from the original conditions alone;
+* in-paint (`editing`): a target given in ``inpaint`` starts from that record, its kept tokens
+  given and never changed; its schedule covers only the positions to regenerate (none: no step).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 
 from multimae.data.stream import derive_seed
 from multimae.generation.autoregressive import SequenceStep, autoregressive_step
+from multimae.generation.editing import check_inpaint, regenerated
 from multimae.generation.schedule import TargetSchedule, temperatures, token_counts
 from multimae.generation.state import State, decoded, empty_target
 from multimae.generation.token_maps import TokenMapStep, maskgit_step, roar_step
@@ -77,31 +80,61 @@ def check_schedules(model: FourM, conditions: Mapping[str, ModalityBatch], sched
         raise ValueError("no target to generate")
 
 
-def plan(model: FourM, schedule: TargetSchedule) -> list[tuple[int, float]]:
+def plan(model: FourM, schedule: TargetSchedule, pending: int | None = None) -> list[tuple[int, float]]:
     """``[(tokens, temperature)]`` per step: tokens committed by a token-map step, or the most new ids
-    of a sequence (one step)."""
+    of a sequence (one step). ``pending``: a token map's positions left to decode (an in-paint's
+    regenerated ones; None: all N); 0 plans no step."""
     spec = model.output_specs[schedule.target]
     if spec.kind == "tokens":
         return [(schedule.num_tokens or max(1, spec.max_length // 2), schedule.temperature)]
-    N = model.decoder_embeddings[schedule.target].side ** 2
+    N = model.decoder_embeddings[schedule.target].side ** 2 if pending is None else pending
+    if N == 0:
+        return []
     counts = token_counts(schedule, min(schedule.num_tokens or N, N))
     return list(zip(counts, temperatures(schedule, counts)))
 
 
+def _batch(records: Mapping[str, ModalityBatch], model: FourM) -> tuple[int, torch.device]:
+    if not records:
+        return 1, model.mask_token.device
+    first = next(iter(records.values())).data
+    return first.shape[0], first.device
+
+
+def _starts(model: FourM, schedules: Sequence[TargetSchedule], inpaint: Mapping[str, ModalityBatch],
+            batch_size: int, device: torch.device) -> dict[str, ModalityBatch]:
+    """Every target's first record: its in-paint record, else empty; in-paint records must leave as many
+    tokens to regenerate in every sample (one schedule for the batch)."""
+    starts = {}
+    for s in schedules:
+        if s.target not in inpaint:
+            starts[s.target] = empty_target(model, s.target, batch_size, device)
+            continue
+        counts = regenerated(inpaint[s.target])
+        if bool((counts != counts[0]).any()):
+            raise ValueError(f"in-paint of {s.target!r}: the samples regenerate different numbers of tokens "
+                             f"({counts.tolist()}); generate them apart (batch_size=1)")
+        starts[s.target] = inpaint[s.target]
+    return starts
+
+
 def generate_steps(model: FourM, conditions: Mapping[str, ModalityBatch], schedules: Sequence[TargetSchedule],
-                   seed: int = 0, chained: bool = True, use_cache: bool = True) -> Iterator[GenerationStep]:
-    """Decode every target of ``schedules`` in order, yielding after each step (see the module doc)."""
+                   seed: int = 0, chained: bool = True, use_cache: bool = True,
+                   inpaint: Mapping[str, ModalityBatch] | None = None) -> Iterator[GenerationStep]:
+    """Decode every target of ``schedules`` in order, yielding after each step (see the module doc).
+    ``inpaint``: ``{target: record}`` targets partly given (`editing.inpaint_target`)."""
+    inpaint = dict(inpaint or {})
     check_schedules(model, conditions, schedules)
-    first = next(iter(conditions.values())).data if conditions else model.mask_token
-    B = first.shape[0] if conditions else 1
-    device = first.device
-    empty = {s.target: empty_target(model, s.target, B, device) for s in schedules}
-    state: State = {**conditions, **empty} if chained else dict(conditions)
+    B, device = _batch({**conditions, **inpaint}, model)
+    check_inpaint(model, inpaint, [s.target for s in schedules], B)
+    starts = _starts(model, schedules, inpaint, B, device)
+    state: State = {**conditions, **starts} if chained else dict(conditions)
     index = 0
     for schedule in schedules:
         if not chained:
-            state = {**conditions, schedule.target: empty[schedule.target]}
-        steps = plan(model, schedule)
+            state = {**conditions, schedule.target: starts[schedule.target]}
+        pending = int(regenerated(starts[schedule.target])[0]) if schedule.target in inpaint else None
+        steps = plan(model, schedule, pending)
         for i, (count, temperature) in enumerate(steps):
             generator = torch.Generator(device=device).manual_seed(seed + index)
             with torch.no_grad():
@@ -128,24 +161,32 @@ def concat_records(records: Sequence[ModalityBatch], pad_id: int = 0) -> Modalit
     return ModalityBatch(torch.cat(data), torch.cat(valid), hid)
 
 
+def _rows(records: Mapping[str, ModalityBatch], start: int, size: int) -> dict[str, ModalityBatch]:
+    """Samples ``start : start + size`` of every record."""
+    return {n: ModalityBatch(r.data[start:start + size], r.valid[start:start + size],
+                             None if r.hidden is None else r.hidden[start:start + size])
+            for n, r in records.items()}
+
+
 def generate(model: FourM, conditions: Mapping[str, ModalityBatch], schedules: Sequence[TargetSchedule],
              seed: int = 0, chained: bool = True, batch_size: int | None = None, use_cache: bool = True,
-             on_step: Callable[[int, GenerationStep], None] | None = None) -> dict[str, ModalityBatch]:
+             on_step: Callable[[int, GenerationStep], None] | None = None,
+             inpaint: Mapping[str, ModalityBatch] | None = None) -> dict[str, ModalityBatch]:
     """``{target: record}`` every target fully generated (a token map's ids (B, N); a sequence's ids
     (B, L), ``valid`` its real ids), ``batch_size`` samples at a time. The first chunk draws from
     ``seed``, a chunk starting at sample s > 0 from a seed derived from (seed, s), so samples in different
     chunks differ; results at temperature 0 with MaskGIT do not depend on ``batch_size``.
-    ``on_step(first sample of the chunk, step)`` is called after every step."""
-    B = next(iter(conditions.values())).data.shape[0]
+    ``on_step(first sample of the chunk, step)`` is called after every step. ``inpaint``: targets partly
+    given (`generate_steps`); one that regenerates nothing comes back as given."""
+    inpaint = dict(inpaint or {})
+    B, _ = _batch({**conditions, **inpaint}, model)
     size = batch_size or B
     chunks = []
     for start in range(0, B, size):
-        part = {n: ModalityBatch(r.data[start:start + size], r.valid[start:start + size],
-                                 None if r.hidden is None else r.hidden[start:start + size])
-                for n, r in conditions.items()}
-        done = {}
+        part, part_inpaint = (_rows(records, start, size) for records in (conditions, inpaint))
+        done = dict(part_inpaint)
         chunk_seed = seed if start == 0 else derive_seed(seed, start) % SEED_RANGE
-        for step in generate_steps(model, part, schedules, chunk_seed, chained, use_cache):
+        for step in generate_steps(model, part, schedules, chunk_seed, chained, use_cache, part_inpaint):
             done[step.target] = step.state[step.target]
             if on_step is not None:
                 on_step(start, step)

@@ -14,6 +14,13 @@ tokenizers ((B, C, H, W) maps, B texts)::
     for step in gen.steps({"rgb": picture}, schedules, seed=0):
         print(step.target, step.step, step.num_steps)
     decoded = gen.decode(step.state, schedules)     # {"depth": (B, 1, H, W), "caption": [...]}
+
+In-painting (`editing`): ``inpaint={"rgb": (picture, regenerate)}`` with the full raw map and a pixel
+mask (B, H, W) (or a token-grid mask (B, h, w)), True = regenerate; the map is tokenised by its
+tokenizer, the marked tokens regenerated, the others kept::
+
+    schedules = [TargetSchedule(gen.output("rgb"), steps=4)]
+    *_, last = gen.steps({"semseg": edited}, schedules, inpaint={"rgb": (picture, region)})
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from multimae.generation.editing import inpaint_target, keep_from_pixels, token_grid
 from multimae.generation.generate import GenerationStep, generate_steps
 from multimae.generation.schedule import TargetSchedule
 from multimae.generation.state import State, condition
@@ -99,10 +107,46 @@ class RunGenerator:
                 out[model_name] = condition(self.model, model_name, prepare_dense(spec, value).to(device))
         return out
 
+    def inpaint(self, raw: Mapping[str, tuple[Any, Tensor]]) -> State:
+        """``{name: (raw map, regenerate)}`` -> ``{model target: in-paint record}``: the map tokenised by
+        its tokenizer; ``regenerate`` (B, H, W) bool at the map's pixels, or (B, h, w) at its token grid,
+        True = regenerate (a token is when any of its pixels is). Tokens the tokenizer marks invalid
+        (no valid pixel) are regenerated too."""
+        device = self.model.mask_token.device
+        out: State = {}
+        for name, (value, regenerate) in raw.items():
+            target = self.output(name)
+            spec = self.model.output_specs[target]
+            if spec.kind == "tokens":
+                raise ValueError(f"in-paint of {name!r}: a sequence; edit its text and give it as a condition instead")
+            try:
+                tokens = self.tokenizer(spec).encode(value)
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"in-paint of {name!r}: its tokenizer cannot read the map ({err})") from None
+            out[target] = inpaint_target(self.model, target, tokens.ids.to(device),
+                                         self._keep(name, target, value, regenerate).to(device) & tokens.valid.to(device))
+        return out
+
+    def _keep(self, name: str, target: str, value: Tensor, regenerate: Tensor) -> Tensor:
+        """(B, N) keep mask from a pixel or token-grid ``regenerate`` mask (ValueError naming the sizes)."""
+        h, w = token_grid(self.model, target)
+        H, W = value.shape[-2:]
+        if regenerate.dtype != torch.bool or regenerate.ndim != 3 or regenerate.shape[0] != value.shape[0]:
+            raise ValueError(f"in-paint of {name!r}: the mask must be a (B, H, W) bool tensor with B = "
+                             f"{value.shape[0]}, got {regenerate.dtype} {tuple(regenerate.shape)}")
+        if tuple(regenerate.shape[1:]) == (h, w):
+            return ~regenerate.reshape(-1, h * w)
+        if tuple(regenerate.shape[1:]) != (H, W):
+            raise ValueError(f"in-paint of {name!r}: a {regenerate.shape[1]}x{regenerate.shape[2]} mask; it must be "
+                             f"the map's size {H}x{W} (pixels) or its token grid {h}x{w}")
+        return keep_from_pixels(regenerate, (h, w))
+
     def steps(self, raw: Mapping[str, Any], schedules: Sequence[TargetSchedule], seed: int = 0,
-              chained: bool = True) -> Iterator[GenerationStep]:
-        """`generate_steps` from raw conditions."""
-        return generate_steps(self.model, self.conditions(raw), schedules, seed, chained)
+              chained: bool = True, inpaint: Mapping[str, tuple[Any, Tensor]] | None = None
+              ) -> Iterator[GenerationStep]:
+        """`generate_steps` from raw conditions (and raw maps to in-paint, `inpaint`)."""
+        return generate_steps(self.model, self.conditions(raw), schedules, seed, chained,
+                              inpaint=self.inpaint(inpaint or {}))
 
     def decode_record(self, target: str, record: ModalityBatch) -> Tensor | list[str]:
         """A generated target decoded by its tokenizer: a raw map (B, C, H, W), or B texts."""
