@@ -13,7 +13,6 @@ from multimae.cli.main import main
 from multimae.config.loader import to_yaml
 from multimae.data.writer import GenerateConfig, generate
 from multimae.modalities.registry import get_modality
-from multimae.pretokenize import CropConfig, TokenizeConfig, run_tokenize
 from multimae.tokenizers import QuantizerConfig, VectorTokenizer, VectorTokenizerConfig
 from multimae.tokenizers.config import TokenizerDataConfig, TokenizerRunConfig
 from multimae.tokenizers.training import RUN_CONFIG_FILE
@@ -58,11 +57,12 @@ def feature_data(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
 
 @pytest.fixture(scope="package")
 def feature_tokens(tmp_path_factory, feature_data) -> Path:
+    """`multimae tokenize` of the folder: rgb and depth maps and the feature vectors, 2 crops each."""
     data, dirs = feature_data
     out = tmp_path_factory.mktemp("retrieval-tokens") / "tokens"
-    run_tokenize(TokenizeConfig(data=str(data), out=str(out), tokenizers={m: str(d) for m, d in dirs.items()},
-                                crops=CropConfig(num_crops=2, scale=(0.5, 1.0)), shard_size=8, batch_size=4,
-                                progress=False))
+    assert main(["tokenize", "--data", str(data), "--tokenizers", *(f"{m}={d}" for m, d in dirs.items()), "--out",
+                 str(out), "--crops", "2", "--min-scale", "0.5", "--shard-size", "8", "--batch-size", "4",
+                 "--quiet"]) == 0
     return out
 
 

@@ -25,7 +25,7 @@ def topk_picture(queries: Sequence[Mapping[str, np.ndarray]], results: Sequence[
                  truth: Sequence[str | None] | None = None, names: Sequence[str] = ()) -> Image.Image:
     """``queries[q]``: ``{modality: picture}`` (the same modalities for every query); ``results[q][j]``
     the picture of its j-th result, ``keys`` / ``scores`` alike; ``truth[q]`` its true key (or None);
-    ``names[q]`` a label for the query."""
+    ``names[q]`` a label for the query (its key: the truth is then named only when it differs)."""
     given = list(queries[0]) if queries else []
     k = max((len(r) for r in results), default=0)
     blank = np.zeros_like(next(iter(queries[0].values()))) if given else np.zeros((8, 8, 3), np.uint8)
@@ -35,7 +35,7 @@ def topk_picture(queries: Sequence[Mapping[str, np.ndarray]], results: Sequence[
         marks = [f"{j + 1}. {key} {score:.3f}" + (" (match)" if truth and key == truth[q] else "")
                  for j, (key, score) in enumerate(zip(keys[q], scores[q]))]
         head = names[q] if q < len(names) else f"query {q}"
-        if truth and truth[q] is not None:
+        if truth and truth[q] is not None and truth[q] != head:
             head += f" (truth {truth[q]})"
         notes.append(f"{head}: " + "; ".join(marks))
     titles = [f"{m} (query)" for m in given] + [f"top {j + 1}" for j in range(k)]
