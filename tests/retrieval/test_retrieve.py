@@ -163,3 +163,16 @@ def test_an_empty_gallery_and_a_missing_faiss_are_named(tmp_path, monkeypatch, f
     monkeypatch.setitem(sys.modules, "faiss", None)  # as if not installed
     with pytest.raises(SystemExit, match="faiss, which is not installed"):
         main([*base, "--gallery", str(empty), "--backend", "faiss"])
+
+
+def test_a_shard_gallery_without_features_is_embedded_from_its_pictures(tmp_path, feature_run, depth_file):
+    from multimae.data.writer import GenerateConfig, generate
+
+    generate(tmp_path / "shards", GenerateConfig(count=6, size=32, fmt="shards", shard_size=4), progress=False)
+    out = tmp_path / "out"
+    assert main(["retrieve", "--checkpoint", str(feature_run), "--query", f"depth={depth_file}", "--gallery",
+                 str(tmp_path / "shards"), "--k", "3", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["gallery"] | {"data": None} == {"data": None, "split": "train", "size": 6,
+                                                    "embeddings": "predicted from rgb"}
+    assert len(results["results"][0]["topk"]) == 3

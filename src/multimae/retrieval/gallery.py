@@ -42,10 +42,12 @@ class EmbeddedSet:
 
 
 def holds(data: str, modality: str, split: str) -> bool:
-    """Whether ``data``'s ``split`` holds ``modality`` (data that cannot be opened at all then says why
-    when it is opened for what is needed)."""
+    """Whether ``data``'s ``split`` holds ``modality`` (shards are read lazily: their first sample is
+    read to tell). Data that cannot be opened at all says why when it is opened for what is needed."""
     try:
-        open_source(data, [modality], split)
+        source = open_source(data, [modality], split)
+        if len(source.samples):  # type: ignore[arg-type]
+            source.samples[0]
     except ValueError:
         return False
     return True
