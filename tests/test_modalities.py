@@ -99,7 +99,7 @@ def test_how_a_modality_is_drawn_comes_from_its_spec():
     assert drawn == {"rgb": "rgb", "depth": "colormap", "semseg": "palette", "normals": "normals", "norm_rgb": "rgb",
                      "caption": "text", "feature": "colormap",  # a vector: a strip of its values
                      "boxes": "text", "metadata": "text", "palette": "text",  # serialised sequences: their words
-                     **{f"tok_{m}": "instances" for m in ("rgb", "depth", "normals", "semseg")}}  # a colour per code
+                     **{f"tok_{m}": "instances" for m in ("rgb", "depth", "normals", "semseg", "feature")}}  # per code
     thermal = ModalitySpec(name="thermal", num_channels=1)
     assert thermal.drawn_as == "colormap" and thermal.replace(display="rgb").drawn_as == "rgb"
     assert display_of("thermal", {"thermal": thermal}) == "colormap" and display_of("thermal") is None

@@ -54,7 +54,8 @@ def test_full_size_architectures():
     assert (cfg.dim, cfg.encoder_depth, cfg.decoder_depth, cfg.num_heads) == (768, 12, 12, 12)
     assert (cfg.mlp, cfg.bias, cfg.image_size, cfg.patch_size) == ("swiglu", False, 224, 16)
     specs = model.input_specs
-    assert specs["tok_dinov2_global"].positions == "learned" and specs["tok_depth"].positions == "index"
+    assert specs["tok_feature"].positions == "learned" and specs["tok_depth"].positions == "index"  # tok_dinov2_global
+    assert specs["tok_feature"].source_name == "feature" and specs["tok_imagebind_global"].positions == "learned"
     assert specs["t5_caption"].kind == "vector" and specs["t5_caption"].num_channels == 4096
     assert specs["boxes"].kind == "tokens" and specs["tok_normals"].stride == 16
     assert our_name("det") == "boxes" and our_name("tok_normal@224") == "tok_normals"

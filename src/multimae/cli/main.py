@@ -17,7 +17,7 @@ from multimae import __version__
 # Sub-command modules, in the order they are listed by `multimae --help`.
 SUBCOMMANDS: tuple[str, ...] = (
     "info", "data", "tokenizer", "tokenize", "pseudolabel", "pretrain", "visualize", "finetune", "evaluate", "probe",
-    "convert", "predict", "generate", "demo",
+    "convert", "predict", "generate", "retrieve", "demo",
 )
 
 

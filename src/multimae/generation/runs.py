@@ -43,15 +43,20 @@ from multimae.model.fourm import FourM
 from multimae.tokenizers.base import Tokenizer
 
 
-def load_run(checkpoint: str | Path) -> tuple[FourM, dict[str, Tokenizer]]:
-    """A 4M run's model (eval mode) and its tokenizers (each checked against the run's files table)."""
+def load_run(checkpoint: str | Path, tokenizers: Mapping[str, str | Path] | None = None
+             ) -> tuple[FourM, dict[str, Tokenizer]]:
+    """A 4M run's model (eval mode) and its tokenizers (each checked against the run's files table);
+    ``tokenizers`` ``{modality it reads: saved tokenizer folder}`` adds to or replaces them (a converted
+    checkpoint keeps none)."""
     from multimae.engine.checkpoint import build_model_from_checkpoint
+    from multimae.pretokenize.job import load_tokenizers
     from multimae.tokenizers.run_files import run_tokenizers
 
     model = build_model_from_checkpoint(checkpoint)
     if not isinstance(model, FourM):
         raise ValueError(f"{checkpoint}: not a 4M run (generation needs a 4M model)")
-    return model.eval(), run_tokenizers(checkpoint)
+    given = load_tokenizers({m: str(f) for m, f in (tokenizers or {}).items()})
+    return model.eval(), {**run_tokenizers(checkpoint), **given}
 
 
 def _resolve(name: str, specs: Mapping[str, ModalitySpec], what: str) -> str:

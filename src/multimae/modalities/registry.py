@@ -52,6 +52,12 @@ _BUILTINS = (
     # FSQ levels 8-5-5-5); token shards set both from their tokenizer.
     *(ModalitySpec(name=f"tok_{m}", kind="token_map", num_channels=1000, loss="cross_entropy", stride=8, source=m)
       for m in ("rgb", "depth", "normals", "semseg")),
+    # 4M's global tokens (its DINOv2 / ImageBind embedding tokens): the `feature` vector's tokenizer codes
+    # (`tok-feature`: 4 ids of 1,000 codes), read and predicted like a token map on a square table of learned
+    # positions (2 x 2; 32 px per token on the world's 64 px images: token shards set both from the tokenizer).
+    # Retrieval predicts it from any inputs (`multimae.retrieval`).
+    ModalitySpec(name="tok_feature", kind="token_map", num_channels=1000, loss="cross_entropy", stride=32,
+                 source="feature", positions="learned"),
     ModalitySpec(
         name="norm_rgb", kind="dense", num_channels=3, normalization="imagenet", loss="norm_pix_mse",
         is_input=False, source="rgb", mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -74,6 +80,7 @@ DEFAULT_TASK_TARGETS: Mapping[str, str] = MappingProxyType(
     {"segmentation": "semseg", "depth": "depth", "regression": "normals"})
 # Official 4M modality names (the part before "@<size>") that are ours under another name.
 FOURM_NAMES: Mapping[str, str] = MappingProxyType({"tok_normal": "tok_normals", "det": "boxes",
+                                                  "tok_dinov2_global": "tok_feature",
                                                   "color_palette": "palette"})
 # Maps that readers and the built-in world produce but no model takes: how each is drawn.
 _DATA_ONLY_DISPLAYS: Mapping[str, str] = MappingProxyType({"instance": "instances"})

@@ -8,6 +8,10 @@ first crop a centre crop. Crops 1 .. K-1 are RandomResizedCrop boxes (area fract
 aspect ratio in ``ratio``, `multimae.data.transforms.crop_params`) each flipped left-right with
 probability ``flip_p``, drawn from a generator seeded by (seed, sample index) only: a sample's crops
 do not depend on the run, its shard, its rank or the batch it was encoded in.
+
+A global feature vector (a ``vectors`` modality, 4M's DINOv2 / ImageBind embedding) is not a map: it
+describes the whole picture and is stored as it is at every crop (it is neither cropped nor mirrored;
+the source holds no feature of a crop).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 import torch
 
 from multimae.data.boxes import parse_boxes, serialize_boxes, transform_boxes
-from multimae.data.codecs import BOXES
+from multimae.data.codecs import BOXES, VECTORS
 from multimae.data.collate import sample_generator
 from multimae.data.transforms import central_square, crop_params, hflip, resized_crop
 
@@ -50,8 +54,10 @@ class CropConfig:
 
 
 def map_size(sample: Mapping[str, object], modalities: Sequence[str]) -> tuple[int, int] | None:
-    """The one (H, W) of the maps among ``modalities`` of ``sample``; None when none is a map."""
-    sizes = {tuple(v.shape[-2:]) for m in modalities if isinstance(v := sample[m], torch.Tensor) and v.ndim >= 2}
+    """The one (H, W) of the maps among ``modalities`` of ``sample``; None when none is a map (feature
+    vectors are not maps)."""
+    sizes = {tuple(v.shape[-2:]) for m in modalities
+             if m not in VECTORS and isinstance(v := sample[m], torch.Tensor) and v.ndim >= 2}
     if len(sizes) > 1:
         raise ValueError(f"sample {sample.get('key')}: maps of different sizes {sorted(sizes)} cannot share crops")
     return sizes.pop() if sizes else None  # type: ignore[return-value]
@@ -76,7 +82,8 @@ def crop_view(sample: Mapping[str, object], crop: np.ndarray, sizes: Mapping[str
     flipped): maps cropped and resized to their size P (P x P), mirrored when flipped (vector maps
     and captions as `multimae.data.transforms.hflip` mirrors them); boxes (in pixels of the maps)
     moved through the same crop into P bins (`multimae.data.boxes.transform_boxes`); a modality of
-    size None (a caption, metadata, a palette) is only mirrored (a caption's left / right swapped)."""
+    size None (a caption, metadata, a palette) is only mirrored (a caption's left / right swapped);
+    a feature vector is kept as it is."""
     top, left, height, width, flipped = (int(v) for v in crop)
     out: Sample = {}
     for modality, size in sizes.items():
@@ -89,6 +96,9 @@ def crop_view(sample: Mapping[str, object], crop: np.ndarray, sizes: Mapping[str
             out[modality] = serialize_boxes(boxes)
             continue
         one = {modality: sample[modality]}
+        if modality in VECTORS:
+            out[modality] = one[modality]
+            continue
         if size is not None:
             one = resized_crop(one, (top, left, height, width), size)
         out[modality] = (hflip(one) if flipped else one)[modality]

@@ -135,7 +135,7 @@ def make_plan(config: TokenizeConfig, source: SampleSource, tokenizers: Mapping[
         entries[modality] = {
             "content_hash": tokenizer.content_hash, "type": tokenizer.type_name, "vocab_size": tokenizer.vocab_size,
             "placement": probe.placement, "grid": list(probe.grid) if probe.grid else None,
-            "num_tokens": probe.ids.shape[1] if probe.placement == "grid" else None,
+            "num_tokens": probe.ids.shape[1] if probe.placement != "sequence" else None,  # a grid's, global tokens' T
             "image_size": None if modality in BOXES else sizes[modality], "dtype": ids_dtype(tokenizer.vocab_size).name,
             **({"coord_bins": sizes[modality]} if modality in BOXES else {})}
     return {

@@ -5,6 +5,7 @@ predictions from RGB tokens. The loop itself is `multimae.engine.trainer`."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,21 @@ from multimae.tokenizers.run_files import keep_tokenizers
 VAL_BATCH = 64
 
 
+def token_grid(key: str, entry: Mapping[str, Any]) -> tuple[int, int]:
+    """(h, w) a 4M token map lays a manifest entry's tokens on: a map tokenizer's grid, or for global
+    tokens (a vector tokenizer's T ids, 4M's DINOv2 / ImageBind tokens) the square of T (positions
+    learned, not placed on the image)."""
+    if entry.get("grid"):
+        h, w = entry["grid"]
+        return int(h), int(w)
+    T = entry.get("num_tokens")
+    side = math.isqrt(T) if isinstance(T, int) and T > 0 else 0
+    if entry.get("placement") != "global" or side * side != T:
+        raise ValueError(f"{key} tokens ({entry.get('placement')}, {T} per sample) cannot be a 4M token map: it "
+                         "needs a grid, or a square number of global tokens (a vector tokenizer's tokenizer.tokens)")
+    return side, side
+
+
 def with_token_data(config: FourMConfig, manifest: Mapping[str, Any]) -> FourMConfig:
     """``config`` whose modalities take the shards' vocabulary sizes and token grids (a token map's
     stride = image_size / grid side); a model modality the shards do not hold is an error."""
@@ -39,7 +55,7 @@ def with_token_data(config: FourMConfig, manifest: Mapping[str, Any]) -> FourMCo
         entry = recorded[key]
         change: dict[str, Any] = {"num_channels": int(entry["vocab_size"])}
         if spec.kind == "token_map":
-            h, w = entry["grid"]
+            h, w = token_grid(key, entry)
             if h != w or config.image_size % h:
                 raise ValueError(f"{key} tokens lie on a {h}x{w} grid: a 4M token map needs a square grid that "
                                  f"divides model.image_size={config.image_size}")
@@ -149,8 +165,9 @@ def fourm_pictures(model: FourM, tokenizers: Mapping[str, Tokenizer], pool: Toke
                   if s.kind == "token_map" and s.source_name == DEFAULT_IMAGE_MODALITY), None)
     if image is None or stored_name(model.input_specs[image]) not in tokenizers:
         return []
-    targets = [n for n, s in model.output_specs.items()
-               if s.kind == "token_map" and n != image and stored_name(s) in tokenizers]
+    targets = [n for n, s in model.output_specs.items()  # maps only: global tokens (features) are not drawn
+               if s.kind == "token_map" and n != image and stored_name(s) in tokenizers
+               and tokenizers[stored_name(s)].placement == "grid"]
     rows = pool.rows(torch.arange(min(count, pool.num_samples)), torch.zeros(min(count, pool.num_samples),
                                                                              dtype=torch.long))
     key = stored_name(model.input_specs[image])
@@ -172,7 +189,8 @@ def world_from_rgb(model: FourM, tokenizers: Mapping[str, Tokenizer], manifest: 
     from multimae.inference.fourm import predict_sequences, score_from_image
 
     targets = [s.source_name for s in model.output_specs.values() if s.kind == "token_map"]
-    maps = [m for m in dict.fromkeys([DEFAULT_IMAGE_MODALITY, *targets]) if m in tokenizers]
+    maps = [m for m in dict.fromkeys([DEFAULT_IMAGE_MODALITY, *targets])
+            if m in tokenizers and tokenizers[m].placement == "grid"]  # the world renders maps, not features
     if DEFAULT_IMAGE_MODALITY not in maps:
         return {}
     boxes = [n for n, s in model.output_specs.items() if s.stored_as == "box_text" and n in tokenizers]
