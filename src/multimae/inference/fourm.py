@@ -104,57 +104,84 @@ def predict_from_maps(model: FourM, tokenizers: Mapping[str, Tokenizer], maps: M
     return decoded, ids
 
 
+class MapScores:
+    """Predicted raw maps scored against the raw ground truth (`multimae.data` conventions), accumulated
+    over batches, in the units MultiMAE's transfer metrics use (`multimae.tasks.pretrain.transfer_metrics`):
+    ``<m>_miou`` / ``_acc`` (and ``_object_iou``) for class maps, ``<m>_l1`` for dense maps scored by l1,
+    compared after the truth's per-sample robust standardisation (the prediction mapped by the truth's
+    statistics, so both are in its units); the maps named in ``angular`` (unit vectors, e.g. normals) by
+    ``<m>_angle``, the mean angle in degrees between predicted and true vectors over the pixels whose
+    truth is a finite non-zero vector. Modalities scored otherwise are skipped.
+
+        scores = MapScores({"semseg": 9}, object_classes=[3, 4])
+        scores.update({"semseg": predicted}, {"semseg": truth})   # (B, H, W) each; once per batch
+        scores.result()                                           # {"semseg_miou": ..., ...}
+    """
+
+    def __init__(self, num_classes: Mapping[str, int] | None = None, object_classes: Sequence[int] | None = None,
+                 angular: Sequence[str] = ()):
+        self.num_classes = dict(num_classes or {})
+        self.object_classes = list(object_classes or [])
+        self.angular = tuple(angular)
+        self.acc: dict[str, Any] = {}
+        self.angles: dict[str, list[float]] = {}
+
+    def update(self, predicted: Mapping[str, Tensor], truth: Mapping[str, Tensor]) -> None:
+        """Add one batch: ``predicted`` ``{modality: raw map}``, each scored against ``truth[modality]``."""
+        from multimae.modalities.normalize import robust_stats
+        from multimae.modalities.registry import get_modality
+        from multimae.tasks.metrics import ConfusionMatrix, masked_l1
+
+        for name, pred in predicted.items():
+            spec, t = get_modality(name), truth[name]
+            if name in self.angular:  # (B, C, H, W) vectors
+                t = t.float()
+                ok = torch.isfinite(t).all(dim=1) & (t.nan_to_num().norm(dim=1) > 0)
+                cos = torch.nn.functional.cosine_similarity(pred.float(), t.nan_to_num(), dim=1).clamp(-1, 1)
+                total = self.angles.setdefault(name, [0.0, 0])
+                total[0] += float(torch.rad2deg(torch.acos(cos))[ok].sum())
+                total[1] += int(ok.sum())
+            if spec.is_categorical:
+                if name not in self.acc:
+                    self.acc[name] = ConfusionMatrix(self.num_classes.get(name, spec.num_channels), spec.ignore_index)
+                self.acc[name].update(pred.long(), t.long())
+            elif spec.scored_by == "l1":
+                t = t.float()
+                if spec.normalization == "robust_standardize":
+                    mean, scale = robust_stats(t, spec.robust_trim)
+                    shift = (lambda x: (x - mean[:, None, None, None]) / scale[:, None, None, None])  # noqa: E731
+                    t, p = shift(t), shift(pred.float())
+                else:
+                    p = pred.float()
+                s, n = masked_l1(p, t)
+                total = self.acc.setdefault(name, [0.0, 0])
+                total[0], total[1] = total[0] + s, total[1] + n
+
+    def result(self) -> dict[str, float]:
+        out: dict[str, float] = {f"{name}_angle": a[0] / max(a[1], 1) for name, a in self.angles.items()}
+        for name, acc in self.acc.items():
+            if isinstance(acc, list):
+                out[f"{name}_l1"] = acc[0] / max(acc[1], 1)
+            else:
+                out[f"{name}_miou"] = acc.mean_iou()
+                out[f"{name}_acc"] = acc.accuracy()
+                if self.object_classes:
+                    out[f"{name}_object_iou"] = acc.mean_iou(self.object_classes)
+        return out
+
+
 @torch.no_grad()
 def score_from_image(model: FourM, tokenizers: Mapping[str, Tokenizer], raw_batches: Sequence[Mapping[str, Tensor]],
                      image: str, num_classes: Mapping[str, int] | None = None,
                      object_classes: Sequence[int] | None = None) -> dict[str, dict[str, float]]:
     """One-pass predictions from the picture ``image`` alone, scored against the raw ground truth of
-    ``raw_batches`` (`multimae.data` conventions), in the units MultiMAE's transfer metrics use
-    (`multimae.tasks.pretrain.transfer_metrics`): ``<m>_miou`` / ``_acc`` (and ``_object_*``) for class
-    maps, ``<m>_l1`` for dense maps scored by l1, compared after the truth's per-sample robust
-    standardisation (the prediction mapped by the truth's statistics, so both are in its units).
+    ``raw_batches`` by `MapScores`.
 
     Returns ``{"model": ..., "tokenizer": ...}``: the model's scores, and those of the truth's own tokens
     decoded (the ceiling a model predicting these tokens can reach)."""
-    from multimae.modalities.normalize import robust_stats
-    from multimae.modalities.registry import get_modality
-    from multimae.tasks.metrics import ConfusionMatrix, masked_l1
-
-    scores: dict[str, dict[str, Any]] = {"model": {}, "tokenizer": {}}
+    scores = {"model": MapScores(num_classes, object_classes), "tokenizer": MapScores(num_classes, object_classes)}
     for raw in raw_batches:
         decoded, _ = predict_from_maps(model, tokenizers, {image: raw[image]})
-        ceiling = {m: tokenizers[m].decode(tokenizers[m].encode(raw[m])) for m in decoded}
-        for kind, maps in (("model", decoded), ("tokenizer", ceiling)):
-            for name, pred in maps.items():
-                spec, truth = get_modality(name), raw[name]
-                acc = scores[kind].setdefault(name, None)
-                if spec.is_categorical:
-                    K = (num_classes or {}).get(name, spec.num_channels)
-                    acc = acc or ConfusionMatrix(K, spec.ignore_index)
-                    acc.update(pred.long(), truth.long())
-                elif spec.scored_by == "l1":
-                    acc = acc or [0.0, 0]
-                    t = truth.float()
-                    if spec.normalization == "robust_standardize":
-                        mean, scale = robust_stats(t, spec.robust_trim)
-                        shift = (lambda x: (x - mean[:, None, None, None]) / scale[:, None, None, None])  # noqa: E731
-                        t, p = shift(t), shift(pred.float())
-                    else:
-                        p = pred.float()
-                    s, n = masked_l1(p, t)
-                    acc[0], acc[1] = acc[0] + s, acc[1] + n
-                else:
-                    continue
-                scores[kind][name] = acc
-    out: dict[str, dict[str, float]] = {}
-    for kind, per in scores.items():
-        out[kind] = {}
-        for name, acc in per.items():
-            if isinstance(acc, list):
-                out[kind][f"{name}_l1"] = acc[0] / max(acc[1], 1)
-            elif acc is not None:
-                out[kind][f"{name}_miou"] = acc.mean_iou()
-                out[kind][f"{name}_acc"] = acc.accuracy()
-                if object_classes:
-                    out[kind][f"{name}_object_iou"] = acc.mean_iou(object_classes)
-    return out
+        scores["model"].update(decoded, raw)
+        scores["tokenizer"].update({m: tokenizers[m].decode(tokenizers[m].encode(raw[m])) for m in decoded}, raw)
+    return {kind: s.result() for kind, s in scores.items()}
