@@ -46,8 +46,7 @@ ALLOWED: tuple[tuple[str, str, str], ...] = (
     ("viz/predictions.py", 'if display == "normals"', "a display kind (ModalitySpec.display)"),
     ("viz/reconstruction.py", 'spec.drawn_as == "rgb"', "a display kind (ModalitySpec.drawn_as)"),
     # 'palette' is also the display kind of class maps (a colour per class), beside 4M-21's colour-palette modality.
-    ("cli/generate.py", 'spec.drawn_as == "palette"', "a display kind (ModalitySpec.drawn_as)"),
-    ("cli/predict.py", 'spec.drawn_as == "palette"', "a display kind (ModalitySpec.drawn_as)"),
+    ("viz/colormaps.py", 'spec.drawn_as == "palette"', "a display kind (ModalitySpec.drawn_as)"),
     ("inference/render.py", 'if display == "palette"', "a display kind (ModalitySpec.display)"),
     ("viz/colormaps.py", 'if display == "palette"', "a display kind (ModalitySpec.display)"),
     ("viz/fourm.py", 'if display == "palette"', "a display kind (ModalitySpec.display)"),

@@ -220,7 +220,7 @@ def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules:
     from PIL import Image
 
     from multimae.modalities.registry import get_modality
-    from multimae.viz.colormaps import distinct_colors, draw
+    from multimae.viz.colormaps import draw_spec
     from multimae.viz.grid import image_grid
 
     out = args.out
@@ -230,9 +230,7 @@ def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules:
     written = []
 
     def picture(name: str, value: Any) -> np.ndarray:
-        spec = get_modality(name)
-        palette = distinct_colors(spec.num_channels) if spec.drawn_as == "palette" else None
-        return draw(spec.drawn_as, np.asarray(value), palette)
+        return draw_spec(get_modality(name), np.asarray(value))
 
     for name, value in decoded.items():
         if isinstance(value, list):

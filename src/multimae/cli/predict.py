@@ -224,7 +224,7 @@ def _predict_fourm(args: argparse.Namespace, model: Any, files: dict[str, Any], 
     from multimae.tokenizers.run_files import run_tokenizers
     from multimae.inference.inputs import fit_size, read_input
     from multimae.modalities.registry import get_modality
-    from multimae.viz.colormaps import distinct_colors, draw
+    from multimae.viz.colormaps import draw_spec
     from multimae.viz.grid import image_grid
 
     if args.visible is not None or args.mask is not None:
@@ -237,9 +237,7 @@ def _predict_fourm(args: argparse.Namespace, model: Any, files: dict[str, Any], 
     args.out.mkdir(parents=True, exist_ok=True)
     pictures, titles = [], []
     for name, value in [*((n, v) for n, v in maps.items()), *((n, v[0]) for n, v in decoded.items())]:
-        spec = get_modality(name)
-        palette = distinct_colors(spec.num_channels) if spec.drawn_as == "palette" else None
-        picture = draw(spec.drawn_as, value.detach().cpu().numpy(), palette)
+        picture = draw_spec(get_modality(name), value.detach().cpu().numpy())
         pictures.append(picture)
         given = name in maps
         titles.append(f"{name} ({'given' if given else '4M, one pass'})")

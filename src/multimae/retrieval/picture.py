@@ -9,15 +9,13 @@ import numpy as np
 from PIL import Image
 
 from multimae.modalities.registry import get_modality
-from multimae.viz.colormaps import distinct_colors, draw
+from multimae.viz.colormaps import draw_spec
 from multimae.viz.grid import image_grid
 
 
 def drawn(modality: str, value: object) -> np.ndarray:
     """A uint8 (H, W, 3) picture of one raw map of ``modality`` (as its spec draws it)."""
-    spec = get_modality(modality)
-    palette = distinct_colors(spec.num_channels) if spec.drawn_as == "palette" else None
-    return draw(spec.drawn_as, np.asarray(value), palette)
+    return draw_spec(get_modality(modality), np.asarray(value))
 
 
 def topk_picture(queries: Sequence[Mapping[str, np.ndarray]], results: Sequence[Sequence[np.ndarray]],

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from multimae.modalities.spec import DISPLAYS
+from multimae.modalities.spec import DISPLAYS, ModalitySpec
 
 # Anchors of a dark-to-bright sequential map (near = bright), interpolated linearly.
 _DEPTH_ANCHORS = np.array([
@@ -72,6 +72,13 @@ def distinct_colors(count: int, seed: int = 0) -> np.ndarray:
     """``count`` well separated uint8 colours (golden-ratio hues), ``(count, 3)``."""
     hues = (seed * 0.1 + np.arange(count) * 0.618033988749895) % 1.0
     return np.array([[round(255 * c) for c in colorsys.hsv_to_rgb(h, 0.65, 0.95)] for h in hues], dtype=np.uint8)
+
+
+def draw_spec(spec: ModalitySpec, value: np.ndarray | torch.Tensor) -> np.ndarray:
+    """One raw map of the modality ``spec`` describes, drawn as its spec says (`ModalitySpec.drawn_as`;
+    class ids with `distinct_colors` of its classes) -> uint8 (H, W, 3)."""
+    palette = distinct_colors(spec.num_channels) if spec.drawn_as == "palette" else None
+    return draw(spec.drawn_as, np.asarray(value), palette)
 
 
 def classes_to_rgb(ids: np.ndarray | torch.Tensor, palette: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
