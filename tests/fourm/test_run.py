@@ -179,6 +179,12 @@ def test_boxes_generated_from_the_picture_are_scored_against_the_truth(tmp_path,
     text = (out / "boxes.txt").read_text().strip()
     assert json.loads((out / "summary.json").read_text())["sequences"] == {"boxes": text}
     assert np.asarray(Image.open(out / "boxes.png")).shape == (3 * IMAGE, 3 * IMAGE, 3)
+    # and generate, on the picture it is given
+    gen = tmp_path / "gen"
+    assert main(["generate", "--checkpoint", str(tmp_path / "runs" / "run"), "--cond", f"rgb={tmp_path / 'a.png'}",
+                 "--target", "boxes", "--temperature", "0", "--out", str(gen)]) == 0
+    assert (gen / "boxes.txt").read_text().strip() == text  # greedy from the same picture: the same boxes
+    assert np.array_equal(np.asarray(Image.open(gen / "boxes.png")), np.asarray(Image.open(out / "boxes.png")))
 
 
 def test_draw_boxes_outlines_each_box_in_its_class_colour():

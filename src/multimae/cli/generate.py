@@ -245,6 +245,13 @@ def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules:
             Image.fromarray(pic).save(out / file)
             written.append(file)
         written.append(f"{name}.npy")
+    for name, value in decoded.items():  # boxes: also drawn, on the given (else the generated) picture
+        if isinstance(value, list) and get_modality(name).stored_as == "box_text":
+            pictures[name] = _boxes_pictures(gen, shown, pictures, value, name)
+            for i, pic in enumerate(pictures[name]):
+                file = f"{name}.png" if len(value) == 1 else f"{name}_{i}.png"
+                Image.fromarray(pic).save(out / file)
+                written.append(file)
     inpaint_sources = {gen.model.output_specs[t].source_name for t in inpaint}
     masks = {gen.output(n): v for n, v in _pairs(args.inpaint, "--inpaint")}
     given = {n: v for n, v in shown.items() if not isinstance(v, str)}
@@ -288,6 +295,24 @@ def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules:
     print(f"generated {', '.join(s.target for s in schedules)} in {seconds:.2f} s "
           f"({'independently' if args.independent else 'chained'}); wrote {len(written)} files to {out}")
     return 0
+
+
+def _boxes_pictures(gen: Any, shown: dict[str, Any], pictures: dict[str, list[Any]], texts: list[str],
+                    name: str) -> list[Any]:
+    """Each sample's generated boxes drawn on the picture given as a condition, else on the generated one
+    (else on grey)."""
+    from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
+    from multimae.viz.boxes import draw_box_text
+    from multimae.viz.colormaps import rgb_to_uint8
+
+    size = gen.model.config.image_size
+    bins = getattr(gen.tokenizers.get(name), "coord_bins", size)
+    given = next((v for n, v in shown.items()
+                  if not isinstance(v, str) and gen.model.input_specs[gen.input(n)].source_name == DEFAULT_IMAGE_MODALITY),
+                 None)
+    bases = ([rgb_to_uint8(given.cpu())] * len(texts) if given is not None
+             else pictures.get(DEFAULT_IMAGE_MODALITY, [None] * len(texts)))
+    return [draw_box_text(base, text, bins, size) for base, text in zip(bases, texts)]
 
 
 def _inpaint_picture(gen: Any, inpaint: dict[str, Any], inpainted: dict[str, str], originals: dict[str, Any],

@@ -198,20 +198,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _boxes_picture(maps: dict[str, Any], text: str, bins: int, size: int) -> Any:
-    """The boxes of ``text`` drawn on the given picture (else on grey)."""
-    import numpy as np
-
-    from multimae.data.boxes import parse_boxes
-    from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
-    from multimae.viz.boxes import draw_boxes
-    from multimae.viz.colormaps import rgb_to_uint8
-
-    picture = maps.get(DEFAULT_IMAGE_MODALITY)
-    base = rgb_to_uint8(picture.detach().cpu()) if picture is not None else np.full((size, size, 3), 128, np.uint8)
-    return draw_boxes(base, parse_boxes(text), bins)
-
-
 def _predict_fourm(args: argparse.Namespace, model: Any, files: dict[str, Any], fit: str) -> int:
     """A 4M run: each given map tokenised by the run's tokenizer, every other token map predicted in one
     pass and decoded; ``<modality>.npy`` / ``.png`` per prediction, ``figure.png`` and ``summary.json``."""
@@ -224,7 +210,9 @@ def _predict_fourm(args: argparse.Namespace, model: Any, files: dict[str, Any], 
     from multimae.tokenizers.run_files import run_tokenizers
     from multimae.inference.inputs import fit_size, read_input
     from multimae.modalities.registry import get_modality
-    from multimae.viz.colormaps import draw_spec
+    from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY
+    from multimae.viz.boxes import draw_box_text
+    from multimae.viz.colormaps import draw_spec, rgb_to_uint8
     from multimae.viz.grid import image_grid
 
     if args.visible is not None or args.mask is not None:
@@ -247,8 +235,10 @@ def _predict_fourm(args: argparse.Namespace, model: Any, files: dict[str, Any], 
     for name, text in texts.items():
         (args.out / f"{name}.txt").write_text(text + "\n")
         if model.output_specs[name].stored_as == "box_text":  # boxes: also drawn on the picture
-            picture = _boxes_picture(maps, text, getattr(tokenizers[name], "coord_bins", model.config.image_size),
-                                     model.config.image_size)
+            given = maps.get(DEFAULT_IMAGE_MODALITY)
+            picture = draw_box_text(rgb_to_uint8(given.detach().cpu()) if given is not None else None, text,
+                                    getattr(tokenizers[name], "coord_bins", model.config.image_size),
+                                    model.config.image_size)
             pictures.append(picture)
             titles.append(f"{name} (4M, greedy)")
             Image.fromarray(picture).save(args.out / f"{name}.png")

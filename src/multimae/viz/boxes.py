@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from multimae.data.boxes import Box
+from multimae.data.boxes import Box, parse_boxes
 from multimae.viz.colormaps import distinct_colors
 from multimae.viz.grid import _font
 
@@ -39,3 +39,10 @@ def draw_boxes(picture: np.ndarray, boxes: Iterable[Box], bins: int, scale: int 
         draw.rectangle([x0, y0, x1, y1], outline=color, width=max(1, scale // 2))
         draw.text((x0 + 2, y0 + 1), b.name, fill=color, font=font)
     return np.asarray(image)
+
+
+def draw_box_text(picture: np.ndarray | None, text: str, bins: int, size: int, scale: int = 3) -> np.ndarray:
+    """The boxes of a serialised ``text`` drawn on ``picture`` (uint8 (H, W, 3); None: a grey
+    ``size`` x ``size`` canvas), as `draw_boxes`."""
+    base = picture if picture is not None else np.full((size, size, 3), 128, dtype=np.uint8)
+    return draw_boxes(base, parse_boxes(text), bins, scale)
