@@ -163,3 +163,13 @@ def test_condition_use_compares_own_and_another_samples_input():
     same = {"ids": {"depth": depth[:1].repeat(4, 1), "caption": caption}, "valid": raw["valid"]}
     found = condition_use(task, [same], [("tok_depth", "caption")])["tok_depth->caption"]
     assert found["ce"] == pytest.approx(found["ce_other"], abs=1e-6)  # every row's input alike: nothing moved
+
+
+def test_a_batch_without_any_target_gives_a_zero_loss_that_backpropagates():
+    model = tiny().train()
+    b = batch()
+    none = {n: ModalityBatch(r.data, r.valid, r.hidden, torch.zeros_like(r.valid) if r.target is not None else None)
+            for n, r in b.items()}
+    out = model(none)
+    assert out.loss.item() == 0.0 and out.loss.requires_grad
+    out.loss.backward()  # no "does not require grad": an optimiser step on such a batch changes nothing

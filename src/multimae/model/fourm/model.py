@@ -280,8 +280,9 @@ class FourM(nn.Module):
 
     def loss(self, logits: Mapping[str, Tensor], labels: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """``(total, {output: cross-entropy})``: reduced as the config says (see stage 6)."""
+        # an output without targets in the batch: 0, still part of the graph (a batch may have no target at all)
         losses = {n: F.cross_entropy(logits[n].float(), labels[n]) if labels[n].numel()
-                  else logits[n].new_zeros((), dtype=torch.float32) for n in logits}
+                  else logits[n].float().sum() * 0.0 for n in logits}
         if self.config.loss_reduction == "mod":
             return torch.stack(list(losses.values())).mean(), losses
         weights = {n: logits[n].numel() for n in logits}
