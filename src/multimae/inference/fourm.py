@@ -73,15 +73,17 @@ def _map_conditions(model: FourM, tokenizers: Mapping[str, Tokenizer], maps: Map
 
 @torch.no_grad()
 def predict_sequences(model: FourM, tokenizers: Mapping[str, Tokenizer], maps: Mapping[str, Tensor],
-                      max_new: int | None = None) -> dict[str, list[str]]:
-    """``{sequence output: B texts}``: every sequence output the tokenizers can decode (a caption), generated
-    greedily (temperature 0, KV cache) from the raw maps ``{stored modality: (B, ...) raw}`` alone."""
+                      max_new: int | None = None, targets: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """``{sequence output: B texts}``: every sequence output the tokenizers can decode (a caption; only
+    ``targets`` when given), generated greedily (temperature 0, KV cache) from the raw maps
+    ``{stored modality: (B, ...) raw}`` alone."""
     from multimae.generation import TargetSchedule, condition, generate
 
     conditions = {n: condition(model, n, ids, valid) for n, (ids, valid) in _map_conditions(model, tokenizers,
                                                                                            maps).items()}
     schedules = [TargetSchedule(n, "autoregressive", num_tokens=max_new, temperature=0.0)
-                 for n, s in model.output_specs.items() if s.kind == "tokens" and n in tokenizers]
+                 for n, s in model.output_specs.items()
+                 if s.kind == "tokens" and n in tokenizers and (targets is None or n in targets)]
     if not schedules:
         return {}
     out = generate(model, conditions, schedules, chained=False)

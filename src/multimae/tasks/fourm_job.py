@@ -204,9 +204,10 @@ def world_from_rgb(model: FourM, tokenizers: Mapping[str, Tokenizer], manifest: 
     scores: dict[str, Any] = score_from_image(model, tokenizers, batches, DEFAULT_IMAGE_MODALITY,
                                               {m: len(CLASS_NAMES) for m in maps}, objects)
     generated: dict[str, list[str]] = {}
+    scored = [DEFAULT_TEXT_MODALITY, *boxes]  # the sequences scored here: the others are not generated
     for batch in batches:
         picture = {DEFAULT_IMAGE_MODALITY: batch[DEFAULT_IMAGE_MODALITY]}
-        for name, texts in predict_sequences(model, tokenizers, picture).items():
+        for name, texts in predict_sequences(model, tokenizers, picture, targets=scored).items():
             generated.setdefault(name, []).extend(texts)
     if DEFAULT_TEXT_MODALITY in generated:
         scores[DEFAULT_TEXT_MODALITY] = caption_scores(generated[DEFAULT_TEXT_MODALITY],
