@@ -336,7 +336,7 @@ def unit_speed(s: Setup, batch_size: int, rounds: int) -> dict[str, Any]:
     B = rgb.shape[0]
     N = model.decoder_embeddings["tok_semseg"].side ** 2
     rows: list[dict[str, Any]] = []
-    ids = {"tok_rgb": (state["tok_rgb"].data, state["tok_rgb"].valid)}
+    ids = {n: (r.data, r.valid) for n, r in state.items()}  # the picture's record: its tokens or its pixels
     t = _median_time(lambda: predict_token_maps(model, ids, ["tok_semseg"]), rounds)
     rows.append({"what": "tok_semseg, one pass", "s_per_image": t / B, "tokens_per_s": B * N / t})
     for scheme, steps in (("maskgit", 1), ("maskgit", 8), ("roar", 8), ("maskgit", 16)):

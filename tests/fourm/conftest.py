@@ -31,17 +31,32 @@ def token_data(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     texts = world_texts("train", 40, size=RENDER, progress=False)
     dirs["caption"] = train_sequence_tokenizer({"caption": texts["caption"]}, vocab_size=200, num_sentinels=20,
                                                coord_bins=4, max_length=30).save(root / "tok-caption")
-    run_tokenize(TokenizeConfig(data="world", out=str(root / "tokens"), tokenizers={m: str(d) for m, d in dirs.items()},
-                                crops=CropConfig(num_crops=2, scale=(0.5, 1.0)), shard_size=8, world_scenes=SCENES,
-                                render_size=RENDER, image_size=IMAGE, batch_size=4, progress=False))
+    run_tokenize(tokenize_config(root / "tokens", dirs))
     return root / "tokens", dirs
 
 
-def write_config(path: Path, data: Path, dirs: dict[str, Path], out: Path, steps: int = 6) -> Path:
+def tokenize_config(out: Path, dirs: dict[str, Path], **changes) -> TokenizeConfig:
+    """How the package's token data is made (``changes``: other settings, e.g. ``pixels``)."""
+    return TokenizeConfig(data="world", out=str(out), tokenizers={m: str(d) for m, d in dirs.items()},
+                          crops=CropConfig(num_crops=2, scale=(0.5, 1.0)), shard_size=8, world_scenes=SCENES,
+                          render_size=RENDER, image_size=IMAGE, batch_size=4, progress=False, **changes)
+
+
+@pytest.fixture(scope="package")
+def pixel_data(tmp_path_factory, token_data) -> Path:
+    """The same scenes, crops and tokenizers, with the RGB pixels kept beside the tokens (--pixels rgb)."""
+    _, dirs = token_data
+    out = tmp_path_factory.mktemp("fourm-pixels") / "tokens"
+    run_tokenize(tokenize_config(out, dirs, pixels=("rgb",)))
+    return out
+
+
+def write_config(path: Path, data: Path, dirs: dict[str, Path], out: Path, steps: int = 6,
+                 inputs: str = "tok_rgb, tok_depth, caption", patch_size: int = 16) -> Path:
     path.write_text(f"""
 family: 4m
 model: {{size: tiny, dim: 32, encoder_depth: 1, decoder_depth: 1, num_heads: 2, image_size: {IMAGE},
-        inputs: [tok_rgb, tok_depth, caption], outputs: [tok_rgb, tok_depth, caption],
+        patch_size: {patch_size}, inputs: [{inputs}], outputs: [tok_rgb, tok_depth, caption],
         num_encoder_tokens: 24, num_decoder_tokens: 24, modality_overrides: {{caption: {{max_length: 30}}}}}}
 data: {{root: {data}, batch_size: 4, val_fraction: 0.25, world_eval_scenes: 8,
        tokenizers: {{rgb: {dirs['rgb']}, depth: {dirs['depth']}, caption: {dirs['caption']}}}}}

@@ -23,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "folder of them, or a root holding <split>/*.tar)")
     parser.add_argument("--tokenizers", nargs="+", required=True, metavar="MODALITY=DIR",
                         help="a saved tokenizer per modality to encode, e.g. depth=runs/tok-depth")
+    parser.add_argument("--pixels", nargs="+", default=[], metavar="MODALITY",
+                        help="pictures also kept as uint8 pixels at each crop, for a 4M model that reads raw pixels "
+                             "(4M's RGB input), e.g. --pixels rgb")
     parser.add_argument("--out", type=Path, required=True, help="folder to write the token shards into")
     parser.add_argument("--crops", type=int, default=1, help="crops per sample, the first the central square [1]")
     parser.add_argument("--min-scale", type=float, default=0.8, help="least area fraction of a random crop [0.8]")
@@ -68,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = TokenizeConfig(
             data=args.data, out=str(args.out), tokenizers=_tokenizer_folders(args.tokenizers),
+            pixels=tuple(dict.fromkeys(args.pixels)),
             crops=CropConfig(num_crops=args.crops, scale=(args.min_scale, 1.0)), shard_size=args.shard_size,
             image_size=args.image_size, seed=args.seed, resume=args.resume, limit=args.limit, split=args.split,
             world_scenes=args.world_scenes, render_size=args.render_size, world_class_colors=args.class_colors, batch_size=args.batch_size,

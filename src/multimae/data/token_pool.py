@@ -12,7 +12,7 @@ not depend on the number of processes (each takes its rows).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +30,36 @@ class TokenPool:
     ids: ``{modality: (S, K, N_m) int64}`` (sequences right-padded to their longest stored length).
     valid: ``{modality: (S, K, N_m) bool}``.
     manifest: the folder's manifest (tokenizers, grids, crops).
+    pixels: ``{picture: (S, K, C, P, P) uint8}``, the pixels the shards keep (``tokenize --pixels``).
     """
 
     ids: dict[str, Tensor]
     valid: dict[str, Tensor]
     manifest: dict[str, Any]
+    pixels: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def num_samples(self) -> int:
         return next(iter(self.ids.values())).shape[0]
 
     def rows(self, index: Tensor, crop: Tensor) -> dict[str, dict[str, Tensor]]:
-        """``{"ids": {m: (B, N_m)}, "valid": {m: (B, N_m)}}`` of samples ``index`` (B,) at crops ``crop`` (B,)."""
+        """``{"ids": {m: (B, N_m)}, "valid": {m: (B, N_m)}, "pixels": {m: (B, C, P, P) uint8}}`` of
+        samples ``index`` (B,) at crops ``crop`` (B,)."""
         return {"ids": {m: x[index, crop] for m, x in self.ids.items()},
-                "valid": {m: v[index, crop] for m, v in self.valid.items()}}
+                "valid": {m: v[index, crop] for m, v in self.valid.items()},
+                "pixels": {m: x[index, crop] for m, x in self.pixels.items()}}
+
+    def subset(self, samples: slice) -> TokenPool:
+        """The pool of samples ``samples`` (a slice of the source order), same manifest."""
+        return TokenPool({m: x[samples] for m, x in self.ids.items()}, {m: v[samples] for m, v in self.valid.items()},
+                         self.manifest, {m: x[samples] for m, x in self.pixels.items()})
 
 
 def load_token_pool(root: str | Path, tokenizers: dict[str, Tokenizer] | None = None,
-                    modalities: Sequence[str] | None = None) -> TokenPool:
-    """Every sample and crop of a complete token-shard folder (tokenizers checked against its hashes)."""
-    data = TokenShardDataset(root, tokenizers, modalities, crop="all")
+                    modalities: Sequence[str] | None = None, pixels: Sequence[str] | None = None) -> TokenPool:
+    """Every sample and crop of a complete token-shard folder (tokenizers checked against its hashes);
+    ``modalities`` / ``pixels`` limit the tokens / pixels read (default: all)."""
+    data = TokenShardDataset(root, tokenizers, modalities, crop="all", pixels=pixels)
     items = sorted(data, key=lambda item: item["index"])
     if not items:
         raise ValueError(f"{root}: the token shards hold no sample")
@@ -58,7 +68,8 @@ def load_token_pool(root: str | Path, tokenizers: dict[str, Tokenizer] | None = 
         length = max(item["ids"][m].shape[-1] for item in items)
         ids[m] = torch.stack([_pad(item["ids"][m], length, 0) for item in items])
         valid[m] = torch.stack([_pad(item["valid"][m], length, False) for item in items])
-    return TokenPool(ids, valid, data.manifest)
+    kept = {m: torch.stack([item["pixels"][m] for item in items]) for m in data.pixels}
+    return TokenPool(ids, valid, data.manifest, kept)
 
 
 def _pad(x: Tensor, length: int, value: Any) -> Tensor:

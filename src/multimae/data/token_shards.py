@@ -16,13 +16,17 @@ source, 9 digits), with members
   the tokenizer's vocabulary (uint8, uint16 or uint32);
 - ``<modality>.valid.npy``: (K, N) bool, only when some token is not valid (a grid cell without a
   valid pixel, a sequence's padding);
+- ``<modality>.pixels.npy``: (K, C, P, P) uint8, a picture's pixels at each crop (``multimae tokenize
+  --pixels rgb``), in [0, 255] for values in [0, 1]: what a model reading raw pixels takes (4M's RGB
+  input, a patch projection), beside the tokens it predicts;
 - ``crops.npy``: (K, 5) int64, per crop (top, left, height, width, flipped) in the source sample's
   pixels (zeros for the box of a sample without maps); crop 0 is the central square, unflipped;
 - ``key.txt``: the sample's key in its source.
 
 The manifest records the format and version, the source, the crop settings and seed, per modality
 the tokenizer's ``content_hash``, type, vocabulary size, placement, grid, ids dtype and the image size
-its crops were resized to, the shard size and sample count, and, once every shard is written
+its crops were resized to, per pixel modality (``pixels``) its size, channels and dtype, the shard
+size and sample count, and, once every shard is written
 (``complete``), per shard its name, sample count and sha256. `TokenShardDataset` reads only complete
 folders and refuses tokenizers whose hash is not the manifest's.
 """
@@ -51,6 +55,7 @@ PARTS = ".parts"  # per-shard records of finished shards
 CROPS = "crops.npy"
 KEY = "key.txt"
 VALID = "valid.npy"  # the member of a modality's valid mask is <modality>.valid.npy
+PIXELS = "pixels.npy"  # the member of a modality's pixels is <modality>.pixels.npy
 
 
 def shard_name(index: int) -> str:
@@ -71,10 +76,10 @@ def ids_dtype(vocab_size: int) -> np.dtype:
 
 
 def sample_record(index: int, key: str, crops: np.ndarray, ids: Mapping[str, np.ndarray],
-                  valid: Mapping[str, np.ndarray]) -> dict[str, Any]:
+                  valid: Mapping[str, np.ndarray], pixels: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """One sample as a webdataset record for `webdataset.TarWriter`: ``crops`` (K, 5), per modality
     ``ids`` (K, N) (already in its stored dtype) and ``valid`` (K, N) bool (stored only when some are
-    False)."""
+    False), and per pixel modality ``pixels`` (K, C, P, P) uint8."""
     record: dict[str, Any] = {"__key__": sample_key(index), KEY: key, CROPS: crops.astype(np.int64)}
     for modality, x in ids.items():
         if x.ndim != 2 or x.shape[0] != crops.shape[0]:
@@ -82,6 +87,10 @@ def sample_record(index: int, key: str, crops: np.ndarray, ids: Mapping[str, np.
         record[f"{modality}.npy"] = x
         if not valid[modality].all():
             record[f"{modality}.{VALID}"] = valid[modality].astype(bool)
+    for modality, x in (pixels or {}).items():
+        if x.ndim != 4 or x.shape[0] != crops.shape[0] or x.dtype != np.uint8:
+            raise ValueError(f"{modality}: pixels must be (K={crops.shape[0]}, C, P, P) uint8, got {x.dtype} {x.shape}")
+        record[f"{modality}.{PIXELS}"] = x
     return record
 
 
@@ -125,7 +134,8 @@ class TokenShardDataset(IterableDataset):
     """Samples of a token-shard folder, streamed by a webdataset pipeline.
 
     Each item is a dict: ``ids`` {modality: (N,) int64} for one crop (``(K, N)`` with ``crop="all"``),
-    ``valid`` {modality: (N,) bool} (likewise; all True where the shard stored no mask), ``crop`` (5,)
+    ``valid`` {modality: (N,) bool} (likewise; all True where the shard stored no mask), ``pixels``
+    {pixel modality: (C, P, P) uint8} (likewise; ``{}`` when the shards keep none), ``crop`` (5,)
     int64 (top, left, height, width, flipped; ``(K, 5)`` with ``all``), ``crop_index`` int (-1 with
     ``all``), ``index`` int (position in the source) and ``key`` str. `torch.utils.data.default_collate`
     batches them.
@@ -137,13 +147,13 @@ class TokenShardDataset(IterableDataset):
     consumer reads whole shards, so use at least as many shards as consumers. ``shuffle`` permutes
     the shards per epoch (seeded by seed and epoch) and mixes samples through a buffer of
     ``buffer_size``. ``tokenizers`` (modality -> tokenizer) are checked against the manifest's
-    hashes: shards made by another tokenizer are refused. ``modalities`` limits what is read
-    (default: every modality of the manifest).
+    hashes: shards made by another tokenizer are refused. ``modalities`` limits the tokens read
+    (default: every modality of the manifest), ``pixels`` the pixels (default: every one kept).
     """
 
     def __init__(self, root: str | Path, tokenizers: Mapping[str, Tokenizer] | None = None,
                  modalities: Sequence[str] | None = None, crop: CropChoice = "random", shuffle: bool = False,
-                 buffer_size: int = 256, seed: int = 0) -> None:
+                 buffer_size: int = 256, seed: int = 0, pixels: Sequence[str] | None = None) -> None:
         self.root = Path(root)
         self.manifest = read_token_manifest(self.root)
         check_tokenizers(self.manifest, tokenizers or {}, str(self.root))
@@ -152,6 +162,12 @@ class TokenShardDataset(IterableDataset):
         unknown = [m for m in self.modalities if m not in known]
         if unknown:
             raise ValueError(f"{self.root}: the shards hold no tokens of {unknown}; they hold {sorted(known)}")
+        kept = self.manifest.get("pixels", {})
+        self.pixels = tuple(kept) if pixels is None else tuple(pixels)
+        unknown = [m for m in self.pixels if m not in kept]
+        if unknown:
+            raise ValueError(f"{self.root}: the shards keep no pixels of {unknown} (they keep {sorted(kept) or 'none'}); "
+                             "tokenize again with --pixels")
         num_crops = self.manifest["crops"]["num_crops"]
         if isinstance(crop, int) and not 0 <= crop < num_crops:
             raise ValueError(f"crop {crop} is not in [0, {num_crops}) (the shards hold {num_crops} crops per sample)")
@@ -191,7 +207,8 @@ class TokenShardDataset(IterableDataset):
             v = record.get(f"{m}.{VALID}")
             v = np.ones(x.shape, dtype=bool) if v is None else np.asarray(v, dtype=bool)
             ids[m], valid[m] = torch.from_numpy(x[chosen]), torch.from_numpy(v[chosen])
-        return {"ids": ids, "valid": valid, "crop": crops[chosen],
+        pixels = {m: torch.from_numpy(np.asarray(record[f"{m}.{PIXELS}"], dtype=np.uint8)[chosen]) for m in self.pixels}
+        return {"ids": ids, "valid": valid, "pixels": pixels, "crop": crops[chosen],
                 "crop_index": -1 if self.crop == "all" else chosen, "index": index, "key": record[KEY]}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

@@ -102,10 +102,14 @@ class RunGenerator:
                     tokens = self.tokenizer(spec).encode(value)
                 except (ValueError, TypeError) as err:
                     raise ValueError(f"condition {name!r}: its tokenizer cannot read it ({err})") from None
-                ids = tokens.ids.to(device)
-                if spec.kind == "tokens" and ids.shape[1] > spec.max_length:
-                    raise ValueError(f"condition {name!r}: {ids.shape[1]} ids, the model reads {spec.max_length}")
-                out[model_name] = condition(self.model, model_name, ids, tokens.valid.to(device))
+                ids, valid = tokens.ids.to(device), tokens.valid.to(device)
+                if spec.kind == "tokens":  # the tokenizer's padding past the longest row is not the text
+                    used = valid.any(dim=0).nonzero()
+                    length = int(used.max()) + 1 if len(used) else 0
+                    ids, valid = ids[:, :length], valid[:, :length]
+                    if length > spec.max_length:
+                        raise ValueError(f"condition {name!r}: {length} ids, the model reads {spec.max_length}")
+                out[model_name] = condition(self.model, model_name, ids, valid)
             else:
                 from multimae.modalities.prepare import prepare_dense
 

@@ -54,20 +54,37 @@ def predict_token_maps(model: FourM, conditions: Mapping[str, tuple[Tensor, Tens
     return {name: out.logits[name].argmax(dim=-1).view(B, -1) for name in targets}
 
 
+def map_inputs(model: FourM) -> dict[str, str]:
+    """``{stored modality: model input}`` for the maps this model reads: a raw-pixel input (4M's
+    RGB) reads its picture as it is, a token map its source's tokens; pixels win where both exist."""
+    by_source = {s.source_name: n for n, s in model.input_specs.items() if s.kind == "token_map"}
+    by_source.update({s.name: n for n, s in model.input_specs.items() if s.kind == "dense"})
+    return by_source
+
+
 def _map_conditions(model: FourM, tokenizers: Mapping[str, Tokenizer], maps: Mapping[str, Tensor]
                     ) -> dict[str, tuple[Tensor, Tensor]]:
-    """``{model token map: (ids, valid)}`` of raw maps ``{stored modality: (B, ...) raw}``, tokenised."""
-    by_source = {s.source_name: n for n, s in model.input_specs.items() if s.kind == "token_map"}
+    """``{model input: (data, valid)}`` of raw maps ``{stored modality: (B, ...) raw}``: pixels
+    normalised for a raw-pixel input, else tokenised by the map's tokenizer."""
+    from multimae.generation import condition
+    from multimae.modalities.prepare import prepare_dense
+
+    by_source = map_inputs(model)
     unknown = [m for m in maps if m not in by_source]
     if unknown:
-        raise ValueError(f"{unknown}: this 4M model reads the token maps of {sorted(by_source)}")
-    missing = [m for m in maps if m not in tokenizers]
+        raise ValueError(f"{unknown}: this 4M model reads the maps of {sorted(by_source)}")
+    missing = [m for m in maps if m not in tokenizers and model.input_specs[by_source[m]].kind != "dense"]
     if missing:
         raise ValueError(f"no tokenizer for {missing} (the run keeps {sorted(tokenizers)})")
     conditions = {}
     for source, raw in maps.items():
+        name = by_source[source]
+        if model.input_specs[name].kind == "dense":
+            record = condition(model, name, prepare_dense(model.input_specs[name], raw.to(model.mask_token.device)))
+            conditions[name] = (record.data, record.valid)
+            continue
         tokens = tokenizers[source].encode(raw)
-        conditions[by_source[source]] = (tokens.ids, tokens.valid)
+        conditions[name] = (tokens.ids, tokens.valid)
     return conditions
 
 
@@ -99,7 +116,7 @@ def predict_from_maps(model: FourM, tokenizers: Mapping[str, Tokenizer], maps: M
     conditions = _map_conditions(model, tokenizers, maps)
     if targets is None:
         targets = [n for n, s in model.output_specs.items()
-                   if s.kind == "token_map" and n not in conditions and s.source_name in tokenizers]
+                   if s.kind == "token_map" and s.source_name not in maps and s.source_name in tokenizers]
     ids = predict_token_maps(model, conditions, targets)
     decoded = {model.output_specs[n].source_name: tokenizers[model.output_specs[n].source_name].decode(i)
                for n, i in ids.items()}

@@ -35,8 +35,8 @@ from multimae.pretokenize.crops import CropConfig, crop_view, map_size, plan_cro
 from multimae.pretokenize.encode import encode_samples, stack_raw
 from multimae.tokenizers.base import Tokenizer, load_tokenizer
 
-PLAN_FIELDS = ("format", "version", "source", "crops", "tokenizers", "shard_size", "batch_size", "num_samples",
-               "num_shards")  # what a resumed run must agree with
+PLAN_FIELDS = ("format", "version", "source", "crops", "tokenizers", "pixels", "shard_size", "batch_size",
+               "num_samples", "num_shards")  # what a resumed run must agree with
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class TokenizeConfig:
     data: str  # world, a folder-layout root or tar shards (`multimae.data.sources.open_source`)
     out: str  # the token-shard folder
     tokenizers: Mapping[str, str]  # modality -> folder of a saved tokenizer
+    pixels: tuple[str, ...] = ()  # pictures (values in [0, 1]: rgb) also kept as pixels at each crop (4M's RGB input)
     crops: CropConfig = field(default_factory=CropConfig)
     shard_size: int = 1000  # samples per shard
     image_size: int | None = None  # pixels maps are resized to (default: each tokenizer's training size)
@@ -62,7 +63,7 @@ class TokenizeConfig:
     def __post_init__(self) -> None:
         if not self.tokenizers:
             raise ValueError("give at least one tokenizer (modality -> folder)")
-        for name in self.tokenizers:
+        for name in (*self.tokenizers, *self.pixels):
             if not name or "." in name or "/" in name:
                 raise ValueError(f"modality {name!r}: a name without '.' or '/' (it names shard members)")
         for option in ("shard_size", "batch_size", "world_scenes", "image_size", "render_size", "limit"):
@@ -120,15 +121,30 @@ def image_sizes(config: TokenizeConfig, tokenizers: Mapping[str, Tokenizer]) -> 
     return sizes
 
 
+def pixel_sizes(config: TokenizeConfig, sizes: Mapping[str, int | None], render: int) -> dict[str, int]:
+    """Pixels each kept picture is resized to: its tokenizer's size when it is tokenised too, else
+    ``config.image_size``, else the render size."""
+    return {m: sizes.get(m) or config.image_size or render for m in config.pixels}  # type: ignore[misc]
+
+
 def make_plan(config: TokenizeConfig, source: SampleSource, tokenizers: Mapping[str, Tokenizer],
-              sizes: Mapping[str, int | None]) -> dict[str, Any]:
+              sizes: Mapping[str, int | None], pixels: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The manifest without its shards. Sample 0's central crop is encoded once to learn each
-    tokenizer's grid (and to fail early on a modality the data lacks or a size a tokenizer refuses)."""
+    tokenizer's grid (and to fail early on a modality the data lacks, a size a tokenizer refuses, or
+    a kept picture that is not one)."""
+    from multimae.pretokenize.encode import pixel_bytes
+
     count = min(len(source.samples), config.limit or len(source.samples))  # type: ignore[arg-type]
     if count < 1:
         raise ValueError(f"{config.data}: no samples")
     first = source.samples[0]
-    view = crop_view(first, plan_crops(map_size(first, list(tokenizers)), CropConfig(), 0, 0)[0], sizes)  # crop 0
+    pixels = dict(pixels or {})
+    crop0 = plan_crops(map_size(first, list(dict.fromkeys([*tokenizers, *pixels]))), CropConfig(), 0, 0)[0]
+    view = crop_view(first, crop0, sizes)
+    kept = {}
+    for modality, picture in crop_view(first, crop0, pixels).items():
+        probe = pixel_bytes(modality, picture)  # type: ignore[arg-type]
+        kept[modality] = {"size": pixels[modality], "channels": int(probe.shape[0]), "dtype": "uint8"}
     entries = {}
     for modality, tokenizer in tokenizers.items():
         probe = tokenizer.encode(stack_raw([view[modality]]))  # type: ignore[arg-type]
@@ -142,7 +158,7 @@ def make_plan(config: TokenizeConfig, source: SampleSource, tokenizers: Mapping[
         "format": FORMAT, "version": VERSION,
         "source": {"kind": source.kind, "data": config.data, **source.record},
         "crops": {**config.crops.record(), "seed": config.seed, "first": "central square, unflipped"},
-        "tokenizers": entries, "shard_size": config.shard_size, "batch_size": config.batch_size,
+        "tokenizers": entries, **({"pixels": kept} if kept else {}), "shard_size": config.shard_size, "batch_size": config.batch_size,
         "num_samples": count, "num_shards": -(-count // config.shard_size), "shards": [], "complete": False,
     }
 
@@ -182,7 +198,8 @@ def write_token_shard(out: Path, shard: int, plan: Mapping[str, Any], source: Sa
         with tmp.open("wb") as stream, wds.TarWriter(stream, user="", group="", mode=0o644, mtime=0) as sink:
             for batch in _batches(indices, config.batch_size):
                 samples = [(i, source.samples[i]) for i in batch]
-                for record in encode_samples(samples, tokenizers, sizes, config.crops, config.seed):
+                for record in encode_samples(samples, tokenizers, sizes, config.crops, config.seed,
+                                             plan.get("pixels") and {m: e["size"] for m, e in plan["pixels"].items()}):
                     sink.write(record)
                 bar.update(len(batch))
     digest = hashlib.sha256((out / shard_name(shard)).read_bytes()).hexdigest()
@@ -205,7 +222,7 @@ def _start(out: Path, plan: dict[str, Any], mine: list[int], resume: bool) -> No
     path = out / TOKEN_MANIFEST
     if path.is_file():
         old = json.loads(path.read_text())
-        changed = [k for k in PLAN_FIELDS if old.get(k) != plan[k]]
+        changed = [k for k in PLAN_FIELDS if old.get(k) != plan.get(k)]
         if changed:
             raise ValueError(f"{out} holds token shards of another run (it differs in {', '.join(changed)}); "
                              "choose another folder")
@@ -225,9 +242,11 @@ def run_tokenize(config: TokenizeConfig) -> TokenizeReport:
     tokenizers = load_tokenizers(config.tokenizers)
     sizes = image_sizes(config, tokenizers)
     render = config.render_size or max([s for m, s in sizes.items() if s is not None and m not in BOXES], default=64)
-    source = open_source(config.data, list(tokenizers), config.split, config.world_scenes, render,
-                         config.world_class_colors)
-    plan = make_plan(config, source, tokenizers, sizes)
+    pixels = pixel_sizes(config, sizes, render)
+    render = max([render, *pixels.values()])
+    source = open_source(config.data, list(dict.fromkeys([*tokenizers, *pixels])), config.split, config.world_scenes,
+                         render, config.world_class_colors)
+    plan = make_plan(config, source, tokenizers, sizes, pixels)
     mine = list(range(rank, plan["num_shards"], world))
     _start(out, plan, mine, config.resume)
     skipped = [s for s in mine if is_complete(out, s)]

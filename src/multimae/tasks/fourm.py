@@ -4,8 +4,9 @@ Shapes: B batch, N_m tokens of modality m (a grid's h * w, a sequence's stored l
 vocabulary.
 
 A raw batch is what `multimae.data.token_pool.TokenPoolStream` yields: ``{"ids": {stored modality:
-(B, N)}, "valid": {...}}``. Each model modality reads its stored modality (a token map its spec's
-``source``: ``tok_depth`` reads ``depth``), and `UnifiedMasking` turns the batch into the model's
+(B, N)}, "valid": {...}, "pixels": {picture: (B, C, P, P) uint8}}``. Each model modality reads its
+stored modality (a token map its spec's ``source``: ``tok_depth`` reads ``depth``; a raw-pixel input,
+4M's RGB, the picture's pixels, normalised as its spec says, every patch valid), and `UnifiedMasking` turns the batch into the model's
 records (which tokens are given, which predicted), drawing from a generator seeded by (seed, step,
 first row): the model itself is deterministic given its batch, and a resumed run draws what it would
 have drawn.
@@ -13,7 +14,7 @@ have drawn.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -41,9 +42,26 @@ def default_max_tokens(spec: ModalitySpec) -> int:
     return max(1, spec.max_length // 2 - 1)
 
 
-def build_masking(cfg: FourMMaskingConfig, specs: Mapping[str, ModalitySpec]) -> UnifiedMasking:
-    """`UnifiedMasking` of a masking config over the modalities ``specs`` (every input and output, once)."""
-    components = [BudgetDirichlet(c.alpha, c.target_alpha) for c in cfg.mixture]
+def one_sided(alpha: float | Mapping[str, float], names: Sequence[str], usable: Collection[str]
+              ) -> float | dict[str, float]:
+    """``alpha`` with 0 for the modalities of ``names`` not in ``usable``: an input budget for a
+    modality the model cannot read (an output only, 4M's ``tok_rgb`` beside RGB pixels), or a target
+    budget for one it cannot predict (an input only, the pixels), would be tokens thrown away."""
+    if all(n in usable for n in names):
+        return alpha
+    table = dict(alpha) if isinstance(alpha, Mapping) else dict.fromkeys(names, float(alpha))
+    return {n: (float(table[n]) if n in usable else 0.0) if n in table else 0.0 for n in names}
+
+
+def build_masking(cfg: FourMMaskingConfig, specs: Mapping[str, ModalitySpec], inputs: Collection[str] | None = None,
+                  outputs: Collection[str] | None = None) -> UnifiedMasking:
+    """`UnifiedMasking` of a masking config over the modalities ``specs`` (every input and output, once);
+    with ``inputs`` / ``outputs`` (the model's), a modality gets no input budget unless it is an
+    input, and no target budget unless it is an output (`one_sided`)."""
+    names = list(specs)
+    ins, outs = set(names if inputs is None else inputs), set(names if outputs is None else outputs)
+    components = [BudgetDirichlet(one_sided(c.alpha, names, ins), one_sided(c.target_alpha, names, outs))
+                  for c in cfg.mixture]
     weights = [c.weight for c in cfg.mixture] if any(c.weight != 1.0 for c in cfg.mixture) else None
     budgets = DirichletInputTargetMasking(cfg.input_budget, cfg.target_budget, components, weights,
                                           min_tokens=dict(cfg.min_tokens))
@@ -59,6 +77,16 @@ def build_masking(cfg: FourMMaskingConfig, specs: Mapping[str, ModalitySpec]) ->
     return UnifiedMasking(budgets, sequences, condition_dropout=cfg.condition_dropout, grid_max_tokens=grids)
 
 
+def pixel_record(model: FourM, name: str, pixels: Tensor) -> tuple[Tensor, Tensor]:
+    """``(normalised (B, C, P, P) float, valid (B, N) all True)`` of uint8 pixels (B, C, P, P) for the
+    raw-pixel input ``name``."""
+    from multimae.modalities.prepare import prepare_dense
+
+    data = prepare_dense(model.input_specs[name], pixels.float() / 255)
+    N = model.encoder_embeddings[name].num_tokens(data)
+    return data, torch.ones(data.shape[0], N, dtype=torch.bool, device=data.device)
+
+
 @dataclass
 class FourMTask:
     model: FourM  # the unwrapped model (its specs)
@@ -70,11 +98,15 @@ class FourMTask:
         self.specs = {**self.model.input_specs, **self.model.output_specs}
 
     def records(self, raw: Mapping[str, Mapping[str, Tensor]]) -> dict[str, tuple[Tensor, Tensor | None]]:
-        """``{model modality: (ids, valid)}`` from a raw batch (every model modality it holds)."""
+        """``{model modality: (ids or normalised pixels, valid)}`` from a raw batch (every model
+        modality it holds)."""
         out = {}
         for name, spec in self.specs.items():
             key = stored_name(spec)
-            if key in raw["ids"]:
+            if spec.kind == "dense":
+                if key in raw.get("pixels", {}):
+                    out[name] = pixel_record(self.model, name, raw["pixels"][key])
+            elif key in raw["ids"]:
                 out[name] = (raw["ids"][key], raw["valid"][key])
         if not out:
             raise ValueError(f"the batch holds none of the model's modalities {list(self.specs)} "

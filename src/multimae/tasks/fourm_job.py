@@ -19,7 +19,9 @@ from multimae.data.token_pool import TokenPool, TokenPoolStream, load_token_pool
 from multimae.engine.file_table import FileEntry
 from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY, DEFAULT_TEXT_MODALITY
 from multimae.model.fourm import FourM, FourMConfig
-from multimae.tasks.fourm import FourMTask, build_masking, condition_use, stored_name, unigram_log_probs
+from multimae.tasks.fourm import (
+    FourMTask, build_masking, condition_use, pixel_record, stored_name, unigram_log_probs,
+)
 from multimae.tasks.job import evaluating, finish_run, make_trainer, micro_batch, open_run, run_precision, start_process
 from multimae.tokenizers.base import Tokenizer, load_tokenizer
 from multimae.tokenizers.run_files import keep_tokenizers
@@ -44,11 +46,21 @@ def token_grid(key: str, entry: Mapping[str, Any]) -> tuple[int, int]:
 
 def with_token_data(config: FourMConfig, manifest: Mapping[str, Any]) -> FourMConfig:
     """``config`` whose modalities take the shards' vocabulary sizes and token grids (a token map's
-    stride = image_size / grid side); a model modality the shards do not hold is an error."""
+    stride = image_size / grid side); a raw-pixel input needs the shards' pixels at the model's
+    image size; a model modality the shards do not hold is an error."""
     recorded = manifest["tokenizers"]
     overrides = {n: dict(o) for n, o in config.modality_overrides.items()}
     for name, spec in config.modality_specs().items():
         key = stored_name(spec)
+        if spec.kind == "dense":
+            kept = manifest.get("pixels", {}).get(key)
+            if kept is None:
+                raise ValueError(f"model modality {name!r} reads {key} pixels, which the shards do not keep (they keep "
+                                 f"{sorted(manifest.get('pixels', {})) or 'none'}): tokenize with --pixels {key}")
+            if kept["size"] != config.image_size or kept["channels"] != spec.num_channels:
+                raise ValueError(f"the shards keep {kept['channels']} x {kept['size']} px {key} pixels; model {name!r} "
+                                 f"reads {spec.num_channels} x {config.image_size} px (model.image_size)")
+            continue
         if key not in recorded:
             raise ValueError(f"model modality {name!r} reads {key!r} tokens, which the shards do not hold "
                              f"(they hold {sorted(recorded)}): tokenize it too, or leave it out of the model")
@@ -71,11 +83,7 @@ def split_pool(pool: TokenPool, fraction: float) -> tuple[TokenPool, TokenPool]:
     if held >= n:
         raise ValueError(f"the token shards hold {n} samples: too few to hold {fraction:.0%} out for validation")
     cut = n - held
-    train = TokenPool({m: x[:cut] for m, x in pool.ids.items()}, {m: v[:cut] for m, v in pool.valid.items()},
-                      pool.manifest)
-    val = TokenPool({m: x[cut:] for m, x in pool.ids.items()}, {m: v[cut:] for m, v in pool.valid.items()},
-                    pool.manifest)
-    return train, val
+    return pool.subset(slice(None, cut)), pool.subset(slice(cut, None))
 
 
 def val_batches(pool: TokenPool, batch: int = VAL_BATCH) -> list[dict[str, dict[str, Tensor]]]:
@@ -117,7 +125,8 @@ def run_fourm_pretraining(cfg: FourMRunConfig, resume: str | Path | None = None,
     tokenizers, files = run_tokenizers(cfg, run_dir, pool.manifest, info.is_main)
     torch.manual_seed(cfg.train.seed)
     model = FourM(with_token_data(cfg.model.build(), pool.manifest))
-    task = FourMTask(model, build_masking(cfg.masking, {**model.input_specs, **model.output_specs}), cfg.train.seed)
+    task = FourMTask(model, build_masking(cfg.masking, {**model.input_specs, **model.output_specs}, model.input_specs,
+                                          model.output_specs), cfg.train.seed)
     stream = TokenPoolStream(train_pool, micro, cfg.train.seed, info.rank, info.world_size)
     val = val_batches(val_pool)[: cfg.train.num_val_batches]
     unigram = unigram_log_probs(task, val_batches(train_pool)[:8])
@@ -146,32 +155,40 @@ def run_fourm_pretraining(cfg: FourMRunConfig, resume: str | Path | None = None,
     return run_dir
 
 
+def picture_input(model: FourM) -> str | None:
+    """The model input reading the picture: its raw pixels (4M's RGB) or else its token map."""
+    from multimae.inference.fourm import map_inputs
+
+    return map_inputs(model).get(DEFAULT_IMAGE_MODALITY)
+
+
 def picture_pairs(model: FourM) -> list[tuple[str, str]]:
-    """(the picture's token map, every other output): the pairs the report checks the model reads."""
-    image = next((n for n, s in model.input_specs.items()
-                  if s.kind == "token_map" and s.source_name == DEFAULT_IMAGE_MODALITY), None)
-    return [(image, n) for n in model.output_specs if n != image] if image else []
+    """(the picture's input, every other output): the pairs the report checks the model reads."""
+    image = picture_input(model)
+    source = model.input_specs[image].source_name if image else None
+    return [(image, n) for n, s in model.output_specs.items() if n != image and s.source_name != source] if image else []
 
 
 def fourm_pictures(model: FourM, tokenizers: Mapping[str, Tokenizer], pool: TokenPool, run_dir: Path,
                    count: int = 4) -> list[Path]:
-    """``predictions.png``: for ``count`` held-out samples, the RGB (its tokens decoded) and each other
-    token map's truth and one-pass prediction from the RGB tokens alone, decoded by the run's
-    tokenizers (none without an RGB token map and tokenizers)."""
+    """``predictions.png``: for ``count`` held-out samples, the RGB (its pixels, or its tokens decoded)
+    and each other token map's truth and one-pass prediction from the RGB alone, decoded by the run's
+    tokenizers (none without an RGB input and tokenizers)."""
     from multimae.inference.fourm import predict_token_maps
     from multimae.viz.fourm import prediction_grid
 
-    image = next((n for n, s in model.input_specs.items()
-                  if s.kind == "token_map" and s.source_name == DEFAULT_IMAGE_MODALITY), None)
-    if image is None or stored_name(model.input_specs[image]) not in tokenizers:
+    image = picture_input(model)
+    dense = image is not None and model.input_specs[image].kind == "dense"
+    if image is None or not dense and stored_name(model.input_specs[image]) not in tokenizers:
         return []
+    source = model.input_specs[image].source_name
     targets = [n for n, s in model.output_specs.items()  # maps only: global tokens (features) are not drawn
-               if s.kind == "token_map" and n != image and stored_name(s) in tokenizers
+               if s.kind == "token_map" and s.source_name != source and stored_name(s) in tokenizers
                and tokenizers[stored_name(s)].placement == "grid"]
     rows = pool.rows(torch.arange(min(count, pool.num_samples)), torch.zeros(min(count, pool.num_samples),
                                                                              dtype=torch.long))
-    key = stored_name(model.input_specs[image])
-    predicted = predict_token_maps(model, {image: (rows["ids"][key], None)}, targets)
+    given = pixel_record(model, image, rows["pixels"][source]) if dense else (rows["ids"][source], None)
+    predicted = predict_token_maps(model, {image: given}, targets)
     figure = prediction_grid(model, tokenizers, rows, image, predicted)
     path = run_dir / "predictions.png"
     figure.save(path)
@@ -188,9 +205,13 @@ def world_from_rgb(model: FourM, tokenizers: Mapping[str, Tokenizer], manifest: 
     from multimae.data.world import BACKGROUND_CLASSES, CLASS_NAMES
     from multimae.inference.fourm import predict_sequences, score_from_image
 
+    image = picture_input(model)
+    if image is None:
+        return {}
     targets = [s.source_name for s in model.output_specs.values() if s.kind == "token_map"]
-    maps = [m for m in dict.fromkeys([DEFAULT_IMAGE_MODALITY, *targets])
-            if m in tokenizers and tokenizers[m].placement == "grid"]  # the world renders maps, not features
+    maps = [m for m in dict.fromkeys([DEFAULT_IMAGE_MODALITY, *targets])  # the world renders maps, not features
+            if m in tokenizers and tokenizers[m].placement == "grid"
+            or m == DEFAULT_IMAGE_MODALITY and model.input_specs[image].kind == "dense"]
     if DEFAULT_IMAGE_MODALITY not in maps:
         return {}
     boxes = [n for n, s in model.output_specs.items() if s.stored_as == "box_text" and n in tokenizers]

@@ -29,11 +29,16 @@ def decoded_picture(source: str, tokenizer: Tokenizer, ids: Tensor,
 def prediction_grid(model: FourM, tokenizers: Mapping[str, Tokenizer], rows: Mapping[str, Mapping[str, Tensor]],
                     image: str, predicted: Mapping[str, Tensor],
                     palette: Sequence[Sequence[int]] | np.ndarray | None = None) -> Image.Image:
-    """One row per sample: the image token map decoded, then each predicted map's truth and prediction."""
+    """One row per sample: the input picture (its pixels for a raw-pixel input, else its tokens
+    decoded), then each predicted map's truth and prediction."""
     specs = {**model.input_specs, **model.output_specs}
     source = specs[image].source_name
-    columns = [decoded_picture(source, tokenizers[source], rows["ids"][source], palette)]
-    titles = [f"{source} (input tokens, decoded)"]
+    if specs[image].kind == "dense":
+        columns = [[x.permute(1, 2, 0).cpu().numpy() for x in rows["pixels"][source]]]
+        titles = [f"{source} (input pixels)"]
+    else:
+        columns = [decoded_picture(source, tokenizers[source], rows["ids"][source], palette)]
+        titles = [f"{source} (input tokens, decoded)"]
     for name, ids in predicted.items():
         src = specs[name].source_name
         columns.append(decoded_picture(src, tokenizers[src], rows["ids"][src], palette))
