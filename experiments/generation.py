@@ -57,9 +57,9 @@ from multimae.inference.fourm import MapScores
 from multimae.model.fourm import FourM
 
 REPO = Path(__file__).resolve().parents[1]
-RUNS = ("runs/4m-seq-std1", "runs/4m-seq", "runs/4m-cpu-c08")  # --run default: the first with a model
+RUNS = ("runs/4m-px", "runs/4m-seq-std1", "runs/4m-seq", "runs/4m-cpu-c08")  # --run default: the first with a model
 MULTIMAE = "runs/fresh/runs/pretrain-20261203-071041"
-PROBE = "runs/ft/mmae-seg-rgb"
+PROBE = "runs/genexp/probe-seg-rgb-c08"  # fine-tuned at class colours 0.8, as the runs' pictures
 DENSE = ("depth", "normals", "semseg")
 OBJECTS = [i for i, n in enumerate(CLASS_NAMES) if n not in BACKGROUND_CLASSES]
 BATCH = 32

@@ -14,6 +14,7 @@ import torch
 from multimae.cli.main import main
 from multimae.config.fourm import FourMMaskingConfig
 from multimae.data import WorldDataset
+from multimae.engine.checkpoint import latest_checkpoint
 from multimae.data.token_pool import load_token_pool
 from multimae.data.token_shards import TokenShardDataset
 from multimae.modalities.normalize import normalize
@@ -96,12 +97,17 @@ def test_the_task_gives_normalised_pixels_and_one_sided_budgets(pixel_data):
                         pool.manifest)
 
 
-def test_a_run_on_pixels_reports_draws_and_predicts(tmp_path, pixel_data, token_data):
-    _, dirs = token_data
-    cfg = write_config(tmp_path / "4m.yaml", pixel_data, dirs, tmp_path / "runs", inputs="rgb, tok_depth, caption",
+@pytest.fixture(scope="module")
+def pixel_run(tmp_path_factory, pixel_data, token_data):
+    root = tmp_path_factory.mktemp("pixel-run")
+    cfg = write_config(root / "4m.yaml", pixel_data, token_data[1], root / "runs", inputs="rgb, tok_depth, caption",
                        patch_size=4)
     assert main(["pretrain", "--config", str(cfg), "--quiet"]) == 0
-    run = tmp_path / "runs" / "run"
+    return root / "runs" / "run"
+
+
+def test_a_run_on_pixels_reports_draws_and_predicts(tmp_path, pixel_run):
+    run = pixel_run
     report = json.loads((run / "report.json").read_text())
     assert set(report["conditions"]) == {"rgb->tok_depth", "rgb->caption"}  # tok_rgb: the picture's own tokens
     assert np.isfinite(report["from_rgb"]["model"]["depth_l1"]) and "tok_rgb/ce" in report["val"]
@@ -114,3 +120,17 @@ def test_a_run_on_pixels_reports_draws_and_predicts(tmp_path, pixel_data, token_
     assert main(["predict", "--checkpoint", str(run), "--rgb", str(tmp_path / "a.png"), "--out", str(out)]) == 0
     assert json.loads((out / "summary.json").read_text())["predicted"] == ["depth"]
     assert np.load(out / "depth.npy").shape == (1, IMAGE, IMAGE) and (out / "caption.txt").read_text().strip()
+
+
+def test_a_pixel_run_fine_tunes_from_the_picture(tmp_path, pixel_run, capsys):
+    """`multimae finetune --inputs rgb` on a run reading pixels feeds the encoder the picture itself."""
+    from fourm.test_finetune import TINY
+
+    assert main(["finetune", "--quiet", "--task", "segmentation", "--inputs", "rgb", "--checkpoint", str(pixel_run),
+                 *TINY, "train.steps=2", f"train.out_dir={tmp_path}", "train.name=ft",
+                 f"data.cache_dir={tmp_path / 'cache'}"]) == 0
+    report = json.loads((tmp_path / "ft" / "report.json").read_text())
+    assert report["inputs"] == ["rgb"] and np.isfinite(report["val"]["loss"])
+    state = torch.load(latest_checkpoint(tmp_path / "ft"), weights_only=True)["model"]
+    proj = [k for k in state if k.endswith("rgb.proj.weight")]
+    assert len(proj) == 1 and tuple(state[proj[0]].shape) == (32, 4 * 4 * 3)  # the 4M run's patch projection
