@@ -36,9 +36,13 @@ def test_presets_load_and_validate():
     capped = load_config(FourMRunConfig, preset_path("4m-cpu"), ["masking.min_tokens.tok_depth=4",
                                                                  "masking.max_tokens.tok_rgb=10"])
     capped.validate()
-    masking = build_masking(capped.masking, capped.model.build().modality_specs())
+    from types import SimpleNamespace
+
+    metadata = SimpleNamespace(coord_ids=frozenset({40, 41}), eos_id=3)  # what chunking reads of a sequence tokenizer
+    masking = build_masking(capped.masking, capped.model.build().modality_specs(), tokenizers={"metadata": metadata})
     assert masking.budgets.min_tokens == {"tok_depth": 4} and masking.grid_max_tokens == {"tok_rgb": 10}
-    assert masking.sequences["caption"].max_tokens == 32
+    assert masking.sequences["caption"].max_tokens == 32 and masking.sequences["caption"].chunk_values is None
+    assert masking.sequences["metadata"].chunk_values == {40, 41} and masking.sequences["metadata"].eos_id == 3
     with pytest.raises(ValueError, match=r"masking.min_tokens: \['heat'\] are not modalities of the model"):
         load_config(FourMRunConfig, preset_path("4m-cpu"), ["masking.min_tokens.heat=4"]).validate()
     paper = load_config(RunConfig, preset_path("paper-vitb"), ["data.root=/data/x"])

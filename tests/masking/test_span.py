@@ -576,3 +576,76 @@ def test_official_transfer_masking_reproduced_exactly():
         for key, value in official_masks(ours[name], sequence=name == "caption").items():
             assert torch.equal(value[0], fx[f"transfer.{name}.{key}"]), (name, key)
     assert torch.equal(ours["caption"].data[0].int(), fx["transfer.caption.tensor"])
+
+
+# --- chunk masking (4M-21's metadata) -------------------------------------------------------------------
+
+KEYS, VALUES = (30, 31, 32, 33), frozenset(range(100, 140))  # key ids, value ids (a tokenizer's coordinates)
+
+
+def metadata_ids(rng):
+    """key value [value] ... [EOS]: 4 keys, each with one or two values (distinct within the row), in order."""
+    values, ids = rng.sample(sorted(VALUES), 2 * len(KEYS)), []
+    for i, key in enumerate(KEYS):
+        ids += [key, *values[2 * i : 2 * i + rng.choice([1, 2])]]
+    return ids + [EOS]
+
+
+def test_chunk_index_starts_a_chunk_at_every_key_and_at_eos():
+    from multimae.masking.span import chunk_index, whole_chunks
+
+    ids = [30, 100, 31, 101, 102, 32, 103, EOS]
+    chunks = chunk_index(ids, VALUES, EOS)
+    assert chunks == [0, 0, 1, 1, 1, 2, 2, 3]
+    assert [whole_chunks(ids, chunks, t) for t in (8, 7, 6, 5, 4, 2, 1)] == [8, 7, 5, 5, 2, 2, 0]
+
+
+@pytest.mark.parametrize("keep", ["random", "binary"])
+def test_chunk_masking_gives_or_predicts_a_key_with_its_values(keep):
+    """Over many draws: a key and its values are on the same side (given / predicted), [EOS] alone; the
+    row keeps every span invariant of 4M's layout and, uncut, merges back to the original; both sides
+    occur; one noise value is drawn per chunk."""
+    from multimae.masking.span import chunk_index
+
+    rng, g = random.Random(0), gen(3)
+    B, T = 64, 16
+    rows = [metadata_ids(rng) for _ in range(B)]
+    ids = torch.full((B, T), PAD, dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, :len(r)] = torch.tensor(r)
+    inputs, targets = torch.randint(1, 10, (B,), generator=g), torch.full((B,), 2 * T)
+    batch = span_layout(ids, T, inputs, targets, keep, GeneratorDraws(g), pad_id=PAD, chunk_values=VALUES, eos_id=EOS)
+    split = 0
+    for b, original in enumerate(rows):
+        data, given, target = row_of(batch, b)
+        assert not check_span_row(data, given, target, int(inputs[b]), 2 * T, original)
+        chunks = chunk_index(original, VALUES, EOS)
+        shown = [t for t, gv in zip(data, given) if gv and not is_sentinel(t)]  # the given ids, in order
+        kept = [t in shown for t in original]  # ids are distinct within a row
+        assert all(kept[i] == kept[j] for i in range(len(original)) for j in range(len(original))
+                   if chunks[i] == chunks[j]), (original, shown)
+        split += 0 < sum(kept) < len(original)
+    assert split > 5  # rows given in part and predicted in part
+
+    class Count(GeneratorDraws):
+        sizes: list[int] = []
+
+        def noise(self, n):
+            self.sizes.append(n)
+            return super().noise(n)
+
+    counter = Count(gen(1))
+    mask_sequence(rows[0], 4, 8, "random", counter, chunks=chunk_index(rows[0], VALUES, EOS))
+    assert set(counter.sizes) == {len(KEYS) + 1}  # one value per chunk, [EOS] one
+
+
+def test_chunked_sequences_need_their_tokenizer_and_must_be_sequences():
+    from multimae.config.fourm import FourMMaskingConfig
+    from multimae.modalities.registry import resolve_modalities
+    from multimae.tasks.fourm import build_masking
+
+    specs = resolve_modalities(["tok_depth", "metadata"], overrides={"tok_depth": {"num_channels": 10, "stride": 8}})
+    with pytest.raises(ValueError, match="masking.chunked.metadata: chunks need the sequence tokenizer"):
+        build_masking(FourMMaskingConfig(input_budget=4, target_budget=4, chunked=["metadata"]), specs)
+    with pytest.raises(ValueError, match="masking.chunked: \\['tok_depth'\\] are not sequences"):
+        build_masking(FourMMaskingConfig(input_budget=4, target_budget=4, chunked=["tok_depth"]), specs)

@@ -72,6 +72,8 @@ class FourMMaskingConfig:
     max_tokens: dict[str, int] = field(default_factory=dict)
     min_tokens: dict[str, int] = field(default_factory=dict)  # per modality: a split giving it fewer is drawn again
     keep: Literal["random", "all", "binary"] = "random"  # a sequence's kept share: uniform, all, or all-or-none
+    # sequences masked by chunks (a key with its values given or predicted together; 4M-21's metadata)
+    chunked: list[str] = field(default_factory=list)
     # per sample and modality, the probability that its given tokens are withdrawn (a sequence keeps [S_1]):
     # trains the unconditional pass of classifier-free guidance (docs/generation.md); 0 = off
     condition_dropout: float = 0.0

@@ -11,6 +11,12 @@ sentinel and closes with the sentinel one past the last used::
     input   a    [S_1] big [S_2]
     target  [S_1] red cube [S_2] [EOS] [S_3]
 
+Chunk masking (4M-21's metadata, `chunk_index`): the keep decision is drawn per chunk (one noise value
+each) and every id of a chunk follows it, so a key and its value are given or predicted together;
+consecutive dropped chunks share one sentinel, as dropped ids do. 4M keeps the chunks of a metadata
+record apart in its data; ours are one stored text, so a chunk is a word and the value ids after it
+(a key and its value), and [EOS] a chunk of its own.
+
 [S_0] is never used. Sentinel ids come from a function (``sentinel(i)`` = id of [S_i]; 4M's layout:
 `fourm_sentinel_id`, 4 + i, or `multimae.tokenizers.SequenceTokenizer.sentinel_id`).
 
@@ -26,7 +32,7 @@ sentinel of a target is therefore only ever fed, its last id only ever predicted
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -82,17 +88,41 @@ def spans_from_kept(ids: Sequence[int], kept: Sequence[bool], sentinel: Sentinel
     return SpanMasked(inputs, target, marks)
 
 
-def span_mask(ids: Sequence[int], keep_prob: float, noise: Tensor | None = None,
-              generator: torch.Generator | None = None, sentinel: SentinelId = fourm_sentinel_id) -> SpanMasked:
-    """4M's span masking of one sequence: id i kept iff ``noise[i] <= keep_prob``.
+def chunk_index(ids: Sequence[int], values: Collection[int], eos_id: int | None = None) -> list[int]:
+    """The chunk of each id (0, 1, ...): a chunk starts at every id not in ``values`` (a key; its
+    values follow it), and ``eos_id`` is a chunk of its own."""
+    chunks: list[int] = []
+    for i, t in enumerate(ids):
+        starts = i == 0 or t not in values or t == eos_id or ids[i - 1] == eos_id
+        chunks.append((chunks[-1] + 1 if chunks else 0) if starts else chunks[-1])
+    return chunks
 
-    ``ids``: the real ids (L,). ``noise``: (L,) floats in [0, 1); None: drawn from ``generator``.
+
+def whole_chunks(ids: Sequence[int], chunks: Sequence[int], max_tokens: int) -> int:
+    """How many of ``ids`` to keep so that at most ``max_tokens`` remain and no chunk is cut (4M)."""
+    n = min(len(ids), max_tokens)
+    while 0 < n < len(ids) and chunks[n] == chunks[n - 1]:
+        n -= 1
+    return n
+
+
+def span_mask(ids: Sequence[int], keep_prob: float, noise: Tensor | None = None,
+              generator: torch.Generator | None = None, sentinel: SentinelId = fourm_sentinel_id,
+              chunks: Sequence[int] | None = None) -> SpanMasked:
+    """4M's span masking of one sequence: id i kept iff ``noise[i] <= keep_prob``; with ``chunks``
+    (`chunk_index`), iff its chunk's noise is.
+
+    ``ids``: the real ids (L,). ``noise``: (L,) floats in [0, 1), (number of chunks,) with ``chunks``;
+    None: drawn from ``generator``.
     """
+    n = len(ids) if chunks is None else (chunks[-1] + 1 if chunks else 0)
     if noise is None:
-        noise = torch.rand(len(ids), generator=generator)
-    if noise.shape != (len(ids),):
-        raise ValueError(f"noise must have shape (L,) = ({len(ids)},), got {tuple(noise.shape)}")
-    return spans_from_kept(ids, (noise <= keep_prob).tolist(), sentinel)
+        noise = torch.rand(n, generator=generator)
+    if noise.shape != (n,):
+        raise ValueError(f"noise must have shape ({'L' if chunks is None else 'chunks'},) = ({n},), got "
+                         f"{tuple(noise.shape)}")
+    kept = (noise <= keep_prob).tolist()
+    return spans_from_kept(ids, kept if chunks is None else [kept[c] for c in chunks], sentinel)
 
 
 def keep_probability(scheme: str, draws: Draws) -> float:
@@ -107,7 +137,8 @@ def keep_probability(scheme: str, draws: Draws) -> float:
 
 
 def span_mask_within(ids: Sequence[int], budget: int, keep_prob: float, draws: Draws,
-                     sentinel: SentinelId = fourm_sentinel_id) -> tuple[SpanMasked, float]:
+                     sentinel: SentinelId = fourm_sentinel_id,
+                     chunks: Sequence[int] | None = None) -> tuple[SpanMasked, float]:
     """Span masking whose input fits ``budget`` (>= 1): while the input is longer, p *= 0.9 and fresh
     noise is drawn. Returns the masking and the p it used.
 
@@ -116,12 +147,13 @@ def span_mask_within(ids: Sequence[int], budget: int, keep_prob: float, draws: D
     """
     if budget < 1:
         raise ValueError(f"span_mask_within needs an input budget >= 1, got {budget}")
-    spans = span_mask(ids, keep_prob, draws.noise(len(ids)), sentinel=sentinel)
+    n = len(ids) if chunks is None else (chunks[-1] + 1 if chunks else 0)
+    spans = span_mask(ids, keep_prob, draws.noise(n), sentinel=sentinel, chunks=chunks)
     decays = 0
     while len(spans.input) > budget and decays < MAX_DECAYS:
         keep_prob *= KEEP_DECAY
         decays += 1
-        spans = span_mask(ids, keep_prob, draws.noise(len(ids)), sentinel=sentinel)
+        spans = span_mask(ids, keep_prob, draws.noise(n), sentinel=sentinel, chunks=chunks)
     if len(spans.input) > budget:
         spans = spans_from_kept(ids, [False] * len(ids), sentinel)
     return spans, keep_prob
@@ -169,16 +201,17 @@ class SpanLayout:
 
 
 def mask_sequence(ids: Sequence[int], input_budget: int, target_budget: int, keep: str, draws: Draws,
-                  sentinel: SentinelId = fourm_sentinel_id) -> SpanLayout:
+                  sentinel: SentinelId = fourm_sentinel_id, chunks: Sequence[int] | None = None) -> SpanLayout:
     """4M's masking of one sequence (real ids, at most T) for its budgets: input budget 0 makes the
     whole sequence the target; otherwise the keep scheme's p, lowered until the input fits; then the
-    target is cut to its budget (`cut_target`) and placed at offset ``input_budget``."""
+    target is cut to its budget (`cut_target`) and placed at offset ``input_budget``. ``chunks``
+    (`chunk_index` of ``ids``): the keep decisions are drawn per chunk."""
     if input_budget < 0 or target_budget < 0:
         raise ValueError(f"budgets must be >= 0, got input {input_budget}, target {target_budget}")
     if input_budget == 0:
         spans, given, p = spans_from_kept(ids, [False] * len(ids), sentinel), [], 0.0
     else:
-        spans, p = span_mask_within(ids, input_budget, keep_probability(keep, draws), draws, sentinel)
+        spans, p = span_mask_within(ids, input_budget, keep_probability(keep, draws), draws, sentinel, chunks)
         given = spans.input
     return SpanLayout(given, cut_target(spans, target_budget, draws), input_budget, p)
 
@@ -217,12 +250,15 @@ def stack_layouts(layouts: Sequence[SpanLayout], max_tokens: int, pad_id: int = 
 def span_layout(ids: Tensor, max_tokens: int, input_budget: Tensor, target_budget: Tensor,
                 keep: str | Sequence[str] = "random", draws: Draws | None = None,
                 sentinel: SentinelId = fourm_sentinel_id, pad_id: int = 0,
-                valid: Tensor | None = None) -> ModalityBatch:
+                valid: Tensor | None = None, chunk_values: Collection[int] | None = None,
+                eos_id: int | None = None) -> ModalityBatch:
     """4M's masking of a batch of sequences: ids (B, L) -> `ModalityBatch` with data (B, S).
 
     ``input_budget``, ``target_budget``: (B,) ints, the input budget at most T. ``keep``: one scheme
     or one per sample. ``draws``: the random source (None: torch's global generator). A row without
     real ids (the sample lacks the sequence) gets no input, no target and takes no draws.
+    ``chunk_values``: chunk masking (`chunk_index` with these value ids and ``eos_id``), each row cut
+    to its whole chunks within T.
     """
     B = ids.shape[0]
     schemes = [keep] * B if isinstance(keep, str) else list(keep)
@@ -232,9 +268,17 @@ def span_layout(ids: Tensor, max_tokens: int, input_budget: Tensor, target_budge
     if bool((input_budget > max_tokens).any()):
         raise ValueError(f"input budgets must be <= max_tokens = {max_tokens}, got {input_budget.tolist()}")
     draws = draws if draws is not None else GeneratorDraws()
+    rows: list[tuple[list[int], list[int] | None]] = []
+    if chunk_values is None:
+        rows = [(row, None) for row in real_ids(ids, max_tokens, pad_id, valid)]
+    else:
+        for row in real_ids(ids, ids.shape[1], pad_id, valid):
+            chunks = chunk_index(row, chunk_values, eos_id)
+            n = whole_chunks(row, chunks, max_tokens)
+            rows.append((row[:n], chunks[:n]))
     layouts = [
-        mask_sequence(row, int(n_in), int(n_tgt), scheme, draws, sentinel) if row else SpanLayout([], [], 0)
-        for row, n_in, n_tgt, scheme in zip(real_ids(ids, max_tokens, pad_id, valid), input_budget, target_budget, schemes)
+        mask_sequence(row, int(n_in), int(n_tgt), scheme, draws, sentinel, chunks) if row else SpanLayout([], [], 0)
+        for (row, chunks), n_in, n_tgt, scheme in zip(rows, input_budget, target_budget, schemes)
     ]
     return stack_layouts(layouts, max_tokens, pad_id, ids.device)
 

@@ -14,7 +14,8 @@ order of the records:
   ``input`` are given, the next ``target`` predicted (disjoint). Position i takes the rank
   ``argsort(u)[i]`` of uniform noise u (the permutation itself, as 4M gathers it; invalid positions
   rank last), so the same noise gives the official masks.
-* sequence: `multimae.masking.span.span_layout` (span masking, the (B, S) layout).
+* sequence: `multimae.masking.span.span_layout` (span masking, the (B, S) layout; chunk masking for
+  a sequence whose `SequenceMasking` names its value ids).
 
 The class knows no modality names: the caller names the records and which of them are sequences.
 `official_masks` converts a result to 4M's ``input_mask`` / ``target_mask`` / ``decoder_attention_mask``.
@@ -43,11 +44,15 @@ Records = Mapping[str, tuple[Tensor, Tensor | None]]
 class SequenceMasking:
     """How one sequence modality is masked. ``max_tokens``: T, the ids kept per sequence (and its
     budget cap). ``keep``: the keep scheme ('random', 'all' or 'binary'), one for every mixture
-    component or a tuple with one per component. ``pad_id``: the id of [PAD]."""
+    component or a tuple with one per component. ``pad_id``: the id of [PAD]. ``chunk_values``:
+    None for span masking of ids; a set of value ids for chunk masking (`multimae.masking.span.chunk_index`:
+    a chunk is a key and the values after it, ``eos_id`` alone), 4M-21's metadata."""
 
     max_tokens: int
     keep: str | tuple[str, ...] = "random"
     pad_id: int = 0
+    chunk_values: frozenset[int] | None = None
+    eos_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -169,7 +174,7 @@ class UnifiedMasking:
             seq = self.sequences.get(name)
             if seq is not None:
                 out[name] = span_layout(data, seq.max_tokens, inputs[:, i], targets[:, i], seq.schemes(component),
-                                        draws, self.sentinel, seq.pad_id, valid)
+                                        draws, self.sentinel, seq.pad_id, valid, seq.chunk_values, seq.eos_id)
                 continue
             ok = grid_valid(name, data, valid)
             noise = draws.noise(*ok.shape).to(ok.device)

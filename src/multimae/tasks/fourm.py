@@ -28,6 +28,7 @@ from multimae.masking.span import layout_length
 from multimae.modalities.batch import ModalityBatch
 from multimae.modalities.spec import ModalitySpec
 from multimae.model.fourm import FourM, FourMOutput
+from multimae.tokenizers.base import Tokenizer
 
 VAL_SEED_PART = 7  # validation masks: drawn from (seed, this, batch index), the same at every validation
 
@@ -54,10 +55,13 @@ def one_sided(alpha: float | Mapping[str, float], names: Sequence[str], usable: 
 
 
 def build_masking(cfg: FourMMaskingConfig, specs: Mapping[str, ModalitySpec], inputs: Collection[str] | None = None,
-                  outputs: Collection[str] | None = None) -> UnifiedMasking:
+                  outputs: Collection[str] | None = None, tokenizers: Mapping[str, Tokenizer] | None = None
+                  ) -> UnifiedMasking:
     """`UnifiedMasking` of a masking config over the modalities ``specs`` (every input and output, once);
     with ``inputs`` / ``outputs`` (the model's), a modality gets no input budget unless it is an
-    input, and no target budget unless it is an output (`one_sided`)."""
+    input, and no target budget unless it is an output (`one_sided`). The sequences of
+    ``cfg.chunked`` are masked by chunks, their value ids (coordinate ids) read from ``tokenizers``
+    (keyed by stored modality)."""
     names = list(specs)
     ins, outs = set(names if inputs is None else inputs), set(names if outputs is None else outputs)
     components = [BudgetDirichlet(one_sided(c.alpha, names, ins), one_sided(c.target_alpha, names, outs))
@@ -72,7 +76,10 @@ def build_masking(cfg: FourMMaskingConfig, specs: Mapping[str, ModalitySpec], in
             if layout_length(T) > spec.max_length:
                 raise ValueError(f"masking.max_tokens.{name}={T}: its layout of {layout_length(T)} ids is longer than "
                                  f"the modality's max_length {spec.max_length}")
-            sequences[name] = SequenceMasking(T, cfg.keep, spec.pad_id)
+            sequences[name] = SequenceMasking(T, cfg.keep, spec.pad_id, *chunking(name, cfg, tokenizers))
+    stray = [n for n in cfg.chunked if n not in sequences]
+    if stray:
+        raise ValueError(f"masking.chunked: {stray} are not sequences of the model ({sorted(sequences)})")
     grids = {n: t for n, t in cfg.max_tokens.items() if n not in sequences}
     return UnifiedMasking(budgets, sequences, condition_dropout=cfg.condition_dropout, grid_max_tokens=grids)
 
@@ -85,6 +92,19 @@ def pixel_record(model: FourM, name: str, pixels: Tensor) -> tuple[Tensor, Tenso
     data = prepare_dense(model.input_specs[name], pixels.float() / 255)
     N = model.encoder_embeddings[name].num_tokens(data)
     return data, torch.ones(data.shape[0], N, dtype=torch.bool, device=data.device)
+
+
+def chunking(name: str, cfg: FourMMaskingConfig, tokenizers: Mapping[str, Tokenizer] | None
+             ) -> tuple[frozenset[int] | None, int | None]:
+    """``(value ids, [EOS] id)`` of a sequence masked by chunks (its tokenizer's coordinate ids), or
+    ``(None, None)``."""
+    if name not in cfg.chunked:
+        return None, None
+    tok = (tokenizers or {}).get(name)
+    if not hasattr(tok, "coord_ids"):
+        raise ValueError(f"masking.chunked.{name}: chunks need the sequence tokenizer of {name} (its coordinate "
+                         "ids are the values of each key)")
+    return tok.coord_ids, tok.eos_id  # type: ignore[union-attr]
 
 
 @dataclass

@@ -125,8 +125,10 @@ def run_fourm_pretraining(cfg: FourMRunConfig, resume: str | Path | None = None,
     tokenizers, files = run_tokenizers(cfg, run_dir, pool.manifest, info.is_main)
     torch.manual_seed(cfg.train.seed)
     model = FourM(with_token_data(cfg.model.build(), pool.manifest))
-    task = FourMTask(model, build_masking(cfg.masking, {**model.input_specs, **model.output_specs}, model.input_specs,
-                                          model.output_specs), cfg.train.seed)
+    masking = build_masking(cfg.masking, {**model.input_specs, **model.output_specs}, model.input_specs,
+                            model.output_specs, {n: tokenizers[stored_name(s)] for n, s in model.output_specs.items()
+                                                 if stored_name(s) in tokenizers})
+    task = FourMTask(model, masking, cfg.train.seed)
     stream = TokenPoolStream(train_pool, micro, cfg.train.seed, info.rank, info.world_size)
     val = val_batches(val_pool)[: cfg.train.num_val_batches]
     unigram = unigram_log_probs(task, val_batches(train_pool)[:8])

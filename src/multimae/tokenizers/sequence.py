@@ -132,6 +132,11 @@ class SequenceTokenizer(Tokenizer):
         """Bins per axis of the coordinate tokens ``v0=0`` .. ``v3={coord_bins-1}``."""
         return self.layout["coord_bins"]
 
+    @property
+    def coord_ids(self) -> frozenset[int]:
+        """Every coordinate token's id (the values of boxes, metadata and palettes)."""
+        return frozenset(self.coord_id(a, v) for a in range(COORD_AXES) for v in range(self.coord_bins))
+
     def coord_id(self, axis: int, value: int) -> int:
         bins = self.layout["coord_bins"]
         if not (0 <= axis < COORD_AXES and 0 <= value < bins):
