@@ -28,8 +28,10 @@ def test_a_4m_run_trains_reports_and_reloads(trained_run, token_data):
         val = report["val"]
         assert 0 <= val[f"{name}/acc"] <= 1 and val[f"{name}/ce"] > 0 and val[f"{name}/unigram_ce"] > 0
     assert (run / "predictions.png").stat().st_size > 0
-    conditions = report["conditions"]  # the held-out CE of each output given the picture, and another picture
-    assert set(conditions) == {"tok_rgb->tok_depth", "tok_rgb->caption"}
+    conditions = report["conditions"]  # the held-out CE of each output given each input, and another sample's
+    assert list(conditions)[:2] == ["tok_rgb->tok_depth", "tok_rgb->caption"]  # the picture's first
+    assert set(conditions) == {f"{i}->{o}" for i in ("tok_rgb", "tok_depth", "caption")
+                               for o in ("tok_rgb", "tok_depth", "caption") if i != o}
     assert all(v["ce"] > 0 and v["ce_other"] > 0 for v in conditions.values())
     rgb = report["from_rgb"]  # depth from the picture alone against the exact truth, and the tokenizer's ceiling
     assert set(rgb) == {"model", "tokenizer", "caption", "scenes"} and "8 px" not in rgb["scenes"]

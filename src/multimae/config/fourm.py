@@ -32,10 +32,14 @@ class FourMModelSection:
     num_decoder_tokens: int = 256
     loss_reduction: str = "mod"
     encoder_token_std: float = 0.02  # the encoder's token embeddings at init (4M's 0.02; docs/fourm.md)
+    # how the encoder's token tables of map inputs are drawn: "normal" (4M's i.i.d. noise) or "codebook"
+    # (a random projection of the map tokenizers' code vectors, at encoder_token_std; docs/fourm.md)
+    encoder_token_init: Literal["normal", "codebook"] = "normal"
     modality_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def build(self) -> FourMConfig:
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "size"}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in ("size", "encoder_token_init")}
         return fourm_config(self.size, **{k: v for k, v in fields.items() if v is not None})
 
 

@@ -19,6 +19,7 @@ from multimae.data.token_pool import TokenPool, TokenPoolStream, load_token_pool
 from multimae.engine.file_table import FileEntry
 from multimae.modalities.registry import DEFAULT_IMAGE_MODALITY, DEFAULT_TEXT_MODALITY
 from multimae.model.fourm import FourM, FourMConfig
+from multimae.model.fourm.model import init_token_embeddings_from_codes
 from multimae.tasks.fourm import (
     FourMTask, build_masking, condition_use, pixel_record, stored_name, unigram_log_probs,
 )
@@ -125,6 +126,8 @@ def run_fourm_pretraining(cfg: FourMRunConfig, resume: str | Path | None = None,
     tokenizers, files = run_tokenizers(cfg, run_dir, pool.manifest, info.is_main)
     torch.manual_seed(cfg.train.seed)
     model = FourM(with_token_data(cfg.model.build(), pool.manifest))
+    if cfg.model.encoder_token_init == "codebook":
+        init_token_embeddings_from_codes(model, input_codes(model, tokenizers), cfg.model.encoder_token_std)
     masking = build_masking(cfg.masking, {**model.input_specs, **model.output_specs}, model.input_specs,
                             model.output_specs, {n: tokenizers[stored_name(s)] for n, s in model.output_specs.items()
                                                  if stored_name(s) in tokenizers})
@@ -147,7 +150,7 @@ def run_fourm_pretraining(cfg: FourMRunConfig, resume: str | Path | None = None,
                                       **trainer.setup_report(),
                                       "val": task.validate(val_batches(val_pool), unigram),
                                       "val_samples": val_pool.num_samples, "train_samples": train_pool.num_samples}
-            report["conditions"] = condition_use(task, val_batches(val_pool)[:4], picture_pairs(model))
+            report["conditions"] = condition_use(task, val_batches(val_pool)[:4], condition_pairs(model))
             if cfg.data.world_eval_scenes and pool.manifest["source"].get("kind") == "world":
                 report["from_rgb"] = world_from_rgb(model, tokenizers, pool.manifest, cfg.data.world_eval_scenes,
                                                     cfg.data.compare_with)
@@ -157,6 +160,21 @@ def run_fourm_pretraining(cfg: FourMRunConfig, resume: str | Path | None = None,
     return run_dir
 
 
+def input_codes(model: FourM, tokenizers: Mapping[str, Tokenizer]) -> dict[str, Tensor]:
+    """{input read through a token table: its tokenizer's (V, d) code vectors}, for every input whose
+    tokenizer has them (map tokenizers; texts have none). A ValueError when none has."""
+    codes = {}
+    for name, spec in model.input_specs.items():
+        tok = tokenizers.get(stored_name(spec))
+        vectors = tok.code_vectors() if tok is not None and hasattr(model.encoder_embeddings[name], "token_emb") else None
+        if vectors is not None:
+            codes[name] = vectors
+    if not codes:
+        raise ValueError("model.encoder_token_init=codebook: no input is read through a map tokenizer's codes "
+                         f"(inputs {list(model.input_specs)}; data.tokenizers {list(tokenizers)})")
+    return codes
+
+
 def picture_input(model: FourM) -> str | None:
     """The model input reading the picture: its raw pixels (4M's RGB) or else its token map."""
     from multimae.inference.fourm import map_inputs
@@ -164,11 +182,13 @@ def picture_input(model: FourM) -> str | None:
     return map_inputs(model).get(DEFAULT_IMAGE_MODALITY)
 
 
-def picture_pairs(model: FourM) -> list[tuple[str, str]]:
-    """(the picture's input, every other output): the pairs the report checks the model reads."""
+def condition_pairs(model: FourM) -> list[tuple[str, str]]:
+    """Every (input, output) of two different modalities (not a map's pixels and its own tokens), the
+    picture's first: the pairs the report checks the model reads."""
     image = picture_input(model)
-    source = model.input_specs[image].source_name if image else None
-    return [(image, n) for n, s in model.output_specs.items() if n != image and s.source_name != source] if image else []
+    pairs = [(i, o) for i, si in model.input_specs.items() for o, so in model.output_specs.items()
+             if si.source_name != so.source_name]
+    return sorted(pairs, key=lambda pair: pair[0] != image)
 
 
 def fourm_pictures(model: FourM, tokenizers: Mapping[str, Tokenizer], pool: TokenPool, run_dir: Path,

@@ -129,6 +129,11 @@ class Tokenizer(ABC):
     def from_saved(cls, config: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> Tokenizer:
         """The tokenizer `config_dict` and `state_tensors` describe."""
 
+    def code_vectors(self) -> Tensor | None:
+        """(vocab_size, d) float: the latent vector each id stands for (a learned map tokenizer's
+        quantised codes), or None where ids have no such vector (texts, fixed vocabularies)."""
+        return None
+
     def to(self, device: torch.device | str) -> Tokenizer:
         """This tokenizer with its network (a learned tokenizer's ``net``) moved to ``device``."""
         net = getattr(self, "net", None)

@@ -118,6 +118,14 @@ class SpatialTokenizer(Tokenizer):
             out = self.net.decode_ids(ids.long())
         return self.format.denormalize(self.format.finish(out))
 
+    def code_vectors(self) -> Tensor:
+        """(vocab_size, code_dim) float32: each id's quantised code, as the decoder reads it."""
+        V = self.vocab_size
+        ids = torch.arange(V, device=next(self.net.parameters()).device).reshape(1, V, 1)
+        with torch.no_grad(), evaluating(self.net):
+            codes = self.net.quantizer.codes(ids)  # (1, D, V, 1)
+        return codes[0, :, :, 0].t().float().cpu().contiguous()
+
     def reconstruct(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Training forward (the net's current mode, with gradients): raw -> (`MapFormat.finish`ed
         output (B, C_out, H, W) in normalised units, ids (B, h, w), loss scalar = reconstruction +

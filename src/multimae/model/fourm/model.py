@@ -354,3 +354,32 @@ def init_fourm_weights(model: nn.Module, encoder_token_std: float = 0.02) -> Non
     for name, p in model.named_parameters():
         if name.endswith(("mod_emb", "mask_token", "register_tokens")):
             nn.init.normal_(p, std=0.02)
+
+
+def init_token_embeddings_from_codes(model: nn.Module, codes: Mapping[str, Tensor], std: float) -> list[str]:
+    """Draw each named encoder token table from its tokenizer's code vectors instead of i.i.d. noise:
+    row v = (c_v - mean c) @ R, R a (d, dim) standard-normal projection, scaled so the table's entries
+    have standard deviation ``std``. Codes that are near in the tokenizer's latent space start near in
+    the encoder, so what the model learns about one code carries over to its neighbours.
+
+    Args:
+        codes: {input modality: (vocab_size, d) code vectors} (`Tokenizer.code_vectors`).
+    Returns: the modalities whose tables were drawn. A ValueError names a modality with no token
+    table or a vocabulary that differs from its codes.
+    """
+    tables = getattr(model, ENCODER_EMBEDDINGS)
+    drawn = []
+    for name, vectors in codes.items():
+        table = getattr(tables[name], "token_emb", None) if name in tables else None
+        if not isinstance(table, nn.Embedding):
+            raise ValueError(f"{name}: not an encoder input read through a token table")
+        if vectors.dim() != 2 or vectors.shape[0] != table.num_embeddings:
+            raise ValueError(f"{name}: {tuple(vectors.shape)} code vectors for a table of "
+                             f"{table.num_embeddings} tokens")
+        centred = vectors.float() - vectors.float().mean(0)
+        rows = centred @ torch.randn(vectors.shape[1], table.embedding_dim)
+        with torch.no_grad():
+            table.weight.copy_(rows * (std / rows.std().clamp_min(1e-12)))
+        drawn.append(name)
+    return drawn
+
