@@ -33,13 +33,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that ``KEY=VALUE`` overrides may also follow a flag
+    (``pretrain a=1 --quiet b=2``): argparse takes one run of positionals only."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+        return args
+    return parser.parse_args(argv) if extra else args  # argparse's own error for anything else
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``multimae argv``. A `UserError` (or a file-system error on a named path) ends it with one
     line on stderr and status 2; any other exception is a bug and keeps its traceback."""
     from multimae.errors import UserError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
