@@ -29,8 +29,12 @@ def test_presets_load_and_validate():
             continue
         assert load_config(RunConfig if "finetune" not in name else FinetuneConfig, preset_path(name),
                            ["data.root=/data/x"] if name.endswith("-vitb") else []).train.precision == "auto", name
-    wide = load_config(FourMRunConfig, preset_path("4m-cpu"), ["model.encoder_token_std=1.0"]).model.build()
-    assert wide.encoder_token_std == 1.0 and "boxes" in wide.outputs  # the 4M default reads and predicts boxes
+    cpu = load_config(FourMRunConfig, preset_path("4m-cpu"))
+    # the CPU default draws its token tables from the tokenizers' codes at std 1; 4M's own recipe keeps 0.02
+    assert cpu.model.encoder_token_init == "codebook" and cpu.model.build().encoder_token_std == 1.0
+    assert "boxes" in cpu.model.build().outputs  # the 4M default reads and predicts boxes
+    paper = load_config(FourMRunConfig, preset_path("4m-b"), ["data.root=/data/x"])
+    assert paper.model.encoder_token_init == "normal" and paper.model.build().encoder_token_std == 0.02
     from multimae.tasks.fourm import build_masking
 
     capped = load_config(FourMRunConfig, preset_path("4m-cpu"), ["masking.min_tokens.tok_depth=4",
