@@ -24,7 +24,7 @@ Each unit writes ``<out>/results/<unit>.json``; a re-run skips finished units. A
 The probe should be fine-tuned at the run's world class colours (the default probe is at 0; the runs'
 shards at 0.8, where it finds few objects); one at 0.8, about 2.5 min on one core:
 
-    multimae finetune --task segmentation --inputs rgb --checkpoint runs/fresh/runs/pretrain-20261203-071041 \
+    multimae finetune --task segmentation --inputs rgb --checkpoint runs/mmae \
         train.out_dir=runs/genexp train.name=probe-seg-rgb-c08 train.threads=1 data.world_class_colors=0.8
 
     PYTHONPATH=src .venv/bin/python experiments/generation.py --threads 1            # defaults below
@@ -57,8 +57,8 @@ from multimae.inference.fourm import MapScores
 from multimae.model.fourm import FourM
 
 REPO = Path(__file__).resolve().parents[1]
-RUNS = ("runs/4m-px", "runs/4m-seq-std1", "runs/4m-seq", "runs/4m-cpu-c08")  # --run default: the first with a model
-MULTIMAE = "runs/fresh/runs/pretrain-20261203-071041"
+RUNS = ("runs/4m-cb1-cd", "runs/4m-cb1")  # --run default: the first with a model (docs/generation.md names the runs)
+MULTIMAE = "runs/mmae"  # the README's MultiMAE run, made with train.name=mmae
 PROBE = "runs/genexp/probe-seg-rgb-c08"  # fine-tuned at class colours 0.8, as the runs' pictures
 DENSE = ("depth", "normals", "semseg")
 OBJECTS = [i for i, n in enumerate(CLASS_NAMES) if n not in BACKGROUND_CLASSES]
