@@ -126,6 +126,30 @@ def test_a_4m_run_shards_over_two_processes_with_fsdp(tmp_path, token_data):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
 
 
+def test_fsdp_over_two_processes_trains_as_one_process_accumulating_their_halves(tmp_path, token_data):
+    """The masks are drawn per row of the step's global batch (tasks.fourm.FourMTask), so 2 gloo
+    processes with FSDP2 and 1 process accumulating the same two halves see the same batches and
+    reach the same weights (up to the order of float sums)."""
+    from safetensors.torch import load_file
+
+    data, dirs = token_data
+    cfg = write_config(tmp_path / "4m.yaml", data, dirs, tmp_path / "runs", steps=3)
+    common = ["--quiet", "train.val_every=0", "train.ckpt_every=1", "train.log_every=1", "data.world_eval_scenes=0"]
+    assert main(["pretrain", "--config", str(cfg), *common, "train.processes=2", "train.parallel=fsdp",
+                 "train.name=two"]) == 0
+    assert main(["pretrain", "--config", str(cfg), *common, "optim.accum_steps=2", "train.name=one"]) == 0
+    runs = tmp_path / "runs"
+    losses = {n: [r["loss"] for r in map(json.loads, (runs / n / "metrics.jsonl").read_text().splitlines())
+                  if r.get("kind") == "train"] for n in ("two", "one")}
+    assert len(losses["one"]) == 3 and losses["two"] == pytest.approx(losses["one"], rel=1e-5)
+    two, one = (load_file(str(runs / n / "model.safetensors")) for n in ("two", "one"))
+    first = torch.load(runs / "one" / "checkpoint-00000001.pt", weights_only=True)["model"]
+    assert sum(not torch.equal(first[k], v) for k, v in one.items()) > len(one) // 2  # steps 2 and 3 trained
+    assert two.keys() == one.keys()
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
 def test_the_schedule_in_tokens_sets_steps_and_warmup():
     """4M measures training and warm-up in tokens: the 4m-b preset's 500 B tokens at 8192 x (128 + 128)
     tokens per step are 238,419 steps (rounded up), its 10 B warm-up tokens 4,769 of them."""

@@ -162,6 +162,20 @@ def test_ranks_split_the_shards_and_together_cover_every_sample_once(tmp_path, t
     assert shard_bytes(out) == shard_bytes(tmp_path / "one")
 
 
+def test_a_reader_on_one_of_two_ranks_reads_its_shards_and_a_pool_reads_them_all(tmp_path, tokenizer_dirs,
+                                                                                  monkeypatch):
+    from multimae.data.token_pool import load_token_pool
+
+    out = tmp_path / "out"
+    run_tokenize(config(out, tokenizer_dirs))
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    mine = [it["index"] for it in TokenShardDataset(out)]
+    assert 0 < len(mine) < SCENES  # a streaming reader: this rank's shards only
+    pool = load_token_pool(out)  # an in-memory pool: every rank holds every sample (its streams shard rows)
+    assert pool.num_samples == SCENES
+
+
 def test_another_tokenizer_is_refused(tmp_path, tokenizer_dirs):
     out = tmp_path / "out"
     run_tokenize(config(out, tokenizer_dirs))

@@ -59,7 +59,7 @@ def load_token_pool(root: str | Path, tokenizers: dict[str, Tokenizer] | None = 
                     modalities: Sequence[str] | None = None, pixels: Sequence[str] | None = None) -> TokenPool:
     """Every sample and crop of a complete token-shard folder (tokenizers checked against its hashes);
     ``modalities`` / ``pixels`` limit the tokens / pixels read (default: all)."""
-    data = TokenShardDataset(root, tokenizers, modalities, crop="all", pixels=pixels)
+    data = TokenShardDataset(root, tokenizers, modalities, crop="all", pixels=pixels, split=False)  # every rank: all
     items = sorted(data, key=lambda item: item["index"])
     if not items:
         raise ValueError(f"{root}: the token shards hold no sample")
@@ -96,10 +96,12 @@ class TokenPoolStream:
             self.epoch, self.index = self.epoch + 1, 0
         order = torch.randperm(self.pool.num_samples, generator=torch.Generator().manual_seed(
             derive_seed(self.seed, self.epoch)))
-        chosen = order[self.index * self.batch_size : (self.index + 1) * self.batch_size]
+        # each sample's crop is drawn per epoch, by the sample's place in the epoch's order: a batch
+        # split into more micro-batches or over more processes gets the same crops
         num_crops = next(iter(self.pool.ids.values())).shape[1]
-        g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.index, 1))
-        crops = torch.randint(num_crops, (self.batch_size,), generator=g)
+        g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 1))
+        window = slice(self.index * self.batch_size, (self.index + 1) * self.batch_size)
+        chosen, crops = order[window], torch.randint(num_crops, (self.pool.num_samples,), generator=g)[window]
         self.index += 1
         return self.pool.rows(chosen[self.rows], crops[self.rows])
 

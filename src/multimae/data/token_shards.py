@@ -144,7 +144,8 @@ class TokenShardDataset(IterableDataset):
     epoch, index), so the choice does not depend on workers or ranks; an int takes that crop
     always; ``"all"`` keeps every crop. Shards are split over ranks (``RANK`` / ``WORLD_SIZE`` or
     torch.distributed, `webdataset.split_by_node`) and DataLoader workers (`split_by_worker`): each
-    consumer reads whole shards, so use at least as many shards as consumers. ``shuffle`` permutes
+    consumer reads whole shards, so use at least as many shards as consumers; ``split=False`` gives
+    every consumer every shard (an in-memory pool, `multimae.data.token_pool`). ``shuffle`` permutes
     the shards per epoch (seeded by seed and epoch) and mixes samples through a buffer of
     ``buffer_size``. ``tokenizers`` (modality -> tokenizer) are checked against the manifest's
     hashes: shards made by another tokenizer are refused. ``modalities`` limits the tokens read
@@ -153,8 +154,10 @@ class TokenShardDataset(IterableDataset):
 
     def __init__(self, root: str | Path, tokenizers: Mapping[str, Tokenizer] | None = None,
                  modalities: Sequence[str] | None = None, crop: CropChoice = "random", shuffle: bool = False,
-                 buffer_size: int = 256, seed: int = 0, pixels: Sequence[str] | None = None) -> None:
+                 buffer_size: int = 256, seed: int = 0, pixels: Sequence[str] | None = None,
+                 split: bool = True) -> None:
         self.root = Path(root)
+        self.split = split
         self.manifest = read_token_manifest(self.root)
         check_tokenizers(self.manifest, tokenizers or {}, str(self.root))
         known = self.manifest["tokenizers"]
@@ -217,8 +220,9 @@ class TokenShardDataset(IterableDataset):
         urls = [str(p) for p in self.paths]
         if self.shuffle:
             random.Random(f"{self.seed}-{self.epoch}").shuffle(urls)
-        pipeline = wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node,
-                                  workersplitter=wds.split_by_worker, empty_check=False)
+        whole = lambda src: src  # noqa: E731  (every shard to this consumer)
+        pipeline = wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node if self.split else whole,
+                                  workersplitter=wds.split_by_worker if self.split else whole, empty_check=False)
         if self.shuffle and self.buffer_size > 1:
             pipeline = pipeline.shuffle(self.buffer_size, rng=random.Random(f"{self.seed}-{self.epoch}-buffer"))
         for record in pipeline.decode():
