@@ -13,6 +13,7 @@ from multimae.config.loader import load_config
 from multimae.model.fourm import FourM, fourm_config
 from multimae.model.fourm.model import init_token_embeddings_from_codes
 from multimae.tasks.fourm_job import input_codes
+from multimae.tokenizers import MapTokenizerConfig, QuantizerConfig, SpatialTokenizer
 from multimae.tokenizers.base import load_tokenizer
 
 from fourm.conftest import write_config
@@ -26,6 +27,11 @@ def test_a_map_tokenizers_code_vectors_are_what_its_decoder_reads():
     assert len({tuple(row.tolist()) for row in codes}) == tok.vocab_size  # one vector per id
     ids = torch.randint(0, tok.vocab_size, (2, 4, 4))
     assert torch.equal(codes[ids].permute(0, 3, 1, 2), tok.net.quantizer.codes(ids))
+    vq = SpatialTokenizer(tok.format, MapTokenizerConfig(widths=(8, 8), quantizer=QuantizerConfig(
+        kind="vq", codebook_size=16, dim=3)))  # a learned codebook: its rows
+    codes = vq.code_vectors()
+    ids = torch.randint(0, 16, (2, 4, 4))
+    assert codes.shape == (16, 3) and torch.allclose(codes[ids].permute(0, 3, 1, 2), vq.net.quantizer.codes(ids))
 
 
 def model() -> FourM:
