@@ -40,8 +40,9 @@ from multimae.generation.generate import generate  # noqa: E402
 from multimae.generation.state import condition  # noqa: E402
 
 
-def load_sampler(root: Path, code: types.SimpleNamespace) -> types.ModuleType:
-    """The official ``fourm.models.generate`` (its two helpers from ``fourm.utils`` bound on the bare package)."""
+def load_sampler(root: Path) -> types.ModuleType:
+    """The official ``fourm.models.generate``, after `bench_fourm_step.load_official` (its two helpers
+    from ``fourm.utils`` bound on the bare package)."""
     package = types.ModuleType("fourm.utils.tokenizer")  # bare, as `load_official` registers the others
     package.__path__ = [str(root / "fourm" / "utils" / "tokenizer")]
     sys.modules["fourm.utils.tokenizer"] = package
@@ -137,7 +138,7 @@ def main() -> None:
         args.batch, args.rounds = 2, 1
     torch.set_num_threads(args.threads)
     code = step_bench.load_official(args.official)
-    gen = load_sampler(args.official, code)
+    gen = load_sampler(args.official)
     torch.manual_seed(args.seed)
     official = step_bench.build_official(code, args.size, args).eval()
     ours, report = fourm_to_ours(official.state_dict(), num_heads=official.encoder[0].attn.num_heads)

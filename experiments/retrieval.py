@@ -26,30 +26,24 @@ from pathlib import Path
 import torch
 
 from multimae.generation.runs import RunGenerator, load_run
-from multimae.inference.inputs import fit_size
 from multimae.model.encoder import encoder_of
-from multimae.modalities.prepare import prepare_batch
 from multimae.retrieval import build_index, feature_output, predict_embeddings
 from multimae.data.sources import open_source
 from multimae.retrieval.embed import normalize, stored_modality
 from multimae.retrieval.gallery import raw_batch
 from multimae.retrieval.metrics import recall_at_k
 from multimae.tasks.loading import load_run_model
+from multimae.tasks.probe import pooled_features
 
 QUERIES = (("rgb",), ("depth",), ("rgb", "depth"))
 
 
-def multimae_embeddings(model: torch.nn.Module, samples: list[dict], modalities: tuple[str, ...]) -> torch.Tensor:
-    """(B, D) unit global tokens of the MultiMAE encoder given ``modalities`` of ``samples``, unmasked."""
-    encoder = encoder_of(model)
-    size = int(encoder.config.image_size)
-    raw = {m: torch.stack([fit_size({m: s[m]}, size, 1, "crop")[0][m] for s in samples]) for m in modalities}
+def multimae_embeddings(model: torch.nn.Module, raw: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, D) unit global tokens of the MultiMAE encoder given every modality of ``raw``, unmasked."""
+    raw = dict(raw)
     if "rgb" in raw and not raw["rgb"].is_floating_point():
         raw["rgb"] = raw["rgb"].float() / 255.0
-    prepared = prepare_batch(raw, {m: encoder.input_specs[m] for m in modalities}, {}).inputs
-    enc = encoder.forward_encoder(prepared)
-    feats = enc.global_tokens[:, -1] if enc.num_global_tokens else enc.patch_tokens.mean(1)
-    return normalize(feats.float())
+    return normalize(pooled_features(encoder_of(model), raw))
 
 
 def main() -> None:
@@ -72,6 +66,9 @@ def main() -> None:
     index = build_index(normalize(torch.stack([s[feature] for s in samples]).float()), keys, "torch")
     truth = torch.arange(len(keys))
     mmae = load_run_model(args.multimae).eval()
+    if int(encoder_of(mmae).config.image_size) != int(gen.model.config.image_size):
+        raise SystemExit(f"{args.multimae} reads {encoder_of(mmae).config.image_size} px, {args.run} "
+                         f"{gen.model.config.image_size} px: the queries are fitted to one size for both")
     results: dict[str, dict[str, dict[str, float]]] = {}
     with torch.no_grad():
         for query in QUERIES:
@@ -79,8 +76,9 @@ def main() -> None:
             rows: dict[str, list[torch.Tensor]] = {"4m": [], "multimae": []}
             for start in range(0, len(samples), args.batch):
                 chunk = [samples[i] for i in range(start, min(start + args.batch, len(samples)))]
-                rows["4m"].append(predict_embeddings(gen, raw_batch(gen, chunk, list(query)), output=output))
-                rows["multimae"].append(multimae_embeddings(mmae, chunk, query))
+                raw = raw_batch(gen, chunk, list(query))  # fitted to the run's size, for both models
+                rows["4m"].append(predict_embeddings(gen, raw, output=output))
+                rows["multimae"].append(multimae_embeddings(mmae, raw))
             results[name] = {}
             for who, parts in rows.items():
                 _, found = index.search(torch.cat(parts), k=5)

@@ -87,6 +87,7 @@ class TokenPoolStream:
         if self.batches_per_epoch < 1:
             raise ValueError(f"the token pool holds {pool.num_samples} samples, fewer than one batch of {batch_size}")
         self.epoch, self.index = 0, 0
+        self._draws: tuple[int, Tensor, Tensor] | None = None  # (epoch, order, crops): `_epoch_draws`
 
     def __iter__(self) -> Iterator[dict[str, dict[str, Tensor]]]:
         return self
@@ -94,16 +95,23 @@ class TokenPoolStream:
     def __next__(self) -> dict[str, dict[str, Tensor]]:
         if self.index >= self.batches_per_epoch:
             self.epoch, self.index = self.epoch + 1, 0
-        order = torch.randperm(self.pool.num_samples, generator=torch.Generator().manual_seed(
-            derive_seed(self.seed, self.epoch)))
-        # each sample's crop is drawn per epoch, by the sample's place in the epoch's order: a batch
-        # split into more micro-batches or over more processes gets the same crops
-        num_crops = next(iter(self.pool.ids.values())).shape[1]
-        g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 1))
+        order, crops = self._epoch_draws()
         window = slice(self.index * self.batch_size, (self.index + 1) * self.batch_size)
-        chosen, crops = order[window], torch.randint(num_crops, (self.pool.num_samples,), generator=g)[window]
         self.index += 1
-        return self.pool.rows(chosen[self.rows], crops[self.rows])
+        return self.pool.rows(order[window][self.rows], crops[window][self.rows])
+
+    def _epoch_draws(self) -> tuple[Tensor, Tensor]:
+        """(order (N,), crop (N,)) of the current epoch, drawn once per epoch: the samples' order, and
+        a crop per place in that order, so a batch split into more micro-batches or over more
+        processes gets the same crops."""
+        if self._draws is None or self._draws[0] != self.epoch:
+            order = torch.randperm(self.pool.num_samples, generator=torch.Generator().manual_seed(
+                derive_seed(self.seed, self.epoch)))
+            num_crops = next(iter(self.pool.ids.values())).shape[1]
+            crops = torch.randint(num_crops, (self.pool.num_samples,), generator=torch.Generator().manual_seed(
+                derive_seed(self.seed, self.epoch, 1)))
+            self._draws = (self.epoch, order, crops)
+        return self._draws[1], self._draws[2]
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "index": self.index}

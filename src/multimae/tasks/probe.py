@@ -58,15 +58,20 @@ def encoder_features(model: nn.Module, images: Tensor, pooling: str = "global", 
     was_training = encoder.training
     encoder.eval()
     device = next(encoder.parameters()).device
-    out = []
-    for start in range(0, images.shape[0], batch_size):
-        chunk = images[start : start + batch_size].to(device)
-        prepared = prepare_batch({modality: chunk}, {modality: encoder.input_specs[modality]}, {}).inputs
-        enc = encoder.forward_encoder(prepared)
-        feats = enc.global_tokens[:, -1] if pooling == "global" and enc.num_global_tokens else enc.patch_tokens.mean(1)
-        out.append(feats.float().cpu())
+    out = [pooled_features(encoder, {modality: images[start : start + batch_size].to(device)}, pooling)
+           for start in range(0, images.shape[0], batch_size)]
     encoder.train(was_training)
     return torch.cat(out)
+
+
+def pooled_features(encoder: nn.Module, raw: dict[str, Tensor], pooling: str = "global") -> Tensor:
+    """``{input modality: raw batch}`` -> (B, D) float features of ``encoder`` given all of them
+    unmasked: its last global token (``global``; the patch-token mean without one) or the patch-token
+    mean (``mean``)."""
+    prepared = prepare_batch(raw, {m: encoder.input_specs[m] for m in raw}, {}).inputs
+    enc = encoder.forward_encoder(prepared)
+    feats = enc.global_tokens[:, -1] if pooling == "global" and enc.num_global_tokens else enc.patch_tokens.mean(1)
+    return feats.float().cpu()
 
 
 class LinearProbe(nn.Module):

@@ -382,4 +382,3 @@ def init_token_embeddings_from_codes(model: nn.Module, codes: Mapping[str, Tenso
             table.weight.copy_(rows * (std / rows.std().clamp_min(1e-12)))
         drawn.append(name)
     return drawn
-
