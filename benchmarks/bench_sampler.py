@@ -10,9 +10,16 @@ one at a time, batch ``--batch``:
 * ``caption``: ``--caption-tokens`` ids autoregressively (temperature 1; ours with its KV cache, the
   official sampler recomputes the prefix at every id, which is what it does).
 
-Rounds alternate between the two samplers (and swap which goes first), so both see the machine's
-load of the moment; the ratio is what to read. Printed: the median seconds per image and tokens/s of
-each, and the ratio official / ours (issue #19's target: >= 2x). The samplers draw from different
+Precisions: fp32 for both; where the CPU computes bf16 natively (avx512_bf16 / amx_bf16; elsewhere torch
+emulates it ~100x slower and bf16 is skipped), also ours with ``precision="bf16"`` (the passes under
+`multimae.engine.precision.autocast`, logits sampled in fp32: what ``multimae generate --precision auto``
+picks there) and the official sampler run under ``torch.autocast("cpu", bfloat16)``, which its code
+never does.
+
+Rounds alternate between the samplers (and reverse their order every round), so all see the machine's
+load of the moment; the ratios are what to read. Printed: the median seconds per image and tokens/s of
+each, and the ratios official / ours: fp32 against fp32, ours in bf16 against the official sampler as it
+runs (fp32), and bf16 against bf16 (issue #19's target: >= 2x). The samplers draw from different
 random streams, so their outputs are not compared here (`tests/generation/test_fixture.py` replays the
 official sampler step by step on the fixture's model).
 
@@ -23,6 +30,7 @@ official sampler step by step on the fixture's model).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -35,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_fourm_step as step_bench  # noqa: E402  (the official model, its shims and our conversion)
 
 from multimae.convert.fourm import fourm_to_ours  # noqa: E402
+from multimae.engine.precision import cpu_flags, native_bf16_feature  # noqa: E402
 from multimae.generation import TargetSchedule  # noqa: E402
 from multimae.generation.generate import generate  # noqa: E402
 from multimae.generation.state import condition  # noqa: E402
@@ -99,10 +108,16 @@ def official_run(gen: types.ModuleType, sampler, info: dict, picture: torch.Tens
     sampler.generate(mod_dict, schedule, top_k=0.0, top_p=0.0, text_tokenizer=SpecialIds(), seed=seed)
 
 
-def ours_run(model, picture: torch.Tensor, target: str, scheme: str, tokens: int, steps: int, seed: int) -> None:
+def ours_run(model, picture: torch.Tensor, target: str, scheme: str, tokens: int, steps: int, seed: int,
+             precision: str = "fp32") -> None:
     schedule = TargetSchedule(target, scheme, steps=steps, num_tokens=tokens if scheme == "autoregressive" else None,
                               temperature=1.0)
-    generate(model, {"rgb": condition(model, "rgb", picture)}, [schedule], seed=seed)
+    generate(model, {"rgb": condition(model, "rgb", picture)}, [schedule], seed=seed, precision=precision)
+
+
+def official_in(precision: str):
+    """The context the official sampler runs in: nothing for fp32, CPU autocast for bf16."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
 def time_pair(runs: dict, rounds: int) -> dict[str, float]:
@@ -154,23 +169,38 @@ def main() -> None:
     print(f"CPU: {step_bench.cpu_model()}; torch {torch.__version__}, threads={args.threads}; official 4M "
           f"{args.official} (model files sha256 {code.digest})")
     print(f"{args.size}: {sum(p.numel() for p in ours.parameters()) / 1e6:.1f} M parameters; conditions rgb@"
-          f"{args.image_size}; batch {args.batch}; fp32; median of {args.rounds} rounds")
+          f"{args.image_size}; batch {args.batch}; median of {args.rounds} rounds")
     cases = [(semseg, "tok_semseg", "maskgit", side * side, args.steps, f"tok_semseg, {side * side} tokens, MaskGIT "
               f"{args.steps} steps"),
              ("caption", "caption", "autoregressive", args.caption_tokens, 1,
               f"caption, {args.caption_tokens} ids, autoregressive")]
+    native = native_bf16_feature(cpu_flags())
+    precisions = ["fp32", "bf16"] if native else ["fp32"]
+    print(f"precisions: {', '.join(precisions)}" + (f" ({native})" if native else
+                                                     " (no native bf16 on this CPU: bf16 skipped)"))
     for off_name, our_name, scheme, tokens, steps, label in cases:
+        runs = {}
+        for p in precisions:
+            runs[f"ours {p}"] = (lambda r, p=p: ours_run(ours, picture, our_name, scheme, tokens, steps,
+                                                         args.seed + r, p))
+            runs[f"official {p}"] = (lambda r, p=p: _official_in(p, gen, sampler, info, picture, off_name, scheme,
+                                                                 tokens, steps, args.seed + r))
         with torch.no_grad():
-            med = time_pair({
-                "ours": lambda r: ours_run(ours, picture, our_name, scheme, tokens, steps, args.seed + r),
-                "official": lambda r: official_run(gen, sampler, info, picture, off_name, scheme, tokens, steps,
-                                                   args.seed + r),
-            }, args.rounds)
+            med = time_pair(runs, args.rounds)
         for which, t in med.items():
-            print(f"  {label}: {which:8s} {t / args.batch:.4f} s / image, {tokens * args.batch / t:.0f} tokens/s")
-        print(f"  {label}: official / ours latency {med['official'] / med['ours']:.2f}x (target >= 2x: "
-              f"{'met' if med['official'] >= 2 * med['ours'] else 'NOT met'})")
+            print(f"  {label}: {which:13s} {t / args.batch:.4f} s / image, {tokens * args.batch / t:.0f} tokens/s")
+        ratios = [("fp32 / fp32", "official fp32", "ours fp32")]
+        if "bf16" in precisions:
+            ratios += [("official fp32 / ours bf16", "official fp32", "ours bf16"),
+                       ("bf16 / bf16", "official bf16", "ours bf16")]
+        for what, off, our in ratios:
+            print(f"  {label}: official / ours latency, {what}: {med[off] / med[our]:.2f}x (target >= 2x: "
+                  f"{'met' if med[off] >= 2 * med[our] else 'NOT met'})")
 
+
+def _official_in(precision: str, *run_args) -> None:
+    with official_in(precision):
+        official_run(*run_args)
 
 if __name__ == "__main__":
     main()

@@ -30,9 +30,10 @@ def test_generate_depth_and_a_caption_from_a_picture_and_text(tmp_path, trained_
     out = tmp_path / "out"
     args = ["generate", "--checkpoint", str(trained_run), "--cond", f"rgb={picture}", "--cond", "caption=a red cube",
             "--target", "depth", "--scheme", "maskgit", "--steps", "3", "--guidance", "caption=3", "--seed", "0",
-            "--samples", "2", "--batch-size", "1", "--steps-picture", "--out", str(out)]
+            "--samples", "2", "--batch-size", "1", "--steps-picture", "--precision", "fp32", "--out", str(out)]
     assert main(args) == 0
-    assert "generated tok_depth" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "generated tok_depth" in printed and "precision: fp32: requested" in printed
     depth = np.load(out / "depth.npy")
     assert depth.shape == (2, 1, IMAGE, IMAGE) and np.isfinite(depth).all()
     for name in ("depth_0.png", "depth_1.png", "figure.png", "steps.png"):
@@ -40,6 +41,7 @@ def test_generate_depth_and_a_caption_from_a_picture_and_text(tmp_path, trained_
     summary = json.loads((out / "summary.json").read_text())
     assert summary["chained"] and summary["schedules"][0]["guidance"] == {"caption": 3.0}
     assert summary["schedules"][0]["target"] == "tok_depth" and summary["conditions"]["caption"] == "a red cube"
+    assert summary["precision"]["precision"] == "fp32"
     again = tmp_path / "again"
     assert main([*args[:-1], str(again)]) == 0  # same seed, same tokens
     assert np.array_equal(np.load(again / "depth.npy"), depth)
@@ -52,6 +54,8 @@ def test_chained_map_then_caption(tmp_path, trained_run, picture, capsys):
                  "tok_depth,caption", "--scheme", "roar", "--steps", "2", "--temperature", "0", "--max-new", "8",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
+    chosen = json.loads((out / "summary.json").read_text())["precision"]  # auto: this machine's choice
+    assert chosen["requested"] == "auto" and f"precision: {chosen['reason']}" in printed
     text = (out / "caption.txt").read_text().splitlines()
     assert len(text) == 1 and f"caption: {text[0]}" in printed
     assert (out / "depth.npy").is_file() and (out / "figure.png").is_file()

@@ -116,6 +116,19 @@ def test_sampling_is_reproducible_from_the_seed(model, conditions):
     assert torch.equal(generate(model, same, sched, seed=7, batch_size=1)["tok_depth"].data, rows)
 
 
+def test_bf16_passes_give_fp32_logits_near_the_fp32_ones(model, conditions):
+    scheds = [TargetSchedule("tok_depth", "maskgit", steps=2, temperature=0.0, guidance={"rgb": 2.0}),
+              TargetSchedule("caption", "autoregressive", num_tokens=5, temperature=0.0)]
+    runs = {p: list(generate_steps(model, {"rgb": conditions["rgb"]}, scheds, precision=p)) for p in ("fp32", "bf16")}
+    full, half = (runs[p][0].result.logits for p in ("fp32", "bf16"))  # the same state: the first step
+    assert half.dtype == full.dtype == torch.float32
+    assert (half - full).abs().max() < 0.05 * full.abs().max() and not torch.equal(half, full)
+    last = runs["bf16"][-1].state
+    assert bool(last["tok_depth"].encoded.all()) and last["caption"].valid.any(dim=1).all()
+    seq = runs["bf16"][-1].result
+    assert seq.logits.dtype == torch.float32 and seq.generated.shape[1] > 1
+
+
 @pytest.mark.parametrize("guidance", [{}, {"rgb": 2.5}, {"rgb": 1.5, "caption": -1.0}])
 def test_the_kv_cache_gives_the_tokens_and_logits_of_recomputation(model, conditions, guidance):
     sched = TargetSchedule("caption", "autoregressive", temperature=1.3, guidance=guidance)

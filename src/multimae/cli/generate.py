@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--crop", action="store_true", help="centre-crop pictures to a square before resizing")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="the passes' autocast; auto: bf16 where the device computes it natively and faster "
+                        "(timed once per machine), else fp32 [auto]")
     parser.set_defaults(func=run)
 
 
@@ -187,16 +190,27 @@ def run(args: argparse.Namespace) -> int:
             gen.tokenizer(model.output_specs[t])
         inpaint, inpainted = _inpaint(gen, args, raw, targets)
         conditions = gen.conditions(raw)
+        precision = _precision(args.precision, model, device, args.batch_size or args.samples)
+        print(f"precision: {precision.reason}")
         start = time.perf_counter()
-        steps, finals = _generate(gen, conditions, schedules, args, inpaint)
+        steps, finals = _generate(gen, conditions, schedules, args, inpaint, precision.precision)
         seconds = time.perf_counter() - start
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    return _write(gen, args, shown, schedules, steps, finals, seconds, inpaint, inpainted)
+    return _write(gen, args, shown, schedules, steps, finals, seconds, inpaint, inpainted, precision.as_dict())
+
+
+def _precision(requested: str, model: Any, device: Any, batch: int) -> Any:
+    """``--precision`` resolved for ``device``, timed at the encoder's size (``batch`` samples of a full
+    encoder budget)."""
+    from multimae.engine.precision import choose_precision, probe_shape
+
+    cfg = model.config
+    return choose_precision(requested, device, probe_shape(batch * cfg.num_encoder_tokens, cfg.dim))
 
 
 def _generate(gen: Any, conditions: dict[str, Any], schedules: list[Any], args: argparse.Namespace,
-              inpaint: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+              inpaint: dict[str, Any], precision: str) -> tuple[list[Any], dict[str, Any]]:
     """The targets' final records (in batches of --batch-size) and, for the steps picture, every step of the
     first batch."""
     from multimae.generation.generate import generate
@@ -208,12 +222,13 @@ def _generate(gen: Any, conditions: dict[str, Any], schedules: list[Any], args: 
             first.append(step)
 
     finals = generate(gen.model, conditions, schedules, args.seed, not args.independent, args.batch_size, on_step=keep,
-                      inpaint=inpaint)
+                      inpaint=inpaint, precision=precision)
     return first, finals
 
 
 def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules: list[Any], steps: list[Any],
-           finals: dict[str, Any], seconds: float, inpaint: dict[str, Any], inpainted: dict[str, str]) -> int:
+           finals: dict[str, Any], seconds: float, inpaint: dict[str, Any], inpainted: dict[str, str],
+           precision: dict[str, Any]) -> int:
     import dataclasses
 
     import numpy as np
@@ -286,7 +301,7 @@ def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules:
                                int((~r.encoded[0]).sum()), "tokens": r.num_tokens} for t, r in inpaint.items()},
                "chained": not args.independent, "seed": args.seed, "samples": args.samples,
                "schedules": [dataclasses.asdict(s) for s in schedules], "texts": texts,
-               "seconds": round(seconds, 3), "tokenizers": {m: t.content_hash for m, t in gen.tokenizers.items()}}
+               "seconds": round(seconds, 3), "precision": precision, "tokenizers": {m: t.content_hash for m, t in gen.tokenizers.items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     written.append("summary.json")
     for name, t in texts.items():

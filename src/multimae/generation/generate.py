@@ -12,6 +12,13 @@ global one), so a run is reproducible, and equal to 4M's draws where the same ca
 * independent: each target is decoded from the original conditions alone;
 * in-paint (`editing`): a target given in ``inpaint`` starts from that record, its kept tokens
   given and never changed; its schedule covers only the positions to regenerate (none: no step).
+
+``precision`` ('fp32', 'bf16', 'fp16') is the model passes' autocast (`engine.precision.autocast`);
+logits are sampled in fp32 whatever it is. `generate` keeps one autocast on around all steps, so the
+weights are cast once (autocast caches casts while it is on); a loop over `generate_steps` can do the
+same by running inside ``engine.precision.autocast``. bf16 draws differ from fp32 ones where logits round
+differently; `engine.precision.choose_precision` picks bf16 for ``auto`` only where the CPU computes it
+natively and faster.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from multimae.data.stream import derive_seed
+from multimae.engine.precision import autocast
 from multimae.generation.autoregressive import SequenceStep, autoregressive_step
 from multimae.generation.editing import check_inpaint, regenerated
 from multimae.generation.schedule import TargetSchedule, temperatures, token_counts
@@ -120,9 +128,11 @@ def _starts(model: FourM, schedules: Sequence[TargetSchedule], inpaint: Mapping[
 
 def generate_steps(model: FourM, conditions: Mapping[str, ModalityBatch], schedules: Sequence[TargetSchedule],
                    seed: int = 0, chained: bool = True, use_cache: bool = True,
-                   inpaint: Mapping[str, ModalityBatch] | None = None) -> Iterator[GenerationStep]:
+                   inpaint: Mapping[str, ModalityBatch] | None = None, precision: str = "fp32"
+                   ) -> Iterator[GenerationStep]:
     """Decode every target of ``schedules`` in order, yielding after each step (see the module doc).
-    ``inpaint``: ``{target: record}`` targets partly given (`editing.inpaint_target`)."""
+    ``inpaint``: ``{target: record}`` targets partly given (`editing.inpaint_target`); ``precision``: the
+    passes' autocast."""
     inpaint = dict(inpaint or {})
     check_schedules(model, conditions, schedules)
     B, device = _batch({**conditions, **inpaint}, model)
@@ -137,7 +147,7 @@ def generate_steps(model: FourM, conditions: Mapping[str, ModalityBatch], schedu
         steps = plan(model, schedule, pending)
         for i, (count, temperature) in enumerate(steps):
             generator = torch.Generator(device=device).manual_seed(seed + index)
-            with torch.no_grad():
+            with torch.no_grad(), autocast(model, device.type, precision):
                 if schedule.scheme == "autoregressive":
                     result = autoregressive_step(model, state, schedule, count, temperature, generator, use_cache)
                 else:
@@ -171,26 +181,31 @@ def _rows(records: Mapping[str, ModalityBatch], start: int, size: int) -> dict[s
 def generate(model: FourM, conditions: Mapping[str, ModalityBatch], schedules: Sequence[TargetSchedule],
              seed: int = 0, chained: bool = True, batch_size: int | None = None, use_cache: bool = True,
              on_step: Callable[[int, GenerationStep], None] | None = None,
-             inpaint: Mapping[str, ModalityBatch] | None = None) -> dict[str, ModalityBatch]:
+             inpaint: Mapping[str, ModalityBatch] | None = None, precision: str = "fp32") -> dict[str, ModalityBatch]:
     """``{target: record}`` every target fully generated (a token map's ids (B, N); a sequence's ids
     (B, L), ``valid`` its real ids), ``batch_size`` samples at a time. The first chunk draws from
     ``seed``, a chunk starting at sample s > 0 from a seed derived from (seed, s), so samples in different
     chunks differ; results at temperature 0 with MaskGIT do not depend on ``batch_size``.
     ``on_step(first sample of the chunk, step)`` is called after every step. ``inpaint``: targets partly
-    given (`generate_steps`); one that regenerates nothing comes back as given."""
+    given (`generate_steps`); one that regenerates nothing comes back as given. ``precision``: the passes'
+    autocast (fp32 | bf16 | fp16)."""
     inpaint = dict(inpaint or {})
-    B, _ = _batch({**conditions, **inpaint}, model)
+    B, device = _batch({**conditions, **inpaint}, model)
     size = batch_size or B
     chunks = []
-    for start in range(0, B, size):
-        part, part_inpaint = (_rows(records, start, size) for records in (conditions, inpaint))
-        done = dict(part_inpaint)
-        chunk_seed = seed if start == 0 else derive_seed(seed, start) % SEED_RANGE
-        for step in generate_steps(model, part, schedules, chunk_seed, chained, use_cache, part_inpaint):
-            done[step.target] = step.state[step.target]
-            if on_step is not None:
-                on_step(start, step)
-        chunks.append(done)
+    # autocast caches the weights it casts while it is on: on around all steps, they are cast once
+    # (each step's own autocast is nested in it; on_step runs inside it too)
+    with autocast(model, device.type, precision):
+        for start in range(0, B, size):
+            part, part_inpaint = (_rows(records, start, size) for records in (conditions, inpaint))
+            done = dict(part_inpaint)
+            chunk_seed = seed if start == 0 else derive_seed(seed, start) % SEED_RANGE
+            for step in generate_steps(model, part, schedules, chunk_seed, chained, use_cache, part_inpaint,
+                                       precision):
+                done[step.target] = step.state[step.target]
+                if on_step is not None:
+                    on_step(start, step)
+            chunks.append(done)
     out = {s.target: concat_records([c[s.target] for c in chunks], model.output_specs[s.target].pad_id)
            for s in schedules}
     for s in schedules:

@@ -73,4 +73,4 @@ class SequenceDecoderCache:
             x = x + self._cross_attention(i, block.query_norm(x))
             x = x + block.mlp(block.norm2(x))
         self.length += ids.shape[1]
-        return self.embedding.logits(self.model.decoder_norm(x))
+        return self.embedding.logits(self.model.decoder_norm(x)).float()

@@ -5,6 +5,7 @@ positions, V the target's vocabulary, n ids of a sequence prefix.
 
 The encoder gets exactly as many slots as the fullest sample needs (4M's generation does the same),
 so a state with nothing given encodes to an empty context: cross-attention to no token adds 0.
+Logits come back in fp32 under any autocast (guidance combines them and the samplers draw from them).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def token_map_logits(model: FourM, target: str, positions: Tensor, context: Cont
     B, Q = positions.shape
     slots = Slots(model.mask_token.to(emb.dtype).expand(B, Q, -1), emb, torch.ones(B, Q, dtype=torch.bool,
                   device=emb.device), torch.zeros(B, Q, dtype=torch.long, device=emb.device), positions, (target,))
-    return dec.logits(model.decode(slots, context.tokens, context.keep))
+    return dec.logits(model.decode(slots, context.tokens, context.keep)).float()
 
 
 def sequence_logits(model: FourM, target: str, prefix: Tensor, context: Context) -> Tensor:
@@ -66,4 +67,4 @@ def sequence_logits(model: FourM, target: str, prefix: Tensor, context: Context)
     slots = Slots(x, torch.zeros_like(x), torch.ones(B, n, dtype=torch.bool, device=device),
                   torch.zeros(B, n, dtype=torch.long, device=device), torch.arange(n, device=device).expand(B, n),
                   (target,))
-    return dec.logits(model.decode(slots, context.tokens, context.keep))
+    return dec.logits(model.decode(slots, context.tokens, context.keep)).float()

@@ -151,11 +151,12 @@ class RunGenerator:
         return keep_from_pixels(regenerate, (h, w))
 
     def steps(self, raw: Mapping[str, Any], schedules: Sequence[TargetSchedule], seed: int = 0,
-              chained: bool = True, inpaint: Mapping[str, tuple[Any, Tensor]] | None = None
-              ) -> Iterator[GenerationStep]:
-        """`generate_steps` from raw conditions (and raw maps to in-paint, `inpaint`)."""
+              chained: bool = True, inpaint: Mapping[str, tuple[Any, Tensor]] | None = None,
+              precision: str = "fp32") -> Iterator[GenerationStep]:
+        """`generate_steps` from raw conditions (and raw maps to in-paint, `inpaint`), the passes in
+        ``precision`` (fp32 | bf16 | fp16)."""
         return generate_steps(self.model, self.conditions(raw), schedules, seed, chained,
-                              inpaint=self.inpaint(inpaint or {}))
+                              inpaint=self.inpaint(inpaint or {}), precision=precision)
 
     def decode_record(self, target: str, record: ModalityBatch) -> Tensor | list[str]:
         """A generated target decoded by its tokenizer: a raw map (B, C, H, W), or B texts."""
