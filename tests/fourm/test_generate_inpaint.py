@@ -127,13 +127,42 @@ def test_a_mask_that_keeps_everything_or_nothing_says_what_happens(tmp_path, tra
     (["--inpaint", "rgb=wrong.npy", "--target", "rgb"], "a 6x6 mask; it must be the map's size 16x16 .pixels. or "
                                                          "its token grid 4x4"),
     (["--inpaint", "rgb=nothere.png", "--target", "rgb"], "nothere.png: no such file"),
-    (["--inpaint", "caption=quarter.png", "--target", "rgb"], "in-paint of 'caption': a sequence"),
+    (["--inpaint", "caption=quarter.png", "--target", "rgb"], "name caption in --target too"),
+    (["--inpaint", "caption=a cube", "--target", "caption"], "no span to regenerate; mark each with a sentinel"),
+    (["--inpaint", "caption=a [S_1] cube", "--cond", "caption=a red cube", "--target", "caption"],
+     "its text with sentinels is the in-paint, not a --cond"),
     (["--inpaint", "depth=quarter.png", "--target", "depth"], "give the map to in-paint as --cond depth=FILE"),
     (["--inpaint", "rgb=quarter.png", "--target", "depth"], "name rgb in --target too"),
     (["--inpaint", "rgb=quarter.png", "--inpaint", "rgb=black.png", "--target", "rgb"], "in-painted twice"),
 ])
 def test_errors_name_the_problem(tmp_path, trained_run, files, extra, message):
-    extra = [e.replace("=", f"={files}/") if e.startswith(("rgb=", "caption=", "depth=")) else e for e in extra]
+    extra = [e.replace("=", f"={files}/") if e.startswith(("rgb=", "caption=quarter", "depth=")) else e for e in extra]
     base = ["generate", "--checkpoint", str(trained_run), "--cond", f"rgb={files / 'a.png'}", "--out", str(tmp_path / "o")]
     with pytest.raises(SystemExit, match=message):
         main([*base, *extra])
+
+
+def test_generate_in_paints_a_caption_around_its_given_words(tmp_path, trained_run, files, capsys):
+    out = tmp_path / "o"
+    text = "a [S_1] cube"
+    assert main(["generate", "--checkpoint", str(trained_run), "--cond", f"rgb={files / 'a.png'}", "--inpaint",
+                 f"caption={text}", "--target", "caption", "--temperature", "0", "--samples", "2", "--out",
+                 str(out)]) == 0
+    captions = (out / "caption.txt").read_text().splitlines()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["inpaint"]["caption"] == {"given": text, "spans": 1}
+    assert len(captions) == 2 and captions[0] == captions[1]  # temperature 0: both samples alike
+    words = captions[0].split()
+    assert words[0] == "a" and "cube" in words[1:] and "[S_1]" not in captions[0]
+    gen = RunGenerator(*load_run(trained_run))  # the API: the same record, the same caption
+    schedules = [TargetSchedule("caption", "autoregressive", temperature=0.0)]
+    *_, last = gen.steps({"rgb": _picture(files)}, schedules, inpaint={"caption": [text]}, precision=
+                         summary["precision"]["precision"])
+    assert gen.decode(last.state, schedules)["caption"] == captions[:1]
+
+
+def _picture(files):
+    from multimae.inference.inputs import read_input
+    from multimae.modalities.registry import get_modality
+
+    return read_input(get_modality("rgb"), files / "a.png").value[None]

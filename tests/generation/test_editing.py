@@ -1,6 +1,7 @@
 """In-painting on a tiny random 4M model: kept tokens never change, every regenerated position is decoded
 exactly once over a schedule of the regenerated positions alone, all-keep generates nothing, keep-nothing is
-plain generation, temperature 0 is deterministic, the pixel -> token rule, errors."""
+plain generation, temperature 0 is deterministic, the pixel -> token rule, errors; a sequence's spans are
+decoded up to its closing sentinel and merged around its given ids."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import pytest
 import torch
 
 from multimae.generation import (
-    TargetSchedule, condition, cosine_token_counts, generate, generate_steps, inpaint_target, keep_from_pixels,
-    linear_token_counts,
+    TargetSchedule, autoregressive_step, condition, cosine_token_counts, generate, generate_steps, inpaint_sequence,
+    inpaint_target, keep_from_pixels, linear_token_counts,
 )
+from multimae.generation.autoregressive import Row, merged
 from multimae.model.fourm import FourM, fourm_config
 
 B, N = 3, 16  # 32 px, 8 px patches: 4 x 4 token grids
@@ -164,3 +166,58 @@ def test_errors_name_the_problem(model, rgb, depth):
     out = generate(model, rgb, sched, batch_size=1,
                    inpaint={"tok_depth": inpaint_target(model, "tok_depth", tokens, uneven)})["tok_depth"]
     assert torch.equal(out.data[0], tokens[0]) and torch.equal(out.data[uneven], tokens[uneven])
+
+
+# the caption of `model`: ids 24..29 words, [EOS] 3, [S_i] 4 + i
+SEQ = torch.tensor([[24, 5, 25, 6, 3], [26, 27, 5, 3, 0], [5, 28, 3, 0, 0]])  # w [S_1] w [S_2] .. / w w [S_1] ..
+
+
+def test_a_sequence_in_paint_keeps_its_given_ids_and_merges_its_spans(model, rgb):
+    record = inpaint_sequence(model, "caption", SEQ)
+    sched = TargetSchedule("caption", "autoregressive", num_tokens=12, temperature=1.5)
+    steps = list(generate_steps(model, rgb, [sched], seed=3, inpaint={"caption": record}))
+    assert len(steps) == 1
+    res = steps[0].result
+    closing = [7, 6, 6]  # [S_3] after two spans, [S_2] after one
+    for b, row in enumerate(res.generated.tolist()):
+        given = [t for t in SEQ[b].tolist() if t]
+        decoded = row[:row.index(closing[b])] if closing[b] in row else row
+        spans, current = {}, None
+        for t in decoded:  # the ids after each [S_i] (4 <= t <= 7: a sentinel here)
+            current = spans.setdefault(t, []) if 4 <= t <= 7 else current
+            if not 4 <= t <= 7 and current is not None:
+                current.append(t)
+        expect = [x for t in given for x in (spans.get(t, []) if t in (5, 6) else [t])]
+        assert res.ids[b] == expect[:16]
+        words = [t for t in given if t not in (5, 6)]
+        assert _subsequence(words, res.ids[b])
+    assert torch.equal(steps[0].state["caption"].data[0, :len(res.ids[0])], torch.tensor(res.ids[0]))
+    again = autoregressive_step(model, {**rgb, "caption": record}, sched, 12, 1.5, torch.Generator().manual_seed(3),
+                                use_cache=False)
+    assert torch.equal(again.generated, res.generated) and again.ids == res.ids  # the KV cache agrees
+
+
+def _subsequence(part: list[int], whole: list[int]) -> bool:
+    it = iter(whole)
+    return all(t in it for t in part)
+
+
+def test_a_row_stops_at_its_closing_sentinel_or_at_eos_when_its_end_is_open():
+    shut = Row([24, 5, 3], spans=1, closing=6, eos_ends=False)  # "w [S_1] [EOS]": [EOS] cannot end the span
+    assert merged(shut, [5, 25, 3, 26, 6, 27], lambda i: 4 + i, 3, 16) == [24, 25, 3, 26, 3]
+    open_end = Row([24, 5], spans=1, closing=6, eos_ends=True)  # "w [S_1]": the span runs to the end
+    assert merged(open_end, [5, 25, 3, 26, 6], lambda i: 4 + i, 3, 16) == [24, 25, 3]
+    assert merged(open_end, [5, 25, 26, 27, 28], lambda i: 4 + i, 3, 4) == [24, 25, 26, 3]  # cut: [EOS] last
+    assert merged(Row([5], 1, 6, True), [5, 25, 3, 6], lambda i: 4 + i, 3, 16) == [25, 3]  # plain generation
+
+
+def test_sequence_in_paint_errors_name_the_problem(model, rgb):
+    with pytest.raises(ValueError, match="no span to regenerate; mark each with a sentinel"):
+        inpaint_sequence(model, "caption", torch.tensor([[24, 25, 3]]))
+    with pytest.raises(ValueError, match=r"must be \[S_1\] .. \[S_2\] in order, got \[S_2\], \[S_1\]"):
+        inpaint_sequence(model, "caption", torch.tensor([[24, 6, 25, 5, 3]]))
+    with pytest.raises(ValueError, match="a token map; give its tokens and a keep mask"):
+        inpaint_sequence(model, "tok_depth", torch.tensor([[5]]))
+    with pytest.raises(ValueError, match="fully given"):
+        generate(model, rgb, [TargetSchedule("caption", "autoregressive")],
+                 inpaint={"caption": inpaint_sequence(model, "caption", SEQ[:2])})

@@ -124,7 +124,7 @@ def test_bf16_passes_give_fp32_logits_near_the_fp32_ones(model, conditions):
     assert half.dtype == full.dtype == torch.float32
     assert (half - full).abs().max() < 0.05 * full.abs().max() and not torch.equal(half, full)
     last = runs["bf16"][-1].state
-    assert bool(last["tok_depth"].encoded.all()) and last["caption"].valid.any(dim=1).all()
+    assert bool(last["tok_depth"].encoded.all()) and last["caption"].data.shape[0] == B
     seq = runs["bf16"][-1].result
     assert seq.logits.dtype == torch.float32 and seq.generated.shape[1] > 1
 

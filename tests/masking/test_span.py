@@ -649,3 +649,20 @@ def test_chunked_sequences_need_their_tokenizer_and_must_be_sequences():
         build_masking(FourMMaskingConfig(input_budget=4, target_budget=4, chunked=["metadata"]), specs)
     with pytest.raises(ValueError, match="masking.chunked: \\['tok_depth'\\] are not sequences"):
         build_masking(FourMMaskingConfig(input_budget=4, target_budget=4, chunked=["tok_depth"]), specs)
+
+
+def test_merge_spans_undoes_span_masking():
+    from multimae.masking.span import merge_spans, sentinel_numbers, spans_from_kept
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        n = int(torch.randint(1, 12, (1,), generator=g))
+        ids = torch.randint(300, 400, (n,), generator=g).tolist() + [3]  # words, then [EOS]
+        kept = (torch.rand(n + 1, generator=g) < 0.5).tolist()
+        masked = spans_from_kept(ids, kept)
+        k = len(sentinel_numbers(masked.input, n + 2))
+        assert merge_spans(masked.input, masked.target, k + 1) == ids
+    # a span the target lacks is empty; ids past the last sentinel looked for are words
+    assert merge_spans([300, 5, 301, 6], [5, 310, 311, 6], 2) == [300, 310, 311, 301]
+    assert merge_spans([5], [5, 310, 8, 311], 2) == [310, 8, 311]
+    assert sentinel_numbers([300, 6, 5, 301], 3) == [2, 1]

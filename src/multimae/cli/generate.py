@@ -137,11 +137,23 @@ def _inpaint(gen: Any, args: argparse.Namespace, raw: dict[str, Any], targets: l
         check_inpaintable(gen.model, target)
         if target in records:
             raise ValueError(f"{option}: {target} is in-painted twice")
+        if target not in targets:
+            raise ValueError(f"{option}: name {name} in --target too (where in the order it is generated)")
+        if gen.model.output_specs[target].kind == "tokens":  # a sequence: its text with sentinels
+            if any(c == name or gen.input(c) == target for c in raw):
+                raise ValueError(f"{option}: {name} is a sequence; its text with sentinels is the in-paint, "
+                                 f"not a --cond")
+            path = Path(value)
+            text = path.read_text().strip() if value.endswith(".txt") and path.is_file() else value
+            try:
+                records[target] = gen.inpaint({name: [text] * args.samples})[target]
+            except ValueError as err:
+                raise ValueError(f"{option}: {err}") from None
+            names[target] = text
+            continue
         given = [c for c in raw if c == name or gen.input(c) == target]
         if not given or isinstance(raw[given[0]], list):
             raise ValueError(f"{option}: give the map to in-paint as --cond {name}=FILE")
-        if target not in targets:
-            raise ValueError(f"{option}: name {name} in --target too (where in the order it is generated)")
         mask = _read_mask(Path(value), option)
         original = raw.pop(given[0])
         try:
@@ -234,6 +246,7 @@ def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules:
     import numpy as np
     from PIL import Image
 
+    from multimae.generation.autoregressive import rows_of
     from multimae.modalities.registry import get_modality
     from multimae.viz.colormaps import draw_spec
     from multimae.viz.grid import image_grid
@@ -267,6 +280,10 @@ def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules:
                 file = f"{name}.png" if len(value) == 1 else f"{name}_{i}.png"
                 Image.fromarray(pic).save(out / file)
                 written.append(file)
+    sequences = {t: inpainted[t] for t in inpaint if gen.model.output_specs[t].kind == "tokens"}  # their texts
+    spans = {t: rows_of(gen.model, t, inpaint, 1)[0].spans for t in sequences}
+    inpaint = {t: r for t, r in inpaint.items() if t not in sequences}  # the maps
+    inpainted = {t: n for t, n in inpainted.items() if t not in sequences}
     inpaint_sources = {gen.model.output_specs[t].source_name for t in inpaint}
     masks = {gen.output(n): v for n, v in _pairs(args.inpaint, "--inpaint")}
     given = {n: v for n, v in shown.items() if not isinstance(v, str)}
@@ -282,6 +299,7 @@ def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules:
     for i in range(args.samples):
         rows.append([picture(sources[n], v.cpu().numpy()) for n, v in given.items()] + [pictures[n][i] for n in pictures])
         notes.append("; ".join([*(f"{n} given: {t}" for n, t in shown.items() if isinstance(t, str)),
+                                *(f"{t} in-painted from: {text}" for t, text in sequences.items()),
                                 *(f"{n}: {t[i]}" for n, t in texts.items())]))
     if titles:
         image_grid(rows, titles, notes).save(out / "figure.png")
@@ -298,7 +316,8 @@ def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules:
     summary = {"checkpoint": str(args.checkpoint), "conditions": {n: (v if isinstance(v, str) else "map")
                                                                     for n, v in shown.items()},
                "inpaint": {t: {"original": inpainted[t], "mask": masks[t], "regenerated_tokens":
-                               int((~r.encoded[0]).sum()), "tokens": r.num_tokens} for t, r in inpaint.items()},
+                               int((~r.encoded[0]).sum()), "tokens": r.num_tokens} for t, r in inpaint.items()}
+               | {t: {"given": text, "spans": spans[t]} for t, text in sequences.items()},
                "chained": not args.independent, "seed": args.seed, "samples": args.samples,
                "schedules": [dataclasses.asdict(s) for s in schedules], "texts": texts,
                "seconds": round(seconds, 3), "precision": precision, "tokenizers": {m: t.content_hash for m, t in gen.tokenizers.items()}}

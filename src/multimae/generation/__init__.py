@@ -2,7 +2,7 @@
 classifier-free guidance, chained and independent generation, in-painting (`docs/generation.md`)."""
 
 from multimae.generation.autoregressive import SequenceStep, autoregressive_step
-from multimae.generation.editing import inpaint_target, keep_from_pixels
+from multimae.generation.editing import inpaint_sequence, inpaint_target, keep_from_pixels
 from multimae.generation.generate import GenerationStep, check_schedules, generate, generate_steps, plan
 from multimae.generation.guidance import combine, guidance_states
 from multimae.generation.kv_cache import SequenceDecoderCache
@@ -14,7 +14,7 @@ from multimae.generation.token_maps import TokenMapStep, maskgit_step, roar_step
 __all__ = [
     "Context", "GenerationStep", "SequenceDecoderCache", "SequenceStep", "TargetSchedule", "TokenMapStep",
     "autoregressive_step", "check_schedules", "combine", "condition", "cosine_token_counts", "emptied",
-    "empty_target", "encode_state", "generate", "generate_steps", "guidance_states", "inpaint_target",
+    "empty_target", "encode_state", "generate", "generate_steps", "guidance_states", "inpaint_sequence", "inpaint_target",
     "keep_from_pixels", "linear_token_counts",
     "maskgit_step", "plan", "roar_step", "sequence_logits", "token_map_logits",
 ]

@@ -1,6 +1,6 @@
-"""Editing: in-paint part of a token map (keep some of its tokens, regenerate the others).
+"""Editing: in-paint part of a token map or a sequence (keep some of its tokens, regenerate the others).
 
-Shapes: B batch, N = h * w tokens of the map (row-major grid), H W pixels.
+Shapes: B batch, N = h * w tokens of the map (row-major grid), H W pixels, L ids of a sequence.
 
 In 4M a modality can be partly given: its kept tokens go to the encoder as inputs and the other
 positions are targets, decoded by MaskGIT / ROAR. Training masks random subsets of every modality,
@@ -16,16 +16,22 @@ modality (rgb) there; or in-paint the edited map's own tokens around the edit.
 Polarity: ``keep`` (B, N) is True where a token is kept; a pixel mask ``regenerate`` (B, H, W) is
 True where pixels are to be regenerated (a white pixel of a mask picture); a token is regenerated
 when any of its pixels is (`keep_from_pixels`).
+
+A sequence is in-painted as 4M's span masking gives it to the encoder: its text with every span to
+regenerate replaced by a sentinel, [S_1] .. [S_k] in order ("a [S_1] cube on the [S_2] [EOS]"). That
+record is given whole; the autoregressive step decodes "[S_1] span_1 [S_2] .. [S_k] span_k" up to the
+closing [S_(k+1)] and merges the spans into the text (`masking.span.merge_spans`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from multimae.masking.span import SentinelId, fourm_sentinel_id, sentinel_numbers
 from multimae.modalities.batch import ModalityBatch
 from multimae.model.fourm import FourM
 
@@ -51,17 +57,19 @@ def token_grid(model: FourM, name: str) -> tuple[int, int]:
 
 
 def check_inpaintable(model: FourM, name: str) -> None:
-    """ValueError unless ``name`` is a token map the model both reads (kept tokens go to the encoder)
-    and predicts (the others are decoded)."""
-    spec = model.output_specs.get(name)
-    if spec is None or spec.kind == "tokens":
-        maps = [n for n, s in model.output_specs.items() if s.kind != "tokens" and n in model.input_specs]
-        what = "a sequence" if spec is not None else "not an output of this model"
-        raise ValueError(f"in-paint of {name!r}: {what}; only a token map the model reads and predicts can be "
-                         f"in-painted (this model: {maps})")
+    """ValueError unless ``name`` is a token map or a sequence the model both reads (kept tokens go to
+    the encoder) and predicts (the others are decoded)."""
+    if name not in model.output_specs:
+        both = [n for n in model.output_specs if n in model.input_specs]
+        raise ValueError(f"in-paint of {name!r}: not an output of this model; a token map or sequence the model "
+                         f"reads and predicts can be in-painted (this model: {both})")
     if name not in model.input_specs:
         raise ValueError(f"in-paint of {name!r}: the model predicts it but does not read it, so its kept tokens "
                          f"cannot be given (inputs: {list(model.input_specs)})")
+
+
+def is_sequence(model: FourM, name: str) -> bool:
+    return model.output_specs[name].kind == "tokens"
 
 
 def inpaint_target(model: FourM, name: str, tokens: Tensor, keep: Tensor) -> ModalityBatch:
@@ -69,6 +77,8 @@ def inpaint_target(model: FourM, name: str, tokens: Tensor, keep: Tensor) -> Mod
     (B, N) bool, True = kept (given to the encoder, never changed), False = regenerated. The data at
     regenerated positions is overwritten by the samplers."""
     check_inpaintable(model, name)
+    if is_sequence(model, name):
+        raise ValueError(f"in-paint of {name!r}: a sequence; give its text with sentinels (`inpaint_sequence`)")
     N = model.decoder_embeddings[name].side ** 2
     if tokens.ndim != 2 or tokens.shape[1] != N or tuple(keep.shape) != tuple(tokens.shape):
         raise ValueError(f"in-paint of {name!r}: tokens and keep must both be (B, {N}), got "
@@ -80,6 +90,38 @@ def inpaint_target(model: FourM, name: str, tokens: Tensor, keep: Tensor) -> Mod
     return ModalityBatch(tokens.long(), torch.ones_like(keep), ~keep)
 
 
+def span_count(model: FourM, name: str, ids: Sequence[int], sentinel: SentinelId = fourm_sentinel_id) -> int:
+    """k, the spans to regenerate in one in-paint row of the sequence ``name`` (its real ids), after
+    checking that its sentinels are [S_1] .. [S_k] in order (ValueError naming what is there)."""
+    numbers = sentinel_numbers(ids, model.output_specs[name].max_length, sentinel)
+    if not numbers:
+        raise ValueError(f"in-paint of {name!r}: no span to regenerate; mark each with a sentinel, [S_1], [S_2], "
+                         f"... in order")
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError(f"in-paint of {name!r}: the sentinels must be [S_1] .. [S_{len(numbers)}] in order, got "
+                         f"{', '.join(f'[S_{i}]' for i in numbers)}")
+    return len(numbers)
+
+
+def inpaint_sequence(model: FourM, name: str, ids: Tensor, valid: Tensor | None = None,
+                     sentinel: SentinelId = fourm_sentinel_id) -> ModalityBatch:
+    """The start record of an in-paint of the sequence ``name``: ``ids`` (B, L) each row its text with
+    the spans to regenerate as sentinels [S_1] .. [S_k] ([EOS] and padding as a condition has them),
+    ``valid`` (B, L) its real ids (None: all but padding). Given whole to the encoder."""
+    check_inpaintable(model, name)
+    if not is_sequence(model, name):
+        raise ValueError(f"in-paint of {name!r}: a token map; give its tokens and a keep mask (`inpaint_target`)")
+    spec = model.output_specs[name]
+    if ids.ndim != 2 or ids.dtype.is_floating_point:
+        raise ValueError(f"in-paint of {name!r}: ids must be (B, L) integers, got {ids.dtype} {tuple(ids.shape)}")
+    valid = (ids != spec.pad_id) if valid is None else valid.to(ids.device)
+    if ids.shape[1] > spec.max_length:
+        raise ValueError(f"in-paint of {name!r}: {ids.shape[1]} ids, the model reads {spec.max_length}")
+    for row, keep in zip(ids.tolist(), valid.tolist()):
+        span_count(model, name, [t for t, k in zip(row, keep) if k], sentinel)
+    return ModalityBatch(ids.long(), valid.bool())
+
+
 def check_inpaint(model: FourM, inpaint: Mapping[str, ModalityBatch], targets: list[str], batch_size: int) -> None:
     """ValueError naming the problem: an in-paint record for something that is not a target, not
     in-paintable, of the wrong shape or batch size."""
@@ -87,6 +129,11 @@ def check_inpaint(model: FourM, inpaint: Mapping[str, ModalityBatch], targets: l
         if name not in targets:
             raise ValueError(f"in-paint of {name!r}: not among the targets {targets}")
         check_inpaintable(model, name)
+        if is_sequence(model, name):
+            if record.valid.shape[0] != batch_size or record.hidden is not None:
+                raise ValueError(f"in-paint of {name!r}: expected a fully given (B, L) record with B = {batch_size} "
+                                 f"(`inpaint_sequence`), got {tuple(record.valid.shape)}")
+            continue
         N = model.decoder_embeddings[name].side ** 2
         if tuple(record.valid.shape) != (batch_size, N) or record.hidden is None:
             raise ValueError(f"in-paint of {name!r}: expected a (B, N) = {(batch_size, N)} record with a hidden "

@@ -11,7 +11,8 @@ global one), so a run is reproducible, and equal to 4M's draws where the same ca
   generated target is given to the encoder while the next ones are decoded;
 * independent: each target is decoded from the original conditions alone;
 * in-paint (`editing`): a target given in ``inpaint`` starts from that record, its kept tokens
-  given and never changed; its schedule covers only the positions to regenerate (none: no step).
+  given and never changed; a token map's schedule covers only the positions to regenerate (none: no
+  step); a sequence's record is its text with sentinels for the spans to regenerate.
 
 ``precision`` ('fp32', 'bf16', 'fp16') is the model passes' autocast (`engine.precision.autocast`);
 logits are sampled in fp32 whatever it is. `generate` keeps one autocast on around all steps, so the
@@ -118,6 +119,9 @@ def _starts(model: FourM, schedules: Sequence[TargetSchedule], inpaint: Mapping[
         if s.target not in inpaint:
             starts[s.target] = empty_target(model, s.target, batch_size, device)
             continue
+        if model.output_specs[s.target].kind == "tokens":  # a sequence: its spans, decoded in one step
+            starts[s.target] = inpaint[s.target]
+            continue
         counts = regenerated(inpaint[s.target])
         if bool((counts != counts[0]).any()):
             raise ValueError(f"in-paint of {s.target!r}: the samples regenerate different numbers of tokens "
@@ -143,7 +147,8 @@ def generate_steps(model: FourM, conditions: Mapping[str, ModalityBatch], schedu
     for schedule in schedules:
         if not chained:
             state = {**conditions, schedule.target: starts[schedule.target]}
-        pending = int(regenerated(starts[schedule.target])[0]) if schedule.target in inpaint else None
+        map_inpaint = schedule.target in inpaint and model.output_specs[schedule.target].kind != "tokens"
+        pending = int(regenerated(starts[schedule.target])[0]) if map_inpaint else None
         steps = plan(model, schedule, pending)
         for i, (count, temperature) in enumerate(steps):
             generator = torch.Generator(device=device).manual_seed(seed + index)

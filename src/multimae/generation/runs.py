@@ -21,10 +21,16 @@ tokenizer, the marked tokens regenerated, the others kept::
 
     schedules = [TargetSchedule(gen.output("rgb"), steps=4)]
     *_, last = gen.steps({"semseg": edited}, schedules, inpaint={"rgb": (picture, region)})
+
+A sequence is in-painted from its text with sentinels for the spans to regenerate::
+
+    schedules = [TargetSchedule("caption", "autoregressive")]
+    *_, last = gen.steps({"rgb": picture}, schedules, inpaint={"caption": ["a [S_1] cube on the left"]})
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from multimae.generation.editing import inpaint_target, keep_from_pixels, token_grid
+from multimae.generation.editing import inpaint_sequence, inpaint_target, keep_from_pixels, token_grid
 from multimae.generation.generate import GenerationStep, generate_steps
 from multimae.generation.schedule import TargetSchedule
 from multimae.generation.state import State, condition
@@ -67,6 +73,19 @@ def _resolve(name: str, specs: Mapping[str, ModalitySpec], what: str) -> str:
         return by_source[0]
     known = sorted({*specs, *(s.source_name for s in specs.values() if s.kind == "token_map")})
     raise ValueError(f"{name!r} is not {what} of this model (it has {known})")
+
+
+OPEN_END = re.compile(r"\[S_\d+\]\s*$")  # an in-paint text whose last span runs to its end
+
+
+def _trimmed(ids: Tensor, valid: Tensor, spec: ModalitySpec, what: str) -> tuple[Tensor, Tensor]:
+    """A tokenised batch of texts without the tokenizer's padding past the longest row (not the text);
+    ValueError when that is longer than the model reads."""
+    used = valid.any(dim=0).nonzero()
+    length = int(used.max()) + 1 if len(used) else 0
+    if length > spec.max_length:
+        raise ValueError(f"{what}: {length} ids, the model reads {spec.max_length}")
+    return ids[:, :length], valid[:, :length]
 
 
 @dataclass
@@ -103,12 +122,8 @@ class RunGenerator:
                 except (ValueError, TypeError) as err:
                     raise ValueError(f"condition {name!r}: its tokenizer cannot read it ({err})") from None
                 ids, valid = tokens.ids.to(device), tokens.valid.to(device)
-                if spec.kind == "tokens":  # the tokenizer's padding past the longest row is not the text
-                    used = valid.any(dim=0).nonzero()
-                    length = int(used.max()) + 1 if len(used) else 0
-                    ids, valid = ids[:, :length], valid[:, :length]
-                    if length > spec.max_length:
-                        raise ValueError(f"condition {name!r}: {length} ids, the model reads {spec.max_length}")
+                if spec.kind == "tokens":
+                    ids, valid = _trimmed(ids, valid, spec, f"condition {name!r}")
                 out[model_name] = condition(self.model, model_name, ids, valid)
             else:
                 from multimae.modalities.prepare import prepare_dense
@@ -116,18 +131,23 @@ class RunGenerator:
                 out[model_name] = condition(self.model, model_name, prepare_dense(spec, value).to(device))
         return out
 
-    def inpaint(self, raw: Mapping[str, tuple[Any, Tensor]]) -> State:
-        """``{name: (raw map, regenerate)}`` -> ``{model target: in-paint record}``: the map tokenised by
-        its tokenizer; ``regenerate`` (B, H, W) bool at the map's pixels, or (B, h, w) at its token grid,
-        True = regenerate (a token is when any of its pixels is). Tokens the tokenizer marks invalid
-        (no valid pixel) are regenerated too."""
+    def inpaint(self, raw: Mapping[str, Any]) -> State:
+        """``{name: (raw map, regenerate)}`` or ``{name: texts}`` -> ``{model target: in-paint record}``.
+
+        A map is tokenised by its tokenizer; ``regenerate`` (B, H, W) bool at the map's pixels, or
+        (B, h, w) at its token grid, True = regenerate (a token is when any of its pixels is). Tokens the
+        tokenizer marks invalid (no valid pixel) are regenerated too. A sequence is B texts with each span
+        to regenerate written as a sentinel, [S_1], [S_2], ... in order ("a [S_1] cube"); a text that
+        ends in a sentinel leaves its end open (the last span runs to the end, [EOS] included)."""
         device = self.model.mask_token.device
         out: State = {}
-        for name, (value, regenerate) in raw.items():
+        for name, value in raw.items():
             target = self.output(name)
             spec = self.model.output_specs[target]
             if spec.kind == "tokens":
-                raise ValueError(f"in-paint of {name!r}: a sequence; edit its text and give it as a condition instead")
+                out[target] = self._sequence_inpaint(name, target, value)
+                continue
+            value, regenerate = value
             try:
                 tokens = self.tokenizer(spec).encode(value)
             except (ValueError, TypeError) as err:
@@ -135,6 +155,22 @@ class RunGenerator:
             out[target] = inpaint_target(self.model, target, tokens.ids.to(device),
                                          self._keep(name, target, value, regenerate).to(device) & tokens.valid.to(device))
         return out
+
+    def _sequence_inpaint(self, name: str, target: str, texts: Any) -> ModalityBatch:
+        spec = self.model.output_specs[target]
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"in-paint of {name!r}: a sequence is in-painted from a list of texts with sentinels")
+        try:
+            tokens = self.tokenizer(spec).encode(list(texts))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"in-paint of {name!r}: its tokenizer cannot read the text ({err})") from None
+        ids, valid = _trimmed(tokens.ids, tokens.valid.clone(), spec, f"in-paint of {name!r}")
+        for b, text in enumerate(texts):  # an open end: the tokenizer's [EOS] belongs to the last span
+            if OPEN_END.search(text) and bool(valid[b].any()):
+                last = int(valid[b].nonzero().max())
+                ids[b, last], valid[b, last] = spec.pad_id, False
+        device = self.model.mask_token.device
+        return inpaint_sequence(self.model, target, ids.to(device), valid.to(device))
 
     def _keep(self, name: str, target: str, value: Tensor, regenerate: Tensor) -> Tensor:
         """(B, N) keep mask from a pixel or token-grid ``regenerate`` mask (ValueError naming the sizes)."""
@@ -151,7 +187,7 @@ class RunGenerator:
         return keep_from_pixels(regenerate, (h, w))
 
     def steps(self, raw: Mapping[str, Any], schedules: Sequence[TargetSchedule], seed: int = 0,
-              chained: bool = True, inpaint: Mapping[str, tuple[Any, Tensor]] | None = None,
+              chained: bool = True, inpaint: Mapping[str, Any] | None = None,
               precision: str = "fp32") -> Iterator[GenerationStep]:
         """`generate_steps` from raw conditions (and raw maps to in-paint, `inpaint`), the passes in
         ``precision`` (fp32 | bf16 | fp16)."""

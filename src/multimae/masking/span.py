@@ -88,6 +88,32 @@ def spans_from_kept(ids: Sequence[int], kept: Sequence[bool], sentinel: Sentinel
     return SpanMasked(inputs, target, marks)
 
 
+def sentinel_numbers(ids: Sequence[int], most: int, sentinel: SentinelId = fourm_sentinel_id) -> list[int]:
+    """The numbers i of the sentinels [S_i] (0 <= i <= ``most``) among ``ids``, in their order."""
+    number = {sentinel(i): i for i in range(most + 1)}
+    return [number[t] for t in ids if t in number]
+
+
+def merge_spans(input_ids: Sequence[int], target: Sequence[int], most: int,
+                sentinel: SentinelId = fourm_sentinel_id) -> list[int]:
+    """The sequence a span-masked ``input_ids`` stands for, with each of its sentinels [S_i] replaced by
+    the ids after [S_i] in ``target`` up to the next sentinel (`spans_from_kept`'s inverse; 4M's
+    merge after generation). A span missing from ``target`` is empty. ``most``: the highest sentinel
+    number looked for."""
+    number = {sentinel(i): i for i in range(most + 1)}
+    spans: dict[int, list[int]] = {}
+    current: list[int] | None = None
+    for t in target:
+        if t in number:
+            current = spans.setdefault(number[t], [])
+        elif current is not None:
+            current.append(t)
+    out: list[int] = []
+    for t in input_ids:
+        out.extend(spans.get(number[t], []) if t in number else [t])
+    return out
+
+
 def chunk_index(ids: Sequence[int], values: Collection[int], eos_id: int | None = None) -> list[int]:
     """The chunk of each id (0, 1, ...): a chunk starts at every id not in ``values`` (a key; its
     values follow it), and ``eos_id`` is a chunk of its own."""
