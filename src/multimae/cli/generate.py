@@ -128,7 +128,7 @@ def _inpaint(gen: Any, args: argparse.Namespace, raw: dict[str, Any], targets: l
              ) -> tuple[dict[str, Any], dict[str, str]]:
     """``({model target: in-paint record}, {model target: its --cond name})`` from --inpaint; the in-painted
     maps are taken out of ``raw``."""
-    from multimae.generation.editing import check_inpaintable
+    from multimae.generation.editing import check_inpaintable, is_sequence
 
     records, names = {}, {}
     for name, value in _pairs(args.inpaint, "--inpaint"):
@@ -139,7 +139,7 @@ def _inpaint(gen: Any, args: argparse.Namespace, raw: dict[str, Any], targets: l
             raise ValueError(f"{option}: {target} is in-painted twice")
         if target not in targets:
             raise ValueError(f"{option}: name {name} in --target too (where in the order it is generated)")
-        if gen.model.output_specs[target].kind == "tokens":  # a sequence: its text with sentinels
+        if is_sequence(gen.model, target):  # its text with sentinels
             if any(c == name or gen.input(c) == target for c in raw):
                 raise ValueError(f"{option}: {name} is a sequence; its text with sentinels is the in-paint, "
                                  f"not a --cond")
@@ -247,6 +247,7 @@ def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules:
     from PIL import Image
 
     from multimae.generation.autoregressive import rows_of
+    from multimae.generation.editing import is_sequence
     from multimae.modalities.registry import get_modality
     from multimae.viz.colormaps import draw_spec
     from multimae.viz.grid import image_grid
@@ -280,7 +281,7 @@ def _write(gen: Any, args: argparse.Namespace, shown: dict[str, Any], schedules:
                 file = f"{name}.png" if len(value) == 1 else f"{name}_{i}.png"
                 Image.fromarray(pic).save(out / file)
                 written.append(file)
-    sequences = {t: inpainted[t] for t in inpaint if gen.model.output_specs[t].kind == "tokens"}  # their texts
+    sequences = {t: inpainted[t] for t in inpaint if is_sequence(gen.model, t)}  # their texts
     spans = {t: rows_of(gen.model, t, inpaint, 1)[0].spans for t in sequences}
     inpaint = {t: r for t, r in inpaint.items() if t not in sequences}  # the maps
     inpainted = {t: n for t, n in inpainted.items() if t not in sequences}

@@ -69,6 +69,7 @@ def check_inpaintable(model: FourM, name: str) -> None:
 
 
 def is_sequence(model: FourM, name: str) -> bool:
+    """Whether the output ``name`` is a sequence (else a token map)."""
     return model.output_specs[name].kind == "tokens"
 
 

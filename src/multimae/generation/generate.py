@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from multimae.data.stream import derive_seed
 from multimae.engine.precision import autocast
 from multimae.generation.autoregressive import SequenceStep, autoregressive_step
-from multimae.generation.editing import check_inpaint, regenerated
+from multimae.generation.editing import check_inpaint, is_sequence, regenerated
 from multimae.generation.schedule import TargetSchedule, temperatures, token_counts
 from multimae.generation.state import State, decoded, empty_target
 from multimae.generation.token_maps import TokenMapStep, maskgit_step, roar_step
@@ -119,13 +119,11 @@ def _starts(model: FourM, schedules: Sequence[TargetSchedule], inpaint: Mapping[
         if s.target not in inpaint:
             starts[s.target] = empty_target(model, s.target, batch_size, device)
             continue
-        if model.output_specs[s.target].kind == "tokens":  # a sequence: its spans, decoded in one step
-            starts[s.target] = inpaint[s.target]
-            continue
-        counts = regenerated(inpaint[s.target])
-        if bool((counts != counts[0]).any()):
-            raise ValueError(f"in-paint of {s.target!r}: the samples regenerate different numbers of tokens "
-                             f"({counts.tolist()}); generate them apart (batch_size=1)")
+        if not is_sequence(model, s.target):  # a sequence's spans are decoded in one step
+            counts = regenerated(inpaint[s.target])
+            if bool((counts != counts[0]).any()):
+                raise ValueError(f"in-paint of {s.target!r}: the samples regenerate different numbers of tokens "
+                                 f"({counts.tolist()}); generate them apart (batch_size=1)")
         starts[s.target] = inpaint[s.target]
     return starts
 
@@ -147,7 +145,7 @@ def generate_steps(model: FourM, conditions: Mapping[str, ModalityBatch], schedu
     for schedule in schedules:
         if not chained:
             state = {**conditions, schedule.target: starts[schedule.target]}
-        map_inpaint = schedule.target in inpaint and model.output_specs[schedule.target].kind != "tokens"
+        map_inpaint = schedule.target in inpaint and not is_sequence(model, schedule.target)
         pending = int(regenerated(starts[schedule.target])[0]) if map_inpaint else None
         steps = plan(model, schedule, pending)
         for i, (count, temperature) in enumerate(steps):
